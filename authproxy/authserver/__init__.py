@@ -1,0 +1,1 @@
+"""Resources of the OAuth 2.1 authorization server."""

@@ -1,0 +1,84 @@
+"""A per-key token bucket on the injected clock, and the request's source address.
+
+Used by dynamic client registration: an open endpoint that creates server-side state must
+not let one address fill the client table.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from twisted.web.server import Request
+
+from authproxy.tokens import Clock
+
+
+class TokenBucketLimiter:
+    """``rate_count`` events per ``rate_period`` seconds per key, with bursts up to ``rate_count``.
+
+    At most ``max_keys`` buckets are kept (least recently used dropped first), so a flood of
+    source addresses costs bounded memory; a dropped bucket starts full again, which only
+    helps an attacker who already controls more addresses than the cap.
+    """
+
+    def __init__(
+        self, clock: Clock, rate_count: int, rate_period: float, max_keys: int = 10000
+    ) -> None:
+        if rate_count < 1 or rate_period <= 0:
+            raise ValueError("rate_count must be >= 1 and rate_period > 0")
+        self._clock = clock
+        self._capacity = float(rate_count)
+        self._per_second = rate_count / rate_period
+        self._max_keys = max_keys
+        # key -> (tokens, last refill time)
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def acquire(self, key: str) -> float:
+        """Take one token for ``key``: 0 when allowed, else the seconds until one is available."""
+        now = self._clock.seconds()
+        tokens, last = self._buckets.pop(key, (self._capacity, now))
+        tokens = min(self._capacity, tokens + max(0.0, now - last) * self._per_second)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now)
+            wait = 0.0
+        else:
+            self._buckets[key] = (tokens, now)
+            wait = (1.0 - tokens) / self._per_second
+        while len(self._buckets) > self._max_keys:
+            self._buckets.popitem(last=False)
+        return wait
+
+    @staticmethod
+    def retry_after(wait: float) -> str:
+        """A Retry-After header value (whole seconds, at least 1)."""
+        return str(max(1, math.ceil(wait)))
+
+
+def _in_networks(address: str, networks: Iterable[ipaddress._BaseNetwork]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def source_address(request: Request, trusted_proxies: Iterable[str] = ()) -> str:
+    """The client's address: the peer, or from X-Forwarded-For when the peer is a trusted proxy.
+
+    The header is read right to left, skipping trusted proxies, so a client cannot choose the
+    address it is counted under by sending its own X-Forwarded-For.
+    """
+    peer = getattr(request.getClientAddress(), "host", None) or "unknown"
+    networks = [ipaddress.ip_network(cidr, strict=False) for cidr in trusted_proxies]
+    if not networks or not _in_networks(peer, networks):
+        return peer
+    hops: list[str] = []
+    for value in request.requestHeaders.getRawHeaders("X-Forwarded-For", []):
+        hops.extend(part.strip() for part in value.split(",") if part.strip())
+    for hop in reversed(hops):
+        if not _in_networks(hop, networks):
+            return hop
+    return hops[0] if hops else peer

@@ -1,0 +1,568 @@
+"""The configuration file: frozen attrs classes, structured by cattrs, validated as a whole.
+
+Loading happens in two steps. cattrs structures the TOML/JSON mapping into the classes
+below (unknown keys, wrong types and unparsable durations or sizes are reported with their
+field path). Then ``_validate`` checks the rules that span fields and fills the derived
+defaults (issuer, redirect_uri, allowed_audiences, backend path). Every problem is
+collected, so an operator fixes a file in one round: ``ConfigError.problems`` holds one
+line per problem, each starting with the field path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NewType
+from urllib.parse import urlsplit
+
+import attrs
+import cattrs
+from cattrs.errors import ForbiddenExtraKeysError
+
+Duration = NewType("Duration", float)
+Size = NewType("Size", int)
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_SIZE_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "KiB": 1024,
+    "MiB": 1024**2,
+    "GiB": 1024**3,
+}
+_SIZE_RE = re.compile(r"(\d+)\s*([KMG]i?B|B)?")
+
+
+def parse_duration(value: object) -> float:
+    """``"30s"``, ``"5m"``, ``"1h30m"``, ``"7d"`` (or a number of seconds) -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"{value!r} is not a duration")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a duration")
+    text = value.strip()
+    pos, total = 0, 0.0
+    for match in _DURATION_RE.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if not text or pos != len(text):
+        raise ValueError(f'"{value}" is not a duration (examples: 30s, 5m, 1h30m, 7d)')
+    return total
+
+
+def parse_size(value: object) -> int:
+    """``"512KiB"``, ``"4MiB"`` (or a number of bytes) -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        match = _SIZE_RE.fullmatch(value.strip())
+        if match:
+            return int(match.group(1)) * _SIZE_UNITS[match.group(2) or ""]
+    raise ValueError(f'"{value}" is not a size (examples: 512KiB, 4MiB)')
+
+
+def format_duration(seconds: float) -> str:
+    for unit, factor in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= factor and seconds % factor == 0:
+            return f"{int(seconds // factor)}{unit}"
+    return f"{seconds:g}s"
+
+
+@attrs.frozen(repr=False)
+class Secret:
+    """A secret value that never shows itself in a repr, str or log line."""
+
+    _value: str = attrs.field(alias="value")
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(<redacted>)"
+
+    __str__ = __repr__
+
+
+@attrs.frozen
+class ServerConfig:
+    public_url: str
+    listen: tuple[str, ...] = ("tcp:8080:interface=127.0.0.1",)
+    trusted_proxies: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    max_request_body: Size = Size(4 * 1024 * 1024)
+
+
+@attrs.frozen
+class BackendConfig:
+    url: str
+    transport: str = "streamable-http"
+    path: str = ""  # derived from transport when empty
+    command: tuple[str, ...] | None = None
+    connect_timeout: Duration = Duration(5.0)
+    response_timeout: Duration = Duration(60.0)
+    max_connections: int = 64
+
+
+@attrs.frozen
+class RegistrationConfig:
+    rate: str = "5/min"
+    max_clients: int = 10000
+    unused_client_ttl: Duration = Duration(30 * 86400.0)
+
+    @property
+    def rate_count(self) -> int:
+        return _parse_rate(self.rate)[0]
+
+    @property
+    def rate_period(self) -> float:
+        return _parse_rate(self.rate)[1]
+
+
+_RATE_RE = re.compile(r"(\d+)/(s|sec|second|m|min|minute|h|hour)")
+_RATE_PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60}
+_RATE_PERIODS.update({"h": 3600, "hour": 3600})
+
+
+def _parse_rate(text: str) -> tuple[int, float]:
+    match = _RATE_RE.fullmatch(text.strip())
+    if not match or int(match.group(1)) < 1:
+        raise ValueError(f'"{text}" is not a rate (examples: 5/min, 100/hour)')
+    return int(match.group(1)), float(_RATE_PERIODS[match.group(2)])
+
+
+@attrs.frozen
+class AuthServerConfig:
+    issuer: str = ""  # default: server.public_url
+    signing_keys_dir: str | None = None
+    hmac_secrets_dir: str | None = None
+    signing_key_files: tuple[str, ...] = ()
+    hmac_secret_files: tuple[str, ...] = ()
+    access_token_lifespan: Duration = Duration(15 * 60.0)
+    refresh_token_lifespan: Duration = Duration(7 * 86400.0)
+    auth_code_lifespan: Duration = Duration(5 * 60.0)
+    scopes_supported: tuple[str, ...] = ("openid", "profile", "email", "offline_access")
+    allowed_audiences: tuple[str, ...] = ()  # default: public_url + backend.path
+    required_scopes: tuple[str, ...] = ()
+    refresh_reuse_grace: Duration = Duration(30.0)
+    consent: str = "remember"
+    consent_lifespan: Duration = Duration(30 * 86400.0)
+    registration: RegistrationConfig = RegistrationConfig()
+
+
+@attrs.frozen
+class UserinfoConfig:
+    endpoint_url: str
+    http_method: str = "GET"
+    additional_headers: dict[str, str] = attrs.field(factory=dict)
+    subject_fields: tuple[str, ...] = ("sub", "id")
+    name_fields: tuple[str, ...] = ("name", "login")
+    email_fields: tuple[str, ...] = ("email",)
+
+
+@attrs.frozen
+class UpstreamConfig:
+    type: str = "oidc"
+    name: str = ""  # default: the type
+    issuer_url: str | None = None
+    client_id: str | None = None
+    client_secret_file: str | None = None
+    client_secret_env: str | None = None
+    token_endpoint_auth_method: str = "client_secret_basic"
+    redirect_uri: str = ""  # default: issuer + /oauth/callback
+    scopes: tuple[str, ...] = ("openid", "offline_access", "email", "profile")
+    authorization_endpoint: str | None = None
+    token_endpoint: str | None = None
+    userinfo: UserinfoConfig | None = None
+    timeout: Duration = Duration(10.0)
+    # Resolved from client_secret_file / client_secret_env at load time; never in the file.
+    client_secret: Secret | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen
+class UpstreamTokenConfig:
+    header_strategy: str = "replace"
+    custom_header: str = "X-Upstream-Authorization"
+
+
+@attrs.frozen
+class StorageConfig:
+    type: str = "memory"
+    max_records: int = 100000  # cap on each collection (clients have their own cap)
+    sweep_interval: Duration = Duration(60.0)
+
+
+@attrs.frozen
+class LoggingConfig:
+    format: str = "text"
+    level: str = "info"
+
+
+@attrs.frozen
+class Config:
+    server: ServerConfig
+    backend: BackendConfig
+    upstream: UpstreamConfig
+    auth_server: AuthServerConfig = AuthServerConfig()
+    upstream_token: UpstreamTokenConfig = UpstreamTokenConfig()
+    storage: StorageConfig = StorageConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+
+class ConfigError(Exception):
+    """The file is unusable; ``problems`` has one line per problem, each naming the field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _strict(kind: type, name: str) -> Any:
+    def structure(value: object, _: type) -> Any:
+        if isinstance(value, bool) and kind is not bool:
+            raise ValueError(f"{value!r} is not {name}")
+        if kind is float and isinstance(value, int):
+            return float(value)
+        if not isinstance(value, kind):
+            raise ValueError(f"{value!r} is not {name}")
+        return value
+
+    return structure
+
+
+def _string_list(value: object, _: type) -> tuple[str, ...]:
+    # A bare string is iterable too: "tcp:8080" must not become ("t", "c", "p", ...).
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{value!r} is not a list of strings")
+    for item in value:
+        if not isinstance(item, str):
+            raise ValueError(f"{item!r} in the list is not a string")
+    return tuple(value)
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    converter.register_structure_hook(str, _strict(str, "a string"))
+    converter.register_structure_hook(int, _strict(int, "an integer"))
+    converter.register_structure_hook(float, _strict(float, "a number"))
+    converter.register_structure_hook(bool, _strict(bool, "true or false"))
+    converter.register_structure_hook_func(lambda t: t == tuple[str, ...], _string_list)
+    converter.register_structure_hook(Duration, lambda v, _: Duration(parse_duration(v)))
+    converter.register_structure_hook(Size, lambda v, _: Size(parse_size(v)))
+    return converter
+
+
+_converter = _make_converter()
+
+
+def _format_structure_error(exc: BaseException, type_: type | None) -> str:
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return "unknown key " + ", ".join(repr(k) for k in sorted(exc.extra_fields))
+    if isinstance(exc, KeyError):
+        return "is required"
+    if isinstance(exc, ValueError) and str(exc):
+        return str(exc)
+    if isinstance(exc, TypeError) and type_ is not None:
+        return f"has the wrong type (expected {getattr(type_, '__name__', type_)})"
+    return cattrs.v.format_exception(exc, type_)
+
+
+def _structure_problems(exc: Exception) -> list[str]:
+    problems = []
+    for line in cattrs.transform_error(exc, path="$", format_exception=_format_structure_error):
+        message, _, path = line.rpartition(" @ ")
+        path = path.removeprefix("$").lstrip(".")
+        path = re.sub(r"\[(\d+)\]", r"[\1]", path)
+        if message.startswith("unknown key "):
+            keys = message.removeprefix("unknown key ").split(", ")
+            for key in keys:
+                field = f"{path}.{key.strip(chr(39))}" if path else key.strip(chr(39))
+                problems.append(f"{field}: unknown key")
+            continue
+        problems.append(f"{path or '(top level)'}: {message}")
+    return problems
+
+
+def _is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(value: str) -> str | None:
+    """Why ``value`` is not a usable issuer / public URL, or None when it is."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f'"{value}" must be an absolute http(s) URL with a host'
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        return f'"{value}" must not have a query or fragment'
+    if value.endswith("/"):
+        return f'"{value}" must not end with a slash'
+    if parts.scheme == "http" and not _is_loopback_host(parts.hostname):
+        return (
+            f'"{value}" must use https (http is allowed only for localhost, 127.0.0.0/8 and [::1])'
+        )
+    return None
+
+
+def _check_url(value: str, *, allow_http_loopback: bool = True) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f'"{value}" must be an absolute http(s) URL'
+    if parts.fragment:
+        return f'"{value}" must not have a fragment'
+    return None
+
+
+_BOUNDS = {
+    "access_token_lifespan": (60.0, 86400.0),
+    "refresh_token_lifespan": (3600.0, 30 * 86400.0),
+    "auth_code_lifespan": (30.0, 600.0),
+}
+
+
+def _validate(config: Config, environ: Mapping[str, str], reactor: Any) -> tuple[Config, list[str]]:
+    problems: list[str] = []
+    server, backend, auth, upstream = (
+        config.server,
+        config.backend,
+        config.auth_server,
+        config.upstream,
+    )
+
+    if (why := check_base_url(server.public_url)) is not None:
+        problems.append(f"server.public_url: {why}")
+    if not server.listen:
+        problems.append("server.listen: needs at least one endpoint")
+    for i, description in enumerate(server.listen):
+        if (why := _check_listen(description, reactor)) is not None:
+            problems.append(f"server.listen[{i}]: {why}")
+    for i, cidr in enumerate(server.trusted_proxies):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            problems.append(f'server.trusted_proxies[{i}]: "{cidr}" is not a CIDR')
+    for i, origin in enumerate(server.allowed_origins):
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            problems.append(f'server.allowed_origins[{i}]: "{origin}" is not an origin')
+
+    if (why := _check_url(backend.url)) is not None:
+        problems.append(f"backend.url: {why}")
+    if backend.transport not in ("streamable-http", "sse"):
+        problems.append(
+            f'backend.transport: "{backend.transport}" is not "streamable-http" or "sse"'
+        )
+    path = backend.path or ("/sse" if backend.transport == "sse" else "/mcp")
+    if not path.startswith("/") or "?" in path or "#" in path:
+        problems.append(f'backend.path: "{backend.path}" must start with "/"')
+    if backend.command is not None and not backend.command:
+        problems.append("backend.command: must not be empty")
+    backend = attrs.evolve(backend, path=path)
+
+    issuer = auth.issuer or server.public_url
+    if auth.issuer and (why := check_base_url(auth.issuer)) is not None:
+        problems.append(f"auth_server.issuer: {why}")
+    for field, (low, high) in _BOUNDS.items():
+        value = getattr(auth, field)
+        if not low <= value <= high:
+            problems.append(
+                f"auth_server.{field}: {format_duration(value)} is outside "
+                f"{format_duration(low)}..{format_duration(high)}"
+            )
+    if auth.consent not in ("remember", "always", "skip"):
+        problems.append(f'auth_server.consent: "{auth.consent}" is not remember, always or skip')
+    for i, scope in enumerate(auth.required_scopes):
+        if scope not in auth.scopes_supported:
+            problems.append(
+                f'auth_server.required_scopes[{i}]: "{scope}" is not in scopes_supported'
+            )
+    try:
+        _parse_rate(auth.registration.rate)
+    except ValueError as e:
+        problems.append(f"auth_server.registration.rate: {e}")
+    if auth.registration.max_clients < 1:
+        problems.append("auth_server.registration.max_clients: must be at least 1")
+    audiences = auth.allowed_audiences or (server.public_url.rstrip("/") + path,)
+    auth = attrs.evolve(auth, issuer=issuer, allowed_audiences=audiences)
+
+    upstream, upstream_problems = _validate_upstream(upstream, issuer, environ)
+    problems.extend(upstream_problems)
+
+    if config.upstream_token.header_strategy not in ("replace", "custom", "none"):
+        problems.append(
+            f'upstream_token.header_strategy: "{config.upstream_token.header_strategy}" '
+            "is not replace, custom or none"
+        )
+    if config.storage.type != "memory":
+        problems.append(f'storage.type: "{config.storage.type}" is not supported (use "memory")')
+    if config.logging.format not in ("text", "json"):
+        problems.append(f'logging.format: "{config.logging.format}" is not text or json')
+    if config.logging.level.lower() not in (
+        "debug",
+        "info",
+        "warn",
+        "warning",
+        "error",
+        "critical",
+    ):
+        problems.append(f'logging.level: "{config.logging.level}" is not a log level')
+
+    resolved = attrs.evolve(config, backend=backend, auth_server=auth, upstream=upstream)
+    return resolved, problems
+
+
+_OIDC_ONLY = ("issuer_url",)
+_OAUTH2_ONLY = ("authorization_endpoint", "token_endpoint", "userinfo")
+
+
+def _validate_upstream(
+    upstream: UpstreamConfig, issuer: str, environ: Mapping[str, str]
+) -> tuple[UpstreamConfig, list[str]]:
+    problems: list[str] = []
+    kind = upstream.type
+    if kind not in ("oidc", "oauth2", "development"):
+        return upstream, [f'upstream.type: "{kind}" is not oidc, oauth2 or development']
+    if kind == "oidc":
+        if not upstream.issuer_url:
+            problems.append('upstream.issuer_url: is required for type "oidc"')
+        elif (why := _check_url(upstream.issuer_url)) is not None:
+            problems.append(f"upstream.issuer_url: {why}")
+        forbidden: tuple[str, ...] = _OAUTH2_ONLY
+    elif kind == "oauth2":
+        for field in ("authorization_endpoint", "token_endpoint"):
+            value = getattr(upstream, field)
+            if not value:
+                problems.append(f'upstream.{field}: is required for type "oauth2"')
+            elif (why := _check_url(value)) is not None:
+                problems.append(f"upstream.{field}: {why}")
+        if upstream.userinfo is None:
+            problems.append('upstream.userinfo.endpoint_url: is required for type "oauth2"')
+        else:
+            if (why := _check_url(upstream.userinfo.endpoint_url)) is not None:
+                problems.append(f"upstream.userinfo.endpoint_url: {why}")
+            if upstream.userinfo.http_method.upper() not in ("GET", "POST"):
+                problems.append(
+                    f'upstream.userinfo.http_method: "{upstream.userinfo.http_method}" '
+                    "is not GET or POST"
+                )
+        forbidden = _OIDC_ONLY
+    else:
+        forbidden = (*_OIDC_ONLY, *_OAUTH2_ONLY)
+    for field in forbidden:
+        if getattr(upstream, field) is not None:
+            problems.append(f'upstream.{field}: does not apply to type "{kind}"')
+    if kind != "development" and not upstream.client_id:
+        problems.append(f'upstream.client_id: is required for type "{kind}"')
+    if upstream.token_endpoint_auth_method not in ("client_secret_basic", "client_secret_post"):
+        problems.append(
+            f'upstream.token_endpoint_auth_method: "{upstream.token_endpoint_auth_method}" '
+            "is not client_secret_basic or client_secret_post"
+        )
+    if upstream.redirect_uri and (why := _check_url(upstream.redirect_uri)) is not None:
+        problems.append(f"upstream.redirect_uri: {why}")
+
+    secret: Secret | None = None
+    if upstream.client_secret_file:
+        try:
+            text = Path(upstream.client_secret_file).read_text().strip()
+        except OSError as e:
+            problems.append(
+                f'upstream.client_secret_file: cannot read "{upstream.client_secret_file}" '
+                f"({e.strerror or e.__class__.__name__})"
+            )
+        else:
+            if not text:
+                problems.append(
+                    f'upstream.client_secret_file: "{upstream.client_secret_file}" is empty'
+                )
+            secret = Secret(text) if text else None
+    elif upstream.client_secret_env:
+        value = environ.get(upstream.client_secret_env, "").strip()
+        if not value:
+            problems.append(
+                f"upstream.client_secret_env: the environment variable "
+                f"{upstream.client_secret_env} is not set or empty"
+            )
+        secret = Secret(value) if value else None
+
+    resolved = attrs.evolve(
+        upstream,
+        name=upstream.name or kind,
+        redirect_uri=upstream.redirect_uri or issuer + "/oauth/callback",
+        client_secret=secret,
+    )
+    return resolved, problems
+
+
+def _check_listen(description: str, reactor: Any) -> str | None:
+    from twisted.internet import endpoints
+
+    if reactor is None:
+        from twisted.internet.testing import MemoryReactor
+
+        reactor = MemoryReactor()
+    try:
+        endpoints.serverFromString(reactor, description)
+    except Exception as e:  # any parser failure is the operator's typo
+        return f'"{description}" is not a Twisted server endpoint ({e})'
+    return None
+
+
+def config_from_mapping(
+    data: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    reactor: Any = None,
+) -> Config:
+    """Structure and validate a parsed configuration; raises ConfigError with every problem."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(["(top level): must be a table of sections"])
+    try:
+        config = _converter.structure(dict(data), Config)
+    except Exception as e:
+        raise ConfigError(_structure_problems(e)) from None
+    resolved, problems = _validate(config, os.environ if environ is None else environ, reactor)
+    if problems:
+        raise ConfigError(problems)
+    return resolved
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    reactor: Any = None,
+) -> Config:
+    """Read a TOML (or, for ``.json`` files, JSON) configuration file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read ({e.strerror})"]) from None
+    try:
+        if path.suffix == ".json":
+            data = json.loads(raw)
+        else:
+            data = tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(
+            [f"{path}: not valid {path.suffix.lstrip('.') or 'toml'} ({e})"]
+        ) from None
+    return config_from_mapping(data, environ=environ, reactor=reactor)

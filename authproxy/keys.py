@@ -1,0 +1,455 @@
+"""Signing keys and HMAC secrets: loading, validation, the in-process KeyRing and its JWKS.
+
+Files (DESIGN.md §3): ``signing_keys_dir`` holds ``key-N.pem`` and ``hmac_secrets_dir`` holds
+``hmac-N``, ordered by N numerically; index 0 is active (signs / protects new values) and every
+entry still verifies. ``signing_key_files`` / ``hmac_secret_files`` list files explicitly
+(first = active); when both a directory and a list are configured, the directory's files come
+first. Other names in a directory (Kubernetes' ``..data``, ``..2026_...`` and friends) are ignored.
+
+Errors name the file and the reason, never the content: the content is a secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import stat
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import attrs
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwcrypto.jwk import JWK
+from twisted.logger import Logger
+
+_log = Logger()
+
+MIN_RSA_BITS = 2048
+MIN_HMAC_BYTES = 32
+EPHEMERAL = "ephemeral"
+EPHEMERAL_WARNING = "tokens will not survive a restart"
+
+_EC_ALGS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+_KEY_NAME = re.compile(r"^key-(\d+)\.pem$")
+_HMAC_NAME = re.compile(r"^hmac-(\d+)$")
+# Members that only a private JWK carries; the JWKS must never contain any of them.
+PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+
+class KeyFileError(Exception):
+    """A key or secret file is missing, unreadable, unparsable or too weak.
+
+    ``str()`` is ``"<path>: <reason>"``; it never includes the file's content.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(path, reason)
+        self.path = path
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@attrs.frozen
+class SigningKey:
+    """One asymmetric signing key: its RFC 7638 ``kid``, JWS ``alg`` and private JWK."""
+
+    kid: str
+    alg: str
+    jwk: JWK = attrs.field(repr=False, eq=False)
+    source: str = attrs.field(eq=False)
+
+    def public_jwk(self) -> dict[str, Any]:
+        """The public members only, plus ``kid``, ``alg`` and ``use: sig``."""
+        public = {k: v for k, v in self.jwk.export_public(as_dict=True).items()}
+        for member in PRIVATE_MEMBERS:
+            public.pop(member, None)
+        public.update(kid=self.kid, alg=self.alg, use="sig")
+        return public
+
+    @classmethod
+    def from_private_key(cls, key: Any, source: str) -> SigningKey:
+        """Wrap a ``cryptography`` private key object; raises ValueError if not acceptable."""
+        alg = _alg_for(key)
+        jwk = JWK.from_pyca(key)
+        kid = jwk.thumbprint()
+        # Carry kid/alg/use on the JWK itself so signers can put kid in the JWS header.
+        jwk = JWK(**{**jwk.export_private(as_dict=True), "kid": kid, "alg": alg, "use": "sig"})
+        return cls(kid=kid, alg=alg, jwk=jwk, source=source)
+
+
+def _alg_for(key: Any) -> str:
+    if isinstance(key, rsa.RSAPrivateKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise ValueError(
+                f"RSA key has {key.key_size} bits; at least {MIN_RSA_BITS} are required"
+            )
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        alg = _EC_ALGS.get(key.curve.name)
+        if alg is None:
+            raise ValueError(
+                f"EC curve {key.curve.name} is not supported (use P-256, P-384 or P-521)"
+            )
+        return alg
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return "EdDSA"
+    raise ValueError(f"unsupported key type {type(key).__name__} (use RSA, EC or Ed25519)")
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise KeyFileError(path, f"{what} file not found") from None
+    except IsADirectoryError:
+        raise KeyFileError(path, f"is a directory, not a {what} file") from None
+    except PermissionError:
+        raise KeyFileError(path, "permission denied") from None
+    except OSError as e:
+        raise KeyFileError(path, f"cannot read: {e.strerror}") from None
+
+
+def load_signing_key(path: str) -> SigningKey:
+    """Load one PEM private key (PKCS#1 RSA, SEC1 EC, or PKCS#8 RSA/EC/Ed25519).
+
+    Raises KeyFileError naming the file and the reason.
+    """
+    data = _read(path, "key")
+    if not data.strip():
+        raise KeyFileError(path, "file is empty")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise KeyFileError(path, "key is encrypted; store it unencrypted (mode 0400)") from None
+    except UnsupportedAlgorithm:
+        raise KeyFileError(path, "unsupported key type or curve") from None
+    except ValueError:
+        raise KeyFileError(
+            path, "not a PEM private key (expected PKCS#1 RSA, SEC1 EC or PKCS#8)"
+        ) from None
+    try:
+        return SigningKey.from_private_key(key, source=path)
+    except ValueError as e:
+        raise KeyFileError(path, str(e)) from None
+
+
+def load_hmac_secret(path: str) -> bytes:
+    """Load one HMAC secret: the file's raw bytes without surrounding whitespace, >= 32 bytes."""
+    data = _read(path, "secret").strip()
+    if not data:
+        raise KeyFileError(path, "file is empty")
+    if len(data) < MIN_HMAC_BYTES:
+        raise KeyFileError(
+            path,
+            f"HMAC secret has {len(data)} bytes; at least {MIN_HMAC_BYTES} are required",
+        )
+    return data
+
+
+def _numbered(directory: str, pattern: re.Pattern[str], expected: str) -> tuple[str, ...]:
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        raise KeyFileError(directory, "directory not found") from None
+    except NotADirectoryError:
+        raise KeyFileError(directory, "not a directory") from None
+    except PermissionError:
+        raise KeyFileError(directory, "permission denied") from None
+    found = []
+    for name in names:
+        m = pattern.match(name)
+        if m:
+            found.append((int(m.group(1)), name))
+    if not found:
+        raise KeyFileError(directory, f"contains no {expected} file")
+    found.sort()
+    return tuple(os.path.join(directory, name) for _, name in found)
+
+
+def _str_tuple(value: Iterable[str] | None) -> tuple[str, ...]:
+    return tuple(value or ())
+
+
+class _AuthServerKeyConfig(Protocol):
+    signing_keys_dir: str | None
+    hmac_secrets_dir: str | None
+    signing_key_files: tuple[str, ...]
+    hmac_secret_files: tuple[str, ...]
+
+
+@attrs.frozen
+class KeySources:
+    """Where signing keys and HMAC secrets come from (``auth_server`` config)."""
+
+    signing_keys_dir: str | None = None
+    hmac_secrets_dir: str | None = None
+    signing_key_files: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    hmac_secret_files: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+
+    @classmethod
+    def from_config(cls, auth_server: _AuthServerKeyConfig) -> KeySources:
+        """Build from an ``AuthServerConfig``."""
+        return cls(
+            signing_keys_dir=auth_server.signing_keys_dir,
+            hmac_secrets_dir=auth_server.hmac_secrets_dir,
+            signing_key_files=tuple(auth_server.signing_key_files or ()),
+            hmac_secret_files=tuple(auth_server.hmac_secret_files or ()),
+        )
+
+    @property
+    def signing_configured(self) -> bool:
+        return bool(self.signing_keys_dir or self.signing_key_files)
+
+    @property
+    def hmac_configured(self) -> bool:
+        return bool(self.hmac_secrets_dir or self.hmac_secret_files)
+
+    def signing_files(self) -> tuple[str, ...]:
+        """The signing key files in order (active first). Raises KeyFileError for a bad dir."""
+        files: tuple[str, ...] = ()
+        if self.signing_keys_dir:
+            files = _numbered(self.signing_keys_dir, _KEY_NAME, "key-N.pem")
+        return files + self.signing_key_files
+
+    def hmac_files(self) -> tuple[str, ...]:
+        """The HMAC secret files in order (active first). Raises KeyFileError for a bad dir."""
+        files: tuple[str, ...] = ()
+        if self.hmac_secrets_dir:
+            files = _numbered(self.hmac_secrets_dir, _HMAC_NAME, "hmac-N")
+        return files + self.hmac_secret_files
+
+    def files(self) -> tuple[str, ...]:
+        """Every configured file: signing keys, then HMAC secrets."""
+        return self.signing_files() + self.hmac_files()
+
+    def watch_dirs(self) -> tuple[str, ...]:
+        """Directories whose entries decide the key set: the dirs, and parents of listed files.
+
+        Watching directories (not files) is what catches Kubernetes' atomic ``..data`` swap.
+        """
+        dirs: list[str] = []
+        for d in (self.signing_keys_dir, self.hmac_secrets_dir):
+            if d:
+                dirs.append(d)
+        for f in self.signing_key_files + self.hmac_secret_files:
+            dirs.append(os.path.dirname(os.path.abspath(f)))
+        seen: dict[str, None] = {}
+        for d in dirs:
+            seen.setdefault(os.path.abspath(d), None)
+        return tuple(seen)
+
+
+@attrs.frozen
+class KeySet:
+    """A complete, validated set of signing keys and HMAC secrets (index 0 active)."""
+
+    signing_keys: tuple[SigningKey, ...]
+    hmac_secrets: tuple[bytes, ...] = attrs.field(repr=False)
+    warnings: tuple[str, ...] = ()
+    # True when the HMAC secret was generated in-process because none is configured.
+    hmac_ephemeral: bool = False
+
+    def same_keys(self, other: KeySet | None) -> bool:
+        """True if ``other`` holds the same keys and secrets in the same order."""
+        if other is None:
+            return False
+        return (
+            tuple(k.kid for k in self.signing_keys) == tuple(k.kid for k in other.signing_keys)
+            and self.hmac_secrets == other.hmac_secrets
+        )
+
+    @property
+    def signing_ephemeral(self) -> bool:
+        return any(k.source == EPHEMERAL for k in self.signing_keys)
+
+
+def generate_ephemeral_key() -> SigningKey:
+    """A fresh ES256 key that lives only in this process."""
+    return SigningKey.from_private_key(ec.generate_private_key(ec.SECP256R1()), source=EPHEMERAL)
+
+
+def _permission_warning(path: str) -> str | None:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return (
+            f"{path} is readable by group or others (mode {stat.S_IMODE(mode):04o}); "
+            "restrict it to the owner (chmod 0400)"
+        )
+    return None
+
+
+def load_key_set(sources: KeySources, previous: KeySet | None = None) -> KeySet:
+    """Load and validate every configured file; raise KeyFileError on the first bad one.
+
+    A part with nothing configured gets an ephemeral value; when ``previous`` is given its
+    ephemeral values are kept, so a reload never silently replaces them.
+    """
+    warnings: list[str] = []
+    signing: tuple[SigningKey, ...]
+    hmacs: tuple[bytes, ...]
+    if sources.signing_configured:
+        files = sources.signing_files()
+        signing = tuple(load_signing_key(f) for f in files)
+        warnings.extend(w for w in map(_permission_warning, files) if w)
+    else:
+        if previous is not None and previous.signing_ephemeral:
+            signing = previous.signing_keys
+        else:
+            signing = (generate_ephemeral_key(),)
+        warnings.append(
+            "no signing keys configured (auth_server.signing_keys_dir): using an ephemeral "
+            f"ES256 key; {EPHEMERAL_WARNING}"
+        )
+    if sources.hmac_configured:
+        files = sources.hmac_files()
+        hmacs = tuple(load_hmac_secret(f) for f in files)
+        warnings.extend(w for w in map(_permission_warning, files) if w)
+    else:
+        if previous is not None and previous.hmac_ephemeral:
+            hmacs = previous.hmac_secrets
+        else:
+            hmacs = (secrets.token_bytes(32),)
+        warnings.append(
+            "no HMAC secrets configured (auth_server.hmac_secrets_dir): using an ephemeral "
+            f"secret; {EPHEMERAL_WARNING}"
+        )
+    return KeySet(
+        signing_keys=signing,
+        hmac_secrets=hmacs,
+        warnings=tuple(warnings),
+        hmac_ephemeral=not sources.hmac_configured,
+    )
+
+
+class KeyRing:
+    """The current KeySet, shared in-process by the token issuer, the guard and the JWKS.
+
+    ``replace`` swaps in a new set atomically (one attribute assignment in the reactor thread),
+    bumps ``generation`` and notifies subscribers, so caches of verified tokens can be dropped.
+    """
+
+    def __init__(self, keyset: KeySet) -> None:
+        self._subscribers: list[Callable[[KeyRing], object]] = []
+        self.generation = 0
+        self._install(keyset)
+
+    @classmethod
+    def load(cls, sources: KeySources, log: Logger | None = None) -> KeyRing:
+        """Load the key set from ``sources`` (raising KeyFileError) and log its warnings."""
+        keyset = load_key_set(sources)
+        ring = cls(keyset)
+        logger = log if log is not None else _log
+        for warning in keyset.warnings:
+            logger.warn("Keys: {problem}", problem=warning)
+        logger.info(
+            "Loaded {signing} signing keys and {hmac} HMAC secrets; active kid {kid}",
+            signing=len(keyset.signing_keys),
+            hmac=len(keyset.hmac_secrets),
+            kid=ring.active_signing_key.kid,
+        )
+        return ring
+
+    def _install(self, keyset: KeySet) -> None:
+        if not keyset.signing_keys or not keyset.hmac_secrets:
+            raise ValueError("a key set needs at least one signing key and one HMAC secret")
+        by_kid: dict[str, SigningKey] = {}
+        for key in keyset.signing_keys:
+            by_kid.setdefault(key.kid, key)
+        jwks = {"keys": [key.public_jwk() for key in by_kid.values()]}
+        self._keyset = keyset
+        self._by_kid = by_kid
+        self._jwks = jwks
+        self._jwks_json = json.dumps(jwks, separators=(",", ":")).encode("utf-8")
+        self._jwks_etag = hashlib.sha256(self._jwks_json).hexdigest()[:32]
+
+    @property
+    def keyset(self) -> KeySet:
+        return self._keyset
+
+    @property
+    def active_signing_key(self) -> SigningKey:
+        return self._keyset.signing_keys[0]
+
+    @property
+    def signing_keys(self) -> tuple[SigningKey, ...]:
+        return self._keyset.signing_keys
+
+    def key_for_kid(self, kid: str) -> SigningKey | None:
+        """The key with this ``kid`` if it is still in the ring."""
+        return self._by_kid.get(kid)
+
+    @property
+    def active_hmac_secret(self) -> bytes:
+        return self._keyset.hmac_secrets[0]
+
+    @property
+    def hmac_secrets(self) -> tuple[bytes, ...]:
+        return self._keyset.hmac_secrets
+
+    def jwks(self) -> dict[str, Any]:
+        """``{"keys": [...]}``: every key's public part, active first, de-duplicated by kid."""
+        return {"keys": [dict(k) for k in self._jwks["keys"]]}
+
+    def jwks_json(self) -> bytes:
+        """The JWKS as compact JSON bytes, built once per key set."""
+        return self._jwks_json
+
+    def jwks_etag(self) -> str:
+        """A strong validator for the current JWKS document."""
+        return self._jwks_etag
+
+    def replace(self, keyset: KeySet) -> None:
+        """Swap in ``keyset``, bump ``generation`` and notify subscribers."""
+        self._install(keyset)
+        self.generation += 1
+        for callback in list(self._subscribers):
+            try:
+                callback(self)
+            except Exception:
+                _log.failure("Key ring subscriber {callback!r} failed", callback=callback)
+
+    def subscribe(self, callback: Callable[[KeyRing], object]) -> Callable[[], None]:
+        """Call ``callback(ring)`` after every ``replace``; returns an unsubscribe function."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+
+def fingerprint(sources: KeySources) -> str:
+    """A digest of the file names and contents the key set would be loaded from.
+
+    Used by the watcher to notice changes cheaply; unreadable states are part of the digest
+    so that a transition in or out of them is a change too.
+    """
+    h = hashlib.sha256()
+
+    def feed(paths: Iterable[str]) -> None:
+        for path in paths:
+            h.update(path.encode("utf-8", "surrogateescape") + b"\0")
+            try:
+                with open(path, "rb") as f:
+                    h.update(hashlib.sha256(f.read()).digest())
+            except OSError as e:
+                h.update(f"error:{e.errno}".encode())
+
+    for part in (sources.signing_files, sources.hmac_files):
+        try:
+            feed(part())
+        except KeyFileError as e:
+            h.update(f"dir-error:{e}".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()

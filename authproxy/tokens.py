@@ -1,0 +1,270 @@
+"""The tokens authproxy hands out: RFC 9068 JWT access tokens and opaque, HMAC-protected values.
+
+Access tokens are JWTs signed by the KeyRing's active key, so the guard (and anyone holding
+the JWKS) verifies them without a storage lookup. Authorization codes and refresh tokens are
+opaque: 256 random bits plus an HMAC over them by the ring's active secret. Storage keys on
+the SHA-256 of the random part, never on the value itself, so a storage dump hands out no
+usable token; the HMAC lets the server refuse forged values before touching storage, and is
+checked against every secret in the ring so an HMAC rotation keeps outstanding values valid.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+import attrs
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from jwcrypto.common import JWException
+from jwcrypto.jws import JWS
+
+from authproxy.keys import KeyRing
+
+# Type tags of opaque values: part of the value and of the MAC, so a code is never a refresh token.
+AUTHORIZATION_CODE = "ac"
+REFRESH_TOKEN = "rt"
+_KINDS = frozenset({AUTHORIZATION_CODE, REFRESH_TOKEN})
+
+_RANDOM_BYTES = 32
+_VERIFIER_RE = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
+_CHALLENGE_RE = re.compile(r"[A-Za-z0-9\-_]{43}")
+
+
+class Clock(Protocol):
+    """The part of IReactorTime that token code needs."""
+
+    def seconds(self) -> float: ...
+
+
+def b64url(data: bytes) -> str:
+    """Unpadded base64url (RFC 7515 §2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    """Decode unpadded base64url; raises ValueError on anything else."""
+    if not re.fullmatch(r"[A-Za-z0-9\-_]*", text):
+        raise ValueError("not base64url")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64url") from None
+
+
+# -- PKCE (RFC 7636) ---------------------------------------------------------------------
+
+
+def s256_challenge(verifier: str) -> str:
+    """``BASE64URL(SHA256(ASCII(code_verifier)))`` (RFC 7636 §4.2)."""
+    return b64url(hashlib.sha256(verifier.encode("ascii")).digest())
+
+
+def is_valid_verifier(verifier: str) -> bool:
+    """43–128 characters of the unreserved set (RFC 7636 §4.1)."""
+    return _VERIFIER_RE.fullmatch(verifier) is not None
+
+
+def is_valid_s256_challenge(challenge: str) -> bool:
+    """An S256 challenge is always 43 base64url characters (a SHA-256 digest)."""
+    return _CHALLENGE_RE.fullmatch(challenge) is not None
+
+
+def verify_pkce(verifier: str, challenge: str) -> bool:
+    """True when ``verifier`` is well formed and hashes to ``challenge`` (S256)."""
+    if not is_valid_verifier(verifier):
+        return False
+    return hmac.compare_digest(s256_challenge(verifier), challenge)
+
+
+# -- opaque codes and refresh tokens ------------------------------------------------------
+
+
+@attrs.frozen
+class OpaqueTokens:
+    """Mints and verifies ``<kind>_<random>.<mac>`` values (authorization codes, refresh tokens)."""
+
+    ring: KeyRing
+
+    @staticmethod
+    def _mac(secret: bytes, kind: str, random_part: str) -> bytes:
+        return hmac.new(secret, f"{kind}.{random_part}".encode("ascii"), hashlib.sha256).digest()
+
+    def mint(self, kind: str) -> tuple[str, str]:
+        """A new value of ``kind`` and its token id (what storage keys on)."""
+        if kind not in _KINDS:
+            raise ValueError(f"unknown opaque token kind {kind!r}")
+        random_part = b64url(secrets.token_bytes(_RANDOM_BYTES))
+        mac = self._mac(self.ring.active_hmac_secret, kind, random_part)
+        return f"{kind}_{random_part}.{b64url(mac)}", self.token_id(random_part)
+
+    @staticmethod
+    def token_id(random_part: str) -> str:
+        return hashlib.sha256(random_part.encode("ascii")).hexdigest()
+
+    @staticmethod
+    def _split(token: str, kind: str) -> tuple[str, bytes] | None:
+        prefix = kind + "_"
+        if not token.startswith(prefix) or len(token) > 200:
+            return None
+        random_part, dot, mac_text = token[len(prefix) :].partition(".")
+        if not dot:
+            return None
+        try:
+            if len(b64url_decode(random_part)) != _RANDOM_BYTES:
+                return None
+            mac = b64url_decode(mac_text)
+        except ValueError:
+            return None
+        return random_part, mac
+
+    def verify(self, token: str, kind: str) -> str | None:
+        """The token id when ``token`` is a genuine value of ``kind`` (any secret in the ring)."""
+        parts = self._split(token, kind)
+        if parts is None:
+            return None
+        random_part, mac = parts
+        valid = False
+        # Check every secret (no early exit) so timing does not reveal which one matched.
+        for secret in self.ring.hmac_secrets:
+            valid |= hmac.compare_digest(self._mac(secret, kind, random_part), mac)
+        return self.token_id(random_part) if valid else None
+
+    # The rotated refresh token's successor response is kept for the retry grace. Sealing it
+    # with a key derived from the presented token's random part means storage holds nothing
+    # usable: only whoever presents the old refresh token again can open it.
+    @staticmethod
+    def _seal_key(random_part: str) -> bytes:
+        return hmac.new(
+            random_part.encode("ascii"), b"authproxy successor response", hashlib.sha256
+        ).digest()
+
+    def seal(self, token: str, kind: str, payload: Mapping[str, Any]) -> dict[str, object]:
+        """Encrypt ``payload`` so that only a holder of ``token`` can open it again."""
+        parts = self._split(token, kind)
+        if parts is None:
+            raise ValueError("not a token of this kind")
+        nonce = secrets.token_bytes(12)
+        plaintext = json.dumps(dict(payload), separators=(",", ":")).encode("utf-8")
+        ciphertext = AESGCM(self._seal_key(parts[0])).encrypt(nonce, plaintext, kind.encode())
+        return {"alg": "A256GCM", "nonce": b64url(nonce), "ciphertext": b64url(ciphertext)}
+
+    def unseal(
+        self, token: str, kind: str, sealed: Mapping[str, object]
+    ) -> dict[str, object] | None:
+        """The payload sealed by :meth:`seal` with the same token, or None."""
+        parts = self._split(token, kind)
+        if parts is None or sealed.get("alg") != "A256GCM":
+            return None
+        try:
+            nonce = b64url_decode(str(sealed["nonce"]))
+            ciphertext = b64url_decode(str(sealed["ciphertext"]))
+            plaintext = AESGCM(self._seal_key(parts[0])).decrypt(
+                nonce, ciphertext, kind.encode()
+            )
+            value = json.loads(plaintext)
+        except (KeyError, ValueError, InvalidTag):
+            return None
+        return value if isinstance(value, dict) else None
+
+
+# -- JWT access tokens (RFC 9068) ----------------------------------------------------------
+
+
+@attrs.frozen
+class IssuedAccessToken:
+    """A signed access token and the claims the server needs to track it."""
+
+    token: str = attrs.field(repr=False)
+    jti: str
+    iat: int
+    exp: int
+    claims: dict[str, Any] = attrs.field(eq=False)
+
+
+@attrs.frozen
+class AccessTokenIssuer:
+    """Mints RFC 9068 JWT access tokens signed by the ring's active key."""
+
+    ring: KeyRing
+    clock: Clock
+    issuer: str
+
+    def issue(
+        self,
+        *,
+        subject: str,
+        audience: str,
+        client_id: str,
+        scopes: Iterable[str],
+        tsid: str,
+        lifespan: float,
+        name: str | None = None,
+        email: str | None = None,
+    ) -> IssuedAccessToken:
+        """Sign a token valid for ``lifespan`` seconds from now."""
+        key = self.ring.active_signing_key
+        iat = int(self.clock.seconds())
+        exp = iat + int(lifespan)
+        jti = secrets.token_urlsafe(16)
+        scope_list = list(scopes)
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": audience,
+            "exp": exp,
+            "iat": iat,
+            "jti": jti,
+            "client_id": client_id,
+            "scope": " ".join(scope_list),
+            "scp": scope_list,
+            "tsid": tsid,
+        }
+        if name:
+            claims["name"] = name
+        if email:
+            claims["email"] = email
+        jws = JWS(json.dumps(claims, separators=(",", ":")).encode("utf-8"))
+        jws.add_signature(
+            key.jwk,
+            alg=key.alg,
+            protected=json.dumps({"alg": key.alg, "kid": key.kid, "typ": "at+jwt"}),
+        )
+        return IssuedAccessToken(
+            token=jws.serialize(compact=True), jti=jti, iat=iat, exp=exp, claims=claims
+        )
+
+    def verified_claims(self, token: str) -> dict[str, Any] | None:
+        """The claims of a token this server signed (any key still in the ring), else None.
+
+        Checks signature, ``typ``, ``alg`` against the key and ``iss``, but not ``exp``:
+        revocation wants the claims of expired tokens too. Not the guard's check.
+        """
+        if token.count(".") != 2 or len(token) > 16384:
+            return None
+        try:
+            header = json.loads(b64url_decode(token.split(".", 1)[0]))
+        except ValueError:
+            return None
+        if not isinstance(header, dict) or header.get("typ") != "at+jwt":
+            return None
+        key = self.ring.key_for_kid(str(header.get("kid", "")))
+        if key is None or header.get("alg") != key.alg:
+            return None
+        try:
+            jws = JWS()
+            jws.deserialize(token)
+            jws.verify(key.jwk, alg=key.alg)
+            claims = json.loads(jws.payload)
+        except (JWException, ValueError):
+            return None
+        if not isinstance(claims, dict) or claims.get("iss") != self.issuer:
+            return None
+        return claims

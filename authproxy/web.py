@@ -1,0 +1,127 @@
+"""The root Resource: a prefix table mounting the auth routes, health, metrics and the proxy.
+
+This is the RFC's PrefixHandlers idea: each capability registers the paths it serves, and
+the table picks a handler by exact path first, then by the longest matching prefix. The
+proxy (with its bearer guard) is the fallback for everything else, so the authorization
+server is never behind the guard and the proxy knows nothing of the authorization server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request
+
+from authproxy.httputil import json_body
+
+
+class JSONNotFound(Resource):
+    """A JSON 404 for paths nobody mounted."""
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        return json_body(
+            request,
+            404,
+            {"error": "not_found", "error_description": "no such path on this server"},
+        )
+
+
+@attrs.define
+class PrefixTable(Resource):
+    """Dispatch whole request paths: exact routes beside prefix routes, longest prefix wins.
+
+    A prefix ``/oauth/`` matches ``/oauth/x``; an exact route matches only itself. The
+    matched Resource is rendered as a leaf: it sees the full ``request.path``.
+    """
+
+    exact: dict[bytes, IResource] = attrs.field(factory=dict)
+    prefixes: list[tuple[bytes, IResource]] = attrs.field(factory=list)
+    fallback: IResource = attrs.field(factory=JSONNotFound)
+
+    def __attrs_post_init__(self) -> None:
+        Resource.__init__(self)
+
+    def mount(self, path: str, resource: IResource, *, prefix: bool = False) -> None:
+        key = path.encode("utf-8")
+        if prefix:
+            self.prefixes.append((key, resource))
+            self.prefixes.sort(key=lambda item: len(item[0]), reverse=True)
+        else:
+            self.exact[key] = resource
+
+    def mount_all(self, routes: Mapping[str, IResource]) -> None:
+        for path, resource in routes.items():
+            self.mount(path, resource)
+
+    def resolve(self, path: bytes) -> IResource:
+        resource = self.exact.get(path)
+        if resource is not None:
+            return resource
+        for prefix, candidate in self.prefixes:
+            if path.startswith(prefix):
+                return candidate
+        return self.fallback
+
+    # A leaf itself: Site never walks children, render() routes on the whole path once.
+    isLeaf = True
+
+    def render(self, request: Request) -> Any:
+        return self.resolve(request.path).render(request)
+
+
+Check = Callable[[], tuple[bool, Any]]
+
+
+@attrs.define
+class Readiness:
+    """Named readiness conditions; each answers (ready, detail)."""
+
+    checks: dict[str, Check] = attrs.field(factory=dict)
+
+    def register(self, name: str, check: Check) -> None:
+        self.checks[name] = check
+
+    def evaluate(self) -> tuple[bool, dict[str, Any], list[str]]:
+        details: dict[str, Any] = {}
+        not_ready: list[str] = []
+        for name, check in self.checks.items():
+            try:
+                ok, detail = check()
+            except Exception as e:  # a broken check means not ready, not a crash
+                ok, detail = False, f"check failed: {e.__class__.__name__}"
+            details[name] = detail
+            if not ok:
+                not_ready.append(name)
+        return not not_ready, details, not_ready
+
+
+class HealthResource(Resource):
+    """Liveness: the process serves requests."""
+
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        return json_body(request, 200, {"status": "ok"}, {"Cache-Control": "no-store"})
+
+
+@attrs.define
+class ReadyResource(Resource):
+    """Readiness: 200 once every registered condition holds, else 503 naming what is missing."""
+
+    isLeaf = True
+    readiness: Readiness
+
+    def __attrs_post_init__(self) -> None:
+        Resource.__init__(self)
+
+    def render_GET(self, request: Request) -> bytes:
+        ready, details, missing = self.readiness.evaluate()
+        payload: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": details}
+        if not ready:
+            payload["not_ready"] = missing
+        return json_body(request, 200 if ready else 503, payload, {"Cache-Control": "no-store"})

@@ -1,0 +1,519 @@
+"""One conformance suite for every IStorage backend.
+
+Mix ``StorageConformanceMixin`` into a ``SynchronousTestCase`` (or ``TestCase``) and implement
+``make_storage(clock, **limits)``; ``limits`` are MemoryStorage's keyword arguments (caps and
+``unused_client_ttl``), which a backend applies or, when it cannot, skips the test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from twisted.internet.task import Clock
+from zope.interface.verify import verifyObject
+
+from authproxy.storage.interface import IStorage, StorageFull
+from authproxy.storage.models import (
+    AuthorizationCode,
+    PendingAuthorization,
+    RefreshToken,
+    RegisteredClient,
+    TokenFamily,
+    UpstreamTokenSession,
+)
+
+START = 1_700_000_000.0
+
+
+def make_client(
+    client_id: str = "client-1", created_at: float = START, **kw: Any
+) -> RegisteredClient:
+    values: dict[str, Any] = dict(
+        client_id=client_id,
+        redirect_uris=("http://127.0.0.1/callback",),
+        grant_types=("authorization_code", "refresh_token"),
+        response_types=("code",),
+        scopes=("openid",),
+        client_name="Test client",
+        token_endpoint_auth_method="none",
+        created_at=created_at,
+        extra_metadata={"logo_uri": "https://example.com/logo.png", "contacts": ["a@b.c"]},
+    )
+    values.update(kw)
+    return RegisteredClient(**values)
+
+
+def make_pending(
+    state: str = "state-1", lifespan: float = 600.0, **kw: Any
+) -> PendingAuthorization:
+    values: dict[str, Any] = dict(
+        state=state,
+        client_id="client-1",
+        redirect_uri="http://127.0.0.1/callback",
+        client_state="xyz",
+        code_challenge="E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        code_challenge_method="S256",
+        scopes=("openid",),
+        resource="https://mcp.example.com/mcp",
+        created_at=START,
+        expires_at=START + lifespan,
+    )
+    values.update(kw)
+    return PendingAuthorization(**values)
+
+
+def make_code(code_id: str = "code-1", lifespan: float = 60.0, **kw: Any) -> AuthorizationCode:
+    values: dict[str, Any] = dict(
+        code_id=code_id,
+        client_id="client-1",
+        redirect_uri="http://127.0.0.1/callback",
+        code_challenge="E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        scopes=("openid",),
+        resource="https://mcp.example.com/mcp",
+        user_id="user-1",
+        tsid="tsid-1",
+        created_at=START,
+        expires_at=START + lifespan,
+    )
+    values.update(kw)
+    return AuthorizationCode(**values)
+
+
+def make_family(family_id: str = "family-1", lifespan: float = 86400.0, **kw: Any) -> TokenFamily:
+    values: dict[str, Any] = dict(
+        family_id=family_id,
+        client_id="client-1",
+        user_id="user-1",
+        tsid="tsid-1",
+        expires_at=START + lifespan,
+    )
+    values.update(kw)
+    return TokenFamily(**values)
+
+
+def make_refresh_token(
+    token_id: str = "rt-1", lifespan: float = 86400.0, **kw: Any
+) -> RefreshToken:
+    values: dict[str, Any] = dict(
+        token_id=token_id,
+        family_id="family-1",
+        client_id="client-1",
+        user_id="user-1",
+        scopes=("openid",),
+        resource="https://mcp.example.com/mcp",
+        tsid="tsid-1",
+        created_at=START,
+        expires_at=START + lifespan,
+    )
+    values.update(kw)
+    return RefreshToken(**values)
+
+
+def make_session(
+    tsid: str = "tsid-1", lifespan: float = 86400.0, **kw: Any
+) -> UpstreamTokenSession:
+    values: dict[str, Any] = dict(
+        tsid=tsid,
+        upstream_name="idp",
+        access_token="upstream-access",
+        refresh_token="upstream-refresh",
+        access_token_expires_at=START + 3600,
+        expires_at=START + lifespan,
+        subject="alice",
+        claims={"groups": ["admins"], "email": "alice@example.com"},
+    )
+    values.update(kw)
+    return UpstreamTokenSession(**values)
+
+
+class StorageConformanceMixin:
+    """The IStorage contract. Needs a trial TestCase next to it in the bases."""
+
+    # provided by the TestCase this is mixed into
+    successResultOf: Any
+    failureResultOf: Any
+    assertEqual: Any
+    assertIs: Any
+    assertIsNone: Any
+    assertTrue: Any
+    assertFalse: Any
+    assertNotEqual: Any
+    assertGreater: Any
+
+    def make_storage(self, clock: Clock, **limits: Any) -> Any:
+        """Build the backend under test, reading time from ``clock``."""
+        raise NotImplementedError
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.storage = self.make_storage(self.clock)
+
+    def sweep(self, storage: Any) -> None:
+        """Run a sweep when the backend needs one (backends with native expiry have none)."""
+        if hasattr(storage, "sweep"):
+            self.successResultOf(storage.sweep())
+
+    # -- interface ---------------------------------------------------------------
+    def test_provides_istorage(self) -> None:
+        self.assertTrue(verifyObject(IStorage, self.storage))
+
+    def test_clock_attribute(self) -> None:
+        self.assertIs(self.storage.clock, self.clock)
+
+    # -- clients -----------------------------------------------------------------
+    def test_client_get_after_add(self) -> None:
+        client = make_client()
+        self.assertIsNone(self.successResultOf(self.storage.add_client(client)))
+        self.assertEqual(self.successResultOf(self.storage.get_client("client-1")), client)
+
+    def test_client_unknown(self) -> None:
+        self.assertIsNone(self.successResultOf(self.storage.get_client("nope")))
+
+    def test_client_copy_in(self) -> None:
+        client = make_client()
+        self.successResultOf(self.storage.add_client(client))
+        client.extra_metadata["logo_uri"] = "https://evil.example/"
+        stored = self.successResultOf(self.storage.get_client("client-1"))
+        self.assertEqual(stored.extra_metadata["logo_uri"], "https://example.com/logo.png")
+
+    def test_client_copy_out(self) -> None:
+        self.successResultOf(self.storage.add_client(make_client()))
+        got = self.successResultOf(self.storage.get_client("client-1"))
+        got.extra_metadata["contacts"].append("evil@example.com")
+        got.extra_metadata["new"] = 1
+        again = self.successResultOf(self.storage.get_client("client-1"))
+        self.assertEqual(
+            again.extra_metadata,
+            {"logo_uri": "https://example.com/logo.png", "contacts": ["a@b.c"]},
+        )
+
+    def test_client_expires_unused(self) -> None:
+        storage = self.make_storage(self.clock, unused_client_ttl=100.0)
+        self.successResultOf(storage.add_client(make_client(created_at=START)))
+        self.clock.advance(99)
+        self.assertIsNotNoneResult(storage.get_client("client-1"))
+        self.clock.advance(1)
+        self.assertIsNone(self.successResultOf(storage.get_client("client-1")))
+
+    def test_touch_sets_last_used_and_renews(self) -> None:
+        storage = self.make_storage(self.clock, unused_client_ttl=100.0)
+        self.successResultOf(storage.add_client(make_client(created_at=START)))
+        self.clock.advance(90)
+        self.assertIsNone(self.successResultOf(storage.touch_client("client-1")))
+        got = self.successResultOf(storage.get_client("client-1"))
+        self.assertEqual(got.last_used_at, START + 90)
+        self.clock.advance(90)  # 180 s after creation, 90 s after the use
+        self.assertIsNotNoneResult(storage.get_client("client-1"))
+        self.clock.advance(10)
+        self.assertIsNone(self.successResultOf(storage.get_client("client-1")))
+
+    def test_touch_unknown_client_is_harmless(self) -> None:
+        self.assertIsNone(self.successResultOf(self.storage.touch_client("nope")))
+        self.assertIsNone(self.successResultOf(self.storage.get_client("nope")))
+
+    def test_touch_expired_client_does_not_revive(self) -> None:
+        storage = self.make_storage(self.clock, unused_client_ttl=100.0)
+        self.successResultOf(storage.add_client(make_client(created_at=START)))
+        self.clock.advance(100)
+        self.successResultOf(storage.touch_client("client-1"))
+        self.assertIsNone(self.successResultOf(storage.get_client("client-1")))
+
+    def test_client_cap_evicts_oldest_never_used(self) -> None:
+        storage = self.make_storage(self.clock, max_clients=3)
+        for name in ("a", "b", "c"):
+            self.successResultOf(storage.add_client(make_client(name)))
+        self.successResultOf(storage.touch_client("a"))  # a is used: never evicted
+        self.successResultOf(storage.add_client(make_client("d")))
+        self.assertIsNotNoneResult(storage.get_client("a"))
+        self.assertIsNone(self.successResultOf(storage.get_client("b")))
+        self.assertIsNotNoneResult(storage.get_client("c"))
+        self.assertIsNotNoneResult(storage.get_client("d"))
+
+    def test_client_cap_full_of_used_clients(self) -> None:
+        storage = self.make_storage(self.clock, max_clients=2)
+        for name in ("a", "b"):
+            self.successResultOf(storage.add_client(make_client(name)))
+            self.successResultOf(storage.touch_client(name))
+        self.failureResultOf(storage.add_client(make_client("c")), StorageFull)
+        self.assertIsNotNoneResult(storage.get_client("a"))
+        self.assertIsNotNoneResult(storage.get_client("b"))
+        self.assertIsNone(self.successResultOf(storage.get_client("c")))
+
+    def test_client_cap_expired_clients_make_room(self) -> None:
+        storage = self.make_storage(self.clock, max_clients=2, unused_client_ttl=100.0)
+        for name in ("a", "b"):
+            self.successResultOf(storage.add_client(make_client(name)))
+            self.successResultOf(storage.touch_client(name))
+        self.clock.advance(100)
+        self.successResultOf(storage.add_client(make_client("c", created_at=START + 100)))
+        self.assertIsNotNoneResult(storage.get_client("c"))
+
+    # -- pending authorizations ----------------------------------------------------
+    def test_pending_get_after_put(self) -> None:
+        pending = make_pending()
+        self.assertIsNone(self.successResultOf(self.storage.put_pending(pending)))
+        self.assertEqual(self.successResultOf(self.storage.get_pending("state-1")), pending)
+        # reading does not consume
+        self.assertEqual(self.successResultOf(self.storage.get_pending("state-1")), pending)
+
+    def test_pending_take_once(self) -> None:
+        pending = make_pending()
+        self.successResultOf(self.storage.put_pending(pending))
+        self.assertEqual(self.successResultOf(self.storage.take_pending("state-1")), pending)
+        self.assertIsNone(self.successResultOf(self.storage.take_pending("state-1")))
+        self.assertIsNone(self.successResultOf(self.storage.get_pending("state-1")))
+
+    def test_pending_expires(self) -> None:
+        self.successResultOf(self.storage.put_pending(make_pending(lifespan=600)))
+        self.clock.advance(599)
+        self.assertIsNotNoneResult(self.storage.get_pending("state-1"))
+        self.clock.advance(1)
+        self.assertIsNone(self.successResultOf(self.storage.get_pending("state-1")))
+        self.assertIsNone(self.successResultOf(self.storage.take_pending("state-1")))
+
+    def test_pending_update(self) -> None:
+        self.successResultOf(self.storage.put_pending(make_pending()))
+        updated = make_pending(consented=True, csrf_token="csrf")
+        self.assertIsNone(self.successResultOf(self.storage.update_pending(updated)))
+        self.assertEqual(self.successResultOf(self.storage.get_pending("state-1")), updated)
+
+    def test_pending_update_does_not_revive_taken(self) -> None:
+        self.successResultOf(self.storage.put_pending(make_pending()))
+        self.successResultOf(self.storage.take_pending("state-1"))
+        self.successResultOf(self.storage.update_pending(make_pending(consented=True)))
+        self.assertIsNone(self.successResultOf(self.storage.get_pending("state-1")))
+
+    def test_pending_cap_evicts_soonest_expiring(self) -> None:
+        storage = self.make_storage(self.clock, max_pending=2)
+        self.successResultOf(storage.put_pending(make_pending("late", lifespan=900)))
+        self.successResultOf(storage.put_pending(make_pending("soon", lifespan=300)))
+        self.successResultOf(storage.put_pending(make_pending("new", lifespan=600)))
+        self.assertIsNone(self.successResultOf(storage.get_pending("soon")))
+        self.assertIsNotNoneResult(storage.get_pending("late"))
+        self.assertIsNotNoneResult(storage.get_pending("new"))
+
+    # -- authorization codes ----------------------------------------------------------
+    def test_code_redeem_returns_before_and_marks(self) -> None:
+        code = make_code()
+        self.assertIsNone(self.successResultOf(self.storage.put_code(code)))
+        first = self.successResultOf(self.storage.redeem_code("code-1"))
+        self.assertEqual(first, code)
+        self.assertFalse(first.redeemed)
+        replay = self.successResultOf(self.storage.redeem_code("code-1"))
+        self.assertTrue(replay.redeemed)
+
+    def test_code_unknown(self) -> None:
+        self.assertIsNone(self.successResultOf(self.storage.redeem_code("nope")))
+
+    def test_code_kept_until_expiry_then_gone(self) -> None:
+        self.successResultOf(self.storage.put_code(make_code(lifespan=60)))
+        self.successResultOf(self.storage.redeem_code("code-1"))
+        self.clock.advance(59)
+        self.assertTrue(self.successResultOf(self.storage.redeem_code("code-1")).redeemed)
+        self.clock.advance(1)
+        self.assertIsNone(self.successResultOf(self.storage.redeem_code("code-1")))
+
+    def test_code_family(self) -> None:
+        self.successResultOf(self.storage.put_code(make_code()))
+        self.successResultOf(self.storage.redeem_code("code-1"))
+        self.assertIsNone(self.successResultOf(self.storage.set_code_family("code-1", "fam")))
+        replay = self.successResultOf(self.storage.redeem_code("code-1"))
+        self.assertEqual(replay.family_id, "fam")
+        self.assertTrue(replay.redeemed)
+
+    # -- token families ------------------------------------------------------------------
+    def test_family_get_after_put(self) -> None:
+        family = make_family()
+        self.assertIsNone(self.successResultOf(self.storage.put_family(family)))
+        self.assertEqual(self.successResultOf(self.storage.get_family("family-1")), family)
+        self.assertIsNone(self.successResultOf(self.storage.get_family("nope")))
+
+    def test_family_expires(self) -> None:
+        self.successResultOf(self.storage.put_family(make_family(lifespan=100)))
+        self.clock.advance(100)
+        self.assertIsNone(self.successResultOf(self.storage.get_family("family-1")))
+
+    def test_family_access_tokens_recorded(self) -> None:
+        self.successResultOf(self.storage.put_family(make_family()))
+        self.successResultOf(self.storage.add_family_access_token("family-1", "j1", START + 300))
+        self.successResultOf(self.storage.add_family_access_token("family-1", "j2", START + 600))
+        family = self.successResultOf(self.storage.get_family("family-1"))
+        self.assertEqual(family.access_token_jtis, (("j1", START + 300), ("j2", START + 600)))
+
+    def test_revoke_family_deny_lists_jtis(self) -> None:
+        self.successResultOf(self.storage.put_family(make_family()))
+        self.successResultOf(self.storage.add_family_access_token("family-1", "j1", START + 300))
+        self.successResultOf(self.storage.add_family_access_token("family-1", "j2", START + 600))
+        before = self.storage.revocation_generation()
+        revoked = self.successResultOf(self.storage.revoke_family("family-1"))
+        self.assertTrue(revoked.revoked)
+        self.assertEqual(revoked.family_id, "family-1")
+        self.assertTrue(self.successResultOf(self.storage.get_family("family-1")).revoked)
+        self.assertTrue(self.successResultOf(self.storage.is_jti_revoked("j1")))
+        self.assertTrue(self.successResultOf(self.storage.is_jti_revoked("j2")))
+        self.assertFalse(self.successResultOf(self.storage.is_jti_revoked("j3")))
+        self.assertNotEqual(self.storage.revocation_generation(), before)
+
+    def test_revoke_unknown_family(self) -> None:
+        self.assertIsNone(self.successResultOf(self.storage.revoke_family("nope")))
+
+    def test_access_token_added_to_revoked_family_is_revoked(self) -> None:
+        self.successResultOf(self.storage.put_family(make_family()))
+        self.successResultOf(self.storage.revoke_family("family-1"))
+        self.successResultOf(self.storage.add_family_access_token("family-1", "late", START + 300))
+        self.assertTrue(self.successResultOf(self.storage.is_jti_revoked("late")))
+
+    # -- refresh tokens --------------------------------------------------------------------
+    def test_refresh_token_get_after_put(self) -> None:
+        token = make_refresh_token()
+        self.assertIsNone(self.successResultOf(self.storage.put_refresh_token(token)))
+        self.assertEqual(self.successResultOf(self.storage.get_refresh_token("rt-1")), token)
+        self.assertIsNone(self.successResultOf(self.storage.get_refresh_token("nope")))
+
+    def test_refresh_token_expires(self) -> None:
+        self.successResultOf(self.storage.put_refresh_token(make_refresh_token(lifespan=100)))
+        self.clock.advance(100)
+        self.assertIsNone(self.successResultOf(self.storage.get_refresh_token("rt-1")))
+
+    def test_mark_rotated_once(self) -> None:
+        self.successResultOf(self.storage.put_refresh_token(make_refresh_token()))
+        response: dict[str, object] = {"access_token": "a", "refresh_token": "r"}
+        self.assertTrue(
+            self.successResultOf(self.storage.mark_rotated("rt-1", START + 5, response))
+        )
+        # the losing side of a race
+        self.assertFalse(
+            self.successResultOf(self.storage.mark_rotated("rt-1", START + 6, {"other": 1}))
+        )
+        token = self.successResultOf(self.storage.get_refresh_token("rt-1"))
+        self.assertEqual(token.rotated_at, START + 5)
+        self.assertEqual(token.successor_response, response)
+
+    def test_mark_rotated_unknown(self) -> None:
+        self.assertFalse(self.successResultOf(self.storage.mark_rotated("nope", START, {})))
+
+    def test_successor_response_copied(self) -> None:
+        self.successResultOf(self.storage.put_refresh_token(make_refresh_token()))
+        response: dict[str, object] = {"access_token": "a", "scope": ["openid"]}
+        self.successResultOf(self.storage.mark_rotated("rt-1", START, response))
+        response["access_token"] = "changed"
+        got = self.successResultOf(self.storage.get_refresh_token("rt-1"))
+        assert got.successor_response is not None
+        got.successor_response["scope"].append("admin")
+        again = self.successResultOf(self.storage.get_refresh_token("rt-1"))
+        self.assertEqual(again.successor_response, {"access_token": "a", "scope": ["openid"]})
+
+    # -- users --------------------------------------------------------------------------------
+    def test_user_ids_stable_and_distinct(self) -> None:
+        alice = self.successResultOf(self.storage.user_id_for("idp", "alice"))
+        self.assertEqual(self.successResultOf(self.storage.user_id_for("idp", "alice")), alice)
+        bob = self.successResultOf(self.storage.user_id_for("idp", "bob"))
+        other_idp = self.successResultOf(self.storage.user_id_for("other", "alice"))
+        self.assertEqual(len({alice, bob, other_idp}), 3)
+        self.assertGreater(len(alice), 15)
+        self.assertNotEqual(alice, "alice")
+
+    def test_user_ids_survive_time(self) -> None:
+        alice = self.successResultOf(self.storage.user_id_for("idp", "alice"))
+        self.clock.advance(365 * 86400)
+        self.sweep(self.storage)
+        self.assertEqual(self.successResultOf(self.storage.user_id_for("idp", "alice")), alice)
+
+    # -- upstream sessions ------------------------------------------------------------------
+    def test_upstream_session_put_get_delete(self) -> None:
+        session = make_session()
+        self.assertIsNone(self.successResultOf(self.storage.put_upstream_session(session)))
+        self.assertEqual(self.successResultOf(self.storage.get_upstream_session("tsid-1")), session)
+        replaced = attrs.evolve(session, access_token="new-access")
+        self.successResultOf(self.storage.put_upstream_session(replaced))
+        self.assertEqual(
+            self.successResultOf(self.storage.get_upstream_session("tsid-1")), replaced
+        )
+        self.assertIsNone(self.successResultOf(self.storage.delete_upstream_session("tsid-1")))
+        self.assertIsNone(self.successResultOf(self.storage.get_upstream_session("tsid-1")))
+        # deleting twice is harmless
+        self.assertIsNone(self.successResultOf(self.storage.delete_upstream_session("tsid-1")))
+
+    def test_upstream_session_outlives_access_token(self) -> None:
+        self.successResultOf(self.storage.put_upstream_session(make_session(lifespan=86400)))
+        self.clock.advance(7200)  # the upstream access token expired an hour ago
+        self.assertIsNotNoneResult(self.storage.get_upstream_session("tsid-1"))
+        self.clock.advance(86400 - 7200)
+        self.assertIsNone(self.successResultOf(self.storage.get_upstream_session("tsid-1")))
+
+    def test_upstream_session_copies(self) -> None:
+        session = make_session()
+        self.successResultOf(self.storage.put_upstream_session(session))
+        groups: Any = session.claims["groups"]
+        groups.append("intruders")
+        got = self.successResultOf(self.storage.get_upstream_session("tsid-1"))
+        self.assertEqual(got.claims["groups"], ["admins"])
+        got.claims["email"] = "mallory@example.com"
+        again = self.successResultOf(self.storage.get_upstream_session("tsid-1"))
+        self.assertEqual(again.claims["email"], "alice@example.com")
+
+    # -- deny list -------------------------------------------------------------------------------
+    def test_revoke_jti(self) -> None:
+        before = self.storage.revocation_generation()
+        self.assertFalse(self.successResultOf(self.storage.is_jti_revoked("j1")))
+        self.assertIsNone(self.successResultOf(self.storage.revoke_jti("j1", START + 300)))
+        self.assertTrue(self.successResultOf(self.storage.is_jti_revoked("j1")))
+        self.assertFalse(self.successResultOf(self.storage.is_jti_revoked("j2")))
+        after = self.storage.revocation_generation()
+        self.assertNotEqual(after, before)
+        self.successResultOf(self.storage.revoke_jti("j2", START + 300))
+        self.assertNotEqual(self.storage.revocation_generation(), after)
+
+    def test_revoked_jti_kept_past_exp_then_forgotten(self) -> None:
+        self.successResultOf(self.storage.revoke_jti("j1", START + 300))
+        self.clock.advance(300)
+        # still refused while a guard with clock-skew leeway could accept the token
+        self.assertTrue(self.successResultOf(self.storage.is_jti_revoked("j1")))
+        self.clock.advance(3600)
+        self.assertFalse(self.successResultOf(self.storage.is_jti_revoked("j1")))
+
+    # -- sweeping ---------------------------------------------------------------------------------
+    def test_sweep_keeps_live_records(self) -> None:
+        self.successResultOf(self.storage.add_client(make_client()))
+        self.successResultOf(self.storage.put_pending(make_pending()))
+        self.successResultOf(self.storage.put_code(make_code()))
+        self.successResultOf(self.storage.put_family(make_family()))
+        self.successResultOf(self.storage.put_refresh_token(make_refresh_token()))
+        self.successResultOf(self.storage.put_upstream_session(make_session()))
+        self.successResultOf(self.storage.revoke_jti("j1", START + 300))
+        self.sweep(self.storage)
+        self.assertIsNotNoneResult(self.storage.get_client("client-1"))
+        self.assertIsNotNoneResult(self.storage.get_pending("state-1"))
+        self.assertIsNotNoneResult(self.storage.redeem_code("code-1"))
+        self.assertIsNotNoneResult(self.storage.get_family("family-1"))
+        self.assertIsNotNoneResult(self.storage.get_refresh_token("rt-1"))
+        self.assertIsNotNoneResult(self.storage.get_upstream_session("tsid-1"))
+        self.assertTrue(self.successResultOf(self.storage.is_jti_revoked("j1")))
+
+    def test_sweep_after_expiry(self) -> None:
+        storage = self.make_storage(self.clock, unused_client_ttl=1000.0)
+        self.successResultOf(storage.add_client(make_client()))
+        self.successResultOf(storage.put_pending(make_pending()))
+        self.successResultOf(storage.put_code(make_code()))
+        self.successResultOf(storage.put_family(make_family()))
+        self.successResultOf(storage.put_refresh_token(make_refresh_token()))
+        self.successResultOf(storage.put_upstream_session(make_session()))
+        self.successResultOf(storage.revoke_jti("j1", START + 300))
+        self.clock.advance(2 * 86400)
+        self.sweep(storage)
+        self.assertIsNone(self.successResultOf(storage.get_client("client-1")))
+        self.assertIsNone(self.successResultOf(storage.get_pending("state-1")))
+        self.assertIsNone(self.successResultOf(storage.redeem_code("code-1")))
+        self.assertIsNone(self.successResultOf(storage.get_family("family-1")))
+        self.assertIsNone(self.successResultOf(storage.get_refresh_token("rt-1")))
+        self.assertIsNone(self.successResultOf(storage.get_upstream_session("tsid-1")))
+        self.assertFalse(self.successResultOf(storage.is_jti_revoked("j1")))
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def assertIsNotNoneResult(self, d: Any) -> Any:
+        """The Deferred has fired with something other than None."""
+        result = self.successResultOf(d)
+        self.assertFalse(result is None, "expected a record, got None")
+        return result

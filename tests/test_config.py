@@ -1,0 +1,266 @@
+"""Configuration loading: schema, derived defaults, and one precise line per problem."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from authproxy.config import (
+    ConfigError,
+    Secret,
+    config_from_mapping,
+    load_config,
+    parse_duration,
+    parse_size,
+)
+
+EXAMPLE = Path(__file__).parent.parent / "etc" / "authproxy.example.toml"
+
+
+def minimal(**sections: dict[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "server": {"public_url": "http://127.0.0.1:8080"},
+        "backend": {"url": "http://127.0.0.1:9000"},
+        "upstream": {"type": "development"},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return data
+
+
+class ParsingTests(SynchronousTestCase):
+    def test_durations(self) -> None:
+        table = {
+            "30s": 30,
+            "5m": 300,
+            "1h": 3600,
+            "7d": 604800,
+            "1h30m": 5400,
+            "1d2h3m4s": 93784,
+            "500ms": 0.5,
+            90: 90,
+        }
+        for text, seconds in table.items():
+            self.assertEqual(parse_duration(text), seconds, text)
+        for bad in ("", "90x", "5", "m5", "1h 30m", "-1s", True, None, "5m junk"):
+            self.assertRaises(ValueError, parse_duration, bad)
+
+    def test_sizes(self) -> None:
+        table = {"512KiB": 524288, "4MiB": 4194304, "1GiB": 1024**3, "10KB": 10000, "100": 100}
+        for text, size in table.items():
+            self.assertEqual(parse_size(text), size, text)
+        for bad in ("4 megs", "-1", "1.5MiB", "", None):
+            self.assertRaises(ValueError, parse_size, bad)
+
+
+class ExampleTests(SynchronousTestCase):
+    def test_example_config_loads(self) -> None:
+        secret = Path(self.mktemp())
+        secret.write_text("s3cret-value\n")
+        text = EXAMPLE.read_text().replace("/etc/authproxy/upstream/client-secret", str(secret))
+        path = Path(self.mktemp() + ".toml")
+        path.write_text(text)
+        config = load_config(path)
+        self.assertEqual(config.server.public_url, "https://mcp.example.com")
+        self.assertEqual(config.auth_server.access_token_lifespan, 900)
+        self.assertEqual(config.auth_server.registration.rate_count, 5)
+        self.assertEqual(config.auth_server.registration.rate_period, 60)
+        self.assertEqual(config.upstream.client_secret, Secret("s3cret-value"))
+        self.assertNotIn("s3cret-value", repr(config))
+
+    def test_json_accepted(self) -> None:
+        path = Path(self.mktemp() + ".json")
+        path.write_text(json.dumps(minimal()))
+        self.assertEqual(load_config(path).backend.path, "/mcp")
+
+
+class DerivedDefaultTests(SynchronousTestCase):
+    def test_defaults_derive_from_public_url(self) -> None:
+        config = config_from_mapping(minimal())
+        self.assertEqual(config.auth_server.issuer, "http://127.0.0.1:8080")
+        self.assertEqual(config.upstream.redirect_uri, "http://127.0.0.1:8080/oauth/callback")
+        self.assertEqual(config.auth_server.allowed_audiences, ("http://127.0.0.1:8080/mcp",))
+        self.assertEqual(config.upstream.name, "development")
+
+    def test_sse_path(self) -> None:
+        config = config_from_mapping(minimal(backend={"transport": "sse"}))
+        self.assertEqual(config.backend.path, "/sse")
+        self.assertEqual(config.auth_server.allowed_audiences, ("http://127.0.0.1:8080/sse",))
+
+    def test_explicit_issuer_drives_redirect_uri(self) -> None:
+        config = config_from_mapping(minimal(auth_server={"issuer": "http://localhost:9999"}))
+        self.assertEqual(config.upstream.redirect_uri, "http://localhost:9999/oauth/callback")
+
+
+class ValidationTests(SynchronousTestCase):
+    def problems(self, data: dict[str, Any], environ: dict[str, str] | None = None) -> list[str]:
+        with self.assertRaises(ConfigError) as caught:
+            config_from_mapping(data, environ=environ or {})
+        return caught.exception.problems
+
+    def assertProblem(self, data: dict[str, Any], path: str, fragment: str = "") -> None:
+        problems = self.problems(data)
+        matching = [p for p in problems if p.startswith(path + ":") and fragment in p]
+        self.assertTrue(matching, f"no problem for {path!r} ({fragment!r}) in {problems}")
+
+    def test_url_rules(self) -> None:
+        for url, fragment in [
+            ("https://mcp.example.com/", "slash"),
+            ("https://mcp.example.com?x=1", "query"),
+            ("https://mcp.example.com#f", "fragment"),
+            ("http://mcp.example.com", "https"),
+            ("ftp://mcp.example.com", "http(s)"),
+            ("mcp.example.com", "http(s)"),
+        ]:
+            self.assertProblem(minimal(server={"public_url": url}), "server.public_url", fragment)
+            self.assertProblem(minimal(auth_server={"issuer": url}), "auth_server.issuer", fragment)
+        for ok in ("http://localhost:1", "http://127.0.0.5", "http://[::1]:8", "https://a.b/x"):
+            config_from_mapping(minimal(server={"public_url": ok}))
+
+    def test_lifespan_bounds(self) -> None:
+        for field, bad in [
+            ("access_token_lifespan", "59s"),
+            ("access_token_lifespan", "25h"),
+            ("refresh_token_lifespan", "59m"),
+            ("refresh_token_lifespan", "31d"),
+            ("auth_code_lifespan", "29s"),
+            ("auth_code_lifespan", "11m"),
+        ]:
+            self.assertProblem(minimal(auth_server={field: bad}), f"auth_server.{field}", "outside")
+
+    def test_bad_duration_names_field(self) -> None:
+        self.assertEqual(
+            self.problems(minimal(auth_server={"access_token_lifespan": "90x"})),
+            [
+                'auth_server.access_token_lifespan: "90x" is not a duration '
+                "(examples: 30s, 5m, 1h30m, 7d)"
+            ],
+        )
+
+    def test_listen_strings(self) -> None:
+        self.assertProblem(minimal(server={"listen": ["tcp:notaport"]}), "server.listen[0]")
+        self.assertProblem(
+            minimal(server={"listen": ["tcp:1", "bogus:thing"]}), "server.listen[1]", "endpoint"
+        )
+
+    def test_oidc_needs_issuer_url_and_refuses_oauth2_fields(self) -> None:
+        data = minimal(upstream={"type": "oidc", "client_id": "x", "token_endpoint": "https://t"})
+        problems = self.problems(data)
+        self.assertIn('upstream.issuer_url: is required for type "oidc"', problems)
+        self.assertIn('upstream.token_endpoint: does not apply to type "oidc"', problems)
+
+    def test_oauth2_needs_endpoints(self) -> None:
+        data = minimal(upstream={"type": "oauth2", "client_id": "x", "issuer_url": "https://i"})
+        problems = self.problems(data)
+        for field in ("authorization_endpoint", "token_endpoint", "userinfo.endpoint_url"):
+            self.assertIn(f'upstream.{field}: is required for type "oauth2"', problems)
+        self.assertIn('upstream.issuer_url: does not apply to type "oauth2"', problems)
+
+    def test_oauth2_complete(self) -> None:
+        config = config_from_mapping(
+            minimal(
+                upstream={
+                    "type": "oauth2",
+                    "client_id": "x",
+                    "authorization_endpoint": "https://github.com/login/oauth/authorize",
+                    "token_endpoint": "https://github.com/login/oauth/access_token",
+                    "userinfo": {"endpoint_url": "https://api.github.com/user"},
+                }
+            )
+        )
+        assert config.upstream.userinfo is not None
+        self.assertEqual(config.upstream.userinfo.subject_fields, ("sub", "id"))
+        self.assertIsNone(config.upstream.client_secret)  # neither: a public client
+
+    def test_client_secret_file_wins_over_env(self) -> None:
+        secret = Path(self.mktemp())
+        secret.write_text("from-file")
+        data = minimal(
+            upstream={
+                "type": "oidc",
+                "issuer_url": "https://idp.example.com",
+                "client_id": "x",
+                "client_secret_file": str(secret),
+                "client_secret_env": "SECRET_VAR",
+            }
+        )
+        config = config_from_mapping(data, environ={"SECRET_VAR": "from-env"})
+        assert config.upstream.client_secret is not None
+        self.assertEqual(config.upstream.client_secret.reveal(), "from-file")
+
+    def test_client_secret_errors_never_show_the_secret(self) -> None:
+        base = {"type": "oidc", "issuer_url": "https://idp.example.com", "client_id": "x"}
+        missing = minimal(upstream={**base, "client_secret_file": "/nonexistent/secret"})
+        self.assertProblem(missing, "upstream.client_secret_file", "cannot read")
+        empty_env = minimal(upstream={**base, "client_secret_env": "EMPTY_VAR"})
+        self.assertEqual(
+            self.problems(empty_env, {"EMPTY_VAR": "  "}),
+            ["upstream.client_secret_env: the environment variable EMPTY_VAR is not set or empty"],
+        )
+        config = config_from_mapping(
+            minimal(upstream={**base, "client_secret_env": "V"}), environ={"V": "hunter2-secret"}
+        )
+        self.assertNotIn("hunter2-secret", repr(config))
+        self.assertNotIn("hunter2-secret", str(config.upstream.client_secret))
+
+    def test_unreadable_secret_file(self) -> None:
+        if os.geteuid() == 0:
+            self.skipTest("root reads any file")
+        secret = Path(self.mktemp())
+        secret.write_text("x")
+        secret.chmod(0)
+        data = minimal(
+            upstream={
+                "type": "oidc",
+                "issuer_url": "https://i.example",
+                "client_id": "x",
+                "client_secret_file": str(secret),
+            }
+        )
+        self.assertProblem(data, "upstream.client_secret_file", "cannot read")
+
+    def test_trusted_proxies(self) -> None:
+        self.assertProblem(
+            minimal(server={"trusted_proxies": ["10.0.0.0/8", "nope"]}),
+            "server.trusted_proxies[1]",
+            "CIDR",
+        )
+        config_from_mapping(minimal(server={"trusted_proxies": ["10.0.0.0/8", "::1/128"]}))
+
+    def test_unknown_key(self) -> None:
+        self.assertEqual(
+            self.problems(minimal(server={"lisen": ["tcp:1"]})), ["server.lisen: unknown key"]
+        )
+        self.assertEqual(self.problems({**minimal(), "extra": {}}), ["extra: unknown key"])
+
+    def test_wrong_type(self) -> None:
+        self.assertProblem(minimal(server={"listen": "tcp:8080"}), "server.listen")
+        self.assertProblem(minimal(backend={"connect_timeout": True}), "backend.connect_timeout")
+
+    def test_three_mistakes_three_lines(self) -> None:
+        data = minimal(
+            server={"public_url": "https://x.example/"},
+            auth_server={"auth_code_lifespan": "1h", "consent": "sometimes"},
+        )
+        problems = self.problems(data)
+        self.assertEqual(len(problems), 3, problems)
+        self.assertEqual(
+            [p.split(":")[0] for p in problems],
+            ["server.public_url", "auth_server.auth_code_lifespan", "auth_server.consent"],
+        )
+
+    def test_missing_required(self) -> None:
+        self.assertProblem({"server": {}, "backend": {}, "upstream": {}}, "server.public_url")
+
+    def test_unreadable_file_and_bad_toml(self) -> None:
+        path = Path(self.mktemp() + ".toml")
+        path.write_text("[server\n")
+        with self.assertRaises(ConfigError) as caught:
+            load_config(path)
+        self.assertIn("not valid toml", caught.exception.problems[0])
+        with self.assertRaises(ConfigError):
+            load_config("/nonexistent/authproxy.toml")

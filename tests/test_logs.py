@@ -1,0 +1,56 @@
+"""Log output: JSON lines with fields, level filtering, and no secrets in access lines."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from twisted.logger import Logger, LogLevel, LogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
+
+from authproxy.logs import access_log_line, make_observer
+
+
+class JSONLogTests(SynchronousTestCase):
+    def emit(self, fmt: str, level: str) -> str:
+        out = io.StringIO()
+        publisher = LogPublisher(make_observer(fmt, level, out))
+        log = Logger(namespace="authproxy.test", observer=publisher)
+        log.debug("hidden {count}", count=1)
+        log.info("Reloaded {count} keys", count=3, refresh_token="rt_secret")
+        log.error("bad {thing}", thing="x")
+        return out.getvalue()
+
+    def test_json_one_object_per_line_with_fields(self) -> None:
+        lines = self.emit("json", "info").splitlines()
+        self.assertEqual(len(lines), 2)
+        first = json.loads(lines[0])
+        self.assertEqual(first["message"], "Reloaded 3 keys")
+        self.assertEqual(first["level"], "info")
+        self.assertEqual(first["namespace"], "authproxy.test")
+        self.assertEqual(first["count"], 3)
+        self.assertIn("timestamp", first)
+        self.assertNotIn("rt_secret", lines[0])
+        self.assertEqual(json.loads(lines[1])["level"], "error")
+
+    def test_level_filters_text(self) -> None:
+        text = self.emit("text", "error")
+        self.assertIn("bad x", text)
+        self.assertNotIn("Reloaded", text)
+
+    def test_level_names(self) -> None:
+        self.assertEqual(LogLevel.levelWithName("warn"), LogLevel.warn)
+
+
+class AccessLogTests(SynchronousTestCase):
+    def test_query_string_is_not_logged(self) -> None:
+        request = DummyRequest([b"oauth", b"callback"])
+        request.uri = b"/oauth/callback?code=SECRETCODE&state=abc"
+        request.path = b"/oauth/callback"
+        request.clientproto = b"HTTP/1.1"
+        request.code = 302
+        request.sentLength = 0
+        line = access_log_line("[ts]", request)
+        self.assertIn("GET /oauth/callback HTTP/1.1", line)
+        self.assertNotIn("SECRETCODE", line)

@@ -1,0 +1,123 @@
+"""The twistd plugin: Options, makeService, and the daemon as a real process."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from authproxy.tap import Options, makeService
+
+CONFIG = """
+[server]
+public_url = "http://127.0.0.1:{port}"
+listen = [{listen}]
+[backend]
+url = "http://127.0.0.1:9"
+[upstream]
+type = "development"
+"""
+
+
+def write_config(case: SynchronousTestCase, port: int, listen: list[str]) -> str:
+    path = Path(case.mktemp() + ".toml")
+    path.write_text(CONFIG.format(port=port, listen=", ".join(json.dumps(x) for x in listen)))
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_config_required(self) -> None:
+        self.assertRaises(usage.UsageError, Options().parseOptions, [])
+
+    def test_config_parsed(self) -> None:
+        options = Options()
+        options.parseOptions(["--config", "/x.toml"])
+        self.assertEqual(options["config"], "/x.toml")
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def test_listens_on_every_endpoint(self) -> None:
+        path = write_config(
+            self, 8080, ["tcp:8080:interface=127.0.0.1", "tcp:8081:interface=127.0.0.1"]
+        )
+        reactor = MemoryReactorClock()
+        options = Options()
+        options.parseOptions(["--config", path])
+        service = makeService(options, reactor=reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        ports = sorted((port, interface) for port, _, _, interface in reactor.tcpServers)
+        self.assertEqual(ports, [(8080, "127.0.0.1"), (8081, "127.0.0.1")])
+        sites = {factory for _, factory, _, _ in reactor.tcpServers}
+        self.assertEqual(len(sites), 1, "every endpoint serves one Site")
+
+    def test_bad_config_exits_1(self) -> None:
+        path = Path(self.mktemp() + ".toml")
+        path.write_text("[server]\npublic_url = 'nope'\n")
+        with self.assertRaises(SystemExit) as caught:
+            makeService({"config": str(path)}, reactor=MemoryReactorClock())
+        self.assertEqual(caught.exception.code, 1)
+
+
+def _twistd(*args: str) -> list[str]:
+    # `python -m twisted` is the newer `twist` runner; twistd is what users run.
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", *args]
+
+
+class DaemonProcessTests(TestCase):
+    """twistd -n authproxy as a real process on a free loopback port."""
+
+    def test_serves_health(self) -> None:
+        port = free_port()
+        path = write_config(self, port, [f"tcp:{port}:interface=127.0.0.1"])
+        log = open(self.mktemp(), "w+")
+        proc = subprocess.Popen(
+            _twistd("-n", "--pidfile=", "authproxy", "--config", path),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.addCleanup(proc.wait, 10)
+        self.addCleanup(proc.terminate)
+        body = None
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    body = json.load(r)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+        log.seek(0)
+        self.assertEqual(body, {"status": "ok"}, log.read())
+
+    def test_broken_config_exits_1_naming_the_field(self) -> None:
+        path = Path(self.mktemp() + ".toml")
+        path.write_text(
+            CONFIG.format(port=1, listen='"tcp:1"').replace(
+                "[upstream]", '[auth_server]\naccess_token_lifespan = "90x"\n[upstream]'
+            )
+        )
+        result = subprocess.run(
+            _twistd("-n", "--pidfile=", "authproxy", "--config", str(path)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertIn('auth_server.access_token_lifespan: "90x" is not a duration', result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
