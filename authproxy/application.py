@@ -2,6 +2,8 @@
 
 The one place that knows all the parts. Each part gets its collaborators passed in
 (reactor, key ring, storage, upstream provider), so tests can build any subset.
+Startup checks that can fail (key files, development-upstream restrictions) raise
+ConfigError here, before anything listens.
 """
 
 from __future__ import annotations
@@ -10,11 +12,20 @@ from typing import Any
 
 import attrs
 from twisted.application.service import IService
+from twisted.logger import Logger
 from twisted.web.server import Site
 
-from authproxy.config import Config
+from authproxy.authserver.jwks import JWKSResource
+from authproxy.backend import backend_services
+from authproxy.config import Config, ConfigError
+from authproxy.keys import KeyFileError, KeyRing, KeySources
 from authproxy.logs import access_log_line
+from authproxy.storage.memory import MemoryStorage
+from authproxy.storage.sweeper import StorageSweeper
+from authproxy.watcher import SecretWatcher
 from authproxy.web import HealthResource, PrefixTable, Readiness, ReadyResource
+
+log = Logger()
 
 
 @attrs.define
@@ -24,14 +35,68 @@ class Application:
     root: PrefixTable
     site: Site
     readiness: Readiness
+    ring: KeyRing
+    storage: MemoryStorage
     services: list[IService] = attrs.field(factory=list)
+    provider: Any = None
+
+
+def load_ring(config: Config) -> tuple[KeyRing, KeySources]:
+    sources = KeySources.from_config(config.auth_server)
+    try:
+        return KeyRing.load(sources, log), sources
+    except KeyFileError as e:
+        raise ConfigError([f"auth_server keys: {e}"]) from None
+
+
+def make_storage(config: Config, reactor: Any) -> MemoryStorage:
+    cap = config.storage.max_records
+    registration = config.auth_server.registration
+    return MemoryStorage(
+        reactor,
+        max_clients=registration.max_clients,
+        unused_client_ttl=registration.unused_client_ttl,
+        max_pending=cap,
+        max_codes=cap,
+        max_refresh_tokens=cap,
+        max_families=cap,
+        max_upstream_sessions=cap,
+        max_users=cap,
+        max_revoked_jtis=cap,
+    )
 
 
 def build_application(config: Config, reactor: Any) -> Application:
     readiness = Readiness()
     root = PrefixTable()
+    services: list[IService] = []
+
+    ring, sources = load_ring(config)
+    watcher = SecretWatcher(ring=ring, sources=sources, clock=reactor)
+    services.append(watcher)
+    readiness.register("keys", lambda: (True, watcher.readiness_detail()["keys"]))
+
+    storage = make_storage(config, reactor)
+    services.append(StorageSweeper(storage, reactor, interval=config.storage.sweep_interval))
+
+    backend, probe = backend_services(config.backend, reactor)
+    services.extend(backend)
+    if probe is not None:
+        readiness.register("backend", probe.readiness)
+
     root.mount("/health", HealthResource())
     root.mount("/ready", ReadyResource(readiness))
+    root.mount("/.well-known/jwks.json", JWKSResource(ring))
+
     site = Site(root, reactor=reactor, logFormatter=access_log_line)
     site.displayTracebacks = False
-    return Application(config=config, reactor=reactor, root=root, site=site, readiness=readiness)
+    return Application(
+        config=config,
+        reactor=reactor,
+        root=root,
+        site=site,
+        readiness=readiness,
+        ring=ring,
+        storage=storage,
+        services=services,
+    )

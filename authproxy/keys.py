@@ -18,7 +18,7 @@ import re
 import secrets
 import stat
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -26,6 +26,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwcrypto.jwk import JWK
 from twisted.logger import Logger
+
+if TYPE_CHECKING:
+    from authproxy.config import AuthServerConfig
 
 _log = Logger()
 
@@ -178,13 +181,6 @@ def _str_tuple(value: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(value or ())
 
 
-class _AuthServerKeyConfig(Protocol):
-    signing_keys_dir: str | None
-    hmac_secrets_dir: str | None
-    signing_key_files: tuple[str, ...]
-    hmac_secret_files: tuple[str, ...]
-
-
 @attrs.frozen
 class KeySources:
     """Where signing keys and HMAC secrets come from (``auth_server`` config)."""
@@ -195,7 +191,7 @@ class KeySources:
     hmac_secret_files: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
 
     @classmethod
-    def from_config(cls, auth_server: _AuthServerKeyConfig) -> KeySources:
+    def from_config(cls, auth_server: AuthServerConfig) -> KeySources:
         """Build from an ``AuthServerConfig``."""
         return cls(
             signing_keys_dir=auth_server.signing_keys_dir,

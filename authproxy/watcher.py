@@ -70,7 +70,7 @@ class SecretWatcher(Service):
     _poller: LoopingCall | None = attrs.field(default=None, init=False)
     _notifier: Any = attrs.field(default=None, init=False)
     _unwatchable: set[str] = attrs.field(factory=set, init=False)
-    _log: Logger = attrs.field(factory=Logger, init=False)
+    _log = Logger()  # not annotated: a class-level descriptor, not an attrs field
 
     @property
     def watching(self) -> bool:
@@ -215,6 +215,8 @@ class SecretWatcher(Service):
             return
         self._ring.replace(keyset)
         for warning in keyset.warnings:
+            if warning in current.warnings:
+                continue  # already reported when the previous set was loaded
             self._log.warn("Keys: {problem}", problem=warning)
         self._log.info(
             "Reloaded {signing} signing keys and {hmac} HMAC secrets "

@@ -332,6 +332,18 @@ class OIDCProvider:
         return self.process.stop()
 
 
+def generate_oidc_jwks() -> dict[str, list[dict[str, str]]]:
+    """A private JWKS (one RSA key, RS256) for ``start_oidc_provider(jwks=...)``.
+
+    Passing the same JWKS to a restarted provider keeps its ``kid`` and signatures stable.
+    """
+    from jwcrypto import jwk
+
+    key = jwk.JWK.generate(kty="RSA", size=2048, alg="RS256", use="sig")
+    key["kid"] = key.thumbprint()  # type: ignore[index]
+    return {"keys": [json.loads(key.export_private())]}
+
+
 def start_oidc_provider(
     clients: Sequence[OIDCClient],
     *,

@@ -246,16 +246,18 @@ def test_mcp_server_tools(mcp_server: procs.MCPServerProcess) -> None:
             echoed = await client.call_tool("echo", {"text": "héllo"})
             assert echoed.content[0].text == "héllo"  # type: ignore[union-attr]
 
-            progress: list[tuple[float, float | None, str | None]] = []
+            seen: list[tuple[float, float | None, str | None]] = []
 
-            async def on_progress(value: float, total: float | None, message: str | None) -> None:
-                progress.append((value, total, message))
+            async def on_progress(
+                progress: float, total: float | None, message: str | None
+            ) -> None:
+                seen.append((progress, total, message))
 
             counted = await client.call_tool(
                 "count", {"n": 5, "delay": 0.01}, progress_callback=on_progress
             )
             assert counted.content[0].text == "counted 5"  # type: ignore[union-attr]
-            assert progress == [(i, 5, f"step {i} of 5") for i in range(1, 6)]
+            assert seen == [(i, 5, f"step {i} of 5") for i in range(1, 6)]
 
             anonymous = await client.call_tool("whoami", {})
             assert anonymous.structured_content == {
@@ -283,3 +285,19 @@ def test_mcp_server_tools(mcp_server: procs.MCPServerProcess) -> None:
             assert foreign.status_code == 421
 
     procs.run_async(session)
+
+
+def test_oidc_provider_keeps_given_keys(log_dir: Path) -> None:
+    jwks = procs.generate_oidc_jwks()
+    provider = procs.start_oidc_provider([CLIENT], jwks=jwks, log_dir=log_dir)
+    try:
+
+        async def published() -> list[str]:
+            async with httpx2.AsyncClient() as http:
+                keys = (await http.get(f"{provider.issuer}/jwks")).json()["keys"]
+                return [key["kid"] for key in keys]
+
+        assert procs.run_async(published) == [jwks["keys"][0]["kid"]]
+        assert provider.port > 0
+    finally:
+        provider.stop()

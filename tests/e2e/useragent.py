@@ -276,7 +276,7 @@ class UserAgent:
             return self._client.build_request(
                 "POST", target, data=dict(_merge(data)), headers=headers
             )
-        return self._client.build_request("GET", target, params=data)
+        return self._client.build_request("GET", target, params=tuple(data))
 
 
 def _merge(data: list[tuple[str, str]]) -> dict[str, str | list[str]]:

@@ -1,0 +1,238 @@
+"""The authorization endpoint, ``/oauth/authorize`` (OAuth 2.1 code flow with PKCE S256).
+
+Until the client and its redirect URI are known to be genuine, errors are shown to the person
+in the browser (never redirected: an open redirector would forward users anywhere). After
+that, errors go back to the client's redirect URI with ``error``, ``state`` and ``iss``
+(RFC 9207). A valid request becomes a PendingAuthorization stored under a fresh internal
+state, and the browser is handed to the upstream identity provider.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+
+import attrs
+from twisted.logger import Logger
+from twisted.web.server import Request
+
+from authproxy.authserver._common import (
+    add_query,
+    query_pairs,
+    redirect,
+    redirect_uri_matches,
+    split_scope,
+    upstream_error_page,
+)
+from authproxy.httputil import AsyncResource, HTMLPageError
+from authproxy.interfaces import IUpstreamProvider, UpstreamError
+from authproxy.storage.interface import IStorage
+from authproxy.storage.models import PendingAuthorization, RegisteredClient
+from authproxy.tokens import Clock, is_valid_s256_challenge
+
+# How long a user may take at the upstream IdP (password, MFA, consent) before coming back.
+DEFAULT_PENDING_LIFESPAN = 600.0
+
+
+class AuthorizationRedirectError(Exception):
+    """An error sent back to the (validated) client redirect URI."""
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(f"{error}: {description}")
+        self.error = error
+        self.description = description
+
+
+def error_redirect_uri(
+    redirect_uri: str, error: str, description: str, client_state: str | None, issuer: str
+) -> str:
+    """The client's redirect URI carrying an authorization error response (RFC 6749 §4.1.2.1)."""
+    return add_query(
+        redirect_uri,
+        {"error": error, "error_description": description, "state": client_state, "iss": issuer},
+    )
+
+
+def bad_request_page(message: str, advice: str = "") -> HTMLPageError:
+    return HTMLPageError(
+        400,
+        "This sign-in request cannot be used",
+        message,
+        advice or "Go back to your application and start the sign-in again.",
+    )
+
+
+class AuthorizeResource(AsyncResource):
+    """``GET /oauth/authorize``: validate, store a PendingAuthorization, hand off upstream."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        *,
+        storage: IStorage,
+        provider: IUpstreamProvider,
+        clock: Clock,
+        issuer: str,
+        allowed_audiences: Sequence[str],
+        scopes_supported: Sequence[str],
+        pending_lifespan: float = DEFAULT_PENDING_LIFESPAN,
+    ) -> None:
+        super().__init__()
+        self.storage = storage
+        self.provider = provider
+        self.clock = clock
+        self.issuer = issuer
+        self.allowed_audiences = tuple(allowed_audiences)
+        self.scopes_supported = tuple(scopes_supported)
+        self.pending_lifespan = pending_lifespan
+
+    async def handle_GET(self, request: Request) -> bytes:
+        pairs = query_pairs(request)
+        client, redirect_uri = await self._client_and_redirect_uri(pairs)
+        params: dict[str, str] = {}
+        repeated: list[str] = []
+        for name, value in pairs:
+            if name in params:
+                repeated.append(name)
+            params[name] = value
+        # The client's state goes back with every error; a repeated one is not trustworthy.
+        client_state = None if "state" in repeated else params.get("state")
+        try:
+            pending = self._validate(client, redirect_uri, params, repeated, client_state)
+        except AuthorizationRedirectError as e:
+            self.log.info(
+                "Authorization request of client {client_id} refused: {error}",
+                client_id=client.client_id,
+                error=e.error,
+            )
+            return redirect(
+                request,
+                error_redirect_uri(redirect_uri, e.error, e.description, client_state, self.issuer),
+            )
+        await self.storage.touch_client(client.client_id)
+        await self.storage.put_pending(pending)
+        return await self._hand_off(request, pending)
+
+    async def _client_and_redirect_uri(
+        self, pairs: list[tuple[str, str]]
+    ) -> tuple[RegisteredClient, str]:
+        """The registered client and the validated redirect URI, or an HTML 400 page."""
+        client_ids = [value for name, value in pairs if name == "client_id"]
+        redirect_uris = [value for name, value in pairs if name == "redirect_uri"]
+        if len(client_ids) != 1 or not client_ids[0]:
+            raise bad_request_page("The request does not name exactly one application (client_id).")
+        client = await self.storage.get_client(client_ids[0])
+        if client is None:
+            raise bad_request_page(
+                "The application that sent you here is not registered with this server, "
+                "or its registration has expired.",
+                "Go back to your application and connect it to this server again.",
+            )
+        if len(redirect_uris) != 1 or not redirect_uris[0]:
+            raise bad_request_page("The request does not name exactly one redirect URI.")
+        redirect_uri = redirect_uris[0]
+        if not any(redirect_uri_matches(uri, redirect_uri) for uri in client.redirect_uris):
+            raise bad_request_page(
+                "The address this request would return you to is not registered for the "
+                "application, so you are not being sent there."
+            )
+        return client, redirect_uri
+
+    def _validate(
+        self,
+        client: RegisteredClient,
+        redirect_uri: str,
+        params: dict[str, str],
+        repeated: list[str],
+        client_state: str | None,
+    ) -> PendingAuthorization:
+        if "resource" in repeated:
+            raise AuthorizationRedirectError("invalid_target", "at most one resource is allowed")
+        if repeated:
+            raise AuthorizationRedirectError(
+                "invalid_request", f"parameter {sorted(set(repeated))[0]} is repeated"
+            )
+        for unsupported in ("request", "request_uri"):
+            if unsupported in params:
+                raise AuthorizationRedirectError(
+                    f"{unsupported}_not_supported", f"{unsupported} is not supported"
+                )
+        response_type = params.get("response_type")
+        if not response_type:
+            raise AuthorizationRedirectError("invalid_request", "response_type is required")
+        if response_type != "code":
+            raise AuthorizationRedirectError(
+                "unsupported_response_type", 'only response_type "code" is supported'
+            )
+        challenge = params.get("code_challenge")
+        if not challenge:
+            raise AuthorizationRedirectError(
+                "invalid_request", "code_challenge is required (PKCE with S256)"
+            )
+        if params.get("code_challenge_method") != "S256":
+            raise AuthorizationRedirectError(
+                "invalid_request", 'code_challenge_method must be "S256"'
+            )
+        if not is_valid_s256_challenge(challenge):
+            raise AuthorizationRedirectError(
+                "invalid_request", "code_challenge is not a base64url SHA-256 digest"
+            )
+        scopes = self._scopes(client, params.get("scope"))
+        resource = self._resource(params.get("resource"))
+        now = self.clock.seconds()
+        return PendingAuthorization(
+            state=secrets.token_urlsafe(32),
+            client_id=client.client_id,
+            redirect_uri=redirect_uri,
+            client_state=client_state,
+            code_challenge=challenge,
+            code_challenge_method="S256",
+            scopes=scopes,
+            resource=resource,
+            created_at=now,
+            expires_at=now + self.pending_lifespan,
+        )
+
+    def _scopes(self, client: RegisteredClient, requested: str | None) -> tuple[str, ...]:
+        allowed = [s for s in client.scopes if s in self.scopes_supported]
+        if requested is None or not requested.strip():
+            return tuple(allowed)
+        scopes = split_scope(requested)
+        if outside := [s for s in scopes if s not in allowed]:
+            raise AuthorizationRedirectError(
+                "invalid_scope", f"scope not allowed for this client: {' '.join(outside)}"
+            )
+        return scopes
+
+    def _resource(self, requested: str | None) -> str:
+        if requested is None:
+            # With several audiences the client must say which one at the token endpoint.
+            return self.allowed_audiences[0] if len(self.allowed_audiences) == 1 else ""
+        if requested not in self.allowed_audiences:
+            raise AuthorizationRedirectError(
+                "invalid_target", "the requested resource is not served by this server"
+            )
+        return requested
+
+    async def _hand_off(self, request: Request, pending: PendingAuthorization) -> bytes:
+        """Continue a valid, stored authorization request.
+
+        This is the seam where the consent page goes: a subclass (or the consent issue) shows
+        it here and calls :meth:`redirect_to_upstream` once the user approved.
+        """
+        return await self.redirect_to_upstream(request, pending)
+
+    async def redirect_to_upstream(self, request: Request, pending: PendingAuthorization) -> bytes:
+        """Start the upstream login for ``pending`` and send the browser to the IdP."""
+        try:
+            login = self.provider.start_login(pending.state)
+        except UpstreamError as e:
+            self.log.warn("Upstream login could not start: {error}", error=str(e))
+            raise upstream_error_page(request, e) from None
+        await self.storage.update_pending(
+            attrs.evolve(
+                pending, upstream_code_verifier=login.code_verifier, upstream_nonce=login.nonce
+            )
+        )
+        return redirect(request, login.url)

@@ -1,0 +1,283 @@
+"""Dynamic client registration (RFC 7591) at ``/oauth/register``.
+
+Registration is open (MCP clients register themselves), so everything a client declares is
+validated strictly, each source address is rate limited, and the client table is bounded
+(storage evicts the oldest never-used client at the cap and expires unused ones).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+from twisted.logger import Logger
+from twisted.web.server import Request
+
+from authproxy.authserver._common import (
+    is_loopback_host,
+    media_type,
+    preflight,
+    read_body,
+    set_cors,
+    split_scope,
+)
+from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
+from authproxy.httputil import NO_STORE, AsyncResource, OAuthError, json_body
+from authproxy.storage.interface import IStorage, StorageFull
+from authproxy.storage.models import RegisteredClient
+from authproxy.tokens import Clock
+
+MAX_BODY = 64 * 1024
+MAX_REDIRECT_URIS = 10
+MAX_REDIRECT_URI_LENGTH = 2048
+MAX_CLIENT_NAME = 256
+SUPPORTED_GRANT_TYPES = ("authorization_code", "refresh_token")
+
+# Schemes a browser would run or read locally instead of handing to an app.
+_REFUSED_SCHEMES = frozenset(
+    {"javascript", "data", "file", "vbscript", "about", "blob", "filesystem", "view-source"}
+)
+_SCHEME_RE = re.compile(r"[a-z][a-z0-9+.\-]*")
+
+# Informational RFC 7591 metadata kept and echoed back (strings only, bounded).
+_OPTIONAL_STRING_FIELDS = (
+    "client_uri",
+    "logo_uri",
+    "tos_uri",
+    "policy_uri",
+    "software_id",
+    "software_version",
+)
+_MAX_CONTACTS = 10
+
+
+@attrs.frozen
+class ClientMetadata:
+    """Validated registration metadata, defaults applied."""
+
+    redirect_uris: tuple[str, ...]
+    grant_types: tuple[str, ...]
+    response_types: tuple[str, ...]
+    scopes: tuple[str, ...]
+    client_name: str | None
+    token_endpoint_auth_method: str
+    extra: dict[str, object]
+
+
+def _invalid(description: str) -> OAuthError:
+    return OAuthError("invalid_client_metadata", description)
+
+
+def check_redirect_uri(uri: object) -> str | None:
+    """Why ``uri`` cannot be registered, or None when it can.
+
+    https anywhere; http only on a loopback host; private-use schemes (``cursor://``,
+    ``vscode://``) for native apps; never a fragment or a scheme a browser would execute.
+    """
+    if not isinstance(uri, str) or not uri:
+        return "each redirect URI must be a non-empty string"
+    if len(uri) > MAX_REDIRECT_URI_LENGTH:
+        return f"a redirect URI is longer than {MAX_REDIRECT_URI_LENGTH} characters"
+    if any(ch.isspace() or ord(ch) < 0x20 for ch in uri):
+        return "a redirect URI must not contain whitespace or control characters"
+    if "#" in uri:
+        return f"{uri} must not have a fragment"
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return f"{uri} is not a valid URI"
+    scheme = parts.scheme.lower()
+    if not scheme or not _SCHEME_RE.fullmatch(scheme):
+        return f"{uri} is not an absolute URI"
+    if scheme in _REFUSED_SCHEMES:
+        return f"the {scheme}: scheme is not allowed for redirect URIs"
+    if scheme == "https":
+        if not parts.hostname:
+            return f"{uri} has no host"
+    elif scheme == "http":
+        if not is_loopback_host(parts.hostname):
+            return f"{uri} uses http on a host that is not loopback (use https)"
+    elif "." not in scheme and not parts.netloc and not parts.path:
+        # A private-use scheme must at least name something to open.
+        return f"{uri} is not a usable redirect URI"
+    return None
+
+
+def validate_client_metadata(
+    document: object, scopes_supported: Sequence[str]
+) -> ClientMetadata:
+    """Check a registration request against every rule; raise OAuthError (400) otherwise."""
+    if not isinstance(document, dict):
+        raise _invalid("the body must be a JSON object")
+
+    uris = document.get("redirect_uris")
+    if not isinstance(uris, list) or not uris:
+        raise OAuthError("invalid_redirect_uri", "redirect_uris is required (a non-empty list)")
+    if len(uris) > MAX_REDIRECT_URIS:
+        raise OAuthError(
+            "invalid_redirect_uri", f"at most {MAX_REDIRECT_URIS} redirect URIs may be registered"
+        )
+    for uri in uris:
+        if (why := check_redirect_uri(uri)) is not None:
+            raise OAuthError("invalid_redirect_uri", why)
+    redirect_uris = tuple(dict.fromkeys(uris))
+
+    method = document.get("token_endpoint_auth_method", "none")
+    if method != "none":
+        raise _invalid('token_endpoint_auth_method must be "none" (public clients with PKCE)')
+
+    grant_types = document.get("grant_types", list(SUPPORTED_GRANT_TYPES))
+    if not isinstance(grant_types, list) or not all(isinstance(g, str) for g in grant_types):
+        raise _invalid("grant_types must be a list of strings")
+    grants = tuple(dict.fromkeys(grant_types))
+    if "authorization_code" not in grants:
+        raise _invalid("grant_types must include authorization_code")
+    if unsupported := [g for g in grants if g not in SUPPORTED_GRANT_TYPES]:
+        raise _invalid(f"unsupported grant_types: {', '.join(unsupported)}")
+
+    response_types = document.get("response_types", ["code"])
+    if not isinstance(response_types, list) or tuple(dict.fromkeys(response_types)) != ("code",):
+        raise _invalid('response_types must be ["code"]')
+
+    name = document.get("client_name")
+    if name is not None:
+        if not isinstance(name, str):
+            raise _invalid("client_name must be a string")
+        if len(name) > MAX_CLIENT_NAME:
+            raise _invalid(f"client_name is longer than {MAX_CLIENT_NAME} characters")
+        name = name.strip() or None
+
+    scope = document.get("scope")
+    if scope is None:
+        scopes = tuple(scopes_supported)
+    else:
+        if not isinstance(scope, str):
+            raise _invalid("scope must be a space-separated string")
+        scopes = split_scope(scope)
+        if unknown := [s for s in scopes if s not in scopes_supported]:
+            raise _invalid(f"unsupported scope: {' '.join(unknown)}")
+
+    extra: dict[str, object] = {}
+    for field in _OPTIONAL_STRING_FIELDS:
+        value = document.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > MAX_REDIRECT_URI_LENGTH:
+            raise _invalid(f"{field} must be a string of at most {MAX_REDIRECT_URI_LENGTH} chars")
+        extra[field] = value
+    contacts = document.get("contacts")
+    if contacts is not None:
+        if (
+            not isinstance(contacts, list)
+            or len(contacts) > _MAX_CONTACTS
+            or not all(isinstance(c, str) and len(c) <= 256 for c in contacts)
+        ):
+            raise _invalid(f"contacts must be a list of at most {_MAX_CONTACTS} strings")
+        extra["contacts"] = list(contacts)
+
+    return ClientMetadata(
+        redirect_uris=redirect_uris,
+        grant_types=grants,
+        response_types=("code",),
+        scopes=scopes,
+        client_name=name,
+        token_endpoint_auth_method="none",
+        extra=extra,
+    )
+
+
+def client_response(client: RegisteredClient) -> dict[str, Any]:
+    """The registered metadata as RFC 7591 §3.2.1 returns it."""
+    body: dict[str, Any] = {
+        "client_id": client.client_id,
+        "client_id_issued_at": int(client.created_at),
+        "redirect_uris": list(client.redirect_uris),
+        "grant_types": list(client.grant_types),
+        "response_types": list(client.response_types),
+        "token_endpoint_auth_method": client.token_endpoint_auth_method,
+        "scope": " ".join(client.scopes),
+    }
+    if client.client_name is not None:
+        body["client_name"] = client.client_name
+    body.update(client.extra_metadata)
+    return body
+
+
+class RegistrationResource(AsyncResource):
+    """``POST /oauth/register``: validate, rate limit, store, answer 201 with the client."""
+
+    log = Logger()
+    _METHODS = "POST, OPTIONS"
+
+    def __init__(
+        self,
+        storage: IStorage,
+        clock: Clock,
+        scopes_supported: Sequence[str],
+        limiter: TokenBucketLimiter,
+        trusted_proxies: Sequence[str] = (),
+    ) -> None:
+        super().__init__()
+        self._storage = storage
+        self._clock = clock
+        self._scopes_supported = tuple(scopes_supported)
+        self._limiter = limiter
+        self._trusted_proxies = tuple(trusted_proxies)
+
+    async def handle_OPTIONS(self, request: Request) -> bytes:
+        return preflight(request, self._METHODS)
+
+    async def handle_POST(self, request: Request) -> bytes:
+        set_cors(request, self._METHODS)
+        address = source_address(request, self._trusted_proxies)
+        wait = self._limiter.acquire(address)
+        if wait > 0:
+            self.log.warn("Registration rate limit hit by {address}", address=address)
+            raise OAuthError(
+                "too_many_requests",
+                "too many registrations from this address; try again later",
+                status=429,
+                headers={"Retry-After": TokenBucketLimiter.retry_after(wait)},
+            )
+        if media_type(request) != "application/json":
+            raise _invalid("the body must be application/json")
+        body = read_body(request, MAX_BODY)
+        try:
+            document = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise _invalid("the body is not valid JSON") from None
+        metadata = validate_client_metadata(document, self._scopes_supported)
+        client = RegisteredClient(
+            client_id=secrets.token_urlsafe(24),
+            redirect_uris=metadata.redirect_uris,
+            grant_types=metadata.grant_types,
+            response_types=metadata.response_types,
+            scopes=metadata.scopes,
+            client_name=metadata.client_name,
+            token_endpoint_auth_method=metadata.token_endpoint_auth_method,
+            created_at=self._clock.seconds(),
+            extra_metadata=metadata.extra,
+        )
+        try:
+            await self._storage.add_client(client)
+        except StorageFull:
+            self.log.error("Client registration refused: the client table is full")
+            raise OAuthError(
+                "temporarily_unavailable",
+                "the server cannot register more clients right now",
+                status=503,
+                headers={"Retry-After": "3600"},
+            ) from None
+        self.log.info(
+            "Registered client {client_id} from {address}",
+            client_id=client.client_id,
+            address=address,
+        )
+        return json_body(request, 201, client_response(client), NO_STORE)
+

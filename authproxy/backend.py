@@ -1,0 +1,88 @@
+"""The backend MCP server as authproxy sees it: optionally supervised, and probed for readiness.
+
+With ``backend.command`` authproxy starts the server as a child process through
+twisted.runner.procmon (restarted with backoff when it dies, its output relayed to
+authproxy's log) and ``/ready`` waits until it accepts TCP connections. Without a command
+authproxy only connects, and the backend's health is not part of readiness: a backend that
+is down answers 502 per request, which is the proxy's job to report.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.runner.procmon import ProcessMonitor
+
+from authproxy.config import BackendConfig
+
+log = Logger()
+
+
+def backend_host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    default = 443 if parts.scheme == "https" else 80
+    return parts.hostname or "127.0.0.1", parts.port or default
+
+
+class BackendProbe(TimerService):
+    """Connects to the backend every ``interval`` seconds; ready once a connection succeeds."""
+
+    def __init__(self, reactor: Any, url: str, interval: float = 1.0, timeout: float = 2.0):
+        super().__init__(interval, self.probe)
+        self.clock = reactor
+        self._reactor = reactor
+        self._host, self._port = backend_host_port(url)
+        self._timeout = timeout
+        self.reachable = False
+
+    def probe(self) -> Any:
+        endpoint = HostnameEndpoint(self._reactor, self._host, self._port, timeout=self._timeout)
+        d = endpoint.connect(Factory.forProtocol(Protocol))
+
+        def connected(protocol: Protocol) -> None:
+            if not self.reachable:
+                log.info(
+                    "Backend {host}:{port} accepts connections", host=self._host, port=self._port
+                )
+            self.reachable = True
+            if protocol.transport is not None:
+                protocol.transport.loseConnection()
+
+        def refused(_: object) -> None:
+            if self.reachable:
+                log.warn(
+                    "Backend {host}:{port} stopped accepting connections",
+                    host=self._host,
+                    port=self._port,
+                )
+            self.reachable = False
+
+        d.addCallbacks(connected, refused)
+        return d
+
+    def readiness(self) -> tuple[bool, str]:
+        return self.reachable, "accepting connections" if self.reachable else "not reachable yet"
+
+
+def backend_services(
+    config: BackendConfig, reactor: Any, environ: Mapping[str, str] | None = None
+) -> tuple[list[Any], BackendProbe | None]:
+    """The services to run for the backend, and the probe to register for readiness."""
+    if not config.command:
+        return [], None
+    group = MultiService()
+    monitor = ProcessMonitor(reactor=reactor)
+    # procmon passes an empty environment by default; the backend needs PATH and friends.
+    monitor.addProcess("backend", list(config.command), env=dict(environ or os.environ))
+    monitor.setServiceParent(group)
+    probe = BackendProbe(reactor, config.url)
+    probe.setServiceParent(group)
+    return [group], probe

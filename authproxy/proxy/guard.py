@@ -1,0 +1,304 @@
+"""The bearer guard: verify authproxy's JWT access tokens on every proxied request.
+
+Tokens are verified against the in-process KeyRing (no JWKS fetch), by ``kid``, with the
+algorithm fixed by the key (never by the token: ``none`` and HS* are refused, so the
+HS256-with-the-public-key trick cannot work). Verified tokens are cached under the SHA-256
+of the token until their ``exp``: the signature is checked once per token, not per request.
+The cache is dropped whenever the ring's generation changes (a key was added or removed),
+and a cached token is re-checked against the revocation deny list whenever the storage's
+revocation generation moved, so revocations take effect on the next request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qs
+
+import attrs
+from jwcrypto.common import JWException, base64url_decode
+from jwcrypto.jws import JWS
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.server import Request
+
+from authproxy.config import Config
+from authproxy.keys import KeyRing
+from authproxy.storage.interface import IStorage
+
+LEEWAY = 60.0
+CACHE_SIZE = 10_000
+_ASYMMETRIC_ALGS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+_ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+
+
+@attrs.frozen
+class Principal:
+    """Who a verified access token speaks for."""
+
+    subject: str
+    client_id: str | None
+    scopes: frozenset[str]
+    jti: str
+    exp: float
+    tsid: str | None
+    claims: Mapping[str, Any] = attrs.field(repr=False, eq=False)
+
+
+class BearerError(Exception):
+    """The request may not pass; rendered as JSON with a ``WWW-Authenticate`` challenge.
+
+    ``error`` is None for a request that carried no token at all (RFC 6750 §3.1: then the
+    challenge names no error).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        error: str | None,
+        description: str,
+        scope: Sequence[str] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{error}: {description}")
+        self.status = status
+        self.error = error
+        self.description = description
+        self.scope = tuple(scope)
+        self.headers = dict(headers or {})
+
+
+def invalid_token(description: str) -> BearerError:
+    return BearerError(401, "invalid_token", description)
+
+
+@attrs.frozen
+class _Verified:
+    principal: Principal
+    revocation_generation: int
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@attrs.frozen
+class Challenge:
+    """Builds the ``WWW-Authenticate: Bearer`` header for the protected resource."""
+
+    realm: str
+    resource_metadata: str
+    required_scopes: tuple[str, ...] = ()
+
+    def header(self, error: BearerError) -> str:
+        params = [("realm", self.realm), ("resource_metadata", self.resource_metadata)]
+        if error.error is not None:
+            params.append(("error", error.error))
+            params.append(("error_description", error.description))
+        scope = error.scope or self.required_scopes
+        if scope:
+            params.append(("scope", " ".join(scope)))
+        return "Bearer " + ", ".join(f"{k}={_quote(v)}" for k, v in params)
+
+    def payload(self, error: BearerError) -> dict[str, str]:
+        body = {"error": error.error or "unauthorized", "error_description": error.description}
+        if error.scope:
+            body["scope"] = " ".join(error.scope)
+        return body
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+class BearerGuard:
+    """Authenticate requests by their ``Authorization: Bearer`` JWT."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        *,
+        ring: KeyRing,
+        storage: IStorage,
+        clock: IReactorTime,
+        issuer: str,
+        audiences: Iterable[str],
+        required_scopes: Iterable[str] = (),
+        cache_size: int = CACHE_SIZE,
+        leeway: float = LEEWAY,
+    ) -> None:
+        self._ring = ring
+        self._storage = storage
+        self._clock = clock
+        self._issuer = issuer
+        self._audiences = frozenset(audiences)
+        self.required_scopes = tuple(required_scopes)
+        self._cache: OrderedDict[bytes, _Verified] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_generation = ring.generation
+        self._leeway = leeway
+
+    @classmethod
+    def from_config(
+        cls, config: Config, ring: KeyRing, storage: IStorage, clock: IReactorTime
+    ) -> BearerGuard:
+        return cls(
+            ring=ring,
+            storage=storage,
+            clock=clock,
+            issuer=config.auth_server.issuer,
+            audiences=config.auth_server.allowed_audiences,
+            required_scopes=config.auth_server.required_scopes,
+        )
+
+    @property
+    def cache_size(self) -> int:
+        """How many verified tokens are cached right now."""
+        return len(self._cache)
+
+    async def authenticate(self, request: Request) -> Principal:
+        """The principal of ``request``'s bearer token; raises BearerError otherwise."""
+        token = bearer_token(request)
+        principal = await self.verify(token)
+        missing = [s for s in self.required_scopes if s not in principal.scopes]
+        if missing:
+            raise BearerError(
+                403,
+                "insufficient_scope",
+                "the token lacks the required scope: " + " ".join(missing),
+                scope=self.required_scopes,
+            )
+        return principal
+
+    async def verify(self, token: str) -> Principal:
+        """Verify one token (cached); raises BearerError(401, invalid_token) when unusable."""
+        now = self._clock.seconds()
+        if self._ring.generation != self._cache_generation:
+            # A key was added or removed: every cached verdict may be stale.
+            self._cache.clear()
+            self._cache_generation = self._ring.generation
+        key = token_hash(token)
+        revocations = self._storage.revocation_generation()
+        cached = self._cache.get(key)
+        if cached is not None:
+            if cached.principal.exp + self._leeway <= now:
+                del self._cache[key]
+                raise invalid_token("the access token has expired")
+            self._cache.move_to_end(key)
+            if cached.revocation_generation == revocations:
+                return cached.principal
+            principal = cached.principal
+        else:
+            principal = self._verify_signed(token, now)
+        if await self._storage.is_jti_revoked(principal.jti):
+            self._cache.pop(key, None)
+            raise invalid_token("the access token has been revoked")
+        if self._ring.generation == self._cache_generation:
+            self._cache[key] = _Verified(principal, revocations)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return principal
+
+    def _verify_signed(self, token: str, now: float) -> Principal:
+        parts = token.split(".")
+        if len(parts) != 3 or not all(parts[:2]):
+            raise invalid_token("the access token is not a JWT")
+        try:
+            header = json.loads(base64url_decode(parts[0]))
+        except (ValueError, UnicodeDecodeError):
+            raise invalid_token("the access token is not a JWT") from None
+        if not isinstance(header, dict):
+            raise invalid_token("the access token is not a JWT")
+        alg = header.get("alg")
+        if alg not in _ASYMMETRIC_ALGS:
+            raise invalid_token(f"the signing algorithm {str(alg)[:20]!r} is not accepted")
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in _ACCESS_TOKEN_TYPES:
+            raise invalid_token("the token is not an access token (typ must be at+jwt)")
+        kid = header.get("kid")
+        signing_key = self._ring.key_for_kid(kid) if isinstance(kid, str) else None
+        if signing_key is None:
+            raise invalid_token("the access token was signed by an unknown key")
+        if signing_key.alg != alg:
+            raise invalid_token("the signing algorithm does not match the key")
+        jws = JWS()
+        try:
+            jws.deserialize(token)
+            jws.verify(signing_key.jwk, alg=signing_key.alg)
+        except (JWException, ValueError, TypeError):
+            raise invalid_token("the access token signature is invalid") from None
+        try:
+            claims = json.loads(jws.payload)
+        except (ValueError, UnicodeDecodeError):
+            raise invalid_token("the access token claims are not JSON") from None
+        if not isinstance(claims, dict):
+            raise invalid_token("the access token claims are not a JSON object")
+        return self._check_claims(claims, now)
+
+    def _check_claims(self, claims: dict[str, Any], now: float) -> Principal:
+        if claims.get("iss") != self._issuer:
+            raise invalid_token("the access token was issued by another issuer")
+        aud = claims.get("aud")
+        audiences = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
+        if not audiences & self._audiences:
+            raise invalid_token("the access token is not meant for this resource")
+        exp = claims.get("exp")
+        if not _is_number(exp):
+            raise invalid_token("the access token has no expiry")
+        if exp + self._leeway <= now:
+            raise invalid_token("the access token has expired")
+        nbf = claims.get("nbf")
+        if nbf is not None and (not _is_number(nbf) or nbf - self._leeway > now):
+            raise invalid_token("the access token is not valid yet")
+        sub, jti = claims.get("sub"), claims.get("jti")
+        if not isinstance(sub, str) or not sub or not isinstance(jti, str) or not jti:
+            raise invalid_token("the access token lacks sub or jti")
+        scopes: set[str] = set()
+        if isinstance(claims.get("scope"), str):
+            scopes.update(claims["scope"].split())
+        if isinstance(claims.get("scp"), list):
+            scopes.update(s for s in claims["scp"] if isinstance(s, str))
+        client_id, tsid = claims.get("client_id"), claims.get("tsid")
+        return Principal(
+            subject=sub,
+            client_id=client_id if isinstance(client_id, str) else None,
+            scopes=frozenset(scopes),
+            jti=jti,
+            exp=float(exp),
+            tsid=tsid if isinstance(tsid, str) and tsid else None,
+            claims=claims,
+        )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def bearer_token(request: Request) -> str:
+    """The bearer token of ``request``'s Authorization header; raises BearerError otherwise."""
+    query = request.uri.partition(b"?")[2]
+    if query and b"access_token" in parse_qs(query.decode("latin-1")):
+        raise BearerError(
+            400,
+            "invalid_request",
+            "access tokens are accepted only in the Authorization header, not in the query",
+        )
+    values = request.requestHeaders.getRawHeaders(b"authorization") or []
+    if len(values) > 1:
+        raise BearerError(400, "invalid_request", "more than one Authorization header")
+    if not values:
+        raise BearerError(401, None, "an access token is required")
+    scheme, _, token = values[0].decode("latin-1").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        raise BearerError(401, None, "an access token is required (Authorization: Bearer)")
+    token = token.strip()
+    if not token or " " in token:
+        raise invalid_token("the Authorization header is malformed")
+    return token

@@ -1,0 +1,162 @@
+"""Header rules of the relay: hop-by-hop removal, Host, X-Forwarded-*, Origin.
+
+Everything not named here passes untouched in both directions (Mcp-Session-Id,
+MCP-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name, Mcp-Param-* and headers nobody
+has invented yet), so the proxy never has to learn about new MCP headers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+import attrs
+from twisted.web.http_headers import Headers
+
+# RFC 9110 §7.6.1 connection-specific fields, plus the legacy Proxy-* ones.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+# Set by the proxy itself (or by the Agent) towards the backend; the client's values never pass.
+_REQUEST_OWNED = frozenset(
+    {
+        b"host",
+        b"authorization",
+        b"content-length",
+        b"expect",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"forwarded",
+    }
+)
+
+
+def connection_tokens(headers: Headers) -> frozenset[bytes]:
+    """Header names listed in ``Connection`` (they are hop-by-hop for this message only)."""
+    names: set[bytes] = set()
+    for value in headers.getRawHeaders(b"connection", []):
+        for token in value.split(b","):
+            token = token.strip().lower()
+            if token:
+                names.add(token)
+    return frozenset(names)
+
+
+def end_to_end(headers: Headers, drop: Iterable[bytes] = ()) -> list[tuple[bytes, list[bytes]]]:
+    """The end-to-end headers of ``headers`` (lower-case names) minus the names in ``drop``."""
+    skip = HOP_BY_HOP | connection_tokens(headers) | frozenset(drop)
+    return [
+        (name.lower(), list(values))
+        for name, values in headers.getAllRawHeaders()
+        if name.lower() not in skip and not name.lower().startswith(b"proxy-")
+    ]
+
+
+@attrs.frozen
+class TrustedProxies:
+    """The CIDRs whose X-Forwarded-* headers are believed."""
+
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    @classmethod
+    def from_cidrs(cls, cidrs: Iterable[str]) -> TrustedProxies:
+        return cls(tuple(ipaddress.ip_network(c, strict=False) for c in cidrs))
+
+    def trusts(self, host: str | None) -> bool:
+        if not host or not self.networks:
+            return False
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
+
+
+def backend_request_headers(
+    incoming: Headers,
+    *,
+    backend_host: bytes,
+    peer: str | None,
+    secure: bool,
+    trusted: TrustedProxies,
+) -> Headers:
+    """The headers to send to the backend for a client request with ``incoming`` headers.
+
+    Hop-by-hop headers and the client's Authorization are dropped; Host names the backend;
+    X-Forwarded-For/Proto/Host describe the client, extending a chain only when the peer is
+    a trusted proxy.
+    """
+    out = Headers()
+    for name, values in end_to_end(incoming, _REQUEST_OWNED):
+        out.setRawHeaders(name, values)
+    out.setRawHeaders(b"host", [backend_host])
+    peer_trusted = trusted.trusts(peer)
+
+    def first(name: bytes) -> bytes | None:
+        values = incoming.getRawHeaders(name)
+        return values[0] if values and peer_trusted else None
+
+    chain = ", ".join(v.decode("latin-1") for v in incoming.getRawHeaders(b"x-forwarded-for", []))
+    client = peer or "unknown"
+    forwarded_for = f"{chain}, {client}" if peer_trusted and chain else client
+    out.setRawHeaders(b"x-forwarded-for", [forwarded_for.encode("latin-1")])
+    out.setRawHeaders(
+        b"x-forwarded-proto", [first(b"x-forwarded-proto") or (b"https" if secure else b"http")]
+    )
+    host = first(b"x-forwarded-host") or (incoming.getRawHeaders(b"host") or [None])[0]
+    if host:
+        out.setRawHeaders(b"x-forwarded-host", [host])
+    if peer_trusted:
+        for value in incoming.getRawHeaders(b"forwarded", []):
+            out.addRawHeader(b"forwarded", value)
+    return out
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, lower-cased, default ports omitted."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    if port is None or (scheme, port) in (("http", 80), ("https", 443)):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+@attrs.frozen
+class OriginPolicy:
+    """MCP transport rule: a present ``Origin`` must be the public origin or an allowed one."""
+
+    allowed: frozenset[str]
+
+    @classmethod
+    def from_config(cls, public_url: str, allowed_origins: Iterable[str]) -> OriginPolicy:
+        return cls(frozenset({origin_of(public_url), *(origin_of(o) for o in allowed_origins)}))
+
+    def permits(self, origin: bytes | None) -> bool:
+        """True when there is no Origin header or it is acceptable."""
+        if origin is None:
+            return True
+        try:
+            text = origin.decode("ascii")
+        except UnicodeDecodeError:
+            return False
+        if text == "null":
+            return False
+        return origin_of(text) in self.allowed

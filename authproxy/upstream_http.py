@@ -1,0 +1,172 @@
+"""HTTP to the upstream IdP: one total timeout per request, bounded bodies, JSON or form answers.
+
+Every failure that a retry may cure (timeout, refused connection, 5xx, 429) becomes
+``UpstreamUnavailable``; everything else is handed back as an ``IdPResponse`` for the caller
+to judge. No URL query, header or body is ever logged or put in an exception message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+import attrs
+import treq
+from treq.client import HTTPClient
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IResponse
+
+from authproxy.interfaces import UpstreamError, UpstreamUnavailable
+
+#: IdP documents (discovery, JWKS, token, userinfo answers) are small; refuse anything bigger.
+MAX_BODY = 1024 * 1024
+#: Retry-After (seconds) suggested to clients when the IdP gives none.
+DEFAULT_RETRY_AFTER = 5
+
+
+@attrs.frozen(repr=False)
+class IdPResponse:
+    """A complete IdP answer: status, parsed body (JSON object or form fields) and Retry-After."""
+
+    status: int
+    body: dict[str, Any]
+    content_type: str = ""
+
+    def __repr__(self) -> str:
+        # bodies carry tokens: never show them
+        return f"IdPResponse(status={self.status})"
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def parse_body(content_type: str, raw: bytes) -> dict[str, Any]:
+    """A JSON object, or form fields (GitHub answers form-encoded by default); {} otherwise."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    text = raw.decode("utf-8", "replace")
+    if media in ("application/x-www-form-urlencoded", "text/plain") and not text.startswith("{"):
+        return dict(parse_qsl(text, keep_blank_values=True))
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _retry_after(response: IResponse) -> int:
+    values = response.headers.getRawHeaders(b"retry-after") or []
+    try:
+        return max(1, min(3600, int(values[0])))
+    except (IndexError, ValueError):
+        return DEFAULT_RETRY_AFTER
+
+
+class IdPHTTP:
+    """Requests to the IdP through a treq client, each bounded by ``timeout`` seconds in total."""
+
+    def __init__(
+        self,
+        http: Any,
+        clock: IReactorTime,
+        timeout: float,
+        pool: HTTPConnectionPool | None = None,
+    ) -> None:
+        self._http = http
+        self._clock = clock
+        self.timeout = timeout
+        self.pool = pool
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        form: Mapping[str, str] | None = None,
+    ) -> Deferred[IdPResponse]:
+        """Send the request; fails with UpstreamUnavailable on timeout, network error, 5xx, 429."""
+        d = ensureDeferred(self._request(method, url, dict(headers or {}), form))
+        d.addTimeout(self.timeout, self._clock)
+        d.addErrback(self._classify)
+        return d
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        form: Mapping[str, str] | None,
+    ) -> IdPResponse:
+        kwargs: dict[str, Any] = {"headers": headers, "allow_redirects": False}
+        if form is not None:
+            kwargs["data"] = dict(form)
+        response = await self._http.request(method, url, **kwargs)
+        if response.code >= 500 or response.code == 429:
+            retry_after = _retry_after(response)
+            response.deliverBody(Protocol())  # discard the error page
+            raise UpstreamUnavailable(
+                f"the identity provider answered HTTP {response.code}", retry_after
+            )
+        if response.length is not None and isinstance(response.length, int):
+            if response.length > MAX_BODY:
+                raise UpstreamError("the identity provider's answer is too large")
+        chunks: list[bytes] = []
+        size = 0
+
+        def collect(data: bytes) -> None:
+            nonlocal size
+            size += len(data)
+            if size > MAX_BODY:
+                raise _BodyTooLarge()
+            chunks.append(data)
+
+        try:
+            await treq.collect(response, collect)
+        except _BodyTooLarge:
+            raise UpstreamError("the identity provider's answer is too large") from None
+        content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
+        ctype = content_type.decode("latin-1")
+        return IdPResponse(response.code, parse_body(ctype, b"".join(chunks)), ctype)
+
+    def _classify(self, failure: Any) -> Any:
+        if failure.check(UpstreamError):
+            return failure
+        if failure.check(defer.TimeoutError):
+            raise UpstreamUnavailable(
+                f"the identity provider did not answer within {self.timeout:g} s"
+            )
+        if failure.check(defer.CancelledError):
+            return failure
+        # connection refused, DNS, TLS verification, connection lost mid-answer ...
+        raise UpstreamUnavailable(
+            f"cannot reach the identity provider ({failure.type.__name__})"
+        )
+
+
+class ConnectionPoolService(Service):
+    """Closes the IdP connection pool's idle connections at shutdown."""
+
+    name = "upstream-http-pool"
+
+    def __init__(self, pool: HTTPConnectionPool) -> None:
+        self._pool = pool
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        return self._pool.closeCachedConnections()
+
+
+def default_idp_http(reactor: Any, timeout: float) -> IdPHTTP:
+    """treq over a persistent pool; https verified by Twisted's default (service-identity) policy."""
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 4
+    agent = Agent(reactor, pool=pool, connectTimeout=min(timeout, 5.0))
+    return IdPHTTP(HTTPClient(agent), reactor, timeout, pool=pool)

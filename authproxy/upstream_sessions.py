@@ -1,0 +1,249 @@
+"""Upstream token sessions: the IdP's tokens kept under a tsid, refreshed on demand, one at a time.
+
+Every provider type (OIDC, OAuth2, development) stores its tokens through ``TokenSessions``;
+they differ only in how a login is completed and how a refresh is obtained (``_refresh``).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any, cast
+
+import attrs
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from authproxy.config import Config
+from authproxy.interfaces import (
+    UpstreamError,
+    UpstreamIdentity,
+    UpstreamSessionEnded,
+    UpstreamUnavailable,
+)
+from authproxy.storage.interface import IStorage
+from authproxy.storage.models import UpstreamTokenSession
+from authproxy.upstream_http import IdPResponse
+
+#: Lifetime assumed for an access token whose response has no expires_in.
+DEFAULT_EXPIRES_IN = 3600.0
+#: Refresh this long before the upstream access token expires, so it does not expire in flight.
+REFRESH_MARGIN = 30.0
+#: Token-endpoint errors meaning the refresh token is dead (GitHub says bad_refresh_token).
+SESSION_ENDING_ERRORS = frozenset({"invalid_grant", "bad_refresh_token"})
+
+_SAFE_CODE = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+def safe_error_code(value: object) -> str:
+    """An IdP error code reduced to characters that are safe to log and show."""
+    return _SAFE_CODE.sub("", str(value))[:64] or "unknown_error"
+
+
+@attrs.frozen(repr=False)
+class TokenResponse:
+    """A successful token-endpoint answer (RFC 6749 §5.1)."""
+
+    access_token: str
+    token_type: str
+    expires_in: float
+    refresh_token: str | None = None
+    id_token: str | None = None
+    scope: str | None = None
+
+    def __repr__(self) -> str:
+        return f"TokenResponse(token_type={self.token_type!r}, expires_in={self.expires_in})"
+
+
+class TokenEndpointError(UpstreamError):
+    """The token endpoint answered an OAuth error (``error`` is sanitised, safe to log)."""
+
+    def __init__(self, error: str, status: int) -> None:
+        super().__init__(f"the identity provider answered {error}")
+        self.error = error
+        self.status = status
+
+
+def _expires_in(value: object) -> float:
+    # form-encoded answers carry numbers as strings
+    if isinstance(value, bool):
+        return DEFAULT_EXPIRES_IN
+    try:
+        seconds = float(cast(Any, value))
+    except (TypeError, ValueError):
+        return DEFAULT_EXPIRES_IN
+    return seconds if seconds > 0 else DEFAULT_EXPIRES_IN
+
+
+def parse_token_response(response: IdPResponse) -> TokenResponse:
+    """Check a token-endpoint answer; raises TokenEndpointError or UpstreamError."""
+    body = response.body
+    # GitHub answers some errors with 200 and an error member
+    if "error" in body or not 200 <= response.status < 300:
+        raise TokenEndpointError(
+            safe_error_code(body.get("error") or f"http_{response.status}"), response.status
+        )
+    access_token = body.get("access_token")
+    if not isinstance(access_token, str) or not access_token:
+        raise UpstreamError("the identity provider's token answer has no access_token")
+    token_type = body.get("token_type")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        raise UpstreamError("the identity provider issued a token that is not a Bearer token")
+    refresh_token = body.get("refresh_token")
+    id_token = body.get("id_token")
+    scope = body.get("scope")
+    return TokenResponse(
+        access_token=access_token,
+        token_type=token_type,
+        expires_in=_expires_in(body.get("expires_in")),
+        refresh_token=refresh_token if isinstance(refresh_token, str) and refresh_token else None,
+        id_token=id_token if isinstance(id_token, str) and id_token else None,
+        scope=scope if isinstance(scope, str) else None,
+    )
+
+
+class TokenSessions:
+    """Stores upstream tokens under new tsids and hands out fresh access tokens.
+
+    Subclasses implement ``_refresh(session) -> Deferred[TokenResponse]``.
+    """
+
+    log = Logger()
+
+    def __init__(self, config: Config, storage: IStorage, clock: IReactorTime) -> None:
+        self.name = config.upstream.name
+        self._storage = storage
+        self._clock = clock
+        # authproxy's refresh tokens live this long, so the upstream tokens must too
+        self._session_lifespan = config.auth_server.refresh_token_lifespan
+        self._waiting: dict[str, list[Deferred[str]]] = {}
+
+    def _now(self) -> float:
+        return cast(Any, self._clock).seconds()
+
+    async def _open_session(
+        self,
+        subject: str,
+        tokens: TokenResponse,
+        *,
+        name: str | None,
+        email: str | None,
+        claims: dict[str, object],
+        id_token: str | None = None,
+    ) -> UpstreamIdentity:
+        now = self._now()
+        session = UpstreamTokenSession(
+            tsid=secrets.token_urlsafe(32),
+            upstream_name=self.name,
+            access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token,
+            access_token_expires_at=now + tokens.expires_in,
+            expires_at=now + self._session_lifespan,
+            subject=subject,
+            claims=claims,
+            id_token=id_token,
+        )
+        await self._storage.put_upstream_session(session)
+        self.log.info(
+            "Upstream {upstream} login completed (refresh token: {refreshable})",
+            upstream=self.name,
+            refreshable=tokens.refresh_token is not None,
+        )
+        return UpstreamIdentity(subject=subject, tsid=session.tsid, name=name, email=email)
+
+    def _fresh(self, session: UpstreamTokenSession) -> bool:
+        return session.access_token_expires_at - REFRESH_MARGIN > self._now()
+
+    def upstream_access_token(self, tsid: str) -> Deferred[str]:
+        """A valid upstream access token for ``tsid``, refreshed first when (nearly) expired."""
+        return ensureDeferred(self._access_token(tsid))
+
+    async def _access_token(self, tsid: str) -> str:
+        session = await self._storage.get_upstream_session(tsid)
+        if session is None:
+            raise UpstreamSessionEnded("the upstream login session has ended")
+        if self._fresh(session):
+            return session.access_token
+        return await self._shared_refresh(tsid)
+
+    def _shared_refresh(self, tsid: str) -> Deferred[str]:
+        # each caller gets its own Deferred, so one caller cancelling cannot cancel the others
+        waiter: Deferred[str] = Deferred()
+        waiting = self._waiting.get(tsid)
+        if waiting is not None:
+            waiting.append(waiter)
+            return waiter
+        self._waiting[tsid] = [waiter]
+        d = ensureDeferred(self._refresh_session(tsid))
+        d.addBoth(self._deliver, tsid)
+        return waiter
+
+    def _deliver(self, result: str | Failure, tsid: str) -> None:
+        for waiter in self._waiting.pop(tsid, []):
+            if waiter.called:
+                continue
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
+
+    async def _refresh_session(self, tsid: str) -> str:
+        # re-read: a refresh that finished while our caller read storage may have renewed it
+        session = await self._storage.get_upstream_session(tsid)
+        if session is None:
+            raise UpstreamSessionEnded("the upstream login session has ended")
+        if self._fresh(session):
+            return session.access_token
+        if session.refresh_token is None:
+            raise UpstreamSessionEnded(
+                "the upstream access token expired and the identity provider gave no refresh token"
+            )
+        try:
+            tokens = await self._refresh(session)
+        except TokenEndpointError as e:
+            if e.error in SESSION_ENDING_ERRORS:
+                await self._storage.delete_upstream_session(tsid)
+                self.log.info(
+                    "Upstream {upstream} refused the refresh ({error}): session ended",
+                    upstream=self.name,
+                    error=e.error,
+                )
+                raise UpstreamSessionEnded("the identity provider ended the login session") from None
+            self.log.error(
+                "Upstream {upstream} refused the refresh ({error}, HTTP {status})",
+                upstream=self.name,
+                error=e.error,
+                status=e.status,
+            )
+            raise UpstreamUnavailable("the identity provider refused the refresh", 30) from None
+        except UpstreamUnavailable as e:
+            self.log.warn(
+                "Upstream {upstream} refresh failed: {reason}", upstream=self.name, reason=str(e)
+            )
+            raise
+        except UpstreamError as e:
+            self.log.error(
+                "Upstream {upstream} refresh failed: {reason}", upstream=self.name, reason=str(e)
+            )
+            raise UpstreamUnavailable(str(e), 30) from None
+        now = self._now()
+        renewed = attrs.evolve(
+            session,
+            access_token=tokens.access_token,
+            # an IdP that does not rotate refresh tokens omits it: keep ours
+            refresh_token=tokens.refresh_token or session.refresh_token,
+            access_token_expires_at=now + tokens.expires_in,
+            expires_at=max(session.expires_at, now + self._session_lifespan),
+        )
+        await self._storage.put_upstream_session(renewed)
+        self.log.debug("Upstream {upstream} access token refreshed", upstream=self.name)
+        return renewed.access_token
+
+    def _refresh(self, session: UpstreamTokenSession) -> Deferred[TokenResponse]:
+        raise NotImplementedError
+
+    def end_session(self, tsid: str) -> Deferred[None]:
+        """Forget the session's upstream tokens."""
+        return self._storage.delete_upstream_session(tsid)
