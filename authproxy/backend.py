@@ -10,6 +10,7 @@ is down answers 502 per request, which is the proxy's job to report.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,6 +73,15 @@ class BackendProbe(TimerService):
         return self.reachable, "accepting connections" if self.reachable else "not reachable yet"
 
 
+def command_argv(command: tuple[str, ...]) -> list[str]:
+    """``backend.command`` with ``{python}`` replaced by authproxy's own interpreter.
+
+    The demo (and any backend installed into authproxy's virtualenv) can then be started
+    without knowing where that virtualenv lives.
+    """
+    return [sys.executable if part == "{python}" else part for part in command]
+
+
 def backend_services(
     config: BackendConfig, reactor: Any, environ: Mapping[str, str] | None = None
 ) -> tuple[list[Any], BackendProbe | None]:
@@ -81,7 +91,7 @@ def backend_services(
     group = MultiService()
     monitor = ProcessMonitor(reactor=reactor)
     # procmon passes an empty environment by default; the backend needs PATH and friends.
-    monitor.addProcess("backend", list(config.command), env=dict(environ or os.environ))
+    monitor.addProcess("backend", command_argv(config.command), env=dict(environ or os.environ))
     monitor.setServiceParent(group)
     probe = BackendProbe(reactor, config.url)
     probe.setServiceParent(group)

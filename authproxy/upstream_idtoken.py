@@ -17,6 +17,7 @@ from jwcrypto.jws import JWS
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from authproxy.interfaces import UpstreamError
 from authproxy.upstream_http import IdPHTTP
@@ -72,7 +73,7 @@ class JWKSCache:
         self._keys: list[JWK] = []
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
-        self._fetching: Deferred[None] | None = None
+        self._fetch_waiters: list[Deferred[None]] | None = None
         self.fetches = 0
 
     def _now(self) -> float:
@@ -102,24 +103,30 @@ class JWKSCache:
         return [key for key in self._keys if key.get("kid") == kid]
 
     async def _refetch(self, keep_on_failure: bool) -> None:
-        # concurrent logins share one fetch
-        if self._fetching is None:
-            self._fetching = ensureDeferred(self._fetch())
-
-            def done(result: object) -> object:
-                self._fetching = None
-                return result
-
-            self._fetching.addBoth(done)
-        fetching = self._fetching
+        # concurrent logins share one fetch; each waits on its own Deferred
         waiter: Deferred[None] = Deferred()
-        fetching.addBoth(lambda r: waiter.callback(None) if not isinstance(r, Exception) else r)
+        if self._fetch_waiters is not None:
+            self._fetch_waiters.append(waiter)
+        else:
+            self._fetch_waiters = [waiter]
+            ensureDeferred(self._fetch()).addBoth(self._fetch_done)
         try:
-            await _chain(fetching)
+            await waiter
         except UpstreamError as e:
             if not keep_on_failure:
                 raise
-            self.log.warn("Refetching the IdP's JWKS failed, keeping the cached keys: {reason}", reason=str(e))
+            self.log.warn(
+                "Refetching the IdP's JWKS failed, keeping the cached keys: {reason}",
+                reason=str(e),
+            )
+
+    def _fetch_done(self, result: None | Failure) -> None:
+        waiters, self._fetch_waiters = self._fetch_waiters or [], None
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(None)
 
     async def _fetch(self) -> None:
         self._attempted_at = self._now()
@@ -143,22 +150,6 @@ class JWKSCache:
         self._keys = keys
         self._fetched_at = self._now()
         self.log.info("Fetched the IdP's JWKS: {count} keys", count=len(keys))
-
-
-def _chain(d: Deferred[Any]) -> Deferred[Any]:
-    """A new Deferred with ``d``'s result, leaving ``d``'s own result untouched for others."""
-    out: Deferred[Any] = Deferred()
-
-    def forward(result: object) -> object:
-        if not out.called:
-            if isinstance(result, Exception):
-                out.errback(result)
-            else:
-                out.callback(result)
-        return result
-
-    d.addBoth(forward)
-    return out
 
 
 async def verify_id_token(

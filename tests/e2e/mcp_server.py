@@ -24,17 +24,13 @@ public Host header instead of the backend's gets the SDK's 421, as a real deploy
 
 from __future__ import annotations
 
-import argparse
-import socket
 import sys
 from collections.abc import Sequence
 
 import anyio
-import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.transport_security import TransportSecuritySettings
 
-LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+from authproxy import demo
 
 
 def build_server() -> MCPServer:
@@ -66,64 +62,12 @@ def build_server() -> MCPServer:
     return server
 
 
-def transport_security(port: int, allow_any_host: bool) -> TransportSecuritySettings:
-    """DNS rebinding protection accepting only this server's own loopback Host."""
-    if allow_any_host:
-        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=[f"127.0.0.1:{port}", f"localhost:{port}"],
-        allowed_origins=LOOPBACK_ORIGINS,
-    )
-
-
-async def serve(port: int, transport: str, path: str | None, allow_any_host: bool) -> None:
-    """Serve the test MCP server on 127.0.0.1 until SIGTERM/SIGINT."""
-    # Bind first so that the Host check and the printed URL know the real port (also for 0).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    port = sock.getsockname()[1]
-    security = transport_security(port, allow_any_host)
-    server = build_server()
-    if transport == "sse":
-        path = path or "/sse"
-        app = server.sse_app(sse_path=path, transport_security=security)
-    else:
-        path = path or "/mcp"
-        app = server.streamable_http_app(streamable_http_path=path, transport_security=security)
-    config = uvicorn.Config(
-        app,
-        log_level="info",
-        # Open SSE streams must not hold up a SIGTERM for long.
-        timeout_graceful_shutdown=1,
-    )
-    uv = uvicorn.Server(config)
-
-    async def announce() -> None:
-        while not uv.started:
-            await anyio.sleep(0.01)
-        print(f"listening http://127.0.0.1:{port}{path}", flush=True)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(announce)
-        await uv.serve(sockets=[sock])
-        tg.cancel_scope.cancel()
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free)")
-    parser.add_argument(
-        "--transport", choices=["streamable-http", "sse"], default="streamable-http"
-    )
-    parser.add_argument("--path", default=None, help="endpoint path (default /mcp or /sse)")
-    parser.add_argument(
-        "--allow-any-host", action="store_true", help="switch off the SDK's Host/Origin check"
-    )
-    args = parser.parse_args(argv)
-    anyio.run(serve, args.port, args.transport, args.path, args.allow_any_host)
+    """Command line entry point: the demo server's options, with the test tools."""
+    parser_argv = list(argv if argv is not None else sys.argv[1:])
+    if "--port" not in parser_argv:
+        parser_argv = ["--port", "0", *parser_argv]
+    demo.main(parser_argv, build=build_server)
 
 
 if __name__ == "__main__":

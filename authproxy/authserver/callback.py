@@ -1,0 +1,125 @@
+"""``/oauth/callback``: where the upstream IdP sends the browser back.
+
+The internal state names the PendingAuthorization (taken, so it completes once). The provider
+turns the callback into an identity and a token session; authproxy maps the identity to its
+stable user id and redirects to the client with its own single-use authorization code.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+from twisted.web.server import Request
+
+from authproxy.authserver._common import add_query, query_pairs, redirect, upstream_error_page
+from authproxy.authserver.authorize import error_redirect_uri
+from authproxy.httputil import AsyncResource, HTMLPageError
+from authproxy.interfaces import IUpstreamProvider, UpstreamDenied, UpstreamError
+from authproxy.storage.interface import IStorage
+from authproxy.storage.models import AuthorizationCode, PendingAuthorization
+from authproxy.tokens import AUTHORIZATION_CODE, Clock, OpaqueTokens
+
+# IdP errors passed on as they are; anything else is the user (or the IdP) saying no.
+_PASSED_THROUGH_ERRORS = ("temporarily_unavailable", "server_error")
+
+
+def expired_state_page() -> HTMLPageError:
+    return HTMLPageError(
+        400,
+        "This sign-in has expired",
+        "The sign-in you are returning from is unknown, has expired, or was already completed.",
+        "Go back to your application and sign in again.",
+    )
+
+
+class CallbackResource(AsyncResource):
+    """``GET /oauth/callback``: finish the upstream login and issue an authorization code."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        *,
+        storage: IStorage,
+        provider: IUpstreamProvider,
+        clock: Clock,
+        opaque: OpaqueTokens,
+        issuer: str,
+        auth_code_lifespan: float,
+    ) -> None:
+        super().__init__()
+        self.storage = storage
+        self.provider = provider
+        self.clock = clock
+        self.opaque = opaque
+        self.issuer = issuer
+        self.auth_code_lifespan = auth_code_lifespan
+
+    async def handle_GET(self, request: Request) -> bytes:
+        args: dict[str, str] = {}
+        for name, value in query_pairs(request):
+            args.setdefault(name, value)
+        states = [value for name, value in query_pairs(request) if name == "state"]
+        if len(states) != 1 or not states[0]:
+            raise expired_state_page()
+        pending = await self.storage.take_pending(states[0])
+        if pending is None:
+            raise expired_state_page()
+
+        if "error" in args:
+            error = args["error"] if args["error"] in _PASSED_THROUGH_ERRORS else "access_denied"
+            self.log.info(
+                "Upstream login for client {client_id} ended with {error}",
+                client_id=pending.client_id,
+                error=args["error"][:64],
+            )
+            return self._client_error(request, pending, error, "the identity provider refused")
+        try:
+            identity = await self.provider.finish_login(args, pending)
+        except UpstreamDenied as e:
+            self.log.info("Upstream login denied: {error}", error=str(e))
+            return self._client_error(
+                request, pending, "access_denied", "the identity provider refused"
+            )
+        except UpstreamError as e:
+            self.log.warn("Upstream login failed: {error}", error=str(e))
+            raise upstream_error_page(request, e) from None
+
+        user_id = await self.storage.user_id_for(self.provider.name, identity.subject)
+        code, code_id = self.opaque.mint(AUTHORIZATION_CODE)
+        now = self.clock.seconds()
+        await self.storage.put_code(
+            AuthorizationCode(
+                code_id=code_id,
+                client_id=pending.client_id,
+                redirect_uri=pending.redirect_uri,
+                code_challenge=pending.code_challenge,
+                scopes=pending.scopes,
+                resource=pending.resource,
+                user_id=user_id,
+                tsid=identity.tsid,
+                created_at=now,
+                expires_at=now + self.auth_code_lifespan,
+                name=identity.name,
+                email=identity.email,
+            )
+        )
+        self.log.info(
+            "Issued an authorization code to client {client_id} for user {user_id}",
+            client_id=pending.client_id,
+            user_id=user_id,
+        )
+        location = add_query(
+            pending.redirect_uri, {"code": code, "state": pending.client_state, "iss": self.issuer}
+        )
+        return redirect(request, location)
+
+    def _client_error(
+        self, request: Request, pending: PendingAuthorization, error: str, description: str
+    ) -> bytes:
+        return redirect(
+            request,
+            error_redirect_uri(
+                pending.redirect_uri, error, description, pending.client_state, self.issuer
+            ),
+        )
+

@@ -1,0 +1,83 @@
+"""A Site request class that refuses oversized bodies before they are buffered.
+
+twisted.web buffers a request body into ``request.content`` before rendering. With
+``LimitedRequest`` as the Site's ``requestFactory``, a declared ``Content-Length`` above the
+limit is answered 413 as soon as the headers are in, and a chunked body is counted while it
+arrives and refused the moment it passes the limit. The rest of a refused body is read and
+thrown away (up to one more limit's worth, so the client sees the 413 rather than a reset),
+then the connection is closed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+from twisted.web.server import Request
+
+DEFAULT_MAX_BODY = 4 * 1024 * 1024
+
+
+def too_large_payload(limit: int) -> dict[str, str]:
+    return {
+        "error": "request_too_large",
+        "error_description": f"the request body exceeds the limit of {limit} bytes",
+    }
+
+
+class LimitedRequest(Request):
+    """A ``twisted.web.server.Request`` whose body may not exceed ``max_body`` bytes."""
+
+    max_body: int = DEFAULT_MAX_BODY
+    _refused = False
+    _received = 0
+    _discarded = 0
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self.max_body:
+            self._refuse()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._refused:
+            self._discarded += len(data)
+            if self._discarded > self.max_body and self.channel is not None:
+                self.channel.transport.abortConnection()
+            return
+        self._received += len(data)
+        if self._received > self.max_body:
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self._refused:
+            # The 413 is already on the wire; this connection serves nothing more.
+            if self.channel is not None:
+                self.channel.loseConnection()
+            return
+        super().requestReceived(command, path, version)
+
+    def _refuse(self) -> None:
+        self._refused = True
+        if self.content is not None:
+            self.content.close()
+        self.content = io.BytesIO()
+        # No "100 Continue" after a refusal: the channel sends it after gotLength returns.
+        self.requestHeaders.removeHeader(b"expect")
+        body = json.dumps(too_large_payload(self.max_body), separators=(",", ":")).encode()
+        head = (
+            b"HTTP/1.1 413 Content Too Large\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Cache-Control: no-store\r\n"
+            b"Connection: close\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
+        if self.channel is not None:
+            self.channel.transport.write(head + body)
+
+
+def make_request_factory(max_body: int) -> type[LimitedRequest]:
+    """A ``requestFactory`` for ``Site`` enforcing ``max_body`` (``server.max_request_body``)."""
+    return type("LimitedRequest", (LimitedRequest,), {"max_body": max_body})

@@ -1,0 +1,100 @@
+"""Plain OAuth2 upstream (GitHub and the like): explicit endpoints, identity from userinfo."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
+
+from authproxy.config import Config, UserinfoConfig
+from authproxy.interfaces import IUpstreamProvider, UpstreamError
+from authproxy.storage.interface import IStorage
+from authproxy.storage.models import PendingAuthorization
+from authproxy.upstream_codeflow import CodeFlowProvider, Identity
+from authproxy.upstream_http import ConnectionPoolService, IdPHTTP
+from authproxy.upstream_sessions import TokenResponse
+
+
+def first_field(document: Mapping[str, Any], fields: Sequence[str]) -> str | None:
+    """The first of ``fields`` present in ``document`` as a string (numbers become strings)."""
+    for field in fields:
+        value = document.get(field)
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, int | float):
+            # GitHub's numeric id: 1234 -> "1234" (never "1234.0")
+            return str(int(value)) if float(value).is_integer() else str(value)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def map_userinfo(document: Mapping[str, Any], userinfo: UserinfoConfig) -> Identity:
+    """The identity described by a userinfo answer, per the configured field lists."""
+    subject = first_field(document, userinfo.subject_fields)
+    if subject is None:
+        raise UpstreamError(
+            "the userinfo answer has none of the subject fields "
+            + ", ".join(userinfo.subject_fields)
+        )
+    name = first_field(document, userinfo.name_fields)
+    email = first_field(document, userinfo.email_fields)
+    claims: dict[str, object] = {"sub": subject}
+    if name is not None:
+        claims["name"] = name
+    if email is not None:
+        claims["email"] = email
+    return Identity(subject=subject, name=name, email=email, claims=claims)
+
+
+@implementer(IUpstreamProvider)
+class OAuth2Provider(CodeFlowProvider):
+    """An OAuth2 server with configured endpoints; the user is whoever userinfo names."""
+
+    def __init__(
+        self, config: Config, storage: IStorage, clock: IReactorTime, http: IdPHTTP
+    ) -> None:
+        super().__init__(config, storage, clock, http)
+        upstream = config.upstream
+        assert upstream.authorization_endpoint and upstream.token_endpoint and upstream.userinfo
+        self._authorization_url = upstream.authorization_endpoint
+        self._token_url = upstream.token_endpoint
+        self._userinfo = upstream.userinfo
+
+    def services(self) -> list[IService]:
+        """Services to attach to the application (the connection pool's closer)."""
+        return [ConnectionPoolService(self._http.pool)] if self._http.pool is not None else []
+
+    def readiness(self) -> tuple[bool, str]:
+        return True, "upstream endpoints are configured"
+
+    def routes(self) -> dict[str, Any]:
+        return {}
+
+    def _authorization_endpoint(self) -> str:
+        return self._authorization_url
+
+    def _token_endpoint(self) -> str:
+        return self._token_url
+
+    async def _identify(self, tokens: TokenResponse, pending: PendingAuthorization) -> Identity:
+        headers = {"Accept": "application/json", **self._userinfo.additional_headers}
+        headers["Authorization"] = f"Bearer {tokens.access_token}"
+        response = await self._http.request(
+            self._userinfo.http_method.upper(), self._userinfo.endpoint_url, headers=headers
+        )
+        if response.status != 200:
+            self.log.warn(
+                "Upstream {upstream} userinfo answered HTTP {status}",
+                upstream=self.name,
+                status=response.status,
+            )
+            raise UpstreamError(f"the userinfo endpoint answered HTTP {response.status}")
+        try:
+            return map_userinfo(response.body, self._userinfo)
+        except UpstreamError as e:
+            self.log.warn("Upstream {upstream} {reason}", upstream=self.name, reason=str(e))
+            raise
