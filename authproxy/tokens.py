@@ -166,9 +166,7 @@ class OpaqueTokens:
         try:
             nonce = b64url_decode(str(sealed["nonce"]))
             ciphertext = b64url_decode(str(sealed["ciphertext"]))
-            plaintext = AESGCM(self._seal_key(parts[0])).decrypt(
-                nonce, ciphertext, kind.encode()
-            )
+            plaintext = AESGCM(self._seal_key(parts[0])).decrypt(nonce, ciphertext, kind.encode())
             value = json.loads(plaintext)
         except (KeyError, ValueError, InvalidTag):
             return None
@@ -235,7 +233,9 @@ class AccessTokenIssuer:
         jws.add_signature(
             key.jwk,
             alg=key.alg,
-            protected=json.dumps({"alg": key.alg, "kid": key.kid, "typ": "at+jwt"}),
+            protected=json.dumps(
+                {"alg": key.alg, "kid": key.kid, "typ": "at+jwt"}, separators=(",", ":")
+            ),
         )
         return IssuedAccessToken(
             token=jws.serialize(compact=True), jti=jti, iat=iat, exp=exp, claims=claims

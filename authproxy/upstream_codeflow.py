@@ -182,12 +182,16 @@ class CodeFlowProvider(TokenSessions):
             form["client_secret"] = self._client_secret.reveal()
         else:
             # RFC 6749 §2.3.1: both parts form-urlencoded before base64
-            pair = f"{quote(self._client_id, safe='')}:{quote(self._client_secret.reveal(), safe='')}"
+            pair = (
+                f"{quote(self._client_id, safe='')}:{quote(self._client_secret.reveal(), safe='')}"
+            )
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
         return self._http.request("POST", self._token_endpoint(), headers=headers, form=form)
 
     def _refresh(self, session: UpstreamTokenSession) -> Deferred[TokenResponse]:
+        return ensureDeferred(self._refresh_tokens(session))
+
+    async def _refresh_tokens(self, session: UpstreamTokenSession) -> TokenResponse:
         assert session.refresh_token is not None
-        d = self._token_request({"grant_type": "refresh_token", "refresh_token": session.refresh_token})
-        d.addCallback(parse_token_response)
-        return d
+        form = {"grant_type": "refresh_token", "refresh_token": session.refresh_token}
+        return parse_token_response(await self._token_request(form))

@@ -20,6 +20,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IResponse
 
@@ -94,8 +95,32 @@ class IdPHTTP:
     ) -> Deferred[IdPResponse]:
         """Send the request; fails with UpstreamUnavailable on timeout, network error, 5xx, 429."""
         d = ensureDeferred(self._request(method, url, dict(headers or {}), form))
-        d.addTimeout(self.timeout, self._clock)
-        d.addErrback(self._classify)
+        # not Deferred.addTimeout: Agent turns the cancellation into ResponseNeverReceived
+        timed_out = False
+
+        def expire() -> None:
+            nonlocal timed_out
+            timed_out = True
+            d.cancel()
+
+        call = self._clock.callLater(self.timeout, expire)
+
+        def classify(result: Any) -> Any:
+            if call.active():
+                call.cancel()
+            if not isinstance(result, Failure) or result.check(UpstreamError):
+                return result
+            if timed_out:
+                raise UpstreamUnavailable(
+                    f"the identity provider did not answer within {self.timeout:g} s"
+                )
+            if result.check(defer.CancelledError):
+                return result
+            # connection refused, DNS, TLS verification, connection lost mid-answer ...
+            name = getattr(result.type, "__name__", "error")
+            raise UpstreamUnavailable(f"cannot reach the identity provider ({name})")
+
+        d.addBoth(classify)
         return d
 
     async def _request(
@@ -135,20 +160,6 @@ class IdPHTTP:
         content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
         ctype = content_type.decode("latin-1")
         return IdPResponse(response.code, parse_body(ctype, b"".join(chunks)), ctype)
-
-    def _classify(self, failure: Any) -> Any:
-        if failure.check(UpstreamError):
-            return failure
-        if failure.check(defer.TimeoutError):
-            raise UpstreamUnavailable(
-                f"the identity provider did not answer within {self.timeout:g} s"
-            )
-        if failure.check(defer.CancelledError):
-            return failure
-        # connection refused, DNS, TLS verification, connection lost mid-answer ...
-        raise UpstreamUnavailable(
-            f"cannot reach the identity provider ({failure.type.__name__})"
-        )
 
 
 class ConnectionPoolService(Service):

@@ -91,7 +91,9 @@ class JWKSCache:
                 await self._refetch(keep_on_failure=True)
                 found = self._match(kid)
         if not found:
-            raise UpstreamError("the id_token is signed by a key the identity provider does not list")
+            raise UpstreamError(
+                "the id_token is signed by a key the identity provider does not list"
+            )
         usable = [key for key in found if key_accepts(key, alg)]
         if not usable:
             raise UpstreamError("the id_token's alg does not match the identity provider's key")
@@ -136,7 +138,9 @@ class JWKSCache:
         )
         raw_keys = response.body.get("keys")
         if response.status != 200 or not isinstance(raw_keys, list):
-            raise UpstreamError(f"the identity provider's JWKS is unusable (HTTP {response.status})")
+            raise UpstreamError(
+                f"the identity provider's JWKS is unusable (HTTP {response.status})"
+            )
         keys = []
         for raw in raw_keys:
             if not isinstance(raw, dict) or raw.get("use", "sig") != "sig":
@@ -146,7 +150,9 @@ class JWKSCache:
             try:
                 keys.append(JWK(**raw))
             except (JWException, ValueError, TypeError):
-                self.log.warn("Ignoring an unparsable key {kid} in the IdP's JWKS", kid=raw.get("kid"))
+                self.log.warn(
+                    "Ignoring an unparsable key {kid} in the IdP's JWKS", kid=raw.get("kid")
+                )
         self._keys = keys
         self._fetched_at = self._now()
         self.log.info("Fetched the IdP's JWKS: {count} keys", count=len(keys))

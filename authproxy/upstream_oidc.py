@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import attrs
 from twisted.application.service import IService, Service
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -20,7 +20,7 @@ from authproxy.interfaces import IUpstreamProvider, UpstreamError, UpstreamUnava
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization
 from authproxy.upstream_codeflow import CodeFlowProvider, Identity
-from authproxy.upstream_http import IdPHTTP
+from authproxy.upstream_http import ConnectionPoolService, IdPHTTP
 from authproxy.upstream_idtoken import JWKSCache, verify_id_token
 from authproxy.upstream_sessions import TokenResponse
 
@@ -172,11 +172,15 @@ class OIDCDiscovery(Service):
 
     def _failed(self, failure: Failure) -> None:
         self._inflight = None
-        if failure.check(CancelledError) and not self.running:
-            return
+        if not self.running:
+            return  # stopped meanwhile: the in-flight fetch was cancelled
         self.failures += 1
         delay = min(self._max_backoff, self._min_backoff * 2 ** (self.failures - 1))
-        reason = str(failure.value) if failure.check(UpstreamError) else failure.type.__name__
+        if failure.check(UpstreamError):
+            reason = str(failure.value)
+        else:
+            reason = getattr(failure.type, "__name__", "error")
+            self.log.failure("Unexpected error in upstream OIDC discovery", failure)
         self.last_error = reason
         self.log.warn(
             "Upstream OIDC discovery at {url} failed ({reason}); retrying in {delay:g} s",
@@ -228,8 +232,6 @@ class OIDCProvider(CodeFlowProvider):
 
     def services(self) -> list[IService]:
         """Services to attach to the application (discovery; the connection pool's closer)."""
-        from authproxy.upstream_http import ConnectionPoolService
-
         extra: list[IService] = []
         if self._http.pool is not None:
             extra.append(ConnectionPoolService(self._http.pool))

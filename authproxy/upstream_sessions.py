@@ -210,7 +210,9 @@ class TokenSessions:
                     upstream=self.name,
                     error=e.error,
                 )
-                raise UpstreamSessionEnded("the identity provider ended the login session") from None
+                raise UpstreamSessionEnded(
+                    "the identity provider ended the login session"
+                ) from None
             self.log.error(
                 "Upstream {upstream} refused the refresh ({error}, HTTP {status})",
                 upstream=self.name,

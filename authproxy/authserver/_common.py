@@ -71,9 +71,7 @@ def single_valued(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
 def form_params(request: Request) -> dict[str, str]:
     """The POST body's form parameters only (never the query string, where secrets leak)."""
     if media_type(request) != "application/x-www-form-urlencoded":
-        raise OAuthError(
-            "invalid_request", "the body must be application/x-www-form-urlencoded"
-        )
+        raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
     if request.uri and b"?" in request.uri:
         raise OAuthError("invalid_request", "parameters are accepted in the body only")
     body = read_body(request, MAX_FORM_BODY)

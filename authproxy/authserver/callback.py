@@ -122,4 +122,3 @@ class CallbackResource(AsyncResource):
                 pending.redirect_uri, error, description, pending.client_state, self.issuer
             ),
         )
-

@@ -132,4 +132,3 @@ def metadata_routes(config: Config, ring: KeyRing) -> dict[str, Resource]:
     for path in oidc_paths:
         routes[path] = oidc
     return routes
-

@@ -109,9 +109,7 @@ def check_redirect_uri(uri: object) -> str | None:
     return None
 
 
-def validate_client_metadata(
-    document: object, scopes_supported: Sequence[str]
-) -> ClientMetadata:
+def validate_client_metadata(document: object, scopes_supported: Sequence[str]) -> ClientMetadata:
     """Check a registration request against every rule; raise OAuthError (400) otherwise."""
     if not isinstance(document, dict):
         raise _invalid("the body must be a JSON object")
@@ -280,4 +278,3 @@ class RegistrationResource(AsyncResource):
             address=address,
         )
         return json_body(request, 201, client_response(client), NO_STORE)
-

@@ -13,7 +13,6 @@ more time, matching the upstream token session created at the same login.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -38,6 +37,7 @@ from authproxy.tokens import (
     REFRESH_TOKEN,
     AccessTokenIssuer,
     Clock,
+    IssuedAccessToken,
     OpaqueTokens,
     is_valid_verifier,
     verify_pkce,
@@ -72,6 +72,13 @@ class _Grant:
     family_expires_at: float
     name: str | None
     email: str | None
+
+
+@attrs.frozen
+class _Minted:
+    response: dict[str, Any]  # the JSON token response
+    access: IssuedAccessToken
+    refresh: RefreshToken | None  # the record to store for the new refresh token
 
 
 class TokenResource(AsyncResource):
@@ -165,10 +172,12 @@ class TokenResource(AsyncResource):
             raise invalid_grant(problem)
         resource = self._resource(params.get("resource"), record.resource)
 
-        issues_refresh = "refresh_token" in client.grant_types
-        expires_at = record.created_at + self.settings.refresh_token_lifespan
-        if not issues_refresh:
-            expires_at = self.clock.seconds() + self.settings.access_token_lifespan
+        now = self.clock.seconds()
+        family_expires_at = now + self.settings.access_token_lifespan
+        if "refresh_token" in client.grant_types:
+            family_expires_at = max(
+                family_expires_at, record.created_at + self.settings.refresh_token_lifespan
+            )
         grant = _Grant(
             client=client,
             user_id=record.user_id,
@@ -177,7 +186,7 @@ class TokenResource(AsyncResource):
             refresh_scopes=record.scopes,
             resource=resource,
             family_id=secrets.token_urlsafe(16),
-            family_expires_at=expires_at,
+            family_expires_at=family_expires_at,
             name=record.name,
             email=record.email,
         )
@@ -187,22 +196,23 @@ class TokenResource(AsyncResource):
                 client_id=client.client_id,
                 user_id=grant.user_id,
                 tsid=grant.tsid,
-                expires_at=max(expires_at, self.clock.seconds() + self.settings.access_token_lifespan),
+                expires_at=family_expires_at,
             )
         )
+        # Linked before anything is handed out, so a concurrent replay finds what to revoke.
         await self.storage.set_code_family(code_id, grant.family_id)
-        response, refresh = self._mint(grant)
-        if refresh is not None:
-            await self.storage.put_refresh_token(refresh)
+        minted = self._mint(grant)
+        if minted.refresh is not None:
+            await self.storage.put_refresh_token(minted.refresh)
         await self.storage.add_family_access_token(
-            grant.family_id, response["_jti"], response["_exp"]
+            grant.family_id, minted.access.jti, float(minted.access.exp)
         )
         self.log.info(
             "Redeemed an authorization code of client {client_id} for user {user_id}",
             client_id=client.client_id,
             user_id=grant.user_id,
         )
-        return _public(response)
+        return minted.response
 
     # -- refresh_token --------------------------------------------------------------------
     async def _refresh_token(
@@ -261,9 +271,8 @@ class TokenResource(AsyncResource):
             name=record.name,
             email=record.email,
         )
-        response, refresh = self._mint(grant)
-        public = _public(response)
-        sealed = self.opaque.seal(token, REFRESH_TOKEN, public)
+        minted = self._mint(grant)
+        sealed = self.opaque.seal(token, REFRESH_TOKEN, minted.response)
         if not await self.storage.mark_rotated(token_id, now, sealed):
             # A concurrent request rotated it first: answer as its retry.
             winner = await self.storage.get_refresh_token(token_id)
@@ -271,12 +280,12 @@ class TokenResource(AsyncResource):
             if retry is None:
                 raise invalid_grant("the refresh token was already used")
             return retry
-        if refresh is not None:
-            await self.storage.put_refresh_token(refresh)
+        if minted.refresh is not None:
+            await self.storage.put_refresh_token(minted.refresh)
         await self.storage.add_family_access_token(
-            grant.family_id, response["_jti"], response["_exp"]
+            grant.family_id, minted.access.jti, float(minted.access.exp)
         )
-        return public
+        return minted.response
 
     def _retry_response(
         self, token: str, record: RefreshToken, now: float
@@ -309,8 +318,8 @@ class TokenResource(AsyncResource):
             return audiences[0]
         raise OAuthError("invalid_target", "resource is required: this server has several")
 
-    def _mint(self, grant: _Grant) -> tuple[dict[str, Any], RefreshToken | None]:
-        """The token response (with private ``_jti``/``_exp``) and the new refresh token record."""
+    def _mint(self, grant: _Grant) -> _Minted:
+        """A new access token, and a refresh token when the client registered that grant."""
         access = self.issuer.issue(
             subject=grant.user_id,
             audience=grant.resource,
@@ -326,8 +335,6 @@ class TokenResource(AsyncResource):
             "token_type": "Bearer",
             "expires_in": access.exp - access.iat,
             "scope": " ".join(grant.scopes),
-            "_jti": access.jti,
-            "_exp": float(access.exp),
         }
         refresh = None
         if "refresh_token" in grant.client.grant_types:
@@ -346,11 +353,4 @@ class TokenResource(AsyncResource):
                 name=grant.name,
                 email=grant.email,
             )
-        return response, refresh
-
-
-def _public(response: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in response.items() if not k.startswith("_")}
-
-
-__all__: Sequence[str] = ["TokenResource", "TokenSettings"]
+        return _Minted(response=response, access=access, refresh=refresh)

@@ -30,6 +30,7 @@ from authproxy.keys import KeyRing
 from authproxy.storage.interface import IStorage
 
 LEEWAY = 60.0
+MAX_TOKEN_LENGTH = 16384
 CACHE_SIZE = 10_000
 _ASYMMETRIC_ALGS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
@@ -249,9 +250,10 @@ class BearerGuard:
         audiences = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
         if not audiences & self._audiences:
             raise invalid_token("the access token is not meant for this resource")
-        exp = claims.get("exp")
-        if not _is_number(exp):
+        raw_exp = claims.get("exp")
+        if not _is_number(raw_exp):
             raise invalid_token("the access token has no expiry")
+        exp = float(raw_exp)  # type: ignore[arg-type]
         if exp + self._leeway <= now:
             raise invalid_token("the access token has expired")
         nbf = claims.get("nbf")
@@ -271,7 +273,7 @@ class BearerGuard:
             client_id=client_id if isinstance(client_id, str) else None,
             scopes=frozenset(scopes),
             jti=jti,
-            exp=float(exp),
+            exp=exp,
             tsid=tsid if isinstance(tsid, str) and tsid else None,
             claims=claims,
         )
@@ -284,7 +286,7 @@ def _is_number(value: object) -> bool:
 def bearer_token(request: Request) -> str:
     """The bearer token of ``request``'s Authorization header; raises BearerError otherwise."""
     query = request.uri.partition(b"?")[2]
-    if query and b"access_token" in parse_qs(query.decode("latin-1")):
+    if query and "access_token" in parse_qs(query.decode("latin-1")):
         raise BearerError(
             400,
             "invalid_request",
@@ -299,6 +301,6 @@ def bearer_token(request: Request) -> str:
     if scheme.lower() != "bearer":
         raise BearerError(401, None, "an access token is required (Authorization: Bearer)")
     token = token.strip()
-    if not token or " " in token:
+    if not token or " " in token or len(token) > MAX_TOKEN_LENGTH:
         raise invalid_token("the Authorization header is malformed")
     return token

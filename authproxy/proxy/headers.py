@@ -117,7 +117,8 @@ def backend_request_headers(
     out.setRawHeaders(
         b"x-forwarded-proto", [first(b"x-forwarded-proto") or (b"https" if secure else b"http")]
     )
-    host = first(b"x-forwarded-host") or (incoming.getRawHeaders(b"host") or [None])[0]
+    own_host = incoming.getRawHeaders(b"host")
+    host = first(b"x-forwarded-host") or (own_host[0] if own_host else None)
     if host:
         out.setRawHeaders(b"x-forwarded-host", [host])
     if peer_trusted:

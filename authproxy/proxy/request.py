@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 from twisted.web.server import Request
 
@@ -43,7 +44,8 @@ class LimitedRequest(Request):
         if self._refused:
             self._discarded += len(data)
             if self._discarded > self.max_body and self.channel is not None:
-                self.channel.transport.abortConnection()
+                transport: Any = self.channel.transport
+                transport.abortConnection()
             return
         self._received += len(data)
         if self._received > self.max_body:
@@ -74,7 +76,7 @@ class LimitedRequest(Request):
             b"Connection: close\r\n"
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
         )
-        if self.channel is not None:
+        if self.channel is not None and self.channel.transport is not None:
             self.channel.transport.write(head + body)
 
 

@@ -125,7 +125,9 @@ class EndpointEventRewriter:
         return b"".join(lines) + terminator
 
     def _rewrite_data(self, lines: list[bytes]) -> list[bytes]:
-        data_lines = [(i, value) for i, (name, value) in enumerate(map(_field, lines)) if name == b"data"]
+        data_lines = [
+            (i, value) for i, (name, value) in enumerate(map(_field, lines)) if name == b"data"
+        ]
         if not data_lines:
             return lines
         url = "\n".join(v.decode("utf-8", "replace") for _, v in data_lines)

@@ -1,0 +1,96 @@
+"""Token revocation (RFC 7009), ``/oauth/revoke``.
+
+A refresh token revokes its whole family (every access token issued from the same login goes
+on the deny list) and ends the upstream token session of that login, which nothing else uses.
+An access token's jti goes on the deny list until its exp; its family stays usable, since
+revoking one access token is what a client does to drop a token it no longer needs.
+Unknown, invalid or foreign tokens answer 200 as RFC 7009 §2.2 asks, which also keeps the
+endpoint from telling anyone whether a token exists.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+from twisted.web.server import Request
+
+from authproxy.authserver._common import (
+    client_id_from,
+    end_token_family,
+    form_params,
+    invalid_client,
+    preflight,
+    set_cors,
+)
+from authproxy.httputil import NO_STORE, AsyncResource, OAuthError, set_headers
+from authproxy.interfaces import IUpstreamProvider
+from authproxy.storage.interface import IStorage
+from authproxy.tokens import REFRESH_TOKEN, AccessTokenIssuer, OpaqueTokens
+
+
+class RevocationResource(AsyncResource):
+    """``POST /oauth/revoke`` with ``token`` (and optional ``token_type_hint``)."""
+
+    log = Logger()
+    _METHODS = "POST, OPTIONS"
+
+    def __init__(
+        self,
+        *,
+        storage: IStorage,
+        provider: IUpstreamProvider,
+        issuer: AccessTokenIssuer,
+        opaque: OpaqueTokens,
+    ) -> None:
+        super().__init__()
+        self.storage = storage
+        self.provider = provider
+        self.issuer = issuer
+        self.opaque = opaque
+
+    async def handle_OPTIONS(self, request: Request) -> bytes:
+        return preflight(request, self._METHODS)
+
+    async def handle_POST(self, request: Request) -> bytes:
+        set_cors(request, self._METHODS)
+        params = form_params(request)
+        client_id, basic = client_id_from(request, params)
+        if client_id is None:
+            raise invalid_client("client_id is required", basic=basic)
+        client = await self.storage.get_client(client_id)
+        if client is None:
+            raise invalid_client("unknown client", basic=basic)
+        token = params.get("token")
+        if not token:
+            raise OAuthError("invalid_request", "token is required")
+        # The hint is only an optimisation (RFC 7009 §2.1); the token's form says what it is.
+        if token.startswith(REFRESH_TOKEN + "_"):
+            await self._revoke_refresh_token(token, client_id)
+        elif token.count(".") == 2:
+            await self._revoke_access_token(token, client_id)
+        request.setResponseCode(200)
+        set_headers(request, NO_STORE)
+        return b""
+
+    async def _revoke_refresh_token(self, token: str, client_id: str) -> None:
+        token_id = self.opaque.verify(token, REFRESH_TOKEN)
+        if token_id is None:
+            return
+        record = await self.storage.get_refresh_token(token_id)
+        if record is None or record.client_id != client_id:
+            return
+        await end_token_family(self.storage, self.provider, record.family_id, record.tsid)
+        self.log.info(
+            "Client {client_id} revoked a refresh token family of user {user_id}",
+            client_id=client_id,
+            user_id=record.user_id,
+        )
+
+    async def _revoke_access_token(self, token: str, client_id: str) -> None:
+        claims = self.issuer.verified_claims(token)
+        if claims is None or claims.get("client_id") != client_id:
+            return
+        jti, exp = claims.get("jti"), claims.get("exp")
+        if not isinstance(jti, str) or not isinstance(exp, int | float):
+            return
+        await self.storage.revoke_jti(jti, float(exp))
+        self.log.info("Client {client_id} revoked access token {jti}", client_id=client_id, jti=jti)

@@ -1,0 +1,88 @@
+"""Every path of the authorization server, ready to mount in the root prefix table."""
+
+from __future__ import annotations
+
+from twisted.web.resource import IResource
+
+from authproxy.authserver.authorize import AuthorizeResource
+from authproxy.authserver.callback import CallbackResource
+from authproxy.authserver.metadata import (
+    AUTHORIZE_PATH,
+    CALLBACK_PATH,
+    REGISTER_PATH,
+    REVOKE_PATH,
+    TOKEN_PATH,
+    metadata_routes,
+)
+from authproxy.authserver.ratelimit import TokenBucketLimiter
+from authproxy.authserver.register import RegistrationResource
+from authproxy.authserver.revoke import RevocationResource
+from authproxy.authserver.token import TokenResource, TokenSettings
+from authproxy.config import Config
+from authproxy.interfaces import IUpstreamProvider
+from authproxy.keys import KeyRing
+from authproxy.storage.interface import IStorage
+from authproxy.tokens import AccessTokenIssuer, Clock, OpaqueTokens
+
+
+def auth_routes(
+    config: Config,
+    ring: KeyRing,
+    storage: IStorage,
+    provider: IUpstreamProvider,
+    clock: Clock,
+) -> dict[str, IResource]:
+    """Path -> Resource for metadata, registration, authorize, callback, token and revoke.
+
+    Also includes the provider's own routes (the development login page). The JWKS is not
+    here: it is mounted from ``authproxy.authserver.jwks``.
+    """
+    auth = config.auth_server
+    issuer = AccessTokenIssuer(ring=ring, clock=clock, issuer=auth.issuer)
+    opaque = OpaqueTokens(ring=ring)
+    limiter = TokenBucketLimiter(clock, auth.registration.rate_count, auth.registration.rate_period)
+    routes: dict[str, IResource] = dict(metadata_routes(config, ring))
+    routes[REGISTER_PATH] = RegistrationResource(
+        storage,
+        clock,
+        auth.scopes_supported,
+        limiter,
+        trusted_proxies=config.server.trusted_proxies,
+    )
+    routes[AUTHORIZE_PATH] = AuthorizeResource(
+        storage=storage,
+        provider=provider,
+        clock=clock,
+        issuer=auth.issuer,
+        allowed_audiences=auth.allowed_audiences,
+        scopes_supported=auth.scopes_supported,
+    )
+    routes[CALLBACK_PATH] = CallbackResource(
+        storage=storage,
+        provider=provider,
+        clock=clock,
+        opaque=opaque,
+        issuer=auth.issuer,
+        auth_code_lifespan=auth.auth_code_lifespan,
+    )
+    routes[TOKEN_PATH] = TokenResource(
+        storage=storage,
+        provider=provider,
+        clock=clock,
+        issuer=issuer,
+        opaque=opaque,
+        settings=TokenSettings(
+            access_token_lifespan=auth.access_token_lifespan,
+            refresh_token_lifespan=auth.refresh_token_lifespan,
+            refresh_reuse_grace=auth.refresh_reuse_grace,
+            allowed_audiences=auth.allowed_audiences,
+        ),
+    )
+    routes[REVOKE_PATH] = RevocationResource(
+        storage=storage, provider=provider, issuer=issuer, opaque=opaque
+    )
+    for path, resource in provider.routes().items():
+        if path in routes:
+            raise ValueError(f"the upstream provider's route {path} clashes with the auth server")
+        routes[path] = resource
+    return routes

@@ -1,0 +1,301 @@
+"""The development upstream: a built-in login page where one types any user name.
+
+For trying authproxy on one's own machine only: ``check_development_allowed`` refuses any
+configuration that listens on a non-loopback address. The "upstream access token" handed to
+the backend is an opaque random string, so the backend never sees authproxy's own JWT.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections.abc import Mapping
+from html import escape
+from typing import Any
+
+import attrs
+from twisted.application.service import IService
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from authproxy.config import Config
+from authproxy.interfaces import (
+    IUpstreamProvider,
+    UpstreamDenied,
+    UpstreamError,
+    UpstreamIdentity,
+    UpstreamLogin,
+)
+from authproxy.storage.interface import IStorage
+from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
+from authproxy.upstream_codeflow import add_query
+from authproxy.upstream_sessions import TokenResponse, TokenSessions
+
+LOGIN_PATH = "/oauth/dev-login"
+#: How long the code from the login page stays redeemable at the callback.
+CODE_LIFETIME = 300.0
+#: Codes kept at most (a flood of form posts drops the oldest).
+MAX_CODES = 1000
+#: Lifetime of the opaque development access token (refreshed locally after that).
+ACCESS_TOKEN_LIFETIME = 3600.0
+MAX_USERNAME = 64
+
+log = Logger()
+
+
+def _split_description(description: str) -> tuple[list[str], dict[str, str]]:
+    """Twisted endpoint-string syntax: ``:``-separated, ``\\`` escapes, ``key=value`` options."""
+    parts: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for char in description:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    positional = [p for p in parts if "=" not in p]
+    options = dict(p.split("=", 1) for p in parts if "=" in p)
+    return positional, options
+
+
+def _is_loopback_interface(interface: str) -> bool:
+    if interface == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(interface).is_loopback
+    except ValueError:
+        return False
+
+
+def listen_is_loopback(description: str) -> bool:
+    """Whether a server endpoint string only accepts local connections (loopback or UNIX)."""
+    positional, options = _split_description(description)
+    kind = positional[0].lower() if positional else ""
+    if kind == "unix":
+        return True
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return False
+    interface = options.get("interface")
+    if interface is None and kind in ("tcp", "tcp6") and len(positional) > 2:
+        interface = positional[2]  # tcp:PORT:INTERFACE
+    return _is_loopback_interface(interface or "")
+
+
+def check_development_allowed(config: Config) -> list[str]:
+    """Why ``config`` may not run the development upstream (one line each); [] when it may."""
+    if config.upstream.type != "development":
+        return []
+    return [
+        f'server.listen[{i}]: "{description}" is not a loopback address; upstream.type '
+        '"development" lets anyone log in as anyone, so it only listens on 127.0.0.1, [::1] '
+        "or localhost"
+        for i, description in enumerate(config.server.listen)
+        if not listen_is_loopback(description)
+    ]
+
+
+@attrs.frozen
+class _DevCode:
+    username: str
+    state: str
+    expires_at: float
+
+
+def valid_username(username: str) -> bool:
+    """ASCII letters, digits, ``.``, ``_``, ``-``; 1 to 64 characters (it becomes an email address)."""
+    return 0 < len(username) <= MAX_USERNAME and all(
+        c.isascii() and (c.isalnum() or c in "._-") for c in username
+    )
+
+
+@implementer(IUpstreamProvider)
+class DevelopmentProvider(TokenSessions):
+    """The built-in development IdP: the login page names the user, nothing is checked."""
+
+    def __init__(self, config: Config, storage: IStorage, clock: IReactorTime) -> None:
+        super().__init__(config, storage, clock)
+        self.login_url = config.server.public_url.rstrip("/") + LOGIN_PATH
+        self._callback_url = config.upstream.redirect_uri
+        self._codes: dict[str, _DevCode] = {}
+        log.warn(
+            "upstream.type is development: anyone who reaches {url} can log in as any user; "
+            "never use it beyond your own machine",
+            url=self.login_url,
+        )
+
+    def services(self) -> list[IService]:
+        """No services: nothing to fetch."""
+        return []
+
+    def readiness(self) -> tuple[bool, str]:
+        return True, "development upstream"
+
+    def routes(self) -> Mapping[str, Any]:
+        return {LOGIN_PATH: DevLoginPage(self)}
+
+    def start_login(self, state: str) -> UpstreamLogin:
+        """The development login page for the pending authorization ``state``."""
+        return UpstreamLogin(
+            url=add_query(self.login_url, {"state": state}), code_verifier="", nonce=""
+        )
+
+    def issue_code(self, username: str, state: str) -> str:
+        """A single-use code naming ``username``; the callback URL carries it back."""
+        now = self._now()
+        for code in [c for c, entry in self._codes.items() if entry.expires_at <= now]:
+            del self._codes[code]
+        while len(self._codes) >= MAX_CODES:
+            del self._codes[next(iter(self._codes))]
+        code = secrets.token_urlsafe(32)
+        self._codes[code] = _DevCode(username, state, now + CODE_LIFETIME)
+        return code
+
+    def callback_url(self, code: str, state: str) -> str:
+        return add_query(self._callback_url, {"code": code, "state": state})
+
+    def finish_login(
+        self, args: Mapping[str, str], pending: PendingAuthorization
+    ) -> Deferred[UpstreamIdentity]:
+        """Redeem the login page's code: the user is whoever was typed in."""
+        return ensureDeferred(self._finish_login(args, pending))
+
+    async def _finish_login(
+        self, args: Mapping[str, str], pending: PendingAuthorization
+    ) -> UpstreamIdentity:
+        if "error" in args:
+            raise UpstreamDenied("the login was cancelled")
+        entry = self._codes.pop(args.get("code") or "", None)
+        if entry is None or entry.expires_at <= self._now():
+            raise UpstreamError("the development login code is unknown, used or expired")
+        if entry.state != pending.state or args.get("state") != pending.state:
+            raise UpstreamError("the login state does not match")
+        username = entry.username
+        tokens = TokenResponse(
+            access_token=secrets.token_urlsafe(32),
+            token_type="Bearer",
+            expires_in=ACCESS_TOKEN_LIFETIME,
+            refresh_token=secrets.token_urlsafe(32),
+        )
+        email = f"{username}@localhost"
+        return await self._open_session(
+            username,
+            tokens,
+            name=username,
+            email=email,
+            claims={"sub": username, "name": username, "email": email},
+        )
+
+    def _refresh(self, session: UpstreamTokenSession) -> Deferred[TokenResponse]:
+        # a new opaque token, as a real IdP's refresh would give
+        return succeed(
+            TokenResponse(
+                access_token=secrets.token_urlsafe(32),
+                token_type="Bearer",
+                expires_in=ACCESS_TOKEN_LIFETIME,
+            )
+        )
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>authproxy development login</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}}
+label,input,button{{display:block;font-size:1rem;margin:.5rem 0}}input{{width:100%;padding:.4rem}}
+.error{{color:#b00020}}.note{{color:#555}}</style></head>
+<body><main><h1>Development login</h1>
+<p class="note">authproxy runs with its built-in development identity provider: type any user
+name. Never use this beyond your own machine.</p>
+{error}<form method="post" action="{action}">
+<input type="hidden" name="state" value="{state}">
+<label>User name <input name="username" value="{username}" required autofocus
+ maxlength="{maxlength}" pattern="[A-Za-z0-9._\\-]+" autocomplete="username"></label>
+<button type="submit">Log in</button>
+</form></main></body></html>
+"""
+
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "Content-Type": "text/html; charset=utf-8",
+    # no form-action: browsers apply it to the redirects after the post, to the client
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _arg(request: Request, name: bytes) -> str:
+    values = (request.args or {}).get(name) or [b""]
+    return values[0].decode("utf-8", "replace").strip()
+
+
+class DevLoginPage(Resource):
+    """GET: the login form; POST: redirect to the callback with a code for the typed user name."""
+
+    isLeaf = True
+
+    def __init__(self, provider: DevelopmentProvider) -> None:
+        super().__init__()
+        self._provider = provider
+
+    def _page(
+        self, request: Request, status: int, state: str, username: str = "", error: str = ""
+    ) -> bytes:
+        request.setResponseCode(status)
+        for name, value in _HEADERS.items():
+            request.setHeader(name, value)
+        return _PAGE.format(
+            action=escape(self._provider.login_url),
+            state=escape(state),
+            username=escape(username),
+            maxlength=MAX_USERNAME,
+            error=f'<p class="error" role="alert">{escape(error)}</p>\n' if error else "",
+        ).encode("utf-8")
+
+    def render_GET(self, request: Request) -> bytes:
+        state = _arg(request, b"state")
+        if not state or len(state) > 512:
+            return self._page(
+                request,
+                400,
+                "",
+                error="This page needs the state of a login in progress: start again from your MCP client.",
+            )
+        return self._page(request, 200, state)
+
+    def render_POST(self, request: Request) -> bytes:
+        state = _arg(request, b"state")
+        username = _arg(request, b"username")
+        if not state or len(state) > 512:
+            return self._page(
+                request,
+                400,
+                "",
+                error="The login state is missing: start again from your MCP client.",
+            )
+        if not valid_username(username):
+            return self._page(
+                request,
+                400,
+                state,
+                username[:MAX_USERNAME],
+                error=f"Use 1 to {MAX_USERNAME} letters, digits, dots, dashes or underscores.",
+            )
+        code = self._provider.issue_code(username, state)
+        log.info("Development login as {username}", username=username)
+        request.setResponseCode(303)
+        request.setHeader("Location", self._provider.callback_url(code, state))
+        request.setHeader("Cache-Control", "no-store")
+        request.setHeader("Referrer-Policy", "no-referrer")
+        return b""

@@ -1,0 +1,465 @@
+"""The streaming reverse proxy: guard, then relay to the backend MCP server without buffering.
+
+The backend is reached through a twisted.web ``Agent`` over a persistent, bounded
+``HTTPConnectionPool``. The response is relayed with ``response.deliverBody``: each chunk is
+written to the client as it arrives, and the backend connection is registered as the
+client request's producer, so a slow client pauses the backend read (backpressure) instead
+of growing a buffer. Only the wait for the response headers has a timeout; a stream may run
+forever. When the client goes away the backend request is cancelled (its connection closed,
+never returned to the pool half-read); when the backend dies mid-stream the client's
+response ends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IBodyProducer, IResponse
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
+
+from authproxy.config import Config
+from authproxy.httputil import NO_STORE, write_json
+from authproxy.interfaces import (
+    IUpstreamProvider,
+    UpstreamError,
+    UpstreamSessionEnded,
+    UpstreamUnavailable,
+)
+from authproxy.proxy.guard import BearerError, BearerGuard, Challenge, Principal
+from authproxy.proxy.headers import (
+    OriginPolicy,
+    TrustedProxies,
+    backend_request_headers,
+    connection_tokens,
+    end_to_end,
+)
+from authproxy.proxy.metadata import metadata_url
+from authproxy.proxy.request import too_large_payload
+from authproxy.proxy.sse import EndpointEventRewriter, EndpointURLMapper
+
+_RESPONSE_DONE = Failure(ResponseDone())
+_NO_BODY = frozenset({204, 304})
+PROXIED_METHODS = (b"GET", b"POST", b"DELETE")
+_CORS_ALLOW_HEADERS = (
+    "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID"
+)
+_CORS_EXPOSE_HEADERS = "Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate"
+
+
+@implementer(IBodyProducer)
+class BytesProducer:
+    """The (already size-checked) request body, written to the backend in one go."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        consumer.write(self._body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class BodyRelay(Protocol):
+    """Copies a backend response body to the client request as it arrives.
+
+    ``done`` fires when the body ended (cleanly or not) and the client response was closed.
+    """
+
+    def __init__(
+        self,
+        request: Request,
+        rewriter: EndpointEventRewriter | None,
+        done: Deferred[None],
+        has_length: bool,
+    ) -> None:
+        self._request = request
+        self._rewriter = rewriter
+        self._done = done
+        self._has_length = has_length
+        self._client_gone = False
+
+    def connectionMade(self) -> None:
+        # The backend connection pauses while the client's socket buffer is full.
+        assert self.transport is not None
+        producer: IPushProducer = self.transport  # type: ignore[assignment]
+        self._request.registerProducer(producer, True)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._client_gone:
+            return
+        if self._rewriter is not None:
+            data = self._rewriter.feed(data)
+        if data:
+            self._request.write(data)
+
+    def client_gone(self) -> None:
+        """The client disconnected: close the backend connection (it is not reusable)."""
+        self._client_gone = True
+        if self.transport is not None:
+            self.transport.stopProducing()  # type: ignore[attr-defined]
+
+    def connectionLost(self, reason: Failure = _RESPONSE_DONE) -> None:
+        request = self._request
+        if not self._client_gone and not request.finished and not _disconnected(request):
+            request.unregisterProducer()
+            if self._rewriter is not None:
+                rest = self._rewriter.flush()
+                if rest:
+                    request.write(rest)
+            if reason.check(ResponseDone, PotentialDataLoss) or not self._has_length:
+                # A stream without a declared length ends with its last chunk: a clean end.
+                request.finish()
+            else:
+                # Fewer bytes than the declared Content-Length: the client must see truncation.
+                request.loseConnection()
+        if not self._done.called:
+            self._done.callback(None)
+
+
+class MCPProxy(Resource):
+    """Guards every request, then streams it to the backend and the answer back.
+
+    Mounted as the fallback of the root prefix table: it serves the MCP path, the legacy
+    SSE message path, and anything else the backend serves, always behind the guard.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        guard: BearerGuard,
+        agent: IAgent,
+        clock: IReactorTime,
+        provider: IUpstreamProvider | None = None,
+        pool: HTTPConnectionPool | None = None,
+    ) -> None:
+        super().__init__()
+        self.pool = pool
+        backend = urlsplit(config.backend.url)
+        self._backend_base = config.backend.url.rstrip("/").encode("ascii")
+        self._backend_host = (backend.netloc.rpartition("@")[2]).encode("ascii")
+        self._guard = guard
+        self._agent = agent
+        self._clock = clock
+        self._provider = provider
+        self._origins = OriginPolicy.from_config(
+            config.server.public_url, config.server.allowed_origins
+        )
+        self._trusted = TrustedProxies.from_cidrs(config.server.trusted_proxies)
+        self._max_body = config.server.max_request_body
+        self._response_timeout = config.backend.response_timeout
+        self._rewrite_endpoint = config.backend.transport == "sse"
+        self._mapper = EndpointURLMapper(config.backend.url, config.server.public_url)
+        self._strategy = config.upstream_token.header_strategy
+        self._custom_header = config.upstream_token.custom_header.lower().encode("ascii")
+        self.challenge = Challenge(
+            realm=config.server.public_url,
+            resource_metadata=metadata_url(config),
+            required_scopes=tuple(config.auth_server.required_scopes),
+        )
+
+    @property
+    def guard(self) -> BearerGuard:
+        return self._guard
+
+    def close(self) -> Deferred[None]:
+        """Close the pool's idle backend connections (when the service stops)."""
+        if self.pool is None:
+            return succeed(None)
+        return self.pool.closeCachedConnections()
+
+    def render(self, request: Request) -> Any:
+        d = ensureDeferred(self._handle(request))
+        d.addErrback(self._crashed, request)
+        return NOT_DONE_YET
+
+    def _crashed(self, failure: Failure, request: Request) -> None:
+        self.log.failure(
+            "Proxying {method} {path} failed", failure, method=request.method, path=request.path
+        )
+        if not request.startedWriting:
+            write_json(
+                request, 500, {"error": "server_error", "error_description": "internal error"}
+            )
+        elif not request.finished:
+            request.loseConnection()
+
+    # -- the request path ---------------------------------------------------------------
+    async def _handle(self, request: Request) -> None:
+        request.defaultContentType = None  # type: ignore[assignment]
+        origin = request.requestHeaders.getRawHeaders(b"origin", [None])[0]
+        if not self._origins.permits(origin):
+            write_json(
+                request,
+                403,
+                {"error": "forbidden_origin", "error_description": "this Origin is not allowed"},
+                NO_STORE,
+            )
+            return
+        if origin is not None:
+            self._cors(request, origin)
+        method = request.method
+        if method == b"OPTIONS":
+            request.setResponseCode(204)
+            request.setHeader("Allow", "GET, POST, DELETE, OPTIONS")
+            if origin is not None:
+                request.setHeader("Access-Control-Allow-Methods", "GET, POST, DELETE")
+                request.setHeader("Access-Control-Allow-Headers", _CORS_ALLOW_HEADERS)
+                request.setHeader("Access-Control-Max-Age", "600")
+            request.finish()
+            return
+        if method not in PROXIED_METHODS:
+            write_json(
+                request,
+                405,
+                {"error": "method_not_allowed", "error_description": "use GET, POST or DELETE"},
+                {"Allow": "GET, POST, DELETE"},
+            )
+            return
+        body = self._read_body(request)
+        if body is None:
+            write_json(request, 413, too_large_payload(self._max_body), NO_STORE)
+            return
+        try:
+            principal = await self._guard.authenticate(request)
+            headers = backend_request_headers(
+                request.requestHeaders,
+                backend_host=self._backend_host,
+                peer=_peer_host(request),
+                secure=request.isSecure(),
+                trusted=self._trusted,
+            )
+            await self._inject_upstream_token(principal, headers)
+        except BearerError as e:
+            self._refuse(request, e)
+            return
+        if request.finished or _disconnected(request):
+            return
+        await self._relay(request, method, headers, body)
+
+    def _cors(self, request: Request, origin: bytes) -> None:
+        request.setHeader(b"Access-Control-Allow-Origin", origin)
+        request.setHeader("Access-Control-Expose-Headers", _CORS_EXPOSE_HEADERS)
+        request.responseHeaders.addRawHeader(b"vary", b"Origin")
+
+    def _read_body(self, request: Request) -> bytes | None:
+        """The request body, or None when it is larger than server.max_request_body."""
+        declared = request.requestHeaders.getRawHeaders(b"content-length", [None])[0]
+        if declared is not None:
+            try:
+                if int(declared) > self._max_body:
+                    return None
+            except ValueError:
+                return None
+        content = request.content
+        if content is None:
+            return b""
+        content.seek(0, 2)
+        if content.tell() > self._max_body:
+            return None
+        content.seek(0)
+        return content.read()
+
+    def _refuse(self, request: Request, error: BearerError) -> None:
+        headers = {**NO_STORE, **error.headers}
+        if error.status in (400, 401, 403):
+            headers["WWW-Authenticate"] = self.challenge.header(error)
+        write_json(request, error.status, self.challenge.payload(error), headers)
+
+    async def _inject_upstream_token(self, principal: Principal, headers: Headers) -> None:
+        if self._strategy == "custom":
+            headers.removeHeader(self._custom_header)
+        if self._strategy == "none" or self._provider is None:
+            return
+        if principal.tsid is None:
+            raise BearerError(
+                401, "invalid_token", "the access token has no upstream session; sign in again"
+            )
+        try:
+            token = await self._provider.upstream_access_token(principal.tsid)
+        except UpstreamSessionEnded:
+            raise BearerError(
+                401,
+                "invalid_token",
+                "the upstream identity provider session has ended; sign in again",
+            ) from None
+        except UpstreamUnavailable as e:
+            raise BearerError(
+                503,
+                "temporarily_unavailable",
+                "the upstream identity provider is unavailable; try again later",
+                headers={"Retry-After": str(max(1, int(e.retry_after)))},
+            ) from None
+        except UpstreamError:
+            self.log.warn("Upstream token for a proxied request failed")
+            raise BearerError(
+                502, "upstream_error", "the upstream identity provider failed"
+            ) from None
+        value = b"Bearer " + token.encode("latin-1")
+        name = b"authorization" if self._strategy == "replace" else self._custom_header
+        headers.setRawHeaders(name, [value])
+
+    # -- the relay ------------------------------------------------------------------------
+    def _backend_url(self, request: Request) -> bytes:
+        target = request.uri
+        if not target.startswith(b"/"):
+            # absolute-form request target: only its path and query matter
+            parts = urlsplit(target.decode("latin-1"))
+            target = (parts.path or "/").encode("latin-1")
+            if parts.query:
+                target += b"?" + parts.query.encode("latin-1")
+        return self._backend_base + target
+
+    async def _relay(self, request: Request, method: bytes, headers: Headers, body: bytes) -> None:
+        url = self._backend_url(request)
+        producer = BytesProducer(body) if body or method == b"POST" else None
+        if self._rewrite_endpoint and method == b"GET":
+            # The endpoint event must arrive readable to be rewritten.
+            headers.setRawHeaders(b"accept-encoding", [b"identity"])
+        pending = self._agent.request(method, url, headers, producer)
+        pending.addTimeout(self._response_timeout, self._clock)
+        relay: list[BodyRelay] = []
+        gone: list[bool] = []
+
+        def client_gone(_: Failure) -> None:
+            gone.append(True)
+            if relay:
+                relay[0].client_gone()
+            elif not pending.called:
+                pending.cancel()
+
+        request.notifyFinish().addErrback(client_gone)
+        try:
+            response: IResponse = await pending
+        except defer.TimeoutError:
+            self.log.warn(
+                "Backend sent no response headers in time for {method} {path}",
+                method=method,
+                path=request.path,
+            )
+            write_json(
+                request,
+                504,
+                {
+                    "error": "backend_timeout",
+                    "error_description": "the MCP server did not answer in time",
+                },
+                NO_STORE,
+            )
+            return
+        except defer.CancelledError:
+            return
+        except Exception as e:
+            if gone:
+                return
+            self.log.warn(
+                "Backend unreachable for {method} {path}: {why}",
+                method=method,
+                path=request.path,
+                why=_describe(e),
+            )
+            write_json(
+                request,
+                502,
+                {"error": "bad_gateway", "error_description": "the MCP server is unreachable"},
+                NO_STORE,
+            )
+            return
+        if gone:
+            # Headers arrived after the client left: drop the connection unread.
+            response.deliverBody(_Discard())
+            return
+        rewriter = self._copy_response_head(request, response, url, method)
+        done: Deferred[None] = Deferred()
+        protocol = BodyRelay(
+            request, rewriter, done, request.responseHeaders.hasHeader(b"content-length")
+        )
+        relay.append(protocol)
+        response.deliverBody(protocol)
+        await done
+
+    def _copy_response_head(
+        self, request: Request, response: IResponse, url: bytes, method: bytes
+    ) -> EndpointEventRewriter | None:
+        request.setResponseCode(response.code, response.phrase)
+        for name, values in end_to_end(response.headers, _connection_listed(response)):
+            request.responseHeaders.setRawHeaders(name, values)
+        length = response.length
+        if isinstance(length, int) and response.code not in _NO_BODY and method != b"HEAD":
+            # Twisted's client parser keeps Content-Length out of response.headers.
+            request.setHeader(b"content-length", str(length).encode("ascii"))
+        content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
+        if not content_type.lower().startswith(b"text/event-stream"):
+            return None
+        request.setHeader(b"X-Accel-Buffering", b"no")
+        rewriter = None
+        if self._rewrite_endpoint and not response.headers.hasHeader(b"content-encoding"):
+            stream_url = url.decode("latin-1")
+            rewriter = EndpointEventRewriter(lambda announced: self._mapper(announced, stream_url))
+            request.responseHeaders.removeHeader(b"content-length")
+        # Status line and headers now, before the first event.
+        request.write(b"")
+        return rewriter
+
+
+class _Discard(Protocol):
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.stopProducing()  # type: ignore[attr-defined]
+
+
+def _connection_listed(response: IResponse) -> frozenset[bytes]:
+    """The header names the backend's ``Connection`` header lists (hop-by-hop for this hop).
+
+    Twisted's client parser keeps ``Connection`` out of ``response.headers``; it is still on
+    the parser while the body is being received (always for streams). When the whole response
+    was already read, the parser is gone and only the fixed hop-by-hop set is removed.
+    """
+    try:
+        transport = response._transport._producer  # type: ignore[attr-defined]
+        protocol = transport.protocol
+        # Endpoints wrap the client protocol (twisted.internet.endpoints._WrappingProtocol).
+        protocol = getattr(protocol, "_wrappedProtocol", protocol)
+        return connection_tokens(protocol._parser.connHeaders)
+    except AttributeError:
+        return frozenset()
+
+
+def _disconnected(request: Request) -> bool:
+    return bool(getattr(request, "_disconnected", False))
+
+
+def _peer_host(request: Request) -> str | None:
+    address = request.getClientAddress()
+    return getattr(address, "host", None)
+
+
+def _describe(error: BaseException) -> str:
+    reasons = getattr(error, "reasons", None)
+    if reasons:
+        return ", ".join(type(r.value).__name__ for r in reasons)
+    return type(error).__name__

@@ -1,0 +1,839 @@
+"""The authproxy benchmarks P1-P5: every figure against a baseline measured in the same run.
+
+Placement (2 cores): authproxy, and each baseline proxy in its turn (ReverseProxyResource,
+nginx, oidc-provider), run alone on core 0; the backend, wrk, and this harness (with its
+asyncio load generators) share core 1. Every baseline is measured with exactly the same
+placement, so the ratios compare the proxies, not the machine. Run through ``benchmarks/run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import flows
+import sse
+from httpclient import Connection, Response, build_request, chained, fixed_rate
+from keydir import KubeletDir, new_ec_key_pem, rotate_signing_keys
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+VENV_BIN = Path(sys.executable).parent
+PROXY_CORE = "0"
+LOAD_CORE = "1"
+HOST = "127.0.0.1"
+MCP_PATH = "/mcp"
+RESULTS = HERE / "results"
+README = HERE / "README.md"
+TABLE_BEGIN = "<!-- latest table: begin (written by benchmarks/run) -->"
+TABLE_END = "<!-- latest table: end -->"
+
+TARGETS = {
+    "P1_rps_vs_rpr": 2.0,
+    "P1_added_p99_ms": 2.0,
+    "P2_events_ratio": 0.5,
+    "P2_added_p99_ms": 1.0,
+    "P3_refresh_per_s": 1500.0,
+    "P4_kib_per_stream": 40.0,
+    "P5_failed": 0,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class Proc:
+    """A child process on a pinned core, its output in a log file."""
+
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        core: str,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.log_path = workdir / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            ["taskset", "-c", core, *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        return self.log_path.read_text("utf-8", "replace")
+
+    async def wait_line(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(pattern, self.output())
+            if found:
+                return found
+            if self.popen.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not start:\n{self.output()[-3000:]}")
+
+    async def wait_http(self, url: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                break
+            try:
+                status = await asyncio.to_thread(_http_status, url)
+                if 200 <= status < 300:
+                    return
+            except OSError:
+                pass
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready at {url}:\n{self.output()[-3000:]}")
+
+    def rss_kib(self) -> int:
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)  # our own child leads its group
+                self.popen.wait()
+        self._log.close()
+
+
+def _http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+
+    def version(args: list[str]) -> str:
+        try:
+            out = subprocess.run(args, capture_output=True, text=True, timeout=10)
+            return (out.stdout + out.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "?"
+
+    import twisted
+
+    return {
+        "host": platform.node(),
+        "kernel": platform.release(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "twisted": twisted.__version__,
+        "wrk": version(["wrk", "--version"]),
+        "nginx": version(["nginx", "-v"]),
+        "node": version(["node", "--version"]),
+    }
+
+
+# --- the processes -------------------------------------------------------------------------
+
+
+def authproxy_config(workdir: Path, port: int, backend_port: int, log_level: str) -> Path:
+    public = f"http://{HOST}:{port}"
+    config = workdir / "authproxy.toml"
+    config.write_text(
+        f"""
+[server]
+listen = ["tcp:{port}:interface={HOST}:backlog=1024"]
+public_url = "{public}"
+
+[backend]
+url = "http://{HOST}:{backend_port}"
+path = "{MCP_PATH}"
+
+[auth_server]
+signing_keys_dir = "{workdir / "keys"}"
+hmac_secrets_dir = "{workdir / "hmac"}"
+access_token_lifespan = "1h"
+consent = "skip"
+
+[auth_server.registration]
+rate = "100/min"
+
+[upstream]
+type = "development"
+
+[logging]
+level = "{log_level}"
+"""
+    )
+    return config
+
+
+def nginx_config(workdir: Path, port: int, backend_port: int) -> Path:
+    root = workdir / "nginx"
+    root.mkdir(exist_ok=True)
+    conf = root / "nginx.conf"
+    temp = "\n".join(
+        f"  {kind}_temp_path {root / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf.write_text(
+        f"""
+worker_processes 1;
+daemon off;
+pid {root / "nginx.pid"};
+error_log {root / "error.log"} warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+{temp}
+  upstream backend {{
+    server {HOST}:{backend_port};
+    keepalive 32;
+  }}
+  server {{
+    listen {HOST}:{port} backlog=1024;
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+    )
+    return conf
+
+
+class Bench:
+    """One run: the processes, the measurements, the results."""
+
+    def __init__(self, options: argparse.Namespace) -> None:
+        self.o = options
+        self.workdir = Path(tempfile.mkdtemp(prefix="authproxy-bench-"))
+        self.procs: list[Proc] = []
+        self.results: dict[str, Any] = {}
+        self.backend_port = free_port()
+        self.token = ""
+        self.client: flows.AuthproxyClient | None = None
+        self.authproxy: Proc | None = None
+        self.authproxy_port = 0
+
+    def start(self, *args: Any, **kwargs: Any) -> Proc:
+        proc = Proc(*args, workdir=self.workdir, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: Proc) -> None:
+        proc.stop()
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+        self.procs.clear()
+
+    async def start_backend(self) -> None:
+        backend = self.start(
+            "backend",
+            [sys.executable, str(HERE / "backend.py"), "--port", str(self.backend_port)],
+            LOAD_CORE,
+        )
+        await backend.wait_line(r"listening \d+")
+
+    def init_keys(self) -> None:
+        KubeletDir(self.workdir / "keys").publish({"key-0.pem": new_ec_key_pem()})
+        KubeletDir(self.workdir / "hmac").publish({"hmac-0": secrets.token_hex(32).encode()})
+
+    async def start_authproxy(self) -> None:
+        self.authproxy_port = port = free_port()
+        config = authproxy_config(self.workdir, port, self.backend_port, self.o.log_level)
+        self.authproxy = self.start(
+            f"authproxy-{port}",
+            [str(VENV_BIN / "twistd"), "-n", "--pidfile=", "authproxy", "--config", str(config)],
+            PROXY_CORE,
+            cwd=self.workdir,
+        )
+        await self.authproxy.wait_http(f"http://{HOST}:{port}/health")
+        try:
+            await self.authproxy.wait_http(f"http://{HOST}:{port}/ready", timeout=10)
+        except RuntimeError:
+            log("authproxy /ready did not turn 200 in 10 s; going on")
+        public = f"http://{HOST}:{port}"
+        self.client = flows.AuthproxyClient(HOST, port, public, public + MCP_PATH)
+        await self.client.register()
+        tokens = await self.client.tokens()
+        self.token = tokens["access_token"]
+        # one request through the guard: the token works end to end
+        conn = await Connection.open(HOST, port)
+        response = await conn.request(self.p1_request(port, self.token))
+        conn.close()
+        if response.status != 200:
+            raise RuntimeError(f"proxied request: {response.status} {response.body[:300]!r}")
+
+    def p1_request(self, port: int, token: str | None) -> bytes:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+        }
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        body = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}'
+        return build_request("POST", MCP_PATH, f"{HOST}:{port}", headers, body)
+
+    # --- wrk ---------------------------------------------------------------------------------
+
+    async def wrk(
+        self, port: int, token: str | None, seconds: float, count_status: bool = False
+    ) -> dict[str, Any]:
+        env = {
+            **os.environ,
+            "BENCH_TOKEN": token or "",
+            "BENCH_COUNT_STATUS": "1" if count_status else "",
+        }
+        args = [
+            "taskset", "-c", LOAD_CORE, "wrk", "-t2", "-c16", f"-d{int(seconds)}s", "--timeout", "10s",
+            "-s", str(HERE / "wrk" / "post.lua"), f"http://{HOST}:{port}{MCP_PATH}",
+        ]  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(
+            *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        out, _ = await proc.communicate()
+        text = out.decode()
+        found = re.search(r"WRKJSON (\{.*\})", text)
+        if not found:
+            raise RuntimeError(f"wrk failed:\n{text}")
+        result = json.loads(found.group(1))
+        result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+        result["errors"] = sum(
+            result[k]
+            for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
+        )
+        return result
+
+    async def max_rps(self, name: str, port: int, token: str | None) -> dict[str, Any]:
+        await self.wrk(port, token, 1)  # warm-up: connections, caches, first allocations
+        best: dict[str, Any] | None = None
+        for _ in range(self.o.rounds):
+            result = await self.wrk(port, token, self.o.seconds)
+            log(f"  {name}: {result['rps']:.0f} req/s, errors {result['errors']}")
+            if best is None or result["rps"] > best["rps"]:
+                best = result
+        assert best is not None
+        return best
+
+    # --- P1 ----------------------------------------------------------------------------------
+
+    async def p1(self) -> None:
+        log("P1: small JSON-RPC POST, keep-alive, 16 connections")
+        out: dict[str, Any] = {}
+        out["direct"] = await self.max_rps("backend direct", self.backend_port, None)
+
+        rpr_port = free_port()
+        rpr = self.start(
+            "rpr",
+            [sys.executable, str(HERE / "rpr_proxy.py"), "--port", str(rpr_port),
+             "--backend-port", str(self.backend_port)],
+            PROXY_CORE,
+        )  # fmt: skip
+        await rpr.wait_line(r"listening")
+        out["rpr"] = await self.max_rps("ReverseProxyResource", rpr_port, None)
+
+        nginx_port = free_port()
+        conf = nginx_config(self.workdir, nginx_port, self.backend_port)
+        nginx = self.start("nginx", ["nginx", "-c", str(conf), "-p", str(conf.parent)], PROXY_CORE)
+        await nginx.wait_http(f"http://{HOST}:{nginx_port}/health")
+        out["nginx"] = await self.max_rps("nginx", nginx_port, None)
+
+        targets = [("direct", self.backend_port, None)]
+        if self.authproxy is not None:
+            out["authproxy"] = await self.max_rps("authproxy", self.authproxy_port, self.token)
+            targets.append(("authproxy", self.authproxy_port, self.token))
+            # latency at half of authproxy's max rate, open loop, same rate for every target
+            rate = round(out["authproxy"]["rps"] / 2)
+        else:
+            rate = round(out["rpr"]["rps"] / 2)
+        targets += [("nginx", nginx_port, None), ("rpr", rpr_port, None)]
+        lat: dict[str, Any] = {"rate": rate}
+        for name, port, token in targets:
+            result = await fixed_rate(
+                HOST, port, self.p1_request(port, token), rate, self.o.latency_seconds
+            )
+            lat[name] = result.summary()
+            log(
+                f"  {name} at {rate}/s: p50 {lat[name]['p50_ms']:.2f} ms, p99 {lat[name]['p99_ms']:.2f} ms, failed {result.failed}"
+            )
+        out["latency"] = lat
+        self.stop(rpr)
+        self.stop(nginx)
+        self.results["P1"] = out
+
+    # --- P5 ----------------------------------------------------------------------------------
+
+    async def p5(self) -> None:
+        log("P5: P1 load while the signing keys are rotated 10 times")
+        keys = KubeletDir(self.workdir / "keys")
+        seconds = self.o.rotations + 2
+        load = asyncio.ensure_future(
+            self.wrk(self.authproxy_port, self.token, seconds, count_status=True)
+        )
+        observed: list[float] = []
+        await asyncio.sleep(1.0)
+        for _ in range(self.o.rotations):
+            started = time.monotonic()
+            before = await self.jwks_kids()
+            rotate_signing_keys(keys)
+            seen = await self.wait_new_active_key(before[0], timeout=3.0)
+            if seen:
+                observed.append(time.monotonic() - started)
+            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+        result = await load
+        # a fresh token signed by the newest key must work too
+        tokens = await self.client.tokens()  # type: ignore[union-attr]
+        conn = await Connection.open(HOST, self.authproxy_port)
+        fresh = await conn.request(self.p1_request(self.authproxy_port, tokens["access_token"]))
+        conn.close()
+        failed = result["non2xx"] + result["errors"]
+        self.results["P5"] = {
+            "wrk": result,
+            "rotations": self.o.rotations,
+            "rotations_observed": len(observed),
+            "max_reload_s": max(observed, default=float("nan")),
+            "failed": failed,
+            "fresh_token_status": fresh.status,
+            "keys_in_ring": len(await self.jwks_kids()),
+        }
+        log(
+            f"  {result['requests']} requests, {failed} failed, "
+            f"{len(observed)}/{self.o.rotations} rotations seen in JWKS, new-key token {fresh.status}"
+        )
+
+    async def jwks_kids(self) -> list[str]:
+        conn = await Connection.open(HOST, self.authproxy_port)
+        response = await conn.request(
+            build_request("GET", "/.well-known/jwks.json", f"{HOST}:{self.authproxy_port}")
+        )
+        conn.close()
+        return [key["kid"] for key in json.loads(response.body)["keys"]]
+
+    async def wait_new_active_key(self, old_kid: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (await self.jwks_kids())[0] != old_kid:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    # --- P2 ----------------------------------------------------------------------------------
+
+    async def p2(self) -> None:
+        log("P2: SSE stream of 100-byte events")
+        out: dict[str, Any] = {}
+        count = self.o.events
+        for name, port, token in self.sse_targets(""):
+            await sse.throughput(HOST, port, MCP_PATH, token, 2000)  # warm-up
+            best: dict[str, Any] | None = None
+            for _ in range(self.o.rounds):
+                result = await sse.throughput(HOST, port, MCP_PATH, token, count)
+                if result["events"] != count:
+                    log(f"  {name}: got {result['events']} of {count} events")
+                if best is None or result["events_per_s"] > best["events_per_s"]:
+                    best = result
+            assert best is not None
+            out[name] = best
+            log(f"  {name}: {best['events_per_s']:.0f} events/s")
+        rate = 1000
+        n = int(rate * (1 + self.o.latency_seconds))
+        for name, port, token in self.sse_targets("_latency"):
+            out[name] = await sse.latency(HOST, port, MCP_PATH, token, rate, n)
+            log(
+                f"  {name} at {rate} events/s: p50 {out[name]['p50_ms']:.3f} ms, p99 {out[name]['p99_ms']:.3f} ms"
+            )
+        self.results["P2"] = out
+
+    def sse_targets(self, suffix: str) -> list[tuple[str, int, str | None]]:
+        targets: list[tuple[str, int, str | None]] = [("direct" + suffix, self.backend_port, None)]
+        if self.authproxy is not None:
+            targets.append(("authproxy" + suffix, self.authproxy_port, self.token))
+        return targets
+
+    # --- P3 ----------------------------------------------------------------------------------
+
+    async def p3(self) -> None:
+        log("P3: token endpoint, ES256")
+        out: dict[str, Any] = {}
+        self.results["P3"] = out
+        if self.client is not None:
+            await self.p3_authproxy(self.client, out)
+        oidc = await self.start_oidc()
+        if oidc is not None:
+            issuer, proc = oidc
+            netloc = issuer.split("//", 1)[1]
+            host, port = netloc.split(":")
+            tokens = await flows.oidc_refresh_tokens(issuer, 16)
+            out["oidc_provider"] = await self.refresh_chains(
+                host, int(port), tokens, lambda rt: flows.oidc_refresh_request(netloc, rt)
+            )
+            log(f"  oidc-provider refresh_token: {out['oidc_provider']['per_s']:.0f}/s")
+            self.stop(proc)
+
+    async def p3_authproxy(self, client: flows.AuthproxyClient, out: dict[str, Any]) -> None:
+        started = time.monotonic()
+        codes = await client.codes(self.o.codes)
+        log(f"  {len(codes)} authorization codes prepared in {time.monotonic() - started:.1f} s")
+        queue = list(reversed(codes))
+        refresh_tokens: list[str] = []
+
+        def next_code(index: int, last: Response | None) -> bytes | None:
+            if last is not None and last.status == 200:
+                refresh_tokens.append(json.loads(last.body)["refresh_token"])
+            return client.code_request(queue.pop()) if queue else None
+
+        await asyncio.sleep(0.5)
+        redeem = await chained(HOST, self.authproxy_port, next_code, 16)
+        out["code"] = _chain_summary(redeem)
+        log(f"  authorization_code: {redeem.rate:.0f}/s ({redeem.ok} ok, {redeem.failed} failed)")
+
+        out["refresh"] = await self.refresh_chains(
+            HOST, self.authproxy_port, refresh_tokens[:16], client.refresh_request
+        )
+        log(f"  authproxy refresh_token: {out['refresh']['per_s']:.0f}/s")
+
+    async def refresh_chains(
+        self, host: str, port: int, seeds: list[str], make: Any
+    ) -> dict[str, Any]:
+        """One chain of single-use refresh tokens per connection (rotation on every grant)."""
+        current = list(seeds)
+
+        def next_refresh(index: int, last: Response | None) -> bytes | None:
+            if last is not None:
+                if last.status != 200:
+                    return None  # the chain is broken; counted as a failure
+                current[index] = json.loads(last.body)["refresh_token"]
+            return make(current[index])
+
+        # a short warm-up on the same chains, then the measurement
+        await chained(host, port, next_refresh, len(seeds), duration=1.0)
+        result = await chained(host, port, next_refresh, len(seeds), duration=self.o.seconds)
+        return _chain_summary(result)
+
+    async def start_oidc(self) -> tuple[str, Proc] | None:
+        provider = REPO / "tests" / "oidc" / "provider.js"
+        if not (provider.parent / "node_modules" / "oidc-provider").is_dir() or not shutil.which(
+            "node"
+        ):
+            log("  oidc-provider is not installed (npm ci in tests/oidc): skipped")
+            return None
+        port = free_port()
+        proc = self.start(
+            "oidc-provider",
+            ["node", str(provider), "--port", str(port)],
+            PROXY_CORE,
+            env={
+                "OIDC_CLIENTS": flows.oidc_clients_env(),
+                "OIDC_JWKS": flows.oidc_jwks_env(),
+                "NODE_ENV": "production",
+            },
+            cwd=provider.parent,
+        )
+        found = await proc.wait_line(r"listening (\S+)")
+        issuer = found.group(1)
+        await proc.wait_http(issuer + "/.well-known/openid-configuration")
+        return issuer, proc
+
+    # --- P4 ----------------------------------------------------------------------------------
+
+    async def p4(self) -> None:
+        n = self.o.streams
+        log(f"P4: {n} concurrent idle SSE streams (fresh authproxy)")
+        if self.authproxy is not None:
+            self.stop(self.authproxy)
+        await self.start_authproxy()
+        proxy = self.authproxy
+        assert proxy is not None
+        # warm-up: the stream code paths run once before the idle baseline is taken
+        warm = sse.IdleStreams()
+        await warm.open(HOST, self.authproxy_port, MCP_PATH, self.token, 20)
+        await self.backend_control("/control/broadcast")
+        await warm.wait_broadcast(5)
+        warm.close()
+        await asyncio.sleep(1.0)
+        idle_rss = proxy.rss_kib()
+        streams = sse.IdleStreams()
+        started = time.monotonic()
+        await streams.open(HOST, self.authproxy_port, MCP_PATH, self.token, n)
+        open_s = time.monotonic() - started
+        await asyncio.sleep(1.0)
+        loaded_rss = proxy.rss_kib()
+        backend_idle = json.loads((await self.backend_control("/control/stats")).body)["idle"]
+        sent = json.loads((await self.backend_control("/control/broadcast")).body)["sent"]
+        await streams.wait_broadcast(30)
+        streams.close()
+        per_stream = (loaded_rss - idle_rss) / max(streams.opened, 1)
+        self.results["P4"] = {
+            "streams": n,
+            "opened": streams.opened,
+            "failed": streams.failed,
+            "statuses": streams.statuses,
+            "open_seconds": open_s,
+            "backend_streams": backend_idle,
+            "broadcast_sent": sent,
+            "broadcast_received": streams.received,
+            "idle_rss_kib": idle_rss,
+            "loaded_rss_kib": loaded_rss,
+            "kib_per_stream": per_stream,
+        }
+        log(
+            f"  opened {streams.opened}/{n} in {open_s:.1f} s; RSS {idle_rss} -> {loaded_rss} KiB "
+            f"({per_stream:.1f} KiB/stream); broadcast received by {streams.received}"
+        )
+
+    async def backend_control(self, path: str) -> Response:
+        conn = await Connection.open(HOST, self.backend_port)
+        method = "POST" if path.endswith("broadcast") else "GET"
+        response = await conn.request(build_request(method, path, f"{HOST}:{self.backend_port}"))
+        conn.close()
+        return response
+
+    # --- the run -----------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        started = time.monotonic()
+        await self.start_backend()
+        self.init_keys()
+        parts = self.o.only
+        if self.o.baselines_only:
+            parts = [p for p in parts if p in ("P1", "P2", "P3")]
+        else:
+            await self.start_authproxy()
+        for part in parts:
+            await getattr(self, part.lower())()
+        self.results["seconds"] = time.monotonic() - started
+        return self.results
+
+
+def _chain_summary(result: Any) -> dict[str, Any]:
+    return {
+        "ok": result.ok,
+        "failed": result.failed,
+        "seconds": result.elapsed,
+        "per_s": result.rate,
+        "statuses": {str(k): v for k, v in result.statuses.items()},
+        "first_failure": result.first_failure,
+    }
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+
+def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per figure: value, baseline, ratio, target, met."""
+    out: list[dict[str, Any]] = []
+
+    def row(
+        pid: str, metric: str, value: float, baseline: str, ratio: float | None,
+        target: str, met: bool | None,
+    ) -> None:  # fmt: skip
+        out.append(
+            {"id": pid, "metric": metric, "value": value, "baseline": baseline,
+             "ratio": ratio, "target": target, "met": met}
+        )  # fmt: skip
+
+    if "P1" in results and "authproxy" not in results["P1"]:
+        p1 = results["P1"]
+        row("P1", "requests/s, ReverseProxyResource", p1["rpr"]["rps"],
+            f"nginx {p1['nginx']['rps']:.0f}; direct {p1['direct']['rps']:.0f}", None, "", None)  # fmt: skip
+    elif "P1" in results:
+        p1 = results["P1"]
+        ap, rpr, ngx, direct = (p1[k]["rps"] for k in ("authproxy", "rpr", "nginx", "direct"))
+        ratio = ap / rpr
+        row(
+            "P1", "requests/s", ap, f"ReverseProxyResource {rpr:.0f}", ratio, "≥ 2.0×", ratio >= 2.0
+        )
+        row("P1", "requests/s", ap, f"nginx proxy_pass {ngx:.0f}", ap / ngx, "report", None)
+        row("P1", "requests/s", ap, f"backend direct {direct:.0f}", ap / direct, "report", None)
+        lat = p1["latency"]
+        added = lat["authproxy"]["p99_ms"] - lat["direct"]["p99_ms"]
+        row(
+            "P1", f"added p99 ms at {lat['rate']}/s", added,
+            f"direct p99 {lat['direct']['p99_ms']:.2f} ms", None, "≤ 2 ms", added <= 2.0,
+        )  # fmt: skip
+        for name, label in (("rpr", "ReverseProxyResource"), ("nginx", "nginx")):
+            other = lat[name]["p99_ms"] - lat["direct"]["p99_ms"]
+            row("P1", f"added p99 ms at {lat['rate']}/s", added,
+                f"{label} added {other:.2f} ms", None, "report", None)  # fmt: skip
+    if "P2" in results and "authproxy" not in results["P2"]:
+        p2 = results["P2"]
+        row("P2", "events/s, direct", p2["direct"]["events_per_s"],
+            f"p99 {p2['direct_latency']['p99_ms']:.3f} ms at 1000/s", None, "", None)  # fmt: skip
+    elif "P2" in results:
+        p2 = results["P2"]
+        ap, direct = p2["authproxy"]["events_per_s"], p2["direct"]["events_per_s"]
+        ratio = ap / direct
+        row("P2", "events/s", ap, f"direct {direct:.0f}", ratio, "≥ 50 %", ratio >= 0.5)
+        added = p2["authproxy_latency"]["p99_ms"] - p2["direct_latency"]["p99_ms"]
+        row("P2", "added p99 ms/event at 1000/s", added,
+            f"direct p99 {p2['direct_latency']['p99_ms']:.3f} ms", None, "≤ 1 ms", added <= 1.0)  # fmt: skip
+    if "P3" in results and "refresh" not in results["P3"]:
+        if "oidc_provider" in results["P3"]:
+            node = results["P3"]["oidc_provider"]["per_s"]
+            row("P3", "refresh grants/s, oidc-provider", node, "", None, "", None)
+    elif "P3" in results:
+        p3 = results["P3"]
+        refresh = p3["refresh"]["per_s"]
+        ok = refresh >= 1500 and p3["refresh"]["failed"] == 0
+        row("P3", "refresh grants/s", refresh, "— (absolute, 1 core)", None, "≥ 1500/s", ok)
+        if "oidc_provider" in p3:
+            node = p3["oidc_provider"]["per_s"]
+            row("P3", "refresh grants/s", refresh, f"oidc-provider {node:.0f}", refresh / node,
+                "report", None)  # fmt: skip
+        row("P3", "code redemptions/s", p3["code"]["per_s"], "— (absolute, 1 core)", None,
+            "report", None)  # fmt: skip
+    if "P4" in results:
+        p4 = results["P4"]
+        kib = p4["kib_per_stream"]
+        ok = kib <= 40 and p4["broadcast_received"] == p4["streams"]
+        row("P4", f"KiB RSS/stream, {p4['streams']} streams", kib,
+            f"idle RSS {p4['idle_rss_kib'] / 1024:.1f} MiB", None, "≤ 40 KiB", kib <= 40)  # fmt: skip
+        row("P4", "broadcast received", p4["broadcast_received"], f"of {p4['streams']}", None,
+            "all", p4["broadcast_received"] == p4["streams"])  # fmt: skip
+    if "P5" in results:
+        p5 = results["P5"]
+        row("P5", f"failed requests, {p5['rotations']} rotations", p5["failed"],
+            f"of {p5['wrk']['requests']}; {p5['rotations_observed']} rotations seen",
+            None, "0", p5["failed"] == 0 and p5["rotations_observed"] == p5["rotations"])  # fmt: skip
+    return out
+
+
+def format_table(table: list[dict[str, Any]]) -> str:
+    def fmt(value: float) -> str:
+        if isinstance(value, int) or float(value).is_integer():
+            return f"{value:.0f}"
+        return f"{value:.2f}" if abs(value) < 100 else f"{value:.0f}"
+
+    lines = [
+        "| id | metric | authproxy | baseline (same run) | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in table:
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}×"
+        met = {True: "yes", False: "**NO**", None: ""}[r["met"]]
+        lines.append(
+            f"| {r['id']} | {r['metric']} | {fmt(r['value'])} | {r['baseline']} | {ratio} "
+            f"| {r['target']} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def update_readme(table: str, info: dict[str, Any], when: str) -> None:
+    if not README.exists():
+        return
+    text = README.read_text()
+    if TABLE_BEGIN not in text or TABLE_END not in text:
+        return
+    head, rest = text.split(TABLE_BEGIN, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    machine_line = (
+        f"Run {when} on {info['cpu']} ({info['cores']} cores), Linux {info['kernel']}, "
+        f"Python {info['python']}, Twisted {info['twisted']}, {info['wrk']}, {info['nginx']}, "
+        f"node {info['node']}."
+    )
+    README.write_text(f"{head}{TABLE_BEGIN}\n{machine_line}\n\n{table}\n{TABLE_END}{tail}")
+
+
+async def amain(options: argparse.Namespace) -> int:
+    bench = Bench(options)
+    log(f"work directory {bench.workdir}")
+    try:
+        results = await bench.run()
+    finally:
+        bench.stop_all()
+    info = machine()
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    table = rows(results)
+    text = format_table(table)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    document = {
+        "when": when,
+        "machine": info,
+        "placement": {"proxy_core": PROXY_CORE, "load_core": LOAD_CORE},
+        "options": {k: v for k, v in vars(options).items()},
+        "targets": TARGETS,
+        "rows": table,
+        "results": results,
+    }
+    out = Path(options.output)
+    out.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    log(f"wrote {out}")
+    if options.update_readme:
+        update_readme(text, info, when)
+    if not options.keep:
+        shutil.rmtree(bench.workdir, ignore_errors=True)
+    return 0 if all(r["met"] is not False for r in table) else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="+", default=["P1", "P5", "P2", "P3", "P4"],
+                        choices=["P1", "P2", "P3", "P4", "P5"], help="parts to run, in order")  # fmt: skip
+    parser.add_argument("--seconds", type=float, default=5, help="each throughput measurement")
+    parser.add_argument("--rounds", type=int, default=2, help="best of N throughput rounds")
+    parser.add_argument("--latency-seconds", type=float, default=5)
+    parser.add_argument("--events", type=int, default=100_000, help="P2 events per stream")
+    parser.add_argument("--codes", type=int, default=2000, help="P3 codes to redeem")
+    parser.add_argument("--streams", type=int, default=2000, help="P4 idle streams")
+    parser.add_argument("--rotations", type=int, default=10, help="P5 key rotations")
+    parser.add_argument("--log-level", default="warn", help="authproxy logging.level")
+    parser.add_argument("--output", default=str(RESULTS / "latest.json"))
+    parser.add_argument("--no-readme", dest="update_readme", action="store_false")
+    parser.add_argument("--baselines-only", action="store_true",
+                        help="measure the baselines only (no authproxy): to debug the harness")  # fmt: skip
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    options = parser.parse_args()
+    sys.exit(asyncio.run(amain(options)))
+
+
+if __name__ == "__main__":
+    main()

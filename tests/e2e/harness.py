@@ -1,0 +1,247 @@
+"""Assemble a real deployment on loopback: oidc-provider, an MCP server, authproxy under twistd.
+
+authproxy's keys are laid out as a Kubernetes Secret mount (``..data`` symlink), so the
+scenarios can rotate them the way kubelet does.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import httpx2
+from mcp.client import Client
+from mcp.client.auth import OAuthClientProvider
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+
+from authproxy.testing import KubeletDir, ec_pem, hmac_secret
+from tests.e2e import procs
+from tests.e2e.useragent import BrowserLogin, UserAgent
+
+T = TypeVar("T")
+CLIENT_REDIRECT = "http://127.0.0.1:33418/callback"
+IDP_CLIENT_SECRET = "e2e-upstream-secret"
+
+
+class MemoryTokenStorage:
+    """The SDK's TokenStorage, in memory (what a real client keeps on disk)."""
+
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client_info: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client_info
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client_info = client_info
+
+
+@attrs.define
+class KeyDirs:
+    """authproxy's signing-key and HMAC directories, each a kubelet-style Secret mount."""
+
+    keys: KubeletDir
+    hmac: KubeletDir
+    key_pems: list[bytes]
+    hmac_secret: bytes
+
+    @classmethod
+    def create(cls, root: Path) -> KeyDirs:
+        dirs = cls(
+            KubeletDir(str(root / "keys")),
+            KubeletDir(str(root / "hmac")),
+            [ec_pem()],
+            hmac_secret(),
+        )
+        dirs.publish()
+        return dirs
+
+    def publish(self) -> None:
+        self.keys.publish({f"key-{i}.pem": pem for i, pem in enumerate(self.key_pems)})
+        self.hmac.publish({"hmac-0": self.hmac_secret})
+
+    def rotate(self) -> None:
+        """A new active key; the previous one stays as a verify-only key."""
+        self.key_pems = [ec_pem(), self.key_pems[0]]
+        self.publish()
+
+
+@attrs.define
+class Authproxy:
+    """authproxy as a real process (``twistd -n authproxy --config ...``)."""
+
+    config_path: Path
+    port: int
+    log_dir: Path
+    process: procs.RunningProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = procs.start_process(
+            [
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                "authproxy",
+                "--config",
+                str(self.config_path),
+            ],
+            cwd=procs.REPO_ROOT,
+            ready_url=self.url + "/ready",
+            timeout=30,
+            name="authproxy",
+            log_dir=self.log_dir,
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    """A TOML file from nested dicts (values: str, int, list of str, dict of str)."""
+    lines: list[str] = []
+
+    def emit(prefix: str, table: dict[str, Any]) -> None:
+        lines.append(f"[{prefix}]")
+        nested = []
+        for key, value in table.items():
+            if isinstance(value, dict):
+                nested.append((key, value))
+            else:
+                lines.append(f"{key} = {json.dumps(value)}")
+        for key, value in nested:
+            emit(f"{prefix}.{key}", value)
+
+    for name, table in sections.items():
+        emit(name, table)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@attrs.define
+class Deployment:
+    idp: procs.OIDCProvider
+    backend: procs.MCPServerProcess
+    proxy: Authproxy
+    keys: KeyDirs
+
+    @property
+    def mcp_url(self) -> str:
+        path = "/sse" if self.backend.transport == "sse" else "/mcp"
+        return self.proxy.url + path
+
+    def stop(self) -> None:
+        self.proxy.stop()
+        self.backend.stop()
+        self.idp.stop()
+
+
+def deploy(
+    root: Path,
+    transport: str = "streamable-http",
+    *,
+    access_token_lifespan: str = "15m",
+    idp_access_ttl: int | None = None,
+) -> Deployment:
+    """Start the IdP, the MCP server and authproxy in front of it."""
+    port = procs.free_port()
+    proxy_url = f"http://127.0.0.1:{port}"
+    client = procs.OIDCClient("authproxy", IDP_CLIENT_SECRET, (proxy_url + "/oauth/callback",))
+    idp = procs.start_oidc_provider([client], access_ttl=idp_access_ttl, log_dir=root)
+    backend = procs.start_mcp_server(transport, log_dir=root)
+    keys = KeyDirs.create(root)
+    secret_file = root / "upstream-secret"
+    secret_file.write_text(IDP_CLIENT_SECRET)
+    secret_file.chmod(0o400)
+    config = write_config(
+        root / "authproxy.toml",
+        {
+            "server": {"listen": [f"tcp:{port}:interface=127.0.0.1"], "public_url": proxy_url},
+            "backend": {"url": backend.base_url, "transport": transport},
+            "auth_server": {
+                "signing_keys_dir": keys.keys.path,
+                "hmac_secrets_dir": keys.hmac.path,
+                "access_token_lifespan": access_token_lifespan,
+            },
+            "upstream": {
+                "type": "oidc",
+                "issuer_url": idp.issuer,
+                "client_id": "authproxy",
+                "client_secret_file": str(secret_file),
+                "scopes": ["openid", "email", "profile", "offline_access"],
+            },
+        },
+    )
+    proxy = Authproxy(config, port, root)
+    proxy.start()
+    return Deployment(idp, backend, proxy, keys)
+
+
+@attrs.define
+class MCPUser:
+    """An MCP SDK client with its OAuth provider, token storage and browser stand-in."""
+
+    deployment: Deployment
+    storage: MemoryTokenStorage = attrs.field(factory=MemoryTokenStorage)
+    login: BrowserLogin | None = None
+    oauth: OAuthClientProvider | None = None
+
+    def provider(self, agent: UserAgent) -> OAuthClientProvider:
+        if self.oauth is None:
+            self.login = BrowserLogin(agent, "alice", procs.OIDC_PASSWORD)
+            self.oauth = OAuthClientProvider(
+                server_url=self.deployment.mcp_url,
+                client_metadata=OAuthClientMetadata(
+                    redirect_uris=[CLIENT_REDIRECT],  # type: ignore[list-item]
+                    client_name="authproxy e2e",
+                    grant_types=["authorization_code", "refresh_token"],
+                    response_types=["code"],
+                    token_endpoint_auth_method="none",
+                ),
+                storage=self.storage,
+                redirect_handler=self.login.redirect_handler,
+                callback_handler=self.login.callback_handler,
+            )
+        else:
+            assert self.login is not None
+            self.login.agent = agent
+        return self.oauth
+
+    async def session(self, use: Callable[[Client], Awaitable[T]]) -> T:
+        """Open an MCP session through authproxy (logging in when needed) and run ``use``."""
+        async with UserAgent() as agent:
+            oauth = self.provider(agent)
+            if self.deployment.backend.transport == "sse":
+                transport: Any = sse_client(self.deployment.mcp_url, auth=oauth)
+                async with Client(transport) as client:
+                    return await use(client)
+            http = httpx2.AsyncClient(auth=oauth, timeout=httpx2.Timeout(30, read=300))
+            async with (
+                http,
+                Client(streamable_http_client(self.deployment.mcp_url, http_client=http)) as client,
+            ):
+                return await use(client)

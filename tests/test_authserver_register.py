@@ -1,0 +1,339 @@
+"""Dynamic client registration (RFC 7591): validation, rate limit, caps and expiry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from authproxy._testing_upstream import AuthServerHarness, s256_pair
+from authproxy.authserver.ratelimit import TokenBucketLimiter
+from authproxy.authserver.register import check_redirect_uri, validate_client_metadata
+from authproxy.httputil import OAuthError
+
+SUPPORTED = ("openid", "profile", "email", "offline_access")
+GOOD_URI = "http://127.0.0.1:33418/callback"
+
+# (redirect URI, acceptable)
+REDIRECT_URI_TABLE: list[tuple[object, bool]] = [
+    ("https://app.example.com/callback", True),
+    ("https://app.example.com/cb?x=1", True),
+    ("http://127.0.0.1/callback", True),
+    ("http://127.0.0.1:8765/callback", True),
+    ("http://127.5.6.7:1/cb", True),
+    ("http://localhost:3000/callback", True),
+    ("http://LOCALHOST:3000/callback", True),
+    ("http://[::1]:3000/callback", True),
+    ("cursor://anysphere.cursor-retrieval/oauth/user-x/callback", True),
+    ("vscode://vscode.github-authentication/did-authenticate", True),
+    ("com.example.app:/oauth2redirect", True),
+    ("http://app.example.com/callback", False),
+    ("http://192.168.1.10/callback", False),
+    ("http://localhost.evil.com/callback", False),
+    ("https://app.example.com/callback#frag", False),
+    ("https://app.example.com/callback#", False),
+    ("javascript:alert(1)", False),
+    ("JavaScript:alert(1)", False),
+    ("data:text/html,hi", False),
+    ("file:///etc/passwd", False),
+    ("https:///nohost", False),
+    ("/relative/callback", False),
+    ("callback", False),
+    ("https://app.example.com/" + "a" * 2048, False),
+    ("https://app.example.com/ space", False),
+    ("http://127.0.0.1:99999/cb", False),
+    ("", False),
+    (42, False),
+    (None, False),
+]
+
+
+class RedirectURIValidationTests(SynchronousTestCase):
+    def test_table(self) -> None:
+        for uri, ok in REDIRECT_URI_TABLE:
+            why = check_redirect_uri(uri)
+            self.assertEqual(why is None, ok, f"{uri!r}: {why}")
+
+
+def refused(test: SynchronousTestCase, document: object) -> OAuthError:
+    return test.assertRaises(OAuthError, validate_client_metadata, document, SUPPORTED)
+
+
+class ClientMetadataValidationTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        md = validate_client_metadata({"redirect_uris": [GOOD_URI]}, SUPPORTED)
+        self.assertEqual(md.redirect_uris, (GOOD_URI,))
+        self.assertEqual(md.grant_types, ("authorization_code", "refresh_token"))
+        self.assertEqual(md.response_types, ("code",))
+        self.assertEqual(md.token_endpoint_auth_method, "none")
+        self.assertEqual(md.scopes, SUPPORTED)
+        self.assertIsNone(md.client_name)
+
+    def test_accepted_variants(self) -> None:
+        md = validate_client_metadata(
+            {
+                "redirect_uris": [GOOD_URI, GOOD_URI, "https://a.example/cb"],
+                "grant_types": ["authorization_code"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": "none",
+                "client_name": "Claude Code",
+                "scope": "openid email openid",
+                "client_uri": "https://claude.ai",
+                "contacts": ["a@b.c"],
+                "unknown_field": {"ignored": True},
+            },
+            SUPPORTED,
+        )
+        self.assertEqual(md.redirect_uris, (GOOD_URI, "https://a.example/cb"))
+        self.assertEqual(md.grant_types, ("authorization_code",))
+        self.assertEqual(md.scopes, ("openid", "email"))
+        self.assertEqual(md.client_name, "Claude Code")
+        self.assertEqual(md.extra, {"client_uri": "https://claude.ai", "contacts": ["a@b.c"]})
+
+    def test_table(self) -> None:
+        base: dict[str, Any] = {"redirect_uris": [GOOD_URI]}
+        cases: list[tuple[object, str]] = [
+            ([], "invalid_client_metadata"),
+            ("text", "invalid_client_metadata"),
+            ({}, "invalid_redirect_uri"),
+            ({"redirect_uris": []}, "invalid_redirect_uri"),
+            ({"redirect_uris": GOOD_URI}, "invalid_redirect_uri"),
+            ({"redirect_uris": [GOOD_URI] * 11}, "invalid_redirect_uri"),
+            ({"redirect_uris": ["http://evil.example/cb"]}, "invalid_redirect_uri"),
+            ({"redirect_uris": [GOOD_URI, "javascript:x"]}, "invalid_redirect_uri"),
+            ({"redirect_uris": [GOOD_URI + "#f"]}, "invalid_redirect_uri"),
+            (
+                {**base, "token_endpoint_auth_method": "client_secret_basic"},
+                "invalid_client_metadata",
+            ),
+            ({**base, "token_endpoint_auth_method": "private_key_jwt"}, "invalid_client_metadata"),
+            ({**base, "grant_types": ["refresh_token"]}, "invalid_client_metadata"),
+            (
+                {**base, "grant_types": ["authorization_code", "implicit"]},
+                "invalid_client_metadata",
+            ),
+            (
+                {**base, "grant_types": ["authorization_code", "client_credentials"]},
+                "invalid_client_metadata",
+            ),
+            ({**base, "grant_types": "authorization_code"}, "invalid_client_metadata"),
+            ({**base, "response_types": ["token"]}, "invalid_client_metadata"),
+            ({**base, "response_types": ["code", "token"]}, "invalid_client_metadata"),
+            ({**base, "response_types": []}, "invalid_client_metadata"),
+            ({**base, "client_name": "x" * 257}, "invalid_client_metadata"),
+            ({**base, "client_name": 5}, "invalid_client_metadata"),
+            ({**base, "scope": "openid admin"}, "invalid_client_metadata"),
+            ({**base, "scope": ["openid"]}, "invalid_client_metadata"),
+            ({**base, "logo_uri": 7}, "invalid_client_metadata"),
+            ({**base, "contacts": "a@b.c"}, "invalid_client_metadata"),
+        ]
+        for document, error in cases:
+            e = refused(self, document)
+            self.assertEqual((e.error, e.status), (error, 400), repr(document)[:120])
+            self.assertTrue(e.description)
+
+    def test_boundaries_accepted(self) -> None:
+        uris = [f"http://127.0.0.1/cb{i}" for i in range(10)]
+        md = validate_client_metadata({"redirect_uris": uris, "client_name": "x" * 256}, SUPPORTED)
+        self.assertEqual(len(md.redirect_uris), 10)
+        long_uri = "https://a.example/" + "a" * (2048 - len("https://a.example/"))
+        validate_client_metadata({"redirect_uris": [long_uri]}, SUPPORTED)
+
+
+class RegistrationEndpointTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.h = AuthServerHarness({"auth_server": {"registration": {"rate": "100/min"}}})
+
+    def test_created(self) -> None:
+        result = self.h.request(
+            "POST",
+            "/oauth/register",
+            json_body={"redirect_uris": [GOOD_URI], "client_name": "Inspector", "scope": "openid"},
+        )
+        self.assertEqual(result.code, 201)
+        self.assertEqual(result.header("cache-control"), "no-store")
+        body = result.json()
+        self.assertGreaterEqual(len(body["client_id"]), 32)
+        self.assertEqual(body["client_id_issued_at"], int(self.h.clock.seconds()))
+        self.assertEqual(body["redirect_uris"], [GOOD_URI])
+        self.assertEqual(body["grant_types"], ["authorization_code", "refresh_token"])
+        self.assertEqual(body["response_types"], ["code"])
+        self.assertEqual(body["token_endpoint_auth_method"], "none")
+        self.assertEqual(body["client_name"], "Inspector")
+        self.assertEqual(body["scope"], "openid")
+        self.assertNotIn("client_secret", body)
+        stored = self.successResultOf(self.h.storage.get_client(body["client_id"]))
+        assert stored is not None
+        self.assertEqual(stored.redirect_uris, (GOOD_URI,))
+        self.assertIsNone(stored.last_used_at)
+
+    def test_client_ids_are_random(self) -> None:
+        ids = {self.h.register()["client_id"] for _ in range(5)}
+        self.assertEqual(len(ids), 5)
+
+    def test_invalid_metadata_answers_400(self) -> None:
+        result = self.h.request(
+            "POST", "/oauth/register", json_body={"redirect_uris": ["http://evil.example/cb"]}
+        )
+        self.assertEqual(result.code, 400)
+        self.assertEqual(result.json()["error"], "invalid_redirect_uri")
+        self.assertIn("error_description", result.json())
+        result = self.h.request(
+            "POST", "/oauth/register", json_body={"redirect_uris": [GOOD_URI], "scope": "root"}
+        )
+        self.assertEqual((result.code, result.json()["error"]), (400, "invalid_client_metadata"))
+
+    def test_json_only(self) -> None:
+        result = self.h.request(
+            "POST",
+            "/oauth/register",
+            data={"redirect_uris": GOOD_URI},
+        )
+        self.assertEqual((result.code, result.json()["error"]), (400, "invalid_client_metadata"))
+        result = self.h.request(
+            "POST",
+            "/oauth/register",
+            data=b"{not json",
+            headers={"Content-Type": "application/json"},
+        )
+        self.assertEqual((result.code, result.json()["error"]), (400, "invalid_client_metadata"))
+
+    def test_body_limit(self) -> None:
+        padding = "x" * (64 * 1024)
+        result = self.h.request(
+            "POST",
+            "/oauth/register",
+            json_body={"redirect_uris": [GOOD_URI], "software_id": padding},
+        )
+        self.assertEqual(result.code, 413)
+
+    def test_get_not_allowed(self) -> None:
+        self.assertEqual(self.h.get("/oauth/register").code, 405)
+
+    def test_cors_preflight(self) -> None:
+        result = self.h.request("OPTIONS", "/oauth/register")
+        self.assertEqual(result.code, 204)
+        self.assertEqual(result.header("access-control-allow-origin"), "*")
+        self.assertIn("content-type", (result.header("access-control-allow-headers") or "").lower())
+
+
+class RateLimitTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.h = AuthServerHarness(
+            {
+                "auth_server": {"registration": {"rate": "3/min"}},
+                "server": {"trusted_proxies": ["127.0.0.1/32"]},
+            }
+        )
+
+    def register_from(self, address: str) -> Any:
+        return self.h.request(
+            "POST",
+            "/oauth/register",
+            json_body={"redirect_uris": [GOOD_URI]},
+            headers={"X-Forwarded-For": address},
+        )
+
+    def test_per_address_bucket(self) -> None:
+        for _ in range(3):
+            self.assertEqual(self.register_from("192.0.2.1").code, 201)
+        limited = self.register_from("192.0.2.1")
+        self.assertEqual(limited.code, 429)
+        self.assertEqual(limited.header("retry-after"), "20")
+        self.assertEqual(limited.json()["error"], "too_many_requests")
+        # another address has its own bucket
+        self.assertEqual(self.register_from("192.0.2.2").code, 201)
+        # one token comes back every 20 s
+        self.h.clock.advance(19)
+        self.assertEqual(self.register_from("192.0.2.1").code, 429)
+        self.h.clock.advance(1)
+        self.assertEqual(self.register_from("192.0.2.1").code, 201)
+        self.assertEqual(self.register_from("192.0.2.1").code, 429)
+        # a full period refills the whole burst
+        self.h.clock.advance(60)
+        for _ in range(3):
+            self.assertEqual(self.register_from("192.0.2.1").code, 201)
+
+    def test_spoofed_forwarded_for_is_not_trusted(self) -> None:
+        # The client prepends its own value; the trusted proxy appends the real peer.
+        for i in range(3):
+            result = self.register_from(f"10.0.0.{i}, 192.0.2.9")
+            self.assertEqual(result.code, 201)
+        self.assertEqual(self.register_from("10.0.0.99, 192.0.2.9").code, 429)
+
+    def test_untrusted_peer_counted_by_its_address(self) -> None:
+        h = AuthServerHarness({"auth_server": {"registration": {"rate": "1/min"}}})
+        first = h.request(
+            "POST",
+            "/oauth/register",
+            json_body={"redirect_uris": [GOOD_URI]},
+            headers={"X-Forwarded-For": "192.0.2.1"},
+        )
+        second = h.request(
+            "POST",
+            "/oauth/register",
+            json_body={"redirect_uris": [GOOD_URI]},
+            headers={"X-Forwarded-For": "192.0.2.2"},
+        )
+        self.assertEqual((first.code, second.code), (201, 429))
+
+
+class TokenBucketTests(SynchronousTestCase):
+    def test_bucket(self) -> None:
+        clock = Clock()
+        limiter = TokenBucketLimiter(clock, 2, 10.0, max_keys=2)
+        self.assertEqual(limiter.acquire("a"), 0)
+        self.assertEqual(limiter.acquire("a"), 0)
+        self.assertAlmostEqual(limiter.acquire("a"), 5.0)
+        clock.advance(5)
+        self.assertEqual(limiter.acquire("a"), 0)
+        self.assertEqual(TokenBucketLimiter.retry_after(0.2), "1")
+        self.assertEqual(TokenBucketLimiter.retry_after(4.01), "5")
+
+    def test_bounded_keys(self) -> None:
+        limiter = TokenBucketLimiter(Clock(), 1, 10.0, max_keys=2)
+        for key in ("a", "b", "c"):
+            self.assertEqual(limiter.acquire(key), 0)
+        self.assertEqual(len(limiter._buckets), 2)
+
+
+class ClientCapAndExpiryTests(SynchronousTestCase):
+    def test_cap_evicts_oldest_never_used(self) -> None:
+        h = AuthServerHarness(
+            {"auth_server": {"registration": {"max_clients": 2, "rate": "100/min"}}}
+        )
+        first = h.register()
+        h.clock.advance(1)
+        second = h.register()
+        h.tokens(first)  # first is now used
+        h.clock.advance(1)
+        third = h.register()
+        get = h.storage.get_client
+        self.assertIsNotNone(self.successResultOf(get(first["client_id"])))
+        self.assertIsNone(self.successResultOf(get(second["client_id"])))
+        self.assertIsNotNone(self.successResultOf(get(third["client_id"])))
+
+    def test_cap_of_used_clients_answers_503(self) -> None:
+        h = AuthServerHarness(
+            {"auth_server": {"registration": {"max_clients": 1, "rate": "100/min"}}}
+        )
+        h.tokens(h.register())
+        result = h.request("POST", "/oauth/register", json_body={"redirect_uris": [GOOD_URI]})
+        self.assertEqual(result.code, 503)
+        self.assertEqual(result.json()["error"], "temporarily_unavailable")
+
+    def test_unused_client_expires_and_use_renews(self) -> None:
+        h = AuthServerHarness({"auth_server": {"registration": {"unused_client_ttl": "1d"}}})
+        idle = h.register()
+        active = h.register()
+        verifier, challenge = s256_pair()
+        h.clock.advance(86400 - 10)
+        h.tokens(active)  # a use renews the client for another day
+        h.clock.advance(20)
+        result = h.get(h.authorize_url(idle, challenge))
+        self.assertEqual(result.code, 400)
+        self.assertIn(b"not registered", result.body)
+        h.clock.advance(86400 - 30)
+        self.assertEqual(h.get(h.authorize_url(active, challenge)).code, 302)
+        del verifier

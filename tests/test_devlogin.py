@@ -1,0 +1,261 @@
+"""The development upstream: loopback-only check, login page, code redemption, opaque tokens."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+from urllib.parse import parse_qsl, urlsplit
+
+import attrs
+import treq
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from authproxy.config import Config, ConfigError, config_from_mapping
+from authproxy.devlogin import (
+    CODE_LIFETIME,
+    LOGIN_PATH,
+    DevelopmentProvider,
+    check_development_allowed,
+    listen_is_loopback,
+)
+from authproxy.interfaces import (
+    IUpstreamProvider,
+    UpstreamDenied,
+    UpstreamError,
+    UpstreamSessionEnded,
+)
+from authproxy.storage.memory import MemoryStorage
+from authproxy.storage.models import PendingAuthorization
+from authproxy.upstream import make_upstream_provider
+from authproxy.web import PrefixTable
+
+START = 1_700_000_000.0
+
+
+def dev_config(listen: tuple[str, ...] = ("tcp:8080:interface=127.0.0.1",)) -> Config:
+    config = config_from_mapping(
+        {
+            "server": {"public_url": "http://127.0.0.1:8080"},
+            "backend": {"url": "http://127.0.0.1:9000"},
+            "upstream": {"type": "development"},
+        }
+    )
+    # listen strings set directly: some (ssl, systemd) need files or sockets to validate
+    return attrs.evolve(config, server=attrs.evolve(config.server, listen=listen))
+
+
+class LoopbackCheckTests(SynchronousTestCase):
+    def test_listen_table(self) -> None:
+        loopback = [
+            "tcp:8080:interface=127.0.0.1",
+            "tcp:port=8080:interface=127.0.0.2",
+            "tcp:8080:127.0.0.1",
+            "tcp:8080:interface=localhost",
+            r"tcp6:8080:interface=\:\:1",
+            "ssl:8443:privateKey=key.pem:certKey=cert.pem:interface=127.0.0.1",
+            "unix:/run/authproxy.sock",
+            "UNIX:address=/tmp/a.sock",
+        ]
+        public = [
+            "tcp:8080",
+            "tcp:8080:interface=0.0.0.0",
+            "tcp:8080:interface=",
+            "tcp:8080:interface=192.168.1.5",
+            r"tcp6:8080:interface=\:\:",
+            "ssl:8443:privateKey=key.pem",
+            "systemd:domain=INET:index=0",
+            "8080",
+            "",
+        ]
+        for description in loopback:
+            self.assertTrue(listen_is_loopback(description), description)
+        for description in public:
+            self.assertFalse(listen_is_loopback(description), description)
+
+    def test_check_development_allowed(self) -> None:
+        self.assertEqual(check_development_allowed(dev_config()), [])
+        problems = check_development_allowed(
+            dev_config(("tcp:8080:interface=127.0.0.1", "tcp:8443", "systemd:domain=INET:index=0"))
+        )
+        self.assertEqual(len(problems), 2)
+        self.assertTrue(problems[0].startswith('server.listen[1]: "tcp:8443" is not a loopback'))
+        self.assertTrue(problems[1].startswith("server.listen[2]:"))
+
+    def test_other_types_unaffected(self) -> None:
+        config = dev_config(("tcp:8080",))
+        config = attrs.evolve(
+            config,
+            upstream=attrs.evolve(
+                config.upstream, type="oidc", issuer_url="https://idp.example.test"
+            ),
+        )
+        self.assertEqual(check_development_allowed(config), [])
+
+    def test_factory_refuses(self) -> None:
+        clock = Clock()
+        error = self.assertRaises(
+            ConfigError,
+            make_upstream_provider,
+            dev_config(("tcp:8080",)),
+            MemoryStorage(clock),
+            clock,
+        )
+        self.assertIn("server.listen[0]", str(error))
+
+
+class DevelopmentFlowTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        observer = cast(ILogObserver, self.events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.storage = MemoryStorage(self.clock)
+        self.provider: Any = make_upstream_provider(dev_config(), self.storage, self.clock)
+        routes = self.provider.routes()
+        self.assertEqual(list(routes), [LOGIN_PATH])
+        root = PrefixTable()
+        root.mount_all(routes)
+        self.http: Any = StubTreq(root)
+
+    def pending(self, state: str) -> PendingAuthorization:
+        return PendingAuthorization(
+            state=state,
+            client_id="c",
+            redirect_uri="http://127.0.0.1:5555/cb",
+            client_state=None,
+            code_challenge="x" * 43,
+            code_challenge_method="S256",
+            scopes=("openid",),
+            resource="http://127.0.0.1:8080/mcp",
+            created_at=START,
+            expires_at=START + 600,
+        )
+
+    def get(self, url: str) -> tuple[int, str]:
+        response = self.successResultOf(self.http.get(url))
+        return response.code, self.successResultOf(treq.text_content(response))
+
+    def post(self, username: str, state: str) -> Any:
+        return self.successResultOf(
+            self.http.post(
+                "http://127.0.0.1:8080" + LOGIN_PATH,
+                data={"username": username, "state": state},
+                allow_redirects=False,
+            )
+        )
+
+    def login(self, username: str = "bob", state: str = "st-1") -> dict[str, str]:
+        response = self.post(username, state)
+        self.assertEqual(response.code, 303)
+        location = response.headers.getRawHeaders("location")[0]
+        self.assertTrue(location.startswith("http://127.0.0.1:8080/oauth/callback?"))
+        return dict(parse_qsl(urlsplit(location).query))
+
+    def test_interface_and_readiness(self) -> None:
+        self.assertTrue(verifyObject(IUpstreamProvider, self.provider))
+        self.assertEqual(self.provider.readiness()[0], True)
+        self.assertEqual(self.provider.services(), [])
+        self.assertEqual(self.provider.name, "development")
+
+    def test_warning_logged(self) -> None:
+        warnings = [e for e in self.events if e.get("log_level") and e["log_level"].name == "warn"]
+        self.assertTrue(any("development" in e["log_format"] for e in warnings))
+
+    def test_start_login(self) -> None:
+        login = self.provider.start_login("st-1")
+        self.assertEqual(login.url, "http://127.0.0.1:8080/oauth/dev-login?state=st-1")
+
+    def test_login_page(self) -> None:
+        code, body = self.get(self.provider.start_login('a"><script>x</script>').url)
+        self.assertEqual(code, 200)
+        self.assertIn('name="username"', body)
+        self.assertIn('type="hidden" name="state" value="a&quot;&gt;&lt;script&gt;', body)
+        self.assertNotIn("<script>", body)
+
+    def test_login_page_needs_state(self) -> None:
+        code, body = self.get("http://127.0.0.1:8080" + LOGIN_PATH)
+        self.assertEqual(code, 400)
+        self.assertEqual(self.post("bob", "").code, 400)
+
+    def test_bad_usernames(self) -> None:
+        for username in ("", "a b", "x" * 65, "<b>", "bob@host", "jos\u00e9"):
+            response = self.post(username, "st-1")
+            self.assertEqual(response.code, 400, username)
+            body = self.successResultOf(treq.text_content(response))
+            self.assertNotIn("<b>", body)
+
+    def test_flow(self) -> None:
+        args = self.login("bob", "st-1")
+        self.assertEqual(args["state"], "st-1")
+        identity = self.successResultOf(self.provider.finish_login(args, self.pending("st-1")))
+        self.assertEqual(
+            (identity.subject, identity.name, identity.email), ("bob", "bob", "bob@localhost")
+        )
+        session = self.successResultOf(self.storage.get_upstream_session(identity.tsid))
+        assert session is not None
+        self.assertEqual(session.expires_at, START + 7 * 86400)
+        token = self.successResultOf(self.provider.upstream_access_token(identity.tsid))
+        self.assertEqual(token, session.access_token)
+        self.assertNotIn(".", token)  # opaque: never a JWT
+        self.assertGreaterEqual(len(token), 40)
+        # the code is single use
+        self.failureResultOf(self.provider.finish_login(args, self.pending("st-1")), UpstreamError)
+
+    def test_token_renewed_after_an_hour(self) -> None:
+        args = self.login()
+        identity = self.successResultOf(self.provider.finish_login(args, self.pending("st-1")))
+        first = self.successResultOf(self.provider.upstream_access_token(identity.tsid))
+        self.clock.advance(3600)
+        second = self.successResultOf(self.provider.upstream_access_token(identity.tsid))
+        self.assertNotEqual(first, second)
+        self.successResultOf(self.provider.end_session(identity.tsid))
+        self.failureResultOf(
+            self.provider.upstream_access_token(identity.tsid), UpstreamSessionEnded
+        )
+
+    def test_state_must_match(self) -> None:
+        args = self.login("bob", "st-1")
+        self.failureResultOf(self.provider.finish_login(args, self.pending("st-2")), UpstreamError)
+
+    def test_code_expires(self) -> None:
+        args = self.login()
+        self.clock.advance(CODE_LIFETIME)
+        self.failureResultOf(self.provider.finish_login(args, self.pending("st-1")), UpstreamError)
+
+    def test_unknown_code(self) -> None:
+        self.failureResultOf(
+            self.provider.finish_login({"code": "nope", "state": "st-1"}, self.pending("st-1")),
+            UpstreamError,
+        )
+        self.failureResultOf(
+            self.provider.finish_login({"state": "st-1"}, self.pending("st-1")), UpstreamError
+        )
+
+    def test_error_denies(self) -> None:
+        self.failureResultOf(
+            self.provider.finish_login(
+                {"error": "access_denied", "state": "st-1"}, self.pending("st-1")
+            ),
+            UpstreamDenied,
+        )
+
+    def test_codes_are_bounded(self) -> None:
+        provider: DevelopmentProvider = self.provider
+        first = provider.issue_code("a", "s")
+        for _ in range(1000):
+            provider.issue_code("a", "s")
+        self.failureResultOf(
+            provider.finish_login({"code": first, "state": "s"}, self.pending("s")), UpstreamError
+        )
+
+    def test_page_headers(self) -> None:
+        response = self.successResultOf(self.http.get(self.provider.start_login("s").url))
+        headers = response.headers
+        self.assertEqual(headers.getRawHeaders("cache-control"), ["no-store"])
+        self.assertIn("frame-ancestors 'none'", headers.getRawHeaders("content-security-policy")[0])
+        self.assertEqual(headers.getRawHeaders("x-frame-options"), ["DENY"])

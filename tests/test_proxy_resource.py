@@ -1,0 +1,449 @@
+"""The streaming relay in memory: StubTreq -> proxy -> RequestTraversalAgent -> fake backend."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionRefusedError
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.iweb import IAgent
+from zope.interface import implementer
+
+from authproxy._testing_backend import FakeMCPBackend, ProxyHarness, proxy_config
+from authproxy.interfaces import UpstreamError, UpstreamUnavailable
+
+MCP = "https://mcp.example.com/mcp"
+
+
+class RelayTestCase(SynchronousTestCase):
+    def harness(self, **sections: dict[str, Any]) -> ProxyHarness:
+        return ProxyHarness(proxy_config(**sections) if sections else None)
+
+    def request(self, h: ProxyHarness, method: str, url: str, **kwargs: Any) -> Any:
+        d = h.client.request(method, url, **kwargs)
+        h.flush()
+        return self.successResultOf(d)
+
+    def body(self, h: ProxyHarness, response: Any) -> bytes:
+        d = response.content()
+        h.flush()
+        return self.successResultOf(d)
+
+    def json(self, h: ProxyHarness, response: Any) -> Any:
+        return json.loads(self.body(h, response))
+
+
+class HeaderTests(RelayTestCase):
+    def test_post_relayed_with_mcp_headers_untouched(self) -> None:
+        h = self.harness()
+        headers = {
+            **h.auth(),
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+            "Mcp-Session-Id": "s-1",
+            "MCP-Protocol-Version": "2025-06-18",
+            "Last-Event-ID": "42",
+            "Mcp-Method": "tools/call",
+            "Mcp-Name": "echo",
+            "Mcp-Param-Text": "hi",
+            "X-Unknown-Header": "u",
+        }
+        response = self.request(h, "POST", MCP + "?a=1&b=2", data=b'{"jsonrpc":"2.0"}', headers=headers)
+        self.assertEqual(response.code, 200)
+        echo = self.json(h, response)
+        self.assertEqual((echo["method"], echo["path"], echo["query"]), ("POST", "/mcp", "a=1&b=2"))
+        self.assertEqual(echo["body"], '{"jsonrpc":"2.0"}')
+        seen = h.backend.last
+        for name in (
+            "mcp-session-id",
+            "mcp-protocol-version",
+            "last-event-id",
+            "mcp-method",
+            "mcp-name",
+            "mcp-param-text",
+            "x-unknown-header",
+            "content-type",
+            "accept",
+        ):
+            self.assertEqual(seen.headers[name], [headers[_orig(headers, name)]], name)
+        # The response's MCP and unknown headers reach the client too.
+        self.assertEqual(response.headers.getRawHeaders("mcp-session-id"), ["session-1"])
+        self.assertEqual(response.headers.getRawHeaders("x-backend-custom"), ["kept"])
+
+    def test_host_is_the_backend(self) -> None:
+        h = self.harness()
+        self.request(h, "POST", MCP, data=b"{}", headers={**h.auth(), "Host": "mcp.example.com"})
+        self.assertEqual(h.backend.last.headers["host"], ["127.0.0.1:9000"])
+        self.assertEqual(h.backend.last.headers["x-forwarded-host"], ["mcp.example.com"])
+
+    def test_client_authorization_never_reaches_backend(self) -> None:
+        h = self.harness(upstream_token={"header_strategy": "none"})
+        self.request(h, "POST", MCP, data=b"{}", headers=h.auth())
+        self.assertNotIn("authorization", h.backend.last.headers)
+
+    def test_replace_strategy_sends_upstream_token(self) -> None:
+        h = self.harness()
+        token = h.token()
+        self.request(h, "POST", MCP, data=b"{}", headers=h.auth(token))
+        self.assertEqual(h.backend.last.headers["authorization"], ["Bearer upstream-token-1"])
+        self.assertEqual(h.provider.calls, ["tsid-1"])
+
+    def test_custom_strategy_uses_named_header(self) -> None:
+        h = self.harness(upstream_token={"header_strategy": "custom", "custom_header": "X-Up"})
+        self.request(
+            h, "POST", MCP, data=b"{}", headers={**h.auth(), "X-Up": "forged by the client"}
+        )
+        self.assertEqual(h.backend.last.headers["x-up"], ["Bearer upstream-token-1"])
+        self.assertNotIn("authorization", h.backend.last.headers)
+
+    def test_hop_by_hop_removed_towards_backend(self) -> None:
+        h = self.harness()
+        self.request(
+            h,
+            "POST",
+            MCP,
+            data=b"{}",
+            headers={
+                **h.auth(),
+                "Connection": "keep-alive, X-Client-Hop",
+                "X-Client-Hop": "1",
+                "Keep-Alive": "timeout=5",
+                "TE": "trailers",
+                "Trailer": "X-T",
+                "Upgrade": "websocket",
+                "Proxy-Authorization": "Basic eA==",
+                "X-Kept": "yes",
+            },
+        )
+        seen = h.backend.last.headers
+        for name in ("x-client-hop", "keep-alive", "te", "trailer", "upgrade", "proxy-authorization"):
+            self.assertNotIn(name, seen)
+        self.assertNotEqual(seen.get("connection"), ["keep-alive, X-Client-Hop"])
+        self.assertEqual(seen["x-kept"], ["yes"])
+
+    def test_hop_by_hop_removed_towards_client(self) -> None:
+        h = self.harness()
+        response = self.request(h, "POST", MCP, data=b"{}", headers=h.auth())
+        self.body(h, response)
+        for name in ("keep-alive", "proxy-authenticate"):
+            self.assertFalse(response.headers.hasHeader(name), name)
+        self.assertEqual(response.headers.getRawHeaders("x-backend-custom"), ["kept"])
+
+    def test_connection_listed_headers_removed_from_streams(self) -> None:
+        h = self.harness()
+        h.backend.response_headers = {
+            b"connection": b"x-backend-hop",
+            b"x-backend-hop": b"dropped",
+            b"keep-alive": b"timeout=5",
+            b"x-backend-custom": b"kept",
+        }
+        response = self.request(h, "GET", MCP, headers={**h.auth(), "Accept": "text/event-stream"})
+        self.assertFalse(response.headers.hasHeader("x-backend-hop"))
+        self.assertFalse(response.headers.hasHeader("keep-alive"))
+        self.assertEqual(response.headers.getRawHeaders("x-backend-custom"), ["kept"])
+
+    def test_forwarded_headers_from_untrusted_peer_are_replaced(self) -> None:
+        h = self.harness()
+        self.request(
+            h,
+            "POST",
+            MCP,
+            data=b"{}",
+            headers={
+                **h.auth(),
+                "X-Forwarded-For": "6.6.6.6",
+                "X-Forwarded-Proto": "http",
+                "X-Forwarded-Host": "evil.example",
+            },
+        )
+        seen = h.backend.last.headers
+        self.assertEqual(seen["x-forwarded-for"], ["127.0.0.1"])
+        # StubTreq's https connection is the truth, not the forged header
+        self.assertEqual(seen["x-forwarded-proto"], ["https"])
+        self.assertNotEqual(seen["x-forwarded-host"], ["evil.example"])
+
+    def test_forwarded_headers_from_trusted_proxy_are_extended(self) -> None:
+        h = self.harness(server={"trusted_proxies": ["127.0.0.0/8"]})
+        self.request(
+            h,
+            "POST",
+            MCP,
+            data=b"{}",
+            headers={
+                **h.auth(),
+                "X-Forwarded-For": "203.0.113.7",
+                "X-Forwarded-Proto": "http",
+                "X-Forwarded-Host": "mcp.example.com",
+            },
+        )
+        seen = h.backend.last.headers
+        self.assertEqual(seen["x-forwarded-for"], ["203.0.113.7, 127.0.0.1"])
+        self.assertEqual(seen["x-forwarded-proto"], ["http"])
+        self.assertEqual(seen["x-forwarded-host"], ["mcp.example.com"])
+
+    def test_backend_status_codes_pass_unchanged(self) -> None:
+        h = self.harness()
+        for code in (400, 404, 405):
+            response = self.request(
+                h, "POST", f"https://mcp.example.com/status/{code}", data=b"{}", headers=h.auth()
+            )
+            self.assertEqual(response.code, code)
+            self.assertEqual(self.json(h, response), {"status": code})
+
+    def test_delete_relayed(self) -> None:
+        h = self.harness()
+        response = self.request(h, "DELETE", MCP, headers={**h.auth(), "Mcp-Session-Id": "s"})
+        self.assertEqual(response.code, 204)
+        self.assertEqual(h.backend.last.method, "DELETE")
+
+    def test_other_methods_refused(self) -> None:
+        h = self.harness()
+        response = self.request(h, "PUT", MCP, data=b"{}", headers=h.auth())
+        self.assertEqual(response.code, 405)
+        self.assertEqual(h.backend.received, [])
+
+
+class OriginTests(RelayTestCase):
+    def test_foreign_origin_refused(self) -> None:
+        h = self.harness()
+        response = self.request(
+            h, "POST", MCP, data=b"{}", headers={**h.auth(), "Origin": "https://evil.example"}
+        )
+        self.assertEqual(response.code, 403)
+        self.assertEqual(self.json(h, response)["error"], "forbidden_origin")
+        self.assertEqual(h.backend.received, [])
+
+    def test_public_origin_and_allowed_origins_accepted(self) -> None:
+        h = self.harness(server={"allowed_origins": ["http://localhost:6274"]})
+        for origin in ("https://mcp.example.com", "https://MCP.example.com:443", "http://localhost:6274"):
+            response = self.request(
+                h, "POST", MCP, data=b"{}", headers={**h.auth(), "Origin": origin}
+            )
+            self.assertEqual(response.code, 200, origin)
+            self.assertEqual(
+                response.headers.getRawHeaders("access-control-allow-origin"), [origin]
+            )
+
+    def test_no_origin_accepted(self) -> None:
+        h = self.harness()
+        response = self.request(h, "POST", MCP, data=b"{}", headers=h.auth())
+        self.assertEqual(response.code, 200)
+
+    def test_preflight_needs_no_token(self) -> None:
+        h = self.harness()
+        response = self.request(
+            h,
+            "OPTIONS",
+            MCP,
+            headers={"Origin": "https://mcp.example.com", "Access-Control-Request-Method": "POST"},
+        )
+        self.assertEqual(response.code, 204)
+        self.assertIn(
+            "Authorization", response.headers.getRawHeaders("access-control-allow-headers")[0]
+        )
+
+
+class BodyLimitTests(RelayTestCase):
+    def test_declared_length_over_limit_is_413(self) -> None:
+        h = self.harness(server={"max_request_body": 100})
+        response = self.request(h, "POST", MCP, data=b"x" * 101, headers=h.auth())
+        self.assertEqual(response.code, 413)
+        self.assertEqual(self.json(h, response)["error"], "request_too_large")
+        self.assertEqual(h.backend.received, [])
+
+    def test_at_limit_passes(self) -> None:
+        h = self.harness(server={"max_request_body": 100})
+        response = self.request(h, "POST", MCP, data=b"x" * 100, headers=h.auth())
+        self.assertEqual(response.code, 200)
+
+
+class StreamingTests(RelayTestCase):
+    def open_stream(self, h: ProxyHarness, url: str = MCP) -> tuple[Any, list[bytes], Deferred]:
+        response = self.request(
+            h, "GET", url, headers={**h.auth(), "Accept": "text/event-stream"}
+        )
+        chunks: list[bytes] = []
+        done = h.client.collect(response, chunks.append)
+        h.flush()
+        return response, chunks, done
+
+    def test_sse_headers_sent_before_first_event(self) -> None:
+        h = self.harness()
+        response, chunks, done = self.open_stream(h)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders("content-type"), ["text/event-stream"])
+        self.assertEqual(response.headers.getRawHeaders("x-accel-buffering"), ["no"])
+        self.assertEqual(chunks, [])
+        self.assertNoResult(done)
+
+    def test_events_relayed_one_by_one(self) -> None:
+        h = self.harness()
+        _, chunks, done = self.open_stream(h)
+        for i in range(3):
+            h.backend.send_event(f'{{"n":{i}}}')
+            h.flush()
+            self.assertEqual(b"".join(chunks).count(b"\n\n"), i + 1)
+        self.assertNoResult(done)
+        h.clock.advance(3600)  # no total timeout on a stream
+        h.backend.send_event("late")
+        h.flush()
+        self.assertIn(b"data: late", b"".join(chunks))
+        h.backend.end_streams()
+        h.flush()
+        self.successResultOf(done)
+
+    def test_backend_death_ends_client_stream(self) -> None:
+        h = self.harness()
+        _, chunks, done = self.open_stream(h)
+        h.backend.send_event("one")
+        h.flush()
+        h.backend.kill_streams()
+        h.flush()
+        self.successResultOf(done)
+        self.assertEqual(b"".join(chunks), b"data: one\n\n")
+        # ... and the proxy keeps serving.
+        response = self.request(h, "POST", MCP, data=b"{}", headers=h.auth())
+        self.assertEqual(response.code, 200)
+
+    def test_client_disconnect_closes_backend_stream(self) -> None:
+        h = self.harness()
+        _, _, done = self.open_stream(h)
+        self.assertEqual(len(h.backend.streams), 1)
+        # Drop the client's connection to the proxy.
+        for pump in list(h.client._agent._pumps):  # type: ignore[attr-defined]
+            pump.clientIO.loseConnection()
+        h.flush()
+        self.failureResultOf(done)
+        self.assertEqual(h.backend.streams, [])
+        self.assertEqual(h.backend.streams_lost, 1)
+
+    def test_slow_client_pauses_backend(self) -> None:
+        h = self.harness()
+        self.open_stream(h)
+        # The proxy's end of its backend connection, and of the client's connection.
+        backend_side = next(iter(h.backend_agent._pumps)).clientIO
+        calls: list[str] = []
+        backend_side.pauseProducing = lambda: calls.append("pause")
+        backend_side.resumeProducing = lambda: calls.append("resume")
+        front = next(iter(h.client._agent._pumps)).serverIO.protocol  # type: ignore[attr-defined]
+        channel = getattr(front, "_channel", front)
+        # What the client socket does when its send buffer fills, then drains.
+        channel.pauseProducing()
+        self.assertEqual(calls, ["pause"])
+        channel.resumeProducing()
+        self.assertEqual(calls, ["pause", "resume"])
+
+
+class EndpointRewriteTests(RelayTestCase):
+    def sse_harness(self, chunks: tuple[bytes, ...], **server: Any) -> ProxyHarness:
+        config = proxy_config(
+            backend={"transport": "sse"}, server={"public_url": "https://mcp.example.com", **server}
+        )
+        return ProxyHarness(config, FakeMCPBackend(sse_path="/sse", endpoint_chunks=chunks))
+
+    def stream(self, h: ProxyHarness) -> bytes:
+        response = self.request(
+            h, "GET", "https://mcp.example.com/sse", headers={**h.auth(), "Accept": "text/event-stream"}
+        )
+        chunks: list[bytes] = []
+        h.client.collect(response, chunks.append)
+        h.flush()
+        return b"".join(chunks)
+
+    def test_relative_endpoint(self) -> None:
+        h = self.sse_harness((b"event: endpoint\r\ndata: /messages/?session_id=abc\r\n\r\n",))
+        self.assertEqual(
+            self.stream(h), b"event: endpoint\r\ndata: /messages/?session_id=abc\r\n\r\n"
+        )
+
+    def test_absolute_endpoint(self) -> None:
+        h = self.sse_harness(
+            (b"event: endpoint\ndata: http://127.0.0.1:9000/messages/?session_id=abc&x=1\n\n",)
+        )
+        self.assertEqual(
+            self.stream(h),
+            b"event: endpoint\ndata: https://mcp.example.com/messages/?session_id=abc&x=1\n\n",
+        )
+
+    def test_split_across_chunks(self) -> None:
+        raw = b"event: endpoint\r\ndata: http://127.0.0.1:9000/messages/?session_id=abc\r\n\r\n"
+        chunks = tuple(raw[i : i + 1] for i in range(len(raw)))
+        h = self.sse_harness(chunks + (b"data: {}\n\n",))
+        self.assertEqual(
+            self.stream(h),
+            b"event: endpoint\r\ndata: https://mcp.example.com/messages/?session_id=abc\r\n\r\n"
+            b"data: {}\n\n",
+        )
+
+    def test_message_path_is_proxied_and_guarded(self) -> None:
+        h = self.sse_harness((b"event: endpoint\ndata: /messages/?session_id=abc\n\n",))
+        url = "https://mcp.example.com/messages/?session_id=abc"
+        response = self.request(h, "POST", url, data=b"{}")
+        self.assertEqual(response.code, 401)
+        response = self.request(h, "POST", url, data=b"{}", headers=h.auth())
+        self.assertEqual(response.code, 200)
+        self.assertEqual(h.backend.last.path, "/messages/")
+        self.assertEqual(h.backend.last.query, "session_id=abc")
+
+
+@implementer(IAgent)
+class FailingAgent:
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.pending: list[Deferred] = []
+
+    def request(self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None) -> Deferred:
+        d: Deferred = Deferred()
+        if self.error is not None:
+            d.errback(self.error)
+        else:
+            self.pending.append(d)
+        return d
+
+
+class BackendFailureTests(RelayTestCase):
+    def test_unreachable_backend_is_502_json(self) -> None:
+        h = ProxyHarness(agent=FailingAgent(ConnectionRefusedError()))
+        response = self.request(h, "POST", MCP, data=b"{}", headers=h.auth())
+        self.assertEqual(response.code, 502)
+        self.assertEqual(self.json(h, response)["error"], "bad_gateway")
+
+    def test_no_response_headers_in_time_is_504(self) -> None:
+        agent = FailingAgent()
+        h = ProxyHarness(agent=agent)
+        d = h.client.post(MCP, data=b"{}", headers=h.auth())
+        h.flush()
+        self.assertNoResult(d)
+        h.clock.advance(h.config.backend.response_timeout + 1)
+        h.flush()
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 504)
+
+    def test_upstream_session_ended_is_401(self) -> None:
+        h = self.harness()
+        response = self.request(h, "POST", MCP, data=b"{}", headers=h.auth(h.token(tsid="gone")))
+        self.assertEqual(response.code, 401)
+        challenge = response.headers.getRawHeaders("www-authenticate")[0]
+        self.assertIn('error="invalid_token"', challenge)
+        self.assertIn("sign in again", self.json(h, response)["error_description"])
+        self.assertEqual(h.backend.received, [])
+
+    def test_upstream_transient_failure_is_503(self) -> None:
+        h = self.harness()
+        h.provider.failures["tsid-1"] = UpstreamUnavailable("IdP timed out", retry_after=7)
+        response = self.request(h, "POST", MCP, data=b"{}", headers=h.auth())
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.headers.getRawHeaders("retry-after"), ["7"])
+        self.assertEqual(h.backend.received, [])
+
+    def test_upstream_error_is_502(self) -> None:
+        h = self.harness()
+        h.provider.failures["tsid-1"] = UpstreamError("bad answer")
+        response = self.request(h, "POST", MCP, data=b"{}", headers=h.auth())
+        self.assertEqual(response.code, 502)
+
+
+def _orig(headers: dict[str, str], lower: str) -> str:
+    return next(k for k in headers if k.lower() == lower)
