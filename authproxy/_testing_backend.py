@@ -271,7 +271,7 @@ class ProxyHarness:
         )
         self.root = PrefixTable(fallback=self.proxy)
         self.root.mount_all(proxy_routes(self.config))
-        self.client = StubTreq(self.root)
+        self.client: Any = StubTreq(self.root)
 
     @property
     def public_url(self) -> str:

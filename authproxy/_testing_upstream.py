@@ -156,6 +156,8 @@ BASE_CONFIG: dict[str, Any] = {
     "server": {"public_url": "http://127.0.0.1:8080"},
     "backend": {"url": "http://127.0.0.1:9000"},
     "upstream": {"type": "development"},
+    # The consent page has its own tests; flows here go straight to the IdP.
+    "auth_server": {"consent": "skip"},
 }
 START_TIME = 1_700_000_000.0
 

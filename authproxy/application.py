@@ -8,20 +8,25 @@ ConfigError here, before anything listens.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.application.service import IService
+from twisted.application.service import IService, Service
 from twisted.logger import Logger
 from twisted.web.server import Site
 
+from authproxy import pages
 from authproxy.authserver.jwks import JWKSResource
+from authproxy.authserver.routes import auth_routes
 from authproxy.backend import backend_services
 from authproxy.config import Config, ConfigError
 from authproxy.keys import KeyFileError, KeyRing, KeySources
 from authproxy.logs import access_log_line
+from authproxy.proxy import make_proxy_resource, make_request_factory, proxy_routes
 from authproxy.storage.memory import MemoryStorage
 from authproxy.storage.sweeper import StorageSweeper
+from authproxy.upstream import make_upstream_provider, upstream_services
 from authproxy.watcher import SecretWatcher
 from authproxy.web import HealthResource, PrefixTable, Readiness, ReadyResource
 
@@ -39,6 +44,17 @@ class Application:
     storage: MemoryStorage
     services: list[IService] = attrs.field(factory=list)
     provider: Any = None
+
+
+class _Closing(Service):
+    """Runs ``close`` when the application stops (closes the backend connection pool)."""
+
+    def __init__(self, close: Callable[[], Any]) -> None:
+        self._close = close
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self._close()
 
 
 def load_ring(config: Config) -> tuple[KeyRing, KeySources]:
@@ -84,11 +100,26 @@ def build_application(config: Config, reactor: Any) -> Application:
     if probe is not None:
         readiness.register("backend", probe.readiness)
 
+    provider = make_upstream_provider(config, storage, reactor)
+    services.extend(upstream_services(provider))
+    readiness.register("upstream", provider.readiness)
+
+    pages.install_error_renderer()
+    root.mount_all(auth_routes(config, ring, storage, provider, reactor))
+    root.mount_all(proxy_routes(config))
+    proxy = make_proxy_resource(config, ring, storage, provider, reactor)
+    root.fallback = proxy
+    services.append(_Closing(proxy.close))
     root.mount("/health", HealthResource())
     root.mount("/ready", ReadyResource(readiness))
     root.mount("/.well-known/jwks.json", JWKSResource(ring))
 
-    site = Site(root, reactor=reactor, logFormatter=access_log_line)
+    site = Site(
+        root,
+        reactor=reactor,
+        logFormatter=access_log_line,
+        requestFactory=make_request_factory(config.server.max_request_body),
+    )
     site.displayTracebacks = False
     return Application(
         config=config,
@@ -99,4 +130,5 @@ def build_application(config: Config, reactor: Any) -> Application:
         ring=ring,
         storage=storage,
         services=services,
+        provider=provider,
     )

@@ -123,6 +123,10 @@ class OpaqueTokens:
             mac = b64url_decode(mac_text)
         except ValueError:
             return None
+        # base64 ignores the unused low bits of the last character: insist on the canonical
+        # spelling so that one token has exactly one accepted form.
+        if b64url(mac) != mac_text:
+            return None
         return random_part, mac
 
     def verify(self, token: str, kind: str) -> str | None:

@@ -34,7 +34,7 @@ DEFAULT_RETRY_AFTER = 5
 
 @attrs.frozen(repr=False)
 class IdPResponse:
-    """A complete IdP answer: status, parsed body (JSON object or form fields) and Retry-After."""
+    """A complete IdP answer: status and parsed body (JSON object or form fields)."""
 
     status: int
     body: dict[str, Any]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import datetime
 import json
 import os
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import flows
+import profiling
 import sse
 from httpclient import Connection, Response, build_request, chained, fixed_rate
 from keydir import KubeletDir, new_ec_key_pem, rotate_signing_keys
@@ -193,7 +195,6 @@ path = "{MCP_PATH}"
 [auth_server]
 signing_keys_dir = "{workdir / "keys"}"
 hmac_secrets_dir = "{workdir / "hmac"}"
-access_token_lifespan = "1h"
 consent = "skip"
 
 [auth_server.registration]
@@ -258,6 +259,7 @@ class Bench:
         self.client: flows.AuthproxyClient | None = None
         self.authproxy: Proc | None = None
         self.authproxy_port = 0
+        self.refresh_seeds: list[str] = []
 
     def start(self, *args: Any, **kwargs: Any) -> Proc:
         proc = Proc(*args, workdir=self.workdir, **kwargs)
@@ -289,12 +291,16 @@ class Bench:
     async def start_authproxy(self) -> None:
         self.authproxy_port = port = free_port()
         config = authproxy_config(self.workdir, port, self.backend_port, self.o.log_level)
-        self.authproxy = self.start(
-            f"authproxy-{port}",
-            [str(VENV_BIN / "twistd"), "-n", "--pidfile=", "authproxy", "--config", str(config)],
-            PROXY_CORE,
-            cwd=self.workdir,
-        )
+        if self.o.prewire:
+            command = [sys.executable, str(HERE / "prewire.py"), "--config", str(config)]
+        else:
+            # the command line of etc/authproxy.service
+            command = [
+                str(VENV_BIN / "twistd"), "-n", "--pidfile=",
+                "--logger", "authproxy.logs.observer",
+                "authproxy", "--config", str(config),
+            ]  # fmt: skip
+        self.authproxy = self.start(f"authproxy-{port}", command, PROXY_CORE, cwd=self.workdir)
         await self.authproxy.wait_http(f"http://{HOST}:{port}/health")
         try:
             await self.authproxy.wait_http(f"http://{HOST}:{port}/ready", timeout=10)
@@ -305,12 +311,17 @@ class Bench:
         await self.client.register()
         tokens = await self.client.tokens()
         self.token = tokens["access_token"]
+        header = self.token.split(".", 1)[0]
+        self.results["access_token_alg"] = json.loads(
+            base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))
+        )["alg"]
         # one request through the guard: the token works end to end
         conn = await Connection.open(HOST, port)
         response = await conn.request(self.p1_request(port, self.token))
         conn.close()
         if response.status != 200:
-            raise RuntimeError(f"proxied request: {response.status} {response.body[:300]!r}")
+            # the P3 token measurements still make sense; P1, P2, P4 and P5 will fail loudly
+            log(f"WARNING: proxied request: {response.status} {response.body[:300]!r}")
 
     def p1_request(self, port: int, token: str | None) -> bytes:
         headers = {
@@ -352,24 +363,8 @@ class Bench:
         )
         return result
 
-    async def max_rps(self, name: str, port: int, token: str | None) -> dict[str, Any]:
-        await self.wrk(port, token, 1)  # warm-up: connections, caches, first allocations
-        best: dict[str, Any] | None = None
-        for _ in range(self.o.rounds):
-            result = await self.wrk(port, token, self.o.seconds)
-            log(f"  {name}: {result['rps']:.0f} req/s, errors {result['errors']}")
-            if best is None or result["rps"] > best["rps"]:
-                best = result
-        assert best is not None
-        return best
-
-    # --- P1 ----------------------------------------------------------------------------------
-
     async def p1(self) -> None:
         log("P1: small JSON-RPC POST, keep-alive, 16 connections")
-        out: dict[str, Any] = {}
-        out["direct"] = await self.max_rps("backend direct", self.backend_port, None)
-
         rpr_port = free_port()
         rpr = self.start(
             "rpr",
@@ -377,37 +372,53 @@ class Bench:
              "--backend-port", str(self.backend_port)],
             PROXY_CORE,
         )  # fmt: skip
-        await rpr.wait_line(r"listening")
-        out["rpr"] = await self.max_rps("ReverseProxyResource", rpr_port, None)
-
         nginx_port = free_port()
         conf = nginx_config(self.workdir, nginx_port, self.backend_port)
         nginx = self.start("nginx", ["nginx", "-c", str(conf), "-p", str(conf.parent)], PROXY_CORE)
+        await rpr.wait_line(r"listening")
         await nginx.wait_http(f"http://{HOST}:{nginx_port}/health")
-        out["nginx"] = await self.max_rps("nginx", nginx_port, None)
 
-        targets = [("direct", self.backend_port, None)]
+        # (name, port, bearer); only one of them is loaded at a time, the others sit idle
+        targets: list[tuple[str, int, str | None]] = [
+            ("direct", self.backend_port, None),
+            ("rpr", rpr_port, None),
+            ("nginx", nginx_port, None),
+        ]
         if self.authproxy is not None:
-            out["authproxy"] = await self.max_rps("authproxy", self.authproxy_port, self.token)
             targets.append(("authproxy", self.authproxy_port, self.token))
-            # latency at half of authproxy's max rate, open loop, same rate for every target
-            rate = round(out["authproxy"]["rps"] / 2)
-        else:
-            rate = round(out["rpr"]["rps"] / 2)
-        targets += [("nginx", nginx_port, None), ("rpr", rpr_port, None)]
+        for _, port, token in targets:
+            await self.wrk(port, token, 1)  # warm-up: connections, caches, first allocations
+        # rounds interleave the targets, so a burst of noise on the machine hits them alike
+        out: dict[str, Any] = {}
+        for _ in range(self.o.rounds):
+            for name, port, token in targets:
+                result = await self.wrk(port, token, self.o.seconds)
+                log(f"  {name}: {result['rps']:.0f} req/s, errors {result['errors']}")
+                if name not in out or result["rps"] > out[name]["rps"]:
+                    out[name] = result
+
+        # latency at half of authproxy's max rate, open loop, the same rate for every target
+        rate = round(out["authproxy" if self.authproxy is not None else "rpr"]["rps"] / 2)
         lat: dict[str, Any] = {"rate": rate}
-        for name, port, token in targets:
-            result = await fixed_rate(
-                HOST, port, self.p1_request(port, token), rate, self.o.latency_seconds
-            )
-            lat[name] = result.summary()
-            log(
-                f"  {name} at {rate}/s: p50 {lat[name]['p50_ms']:.2f} ms, p99 {lat[name]['p99_ms']:.2f} ms, failed {result.failed}"
-            )
+        for _ in range(self.o.rounds):
+            for name, port, token in targets:
+                result = await fixed_rate(
+                    HOST, port, self.p1_request(port, token), rate, self.o.latency_seconds
+                )
+                summary = result.summary()
+                log(
+                    f"  {name} at {rate}/s: p50 {summary['p50_ms']:.2f} ms, "
+                    f"p99 {summary['p99_ms']:.2f} ms, failed {result.failed}"
+                )
+                # the quieter round counts (lower p99), as for throughput the better one
+                if name not in lat or summary["p99_ms"] < lat[name]["p99_ms"]:
+                    lat[name] = summary
         out["latency"] = lat
         self.stop(rpr)
         self.stop(nginx)
         self.results["P1"] = out
+        if self.o.profile and self.authproxy is not None:
+            await self.profiled("P1", self.wrk(self.authproxy_port, self.token, self.o.seconds + 2))
 
     # --- P5 ----------------------------------------------------------------------------------
 
@@ -485,11 +496,15 @@ class Bench:
             log(f"  {name}: {best['events_per_s']:.0f} events/s")
         rate = 1000
         n = int(rate * (1 + self.o.latency_seconds))
-        for name, port, token in self.sse_targets("_latency"):
-            out[name] = await sse.latency(HOST, port, MCP_PATH, token, rate, n)
-            log(
-                f"  {name} at {rate} events/s: p50 {out[name]['p50_ms']:.3f} ms, p99 {out[name]['p99_ms']:.3f} ms"
-            )
+        for _ in range(self.o.rounds):
+            for name, port, token in self.sse_targets("_latency"):
+                result = await sse.latency(HOST, port, MCP_PATH, token, rate, n)
+                log(
+                    f"  {name} at {rate} events/s: p50 {result['p50_ms']:.3f} ms, "
+                    f"p99 {result['p99_ms']:.3f} ms"
+                )
+                if name not in out or result["p99_ms"] < out[name]["p99_ms"]:
+                    out[name] = result
         self.results["P2"] = out
 
     def sse_targets(self, suffix: str) -> list[tuple[str, int, str | None]]:
@@ -539,6 +554,12 @@ class Bench:
             HOST, self.authproxy_port, refresh_tokens[:16], client.refresh_request
         )
         log(f"  authproxy refresh_token: {out['refresh']['per_s']:.0f}/s")
+        if self.o.profile:
+            seeds = self.refresh_seeds
+            await self.profiled(
+                "P3-refresh",
+                self.refresh_chains(HOST, self.authproxy_port, seeds, client.refresh_request),
+            )
 
     async def refresh_chains(
         self, host: str, port: int, seeds: list[str], make: Any
@@ -556,7 +577,21 @@ class Bench:
         # a short warm-up on the same chains, then the measurement
         await chained(host, port, next_refresh, len(seeds), duration=1.0)
         result = await chained(host, port, next_refresh, len(seeds), duration=self.o.seconds)
+        self.refresh_seeds = current
         return _chain_summary(result)
+
+    async def profiled(self, name: str, workload: Any) -> None:
+        """Run ``workload`` once more with py-spy sampling authproxy; write the summary."""
+        assert self.authproxy is not None
+        raw = self.workdir / f"profile-{name}.raw"  # collapsed stacks, e.g. for flamegraph.pl
+        RESULTS.mkdir(exist_ok=True)
+        spy = await profiling.record(self.authproxy.pid, self.o.seconds, raw, LOAD_CORE)
+        await asyncio.sleep(0.5)
+        await workload
+        await spy.wait()
+        summary = profiling.summarise(raw)
+        (RESULTS / f"profile-{name}.txt").write_text(summary)
+        log(f"  profile of {name} written to {RESULTS / f'profile-{name}.txt'}")
 
     async def start_oidc(self) -> tuple[str, Proc] | None:
         provider = REPO / "tests" / "oidc" / "provider.js"
@@ -723,7 +758,10 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         p3 = results["P3"]
         refresh = p3["refresh"]["per_s"]
         ok = refresh >= 1500 and p3["refresh"]["failed"] == 0
-        row("P3", "refresh grants/s", refresh, "— (absolute, 1 core)", None, "≥ 1500/s", ok)
+        alg = results.get("access_token_alg", "?")
+        row(
+            "P3", f"refresh grants/s ({alg})", refresh, "— (absolute, 1 core)", None, "≥ 1500/s", ok
+        )
         if "oidc_provider" in p3:
             node = p3["oidc_provider"]["per_s"]
             row("P3", "refresh grants/s", refresh, f"oidc-provider {node:.0f}", refresh / node,
@@ -807,7 +845,8 @@ async def amain(options: argparse.Namespace) -> int:
     out = Path(options.output)
     out.write_text(json.dumps(document, indent=2, default=str) + "\n")
     log(f"wrote {out}")
-    if options.update_readme:
+    full = set(options.only) == {"P1", "P2", "P3", "P4", "P5"}
+    if options.update_readme and full and not (options.baselines_only or options.prewire):
         update_readme(text, info, when)
     if not options.keep:
         shutil.rmtree(bench.workdir, ignore_errors=True)
@@ -822,7 +861,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="best of N throughput rounds")
     parser.add_argument("--latency-seconds", type=float, default=5)
     parser.add_argument("--events", type=int, default=100_000, help="P2 events per stream")
-    parser.add_argument("--codes", type=int, default=2000, help="P3 codes to redeem")
+    parser.add_argument("--codes", type=int, default=5000, help="P3 codes to redeem")
     parser.add_argument("--streams", type=int, default=2000, help="P4 idle streams")
     parser.add_argument("--rotations", type=int, default=10, help="P5 key rotations")
     parser.add_argument("--log-level", default="warn", help="authproxy logging.level")
@@ -830,6 +869,10 @@ def main() -> None:
     parser.add_argument("--no-readme", dest="update_readme", action="store_false")
     parser.add_argument("--baselines-only", action="store_true",
                         help="measure the baselines only (no authproxy): to debug the harness")  # fmt: skip
+    parser.add_argument("--prewire", action="store_true",
+                        help="run authproxy through benchmarks/prewire.py (debugging only)")  # fmt: skip
+    parser.add_argument("--profile", action="store_true",
+                        help="after P1 and P3, run them once more under py-spy (results/profile-*)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     options = parser.parse_args()
     sys.exit(asyncio.run(amain(options)))

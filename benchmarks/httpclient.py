@@ -98,6 +98,9 @@ class Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._head_seen = loop.create_future()
         self._done = loop.create_future()
+        # a stream's caller may never await one of them: their errors must not warn at exit
+        self._head_seen.add_done_callback(_retrieve)
+        self._done.add_done_callback(_retrieve)
         self._on_data = on_data
         if self.transport is None or self.transport.is_closing():
             self._done.set_exception(HTTPError("connection closed"))
@@ -208,6 +211,11 @@ class Connection(asyncio.Protocol):
         response.body = bytes(self._body)
         if self._done is not None and not self._done.done():
             self._done.set_result(response)
+
+
+def _retrieve(future: asyncio.Future[Response]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

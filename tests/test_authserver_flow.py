@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import html
+import re
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from authproxy._testing_upstream import AuthServerHarness, s256_pair
 from authproxy.authserver.routes import auth_routes
+from authproxy.storage.models import PendingAuthorization
 from tests.test_authserver_token import claims_of
 
 
@@ -77,3 +81,63 @@ class FlowTests(SynchronousTestCase):
                 ]
             ),
         )
+
+
+class ConsentWiringTests(SynchronousTestCase):
+    """The consent step sits between authorize and the IdP (its own tests: test_consent)."""
+
+    def setUp(self) -> None:
+        self.h = AuthServerHarness({"auth_server": {"consent": "always"}})
+        self.client = self.h.register()
+        self.verifier, self.challenge = s256_pair()
+
+    def test_approve_then_login(self) -> None:
+        page = self.h.get(self.h.authorize_url(self.client, self.challenge))
+        self.assertEqual(page.code, 200)
+        self.assertIn("text/html", page.header("content-type") or "")
+        fields = dict(re.findall(rb'name="(state|csrf_token)" value="([^"]+)"', page.body))
+        self.assertEqual(set(fields), {b"state", b"csrf_token"})
+        cookies = "; ".join(c.split(";", 1)[0] for c in page.headers.get("set-cookie", []))
+        approved = self.h.post_form(
+            "/oauth/consent",
+            {
+                "state": html.unescape(fields[b"state"].decode()),
+                "csrf_token": html.unescape(fields[b"csrf_token"].decode()),
+                "decision": "approve",
+            },
+            headers={"Cookie": cookies},
+        )
+        self.assertEqual(approved.code, 302, approved.body)
+        back = self.h.get(approved.header("location") or "")
+        result = self.h.get(back.header("location") or "")
+        params = result.location_params()
+        self.assertEqual(params["state"], "client-state-123")
+        tokens = self.h.redeem(self.client, params["code"], self.verifier)
+        self.assertEqual(tokens.code, 200)
+
+    def test_callback_without_consent_refused(self) -> None:
+        now = self.h.clock.seconds()
+        pending = PendingAuthorization(
+            state="s" * 43,
+            client_id=self.client["client_id"],
+            redirect_uri=self.client["redirect_uris"][0],
+            client_state="x",
+            code_challenge=self.challenge,
+            code_challenge_method="S256",
+            scopes=("openid",),
+            resource=self.h.base + "/mcp",
+            created_at=now,
+            expires_at=now + 600,
+        )
+        self.successResultOf(self.h.storage.put_pending(pending))
+        login = self.h.provider.start_login(pending.state)
+        idp = self.h.get(login.url)
+        result = self.h.get(idp.header("location") or "")
+        self.assertEqual(result.code, 400)
+        self.assertIsNone(result.header("location"))
+        self.assertIn(b"not approved", result.body)
+
+    def test_consent_path_mounted_only_when_used(self) -> None:
+        self.assertIn(b"/oauth/consent", self.h.root.exact)
+        skip = AuthServerHarness()
+        self.assertNotIn(b"/oauth/consent", skip.root.exact)

@@ -67,7 +67,8 @@ class ProxyOverRealMCP(TestCase):
         self.root = PrefixTable()
         self.site = Site(self.root, requestFactory=make_request_factory(4 * 1024 * 1024))
         self.connections = WrappingFactory(self.site)
-        self.port = reactor.listenTCP(0, self.connections, interface="127.0.0.1")
+        listen: Any = reactor.listenTCP
+        self.port = listen(0, self.connections, interface="127.0.0.1")
         self.public_url = f"http://127.0.0.1:{self.port.getHost().port}"
         config = config_from_mapping(
             {
@@ -103,7 +104,7 @@ class ProxyOverRealMCP(TestCase):
         self.headers = {"Authorization": f"Bearer {self.token}"}
 
     @inlineCallbacks
-    def tearDown(self) -> Any:
+    def tearDown(self) -> Any:  # type: ignore[override]
         yield self.port.stopListening()
         for protocol in list(self.connections.protocols):
             protocol.transport.loseConnection()
@@ -266,7 +267,9 @@ class StreamableHTTPTests(MCPThroughProxyMixin, ProxyOverRealMCP):
                     },
                 )
                 session = init.headers["mcp-session-id"]
-                self.post(client, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session)
+                self.post(
+                    client, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session
+                )
                 lines: list[str] = []
                 headers = {**self.headers, "Accept": ACCEPT, "Mcp-Session-Id": session}
                 call = {

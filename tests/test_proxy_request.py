@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
@@ -26,8 +27,12 @@ class Recorder(Resource):
 class LimitedRequestTests(SynchronousTestCase):
     def connect(self, limit: int = 10) -> tuple[Recorder, StringTransport, object]:
         resource = Recorder()
-        site = Site(resource, requestFactory=make_request_factory(limit))
+        clock = Clock()
+        site = Site(resource, requestFactory=make_request_factory(limit), reactor=clock)
         channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
+        # The channel's idle timeout must run on the test clock, not the global reactor
+        # (where it would outlive this test and dirty the next real-reactor TestCase).
+        channel.callLater = clock.callLater  # type: ignore[union-attr]
         transport = StringTransport()
         channel.makeConnection(transport)
         return resource, transport, channel
@@ -58,8 +63,7 @@ class LimitedRequestTests(SynchronousTestCase):
     def test_chunked_body_counted_while_arriving(self) -> None:
         resource, transport, channel = self.connect()
         channel.dataReceived(  # type: ignore[attr-defined]
-            b"POST /mcp HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-            b"8\r\n12345678\r\n"
+            b"POST /mcp HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n"
         )
         self.assertEqual(transport.value(), b"")
         channel.dataReceived(b"8\r\n12345678\r\n")  # type: ignore[attr-defined]

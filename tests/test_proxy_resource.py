@@ -50,7 +50,9 @@ class HeaderTests(RelayTestCase):
             "Mcp-Param-Text": "hi",
             "X-Unknown-Header": "u",
         }
-        response = self.request(h, "POST", MCP + "?a=1&b=2", data=b'{"jsonrpc":"2.0"}', headers=headers)
+        response = self.request(
+            h, "POST", MCP + "?a=1&b=2", data=b'{"jsonrpc":"2.0"}', headers=headers
+        )
         self.assertEqual(response.code, 200)
         echo = self.json(h, response)
         self.assertEqual((echo["method"], echo["path"], echo["query"]), ("POST", "/mcp", "a=1&b=2"))
@@ -118,7 +120,14 @@ class HeaderTests(RelayTestCase):
             },
         )
         seen = h.backend.last.headers
-        for name in ("x-client-hop", "keep-alive", "te", "trailer", "upgrade", "proxy-authorization"):
+        for name in (
+            "x-client-hop",
+            "keep-alive",
+            "te",
+            "trailer",
+            "upgrade",
+            "proxy-authorization",
+        ):
             self.assertNotIn(name, seen)
         self.assertNotEqual(seen.get("connection"), ["keep-alive, X-Client-Hop"])
         self.assertEqual(seen["x-kept"], ["yes"])
@@ -217,7 +226,11 @@ class OriginTests(RelayTestCase):
 
     def test_public_origin_and_allowed_origins_accepted(self) -> None:
         h = self.harness(server={"allowed_origins": ["http://localhost:6274"]})
-        for origin in ("https://mcp.example.com", "https://MCP.example.com:443", "http://localhost:6274"):
+        for origin in (
+            "https://mcp.example.com",
+            "https://MCP.example.com:443",
+            "http://localhost:6274",
+        ):
             response = self.request(
                 h, "POST", MCP, data=b"{}", headers={**h.auth(), "Origin": origin}
             )
@@ -261,9 +274,7 @@ class BodyLimitTests(RelayTestCase):
 
 class StreamingTests(RelayTestCase):
     def open_stream(self, h: ProxyHarness, url: str = MCP) -> tuple[Any, list[bytes], Deferred]:
-        response = self.request(
-            h, "GET", url, headers={**h.auth(), "Accept": "text/event-stream"}
-        )
+        response = self.request(h, "GET", url, headers={**h.auth(), "Accept": "text/event-stream"})
         chunks: list[bytes] = []
         done = h.client.collect(response, chunks.append)
         h.flush()
@@ -345,7 +356,10 @@ class EndpointRewriteTests(RelayTestCase):
 
     def stream(self, h: ProxyHarness) -> bytes:
         response = self.request(
-            h, "GET", "https://mcp.example.com/sse", headers={**h.auth(), "Accept": "text/event-stream"}
+            h,
+            "GET",
+            "https://mcp.example.com/sse",
+            headers={**h.auth(), "Accept": "text/event-stream"},
         )
         chunks: list[bytes] = []
         h.client.collect(response, chunks.append)
@@ -394,7 +408,9 @@ class FailingAgent:
         self.error = error
         self.pending: list[Deferred] = []
 
-    def request(self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None) -> Deferred:
+    def request(
+        self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None
+    ) -> Deferred:
         d: Deferred = Deferred()
         if self.error is not None:
             d.errback(self.error)

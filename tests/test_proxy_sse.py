@@ -51,14 +51,16 @@ class RewriterTests(SynchronousTestCase):
         self.assertEqual(run([self.endpoint]), self.rewritten)
 
     def test_every_split_point(self) -> None:
-        tail = b": comment\n\nevent: message\ndata: {\"endpoint\": 1}\n\n"
+        tail = b': comment\n\nevent: message\ndata: {"endpoint": 1}\n\n'
         raw = self.endpoint + tail
         for i in range(1, len(raw)):
             self.assertEqual(run([raw[:i], raw[i:]]), self.rewritten + tail, i)
 
     def test_byte_by_byte(self) -> None:
         raw = self.endpoint + b"data: x\n\n"
-        self.assertEqual(run([raw[i : i + 1] for i in range(len(raw))]), self.rewritten + b"data: x\n\n")
+        self.assertEqual(
+            run([raw[i : i + 1] for i in range(len(raw))]), self.rewritten + b"data: x\n\n"
+        )
 
     def test_field_order_and_line_endings(self) -> None:
         for eol in (b"\n", b"\r", b"\r\n"):
@@ -69,7 +71,11 @@ class RewriterTests(SynchronousTestCase):
             absolute = raw.replace(b"/messages", b"http://127.0.0.1:9000/messages")
             self.assertEqual(
                 run([absolute]),
-                b"data: https://mcp.example.com/messages/?s=1" + eol + b"event: endpoint" + eol + eol,
+                b"data: https://mcp.example.com/messages/?s=1"
+                + eol
+                + b"event: endpoint"
+                + eol
+                + eol,
             )
 
     def test_cr_lf_split_between_chunks(self) -> None:
@@ -79,7 +85,7 @@ class RewriterTests(SynchronousTestCase):
 
     def test_other_events_untouched_and_immediate(self) -> None:
         r = rewriter()
-        event = b"event: message\ndata: {\"jsonrpc\": \"2.0\"}\n\n"
+        event = b'event: message\ndata: {"jsonrpc": "2.0"}\n\n'
         self.assertEqual(r.feed(event), event)
         self.assertEqual(r.feed(b"data: endpoint is a word\n\n"), b"data: endpoint is a word\n\n")
         self.assertEqual(r.feed(b": keepalive\r\n\r\n"), b": keepalive\r\n\r\n")
@@ -87,9 +93,7 @@ class RewriterTests(SynchronousTestCase):
     def test_partial_event_held_until_complete(self) -> None:
         r = rewriter()
         self.assertEqual(r.feed(b"event: endpoint\n"), b"")
-        self.assertEqual(
-            r.feed(b"data: /m?s=1\n\n"), b"event: endpoint\ndata: /m?s=1\n\n"
-        )
+        self.assertEqual(r.feed(b"data: /m?s=1\n\n"), b"event: endpoint\ndata: /m?s=1\n\n")
 
     def test_large_event_streams_through(self) -> None:
         r = EndpointEventRewriter(lambda url: "REWRITTEN", max_held=100)
@@ -97,7 +101,9 @@ class RewriterTests(SynchronousTestCase):
         out = r.feed(b"event: message\n") + r.feed(big[:250]) + r.feed(big[250:]) + r.feed(b"\n")
         self.assertEqual(out, b"event: message\n" + big + b"\n")
         # ...and the parser is back in step for the next event.
-        self.assertEqual(r.feed(b"event: endpoint\ndata: /a\n\n"), b"event: endpoint\ndata: REWRITTEN\n\n")
+        self.assertEqual(
+            r.feed(b"event: endpoint\ndata: /a\n\n"), b"event: endpoint\ndata: REWRITTEN\n\n"
+        )
 
     def test_unfinished_event_flushed_at_end(self) -> None:
         r = rewriter()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from authproxy.tap import Options, makeService
 
@@ -78,7 +78,7 @@ def _twistd(*args: str) -> list[str]:
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", *args]
 
 
-class DaemonProcessTests(TestCase):
+class DaemonProcessTests(SynchronousTestCase):
     """twistd -n authproxy as a real process on a free loopback port."""
 
     def test_serves_health(self) -> None:

@@ -8,16 +8,15 @@ installs it and fails instead; see ``procs.ensure_oidc_fixture``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import attrs
 import pytest
-import pytest_twisted
 from twisted.internet import reactor as global_reactor
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
 
 from authproxy.config import config_from_mapping
 from authproxy.interfaces import UpstreamIdentity, UpstreamSessionEnded
@@ -37,14 +36,6 @@ CLIENTS = {
         token_endpoint_auth_method="client_secret_post",
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def oidc() -> Iterator[procs.OIDCProvider]:
-    procs.ensure_oidc_fixture()
-    provider = procs.start_oidc_provider(list(CLIENTS.values()), access_ttl=60)
-    yield provider
-    provider.stop()
 
 
 def _browser_login(url: str, username: str) -> dict[str, str]:
@@ -67,9 +58,7 @@ async def _until_ready(provider: Any, timeout: float = 10.0) -> None:
         waited += 0.05
 
 
-@pytest.mark.parametrize("auth_method", sorted(CLIENTS))
-@pytest_twisted.ensureDeferred
-async def test_login_and_refresh(oidc: procs.OIDCProvider, auth_method: str) -> None:
+async def login_and_refresh(oidc: procs.OIDCProvider, auth_method: str) -> None:
     client = CLIENTS[auth_method]
     assert client.client_secret is not None
     config = config_from_mapping(
@@ -142,3 +131,24 @@ async def test_login_and_refresh(oidc: procs.OIDCProvider, auth_method: str) -> 
     finally:
         for service in services:
             await maybeDeferred(service.stopService)
+
+
+class RealProviderTests(TestCase):
+    """Trial runs the real reactor; the login itself happens in a thread (asyncio)."""
+
+    oidc: procs.OIDCProvider
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        procs.ensure_oidc_fixture()
+        cls.oidc = procs.start_oidc_provider(list(CLIENTS.values()), access_ttl=60)
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.oidc.stop()
+
+    def test_login_and_refresh_client_secret_basic(self) -> Deferred[None]:
+        return ensureDeferred(login_and_refresh(self.oidc, "client_secret_basic"))
+
+    def test_login_and_refresh_client_secret_post(self) -> Deferred[None]:
+        return ensureDeferred(login_and_refresh(self.oidc, "client_secret_post"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from typing import Protocol
 
 import attrs
 from twisted.logger import Logger
@@ -32,6 +33,15 @@ from authproxy.tokens import Clock, is_valid_s256_challenge
 
 # How long a user may take at the upstream IdP (password, MFA, consent) before coming back.
 DEFAULT_PENDING_LIFESPAN = 600.0
+
+
+class ConsentGate(Protocol):
+    """The consent step (``authproxy.authserver.consent.ConsentStep``) as authorize sees it."""
+
+    async def begin(
+        self, request: Request, pending: PendingAuthorization, client: RegisteredClient
+    ) -> bytes | None:
+        """None to go on to the IdP at once, else the consent page's body."""
 
 
 class AuthorizationRedirectError(Exception):
@@ -77,6 +87,7 @@ class AuthorizeResource(AsyncResource):
         allowed_audiences: Sequence[str],
         scopes_supported: Sequence[str],
         pending_lifespan: float = DEFAULT_PENDING_LIFESPAN,
+        consent: ConsentGate | None = None,
     ) -> None:
         super().__init__()
         self.storage = storage
@@ -86,6 +97,7 @@ class AuthorizeResource(AsyncResource):
         self.allowed_audiences = tuple(allowed_audiences)
         self.scopes_supported = tuple(scopes_supported)
         self.pending_lifespan = pending_lifespan
+        self.consent = consent
 
     async def handle_GET(self, request: Request) -> bytes:
         pairs = query_pairs(request)
@@ -112,7 +124,7 @@ class AuthorizeResource(AsyncResource):
             )
         await self.storage.touch_client(client.client_id)
         await self.storage.put_pending(pending)
-        return await self._hand_off(request, pending)
+        return await self._hand_off(request, pending, client)
 
     async def _client_and_redirect_uri(
         self, pairs: list[tuple[str, str]]
@@ -215,16 +227,25 @@ class AuthorizeResource(AsyncResource):
             )
         return requested
 
-    async def _hand_off(self, request: Request, pending: PendingAuthorization) -> bytes:
-        """Continue a valid, stored authorization request.
+    async def _hand_off(
+        self, request: Request, pending: PendingAuthorization, client: RegisteredClient
+    ) -> bytes:
+        """Continue a valid, stored authorization request: consent first, then the IdP.
 
-        This is the seam where the consent page goes: a subclass (or the consent issue) shows
-        it here and calls :meth:`redirect_to_upstream` once the user approved.
+        Without a consent step (or when it needs no page) the request counts as consented.
+        Otherwise the consent page is shown; its approval calls :meth:`redirect_to_upstream`.
         """
-        return await self.redirect_to_upstream(request, pending)
+        if self.consent is not None:
+            page = await self.consent.begin(request, pending, client)
+            if page is not None:
+                return page
+        return await self.redirect_to_upstream(request, attrs.evolve(pending, consented=True))
 
     async def redirect_to_upstream(self, request: Request, pending: PendingAuthorization) -> bytes:
-        """Start the upstream login for ``pending`` and send the browser to the IdP."""
+        """Start the upstream login for ``pending`` and send the browser to the IdP.
+
+        Also the consent page's continuation (``ConsentResource(continue_to_upstream=...)``).
+        """
         try:
             login = self.provider.start_login(pending.state)
         except UpstreamError as e:

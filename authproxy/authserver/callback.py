@@ -45,6 +45,7 @@ class CallbackResource(AsyncResource):
         opaque: OpaqueTokens,
         issuer: str,
         auth_code_lifespan: float,
+        require_consent: bool = False,
     ) -> None:
         super().__init__()
         self.storage = storage
@@ -53,6 +54,7 @@ class CallbackResource(AsyncResource):
         self.opaque = opaque
         self.issuer = issuer
         self.auth_code_lifespan = auth_code_lifespan
+        self.require_consent = require_consent
 
     async def handle_GET(self, request: Request) -> bytes:
         args: dict[str, str] = {}
@@ -64,6 +66,19 @@ class CallbackResource(AsyncResource):
         pending = await self.storage.take_pending(states[0])
         if pending is None:
             raise expired_state_page()
+        if self.require_consent and not pending.consented:
+            # Only reachable by skipping the consent page: never issue a code for it.
+            self.log.warn(
+                "Callback for client {client_id} without consent refused",
+                client_id=pending.client_id,
+            )
+            raise HTMLPageError(
+                400,
+                "This sign-in was not approved",
+                "The sign-in you are returning from was never approved on this server's "
+                "consent page.",
+                "Go back to your application and sign in again.",
+            )
 
         if "error" in args:
             error = args["error"] if args["error"] in _PASSED_THROUGH_ERRORS else "access_denied"

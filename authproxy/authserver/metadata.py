@@ -23,6 +23,7 @@ METADATA_MAX_AGE = 300
 
 AUTHORIZE_PATH = "/oauth/authorize"
 CALLBACK_PATH = "/oauth/callback"
+CONSENT_PATH = "/oauth/consent"
 TOKEN_PATH = "/oauth/token"
 REGISTER_PATH = "/oauth/register"
 REVOKE_PATH = "/oauth/revoke"

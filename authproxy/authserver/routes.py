@@ -6,9 +6,11 @@ from twisted.web.resource import IResource
 
 from authproxy.authserver.authorize import AuthorizeResource
 from authproxy.authserver.callback import CallbackResource
+from authproxy.authserver.consent import ConsentResource, ConsentStep
 from authproxy.authserver.metadata import (
     AUTHORIZE_PATH,
     CALLBACK_PATH,
+    CONSENT_PATH,
     REGISTER_PATH,
     REVOKE_PATH,
     TOKEN_PATH,
@@ -32,7 +34,9 @@ def auth_routes(
     provider: IUpstreamProvider,
     clock: Clock,
 ) -> dict[str, IResource]:
-    """Path -> Resource for metadata, registration, authorize, callback, token and revoke.
+    """Path -> Resource for metadata, registration, authorize, consent, callback, token, revoke.
+
+    With ``auth_server.consent = "skip"`` there is no consent step (and no consent path).
 
     Also includes the provider's own routes (the development login page). The JWKS is not
     here: it is mounted from ``authproxy.authserver.jwks``.
@@ -49,14 +53,21 @@ def auth_routes(
         limiter,
         trusted_proxies=config.server.trusted_proxies,
     )
-    routes[AUTHORIZE_PATH] = AuthorizeResource(
+    consent = auth.consent != "skip"
+    authorize = AuthorizeResource(
         storage=storage,
         provider=provider,
         clock=clock,
         issuer=auth.issuer,
         allowed_audiences=auth.allowed_audiences,
         scopes_supported=auth.scopes_supported,
+        consent=ConsentStep(config, storage, ring, clock) if consent else None,
     )
+    routes[AUTHORIZE_PATH] = authorize
+    if consent:
+        routes[CONSENT_PATH] = ConsentResource(
+            config, storage, ring, clock, continue_to_upstream=authorize.redirect_to_upstream
+        )
     routes[CALLBACK_PATH] = CallbackResource(
         storage=storage,
         provider=provider,
@@ -64,6 +75,7 @@ def auth_routes(
         opaque=opaque,
         issuer=auth.issuer,
         auth_code_lifespan=auth.auth_code_lifespan,
+        require_consent=consent,
     )
     routes[TOKEN_PATH] = TokenResource(
         storage=storage,

@@ -37,6 +37,16 @@ def deployment(request: pytest.FixtureRequest, root: Path) -> Iterator[Deploymen
     d.stop()
 
 
+def find_user_agent_error(error: BaseException) -> UserAgentError | None:
+    if isinstance(error, UserAgentError):
+        return error
+    for inner in getattr(error, "exceptions", ()):
+        if (found := find_user_agent_error(inner)) is not None:
+            return found
+    cause = error.__cause__ or error.__context__
+    return find_user_agent_error(cause) if cause is not None else None
+
+
 def kid_of(token: str) -> str:
     header = jws.JWS()
     header.deserialize(token)
@@ -231,13 +241,10 @@ def test_idp_and_backend_outages(root: Path) -> None:
         d.idp.stop()
 
         async def try_login() -> UserAgentError | None:
-            fresh = MCPUser(d)
             try:
-                await fresh.session(list_echo_count)
-            except* UserAgentError as group:
-                return group.exceptions[0]  # type: ignore[return-value]
-            except* Exception:
-                return None
+                await MCPUser(d).session(list_echo_count)
+            except BaseException as e:  # the SDK wraps it in exception groups
+                return find_user_agent_error(e)
             return None
 
         error = procs.run_async(try_login)
