@@ -206,6 +206,9 @@ class FakeUpstreamTokens:
             return fail(UpstreamSessionEnded("no such session"))
         return succeed(self.tokens[tsid])
 
+    def check_reachable(self) -> Deferred[None]:
+        return succeed(None)
+
     def start_login(self, state: str) -> Any:
         raise NotImplementedError
 

@@ -32,6 +32,7 @@ from authproxy.interfaces import (
     UpstreamIdentity,
     UpstreamLogin,
     UpstreamSessionEnded,
+    UpstreamUnavailable,
 )
 from authproxy.storage.models import PendingAuthorization
 
@@ -96,6 +97,7 @@ class FakeUpstreamProvider:
         self.name_claim: str | None = "Alice Example"
         self.email: str | None = "alice@example.com"
         self.deny = False
+        self.unreachable = False
         self.start_failure: UpstreamError | None = None
         self.finish_failure: UpstreamError | None = None
         self.sessions: dict[str, str] = {}
@@ -103,6 +105,11 @@ class FakeUpstreamProvider:
         self.idp_requests: list[dict[str, str]] = []
         self._started: dict[str, tuple[str, str]] = {}  # state -> (verifier, nonce)
         self._codes: dict[str, _IssuedCode] = {}
+
+    def check_reachable(self) -> Deferred[None]:
+        if self.unreachable:
+            return defer.fail(UpstreamUnavailable("the fake IdP is down", retry_after=7))
+        return defer.succeed(None)
 
     def start_login(self, state: str) -> UpstreamLogin:
         if self.start_failure is not None:

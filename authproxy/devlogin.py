@@ -144,6 +144,10 @@ class DevelopmentProvider(TokenSessions):
     def routes(self) -> Mapping[str, Any]:
         return {LOGIN_PATH: DevLoginPage(self)}
 
+    def check_reachable(self) -> Deferred[None]:
+        """The login page is served by this process: always reachable."""
+        return succeed(None)
+
     def start_login(self, state: str) -> UpstreamLogin:
         """The development login page for the pending authorization ``state``."""
         return UpstreamLogin(

@@ -65,6 +65,13 @@ class IUpstreamProvider(Interface):
         Raises UpstreamUnavailable while the IdP metadata is not known yet.
         """
 
+    def check_reachable() -> Deferred[None]:
+        """Fires when the IdP's login page can be reached; fails with UpstreamUnavailable.
+
+        Called before the browser is redirected, so an IdP outage shows authproxy's error
+        page instead of the browser's connection error.
+        """
+
     def finish_login(
         args: Mapping[str, str], pending: PendingAuthorization
     ) -> Deferred[UpstreamIdentity]:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from urllib.parse import quote, urlencode
 
 import attrs
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.interfaces import IReactorTime
 
 from authproxy.config import Config
@@ -28,6 +28,7 @@ from authproxy.interfaces import (
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
 from authproxy.upstream_http import IdPHTTP, IdPResponse
+from authproxy.upstream_reachability import ReachabilityProbe
 from authproxy.upstream_sessions import (
     TokenEndpointError,
     TokenResponse,
@@ -75,6 +76,7 @@ class CodeFlowProvider(TokenSessions):
         self._auth_method = upstream.token_endpoint_auth_method
         self._redirect_uri = upstream.redirect_uri
         self._scope = " ".join(upstream.scopes)
+        self._reachability = ReachabilityProbe(clock)
 
     # -- what subclasses provide ------------------------------------------------------------
     def _authorization_endpoint(self) -> str:
@@ -107,6 +109,14 @@ class CodeFlowProvider(TokenSessions):
         if self.uses_nonce:
             nonce = params["nonce"] = secrets.token_urlsafe(24)
         return UpstreamLogin(url=add_query(endpoint, params), code_verifier=verifier, nonce=nonce)
+
+    def check_reachable(self) -> Deferred[None]:
+        """Probe the authorization endpoint's host before the browser is sent there."""
+        try:
+            endpoint = self._authorization_endpoint()
+        except UpstreamError as e:
+            return fail(e)
+        return self._reachability.check(endpoint)
 
     def finish_login(
         self, args: Mapping[str, str], pending: PendingAuthorization

@@ -221,6 +221,15 @@ class AuthorizeTests(SynchronousTestCase):
         self.assertEqual(result.header("retry-after"), "7")
         self.assertIsNone(result.header("location"))
 
+    def test_unreachable_idp_gets_error_page_not_redirect(self) -> None:
+        self.h.provider.unreachable = True
+        result = self.authorize()
+        self.assertEqual(result.code, 502)
+        self.assertIn("text/html", result.header("content-type"))
+        self.assertIsNone(result.header("location"))
+        self.h.provider.unreachable = False
+        self.assertEqual(self.authorize().code, 302)
+
     def test_upstream_error_page(self) -> None:
         self.h.provider.start_failure = UpstreamError("bad metadata")
         result = self.authorize()

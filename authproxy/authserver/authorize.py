@@ -247,6 +247,7 @@ class AuthorizeResource(AsyncResource):
         Also the consent page's continuation (``ConsentResource(continue_to_upstream=...)``).
         """
         try:
+            await self.provider.check_reachable()
             login = self.provider.start_login(pending.state)
         except UpstreamError as e:
             self.log.warn("Upstream login could not start: {error}", error=str(e))

@@ -166,6 +166,7 @@ def deploy(
     *,
     access_token_lifespan: str = "15m",
     idp_access_ttl: int | None = None,
+    header_strategy: str = "replace",
 ) -> Deployment:
     """Start the IdP, the MCP server and authproxy in front of it."""
     port = procs.free_port()
@@ -194,6 +195,7 @@ def deploy(
                 "client_secret_file": str(secret_file),
                 "scopes": ["openid", "email", "profile", "offline_access"],
             },
+            "upstream_token": {"header_strategy": header_strategy},
         },
     )
     proxy = Authproxy(config, port, root)
