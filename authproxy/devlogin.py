@@ -22,6 +22,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from authproxy import pages
 from authproxy.config import Config
 from authproxy.interfaces import (
     IUpstreamProvider,
@@ -211,32 +212,15 @@ class DevelopmentProvider(TokenSessions):
         )
 
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>authproxy development login</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}}
-label,input,button{{display:block;font-size:1rem;margin:.5rem 0}}input{{width:100%;padding:.4rem}}
-.error{{color:#b00020}}.note{{color:#555}}</style></head>
-<body><main><h1>Development login</h1>
-<p class="note">authproxy runs with its built-in development identity provider: type any user
-name. Never use this beyond your own machine.</p>
+_FORM = """<p class="lead">authproxy runs with its built-in development identity provider:
+type any user name. Never use this beyond your own machine.</p>
 {error}<form method="post" action="{action}">
 <input type="hidden" name="state" value="{state}">
-<label>User name <input name="username" value="{username}" required autofocus
- maxlength="{maxlength}" pattern="[A-Za-z0-9._\\-]+" autocomplete="username"></label>
-<button type="submit">Log in</button>
-</form></main></body></html>
-"""
-
-_HEADERS = {
-    "Cache-Control": "no-store",
-    "Pragma": "no-cache",
-    "Content-Type": "text/html; charset=utf-8",
-    # no form-action: browsers apply it to the redirects after the post, to the client
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-}
+<dl><div><dt><label for="username">User name</label></dt>
+<dd><input id="username" name="username" value="{username}" required autofocus
+ maxlength="{maxlength}" pattern="[A-Za-z0-9._\\-]+" autocomplete="username"></dd></div></dl>
+<div class="actions"><button class="primary" type="submit">Log in</button></div>
+</form>"""
 
 
 def _arg(request: Request, name: bytes) -> str:
@@ -257,15 +241,15 @@ class DevLoginPage(Resource):
         self, request: Request, status: int, state: str, username: str = "", error: str = ""
     ) -> bytes:
         request.setResponseCode(status)
-        for name, value in _HEADERS.items():
-            request.setHeader(name, value)
-        return _PAGE.format(
+        pages.set_page_headers(request, has_form=True)
+        body = _FORM.format(
             action=escape(self._provider.login_url),
             state=escape(state),
             username=escape(username),
             maxlength=MAX_USERNAME,
-            error=f'<p class="error" role="alert">{escape(error)}</p>\n' if error else "",
-        ).encode("utf-8")
+            error=f'<p class="note" role="alert">{escape(error)}</p>\n' if error else "",
+        )
+        return pages.page_document("Development login", body, "authproxy").encode("utf-8")
 
     def render_GET(self, request: Request) -> bytes:
         state = _arg(request, b"state")

@@ -62,6 +62,9 @@ button.primary{background:var(--accent);color:var(--on-accent)}
 button.secondary{background:transparent;color:var(--text);border-color:var(--border)}
 button:hover{filter:brightness(1.08)}
 button:focus-visible{outline:3px solid var(--focus);outline-offset:3px}
+input{font:inherit;width:100%;min-height:44px;padding:.5rem .75rem;color:var(--text);
+background:var(--card);border:1px solid var(--muted);border-radius:8px}
+input:focus-visible{outline:3px solid var(--focus);outline-offset:2px}
 @media (max-width:30rem){body{padding:0}main{border-radius:0;border-width:0;min-height:100vh;
 padding:1.5rem 1.1rem}dl div{grid-template-columns:1fr}.actions button{flex:1 1 100%}}
 """.strip()

@@ -242,9 +242,10 @@ class UserAgent:
     ) -> tuple[Form, Button | None, list[tuple[str, str]]]:
         forms = parse_forms(body)
         for form in forms:
-            if form.has_password():
+            user_field = next((n for n in _USER_FIELDS if n in form.field_names()), None)
+            # A user-name-only form is a login too (authproxy's development login page).
+            if form.has_password() or user_field is not None:
                 overrides = {n: password for n, kind, _ in form.fields if kind == "password"}
-                user_field = next((n for n in _USER_FIELDS if n in form.field_names()), None)
                 if user_field is None:
                     raise UserAgentError(
                         "login form without user field", url=url, status=200, body=body
