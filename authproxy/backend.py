@@ -46,7 +46,9 @@ class BackendProbe(TimerService):
 
     def probe(self) -> Any:
         endpoint = HostnameEndpoint(self._reactor, self._host, self._port, timeout=self._timeout)
-        d = endpoint.connect(Factory.forProtocol(Protocol))
+        factory = Factory.forProtocol(Protocol)
+        factory.noisy = False  # one probe a second would flood the log with factory starts
+        d = endpoint.connect(factory)
 
         def connected(protocol: Protocol) -> None:
             if not self.reachable:

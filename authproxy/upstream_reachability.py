@@ -42,7 +42,9 @@ class ReachabilityProbe:
             self._reactor, parts.hostname or "", port, timeout=self._timeout
         )
         try:
-            protocol: Any = await endpoint.connect(Factory.forProtocol(Protocol))
+            factory = Factory.forProtocol(Protocol)
+            factory.noisy = False
+            protocol: Any = await endpoint.connect(factory)
         except Exception:
             raise UpstreamUnavailable(
                 "the identity provider cannot be reached right now", retry_after=10
