@@ -14,7 +14,6 @@ from typing import Any
 import attrs
 from twisted.application.service import IService, Service
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 from authproxy import pages
 from authproxy.authserver.jwks import JWKSResource
@@ -23,6 +22,7 @@ from authproxy.backend import backend_services
 from authproxy.config import Config, ConfigError
 from authproxy.keys import KeyFileError, KeyRing, KeySources
 from authproxy.logs import access_log_line
+from authproxy.metrics import AuthproxyMetrics, MeteredSite, MetricsResource
 from authproxy.proxy import make_proxy_resource, make_request_factory, proxy_routes
 from authproxy.storage.memory import MemoryStorage
 from authproxy.storage.sweeper import StorageSweeper
@@ -38,7 +38,7 @@ class Application:
     config: Config
     reactor: Any
     root: PrefixTable
-    site: Site
+    site: MeteredSite
     readiness: Readiness
     ring: KeyRing
     storage: MemoryStorage
@@ -114,13 +114,18 @@ def build_application(config: Config, reactor: Any) -> Application:
     root.mount("/ready", ReadyResource(readiness))
     root.mount("/.well-known/jwks.json", JWKSResource(ring))
 
-    site = Site(
+    metrics = AuthproxyMetrics(route_of=root.route_name)
+    metrics.add_state(ring, readiness)
+    root.mount("/metrics", MetricsResource(metrics))
+
+    site = MeteredSite(
         root,
         reactor=reactor,
         logFormatter=access_log_line,
         requestFactory=make_request_factory(config.server.max_request_body),
     )
     site.displayTracebacks = False
+    site.metrics = metrics
     return Application(
         config=config,
         reactor=reactor,

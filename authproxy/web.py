@@ -58,6 +58,15 @@ class PrefixTable(Resource):
         for path, resource in routes.items():
             self.mount(path, resource)
 
+    def route_name(self, path: bytes) -> str:
+        """The mounted route serving ``path`` (a bounded label for metrics), or ``proxy``."""
+        if path in self.exact:
+            return path.decode("utf-8", "replace")
+        for prefix, _ in self.prefixes:
+            if path.startswith(prefix):
+                return prefix.decode("utf-8", "replace") + "*"
+        return "proxy"
+
     def resolve(self, path: bytes) -> IResource:
         resource = self.exact.get(path)
         if resource is not None:

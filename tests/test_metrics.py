@@ -1,0 +1,45 @@
+"""/metrics: request counts by route (never raw paths or queries), key ring and readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from authproxy.application import build_application
+from authproxy.config import config_from_mapping
+
+
+class MetricsTests(TestCase):
+    @inlineCallbacks
+    def test_requests_counted_by_route(self) -> Any:
+        config = config_from_mapping(
+            {
+                "server": {"public_url": "http://127.0.0.1:8080"},
+                "backend": {"url": "http://127.0.0.1:9"},
+                "upstream": {"type": "development"},
+            }
+        )
+        app = build_application(config, reactor)
+        port: Any = reactor.listenTCP(0, app.site, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        base = f"http://127.0.0.1:{port.getHost().port}"
+        for path in ("/health", "/health", "/oauth/token?code=SECRET", "/some/unguarded/path"):
+            response = yield treq.get(base + path, persistent=False)
+            yield treq.content(response)
+        response = yield treq.get(base + "/metrics", persistent=False)
+        text = (yield treq.text_content(response)).replace("\r", "")
+        self.assertEqual(response.code, 200)
+        self.assertIn(
+            'authproxy_http_requests_total{code="200",method="GET",route="/health"} 2.0', text
+        )
+        self.assertIn('route="/oauth/token"', text)
+        self.assertIn('route="proxy"', text)
+        self.assertNotIn("SECRET", text)
+        self.assertNotIn("unguarded", text)
+        self.assertIn("authproxy_key_ring_generation", text)
+        self.assertIn('authproxy_ready{check="keys"} 1.0', text)
+        yield app.root.fallback.close()  # type: ignore[attr-defined]
