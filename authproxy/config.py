@@ -24,6 +24,8 @@ import attrs
 import cattrs
 from cattrs.errors import ForbiddenExtraKeysError
 
+from authproxy.loopback import is_loopback_host
+
 Duration = NewType("Duration", float)
 Size = NewType("Size", int)
 
@@ -296,17 +298,6 @@ def _structure_problems(exc: Exception) -> list[str]:
     return problems
 
 
-def _is_loopback_host(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_base_url(value: str) -> str | None:
     """Why ``value`` is not a usable issuer / public URL, or None when it is."""
     parts = urlsplit(value)
@@ -316,7 +307,7 @@ def check_base_url(value: str) -> str | None:
         return f'"{value}" must not have a query or fragment'
     if value.endswith("/"):
         return f'"{value}" must not end with a slash'
-    if parts.scheme == "http" and not _is_loopback_host(parts.hostname):
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         return (
             f'"{value}" must use https (http is allowed only for localhost, 127.0.0.0/8 and [::1])'
         )

@@ -7,7 +7,6 @@ the backend is an opaque random string, so the backend never sees authproxy's ow
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 from collections.abc import Mapping
 from html import escape
@@ -31,6 +30,7 @@ from authproxy.interfaces import (
     UpstreamIdentity,
     UpstreamLogin,
 )
+from authproxy.loopback import is_loopback_host
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
 from authproxy.upstream_codeflow import add_query
@@ -70,15 +70,6 @@ def _split_description(description: str) -> tuple[list[str], dict[str, str]]:
     return positional, options
 
 
-def _is_loopback_interface(interface: str) -> bool:
-    if interface == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(interface).is_loopback
-    except ValueError:
-        return False
-
-
 def listen_is_loopback(description: str) -> bool:
     """Whether a server endpoint string only accepts local connections (loopback or UNIX)."""
     positional, options = _split_description(description)
@@ -90,7 +81,7 @@ def listen_is_loopback(description: str) -> bool:
     interface = options.get("interface")
     if interface is None and kind in ("tcp", "tcp6") and len(positional) > 2:
         interface = positional[2]  # tcp:PORT:INTERFACE
-    return _is_loopback_interface(interface or "")
+    return is_loopback_host(interface)
 
 
 def check_development_allowed(config: Config) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -17,6 +16,7 @@ from zope.interface import implementer
 
 from authproxy.config import Config
 from authproxy.interfaces import IUpstreamProvider, UpstreamError, UpstreamUnavailable
+from authproxy.loopback import is_loopback_url
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization
 from authproxy.upstream_codeflow import CodeFlowProvider, Identity
@@ -26,19 +26,6 @@ from authproxy.upstream_sessions import TokenResponse
 
 #: id_token claims kept in the token session (the rest is not needed and may be large).
 KEPT_CLAIMS = ("sub", "name", "email", "email_verified", "preferred_username", "groups")
-
-
-def is_loopback_url(url: str) -> bool:
-    """Whether ``url``'s host is localhost or a loopback address."""
-    host = urlsplit(url).hostname
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @attrs.frozen

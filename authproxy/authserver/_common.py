@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import ipaddress
 from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit
 
@@ -12,6 +11,7 @@ from twisted.web.server import Request
 
 from authproxy.httputil import NO_STORE, HTMLPageError, OAuthError, set_headers
 from authproxy.interfaces import IUpstreamProvider, UpstreamError, UpstreamUnavailable
+from authproxy.loopback import is_loopback_host
 from authproxy.storage.interface import IStorage
 
 _log = Logger()
@@ -113,18 +113,6 @@ def redirect(request: Request, location: str, headers: Mapping[str, str] | None 
 def split_scope(value: str) -> tuple[str, ...]:
     """A scope string as a de-duplicated tuple, order kept."""
     return tuple(dict.fromkeys(value.split()))
-
-
-def is_loopback_host(host: str | None) -> bool:
-    """localhost, 127.0.0.0/8 or ::1."""
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def redirect_uri_matches(registered: str, requested: str) -> bool:

@@ -19,7 +19,6 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from authproxy.authserver._common import (
-    is_loopback_host,
     media_type,
     preflight,
     read_body,
@@ -28,6 +27,7 @@ from authproxy.authserver._common import (
 )
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
 from authproxy.httputil import NO_STORE, AsyncResource, OAuthError, json_body
+from authproxy.loopback import is_loopback_host
 from authproxy.storage.interface import IStorage, StorageFull
 from authproxy.storage.models import RegisteredClient
 from authproxy.tokens import Clock
