@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Mapping
 from html import escape
 from typing import Any
+from urllib.parse import parse_qs
 
 import attrs
 from twisted.application.service import IService
@@ -215,8 +216,16 @@ type any user name. Never use this beyond your own machine.</p>
 
 
 def _arg(request: Request, name: bytes) -> str:
-    values = (request.args or {}).get(name) or [b""]
-    return values[0].decode("utf-8", "replace").strip()
+    """A query parameter, or for a POST a form field of the body (parsed here: authproxy's
+    Site leaves request.args to the query string)."""
+    values = (request.args or {}).get(name)
+    if not values and request.method == b"POST" and request.content is not None:
+        request.content.seek(0)
+        values = parse_qs(request.content.read(MAX_FORM_BODY)).get(name)
+    return (values or [b""])[0].decode("utf-8", "replace").strip()
+
+
+MAX_FORM_BODY = 4096
 
 
 class DevLoginPage(Resource):

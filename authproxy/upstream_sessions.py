@@ -11,7 +11,7 @@ import secrets
 from typing import Any, cast
 
 import attrs
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -31,6 +31,7 @@ from authproxy.upstream_http import IdPResponse
 DEFAULT_EXPIRES_IN = 3600.0
 #: Refresh this long before the upstream access token expires, so it does not expire in flight.
 REFRESH_MARGIN = 30.0
+MAX_CACHED_TOKENS = 100_000
 #: Token-endpoint errors meaning the refresh token is dead (GitHub says bad_refresh_token).
 SESSION_ENDING_ERRORS = frozenset({"invalid_grant", "bad_refresh_token"})
 
@@ -119,6 +120,10 @@ class TokenSessions:
         # authproxy's refresh tokens live this long, so the upstream tokens must too
         self._session_lifespan = config.auth_server.refresh_token_lifespan
         self._waiting: dict[str, list[Deferred[str]]] = {}
+        # tsid -> (access token, fresh until): the proxy asks on every request, and a
+        # storage read (a copy of the whole session) per request is the dominant cost.
+        # Only this object renews or ends sessions, so it can keep this view exact.
+        self._fresh_tokens: dict[str, tuple[str, float]] = {}
 
     def _now(self) -> float:
         return cast(Any, self._clock).seconds()
@@ -158,14 +163,25 @@ class TokenSessions:
 
     def upstream_access_token(self, tsid: str) -> Deferred[str]:
         """A valid upstream access token for ``tsid``, refreshed first when (nearly) expired."""
+        cached = self._fresh_tokens.get(tsid)
+        if cached is not None and cached[1] > self._now():
+            return succeed(cached[0])
         return ensureDeferred(self._access_token(tsid))
 
+    def _remember(self, session: UpstreamTokenSession) -> str:
+        if len(self._fresh_tokens) >= MAX_CACHED_TOKENS:
+            self._fresh_tokens.clear()  # rare; the next requests re-read storage
+        until = min(session.access_token_expires_at - REFRESH_MARGIN, session.expires_at)
+        self._fresh_tokens[session.tsid] = (session.access_token, until)
+        return session.access_token
+
     async def _access_token(self, tsid: str) -> str:
+        self._fresh_tokens.pop(tsid, None)
         session = await self._storage.get_upstream_session(tsid)
         if session is None:
             raise UpstreamSessionEnded("the upstream login session has ended")
         if self._fresh(session):
-            return session.access_token
+            return self._remember(session)
         return await self._shared_refresh(tsid)
 
     def _shared_refresh(self, tsid: str) -> Deferred[str]:
@@ -204,6 +220,7 @@ class TokenSessions:
             tokens = await self._refresh(session)
         except TokenEndpointError as e:
             if e.error in SESSION_ENDING_ERRORS:
+                self._fresh_tokens.pop(tsid, None)
                 await self._storage.delete_upstream_session(tsid)
                 self.log.info(
                     "Upstream {upstream} refused the refresh ({error}): session ended",
@@ -241,11 +258,12 @@ class TokenSessions:
         )
         await self._storage.put_upstream_session(renewed)
         self.log.debug("Upstream {upstream} access token refreshed", upstream=self.name)
-        return renewed.access_token
+        return self._remember(renewed)
 
     def _refresh(self, session: UpstreamTokenSession) -> Deferred[TokenResponse]:
         raise NotImplementedError
 
     def end_session(self, tsid: str) -> Deferred[None]:
         """Forget the session's upstream tokens."""
+        self._fresh_tokens.pop(tsid, None)
         return self._storage.delete_upstream_session(tsid)

@@ -64,7 +64,7 @@ def response(status: bytes, body: bytes, content_type: bytes, keep_alive: bool) 
 
 SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-    b"Transfer-Encoding: chunked\r\n\r\n"
+    b"X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n\r\n"
 )
 
 

@@ -260,6 +260,7 @@ class Bench:
         self.authproxy: Proc | None = None
         self.authproxy_port = 0
         self.refresh_seeds: list[str] = []
+        self.nginx_port = 0
 
     def start(self, *args: Any, **kwargs: Any) -> Proc:
         proc = Proc(*args, workdir=self.workdir, **kwargs)
@@ -363,6 +364,13 @@ class Bench:
         )
         return result
 
+    async def start_nginx(self) -> tuple[Proc, int]:
+        port = free_port()
+        conf = nginx_config(self.workdir, port, self.backend_port)
+        nginx = self.start("nginx", ["nginx", "-c", str(conf), "-p", str(conf.parent)], PROXY_CORE)
+        await nginx.wait_http(f"http://{HOST}:{port}/health")
+        return nginx, port
+
     async def p1(self) -> None:
         log("P1: small JSON-RPC POST, keep-alive, 16 connections")
         rpr_port = free_port()
@@ -372,11 +380,8 @@ class Bench:
              "--backend-port", str(self.backend_port)],
             PROXY_CORE,
         )  # fmt: skip
-        nginx_port = free_port()
-        conf = nginx_config(self.workdir, nginx_port, self.backend_port)
-        nginx = self.start("nginx", ["nginx", "-c", str(conf), "-p", str(conf.parent)], PROXY_CORE)
+        nginx, nginx_port = await self.start_nginx()
         await rpr.wait_line(r"listening")
-        await nginx.wait_http(f"http://{HOST}:{nginx_port}/health")
 
         # (name, port, bearer); only one of them is loaded at a time, the others sit idle
         targets: list[tuple[str, int, str | None]] = [
@@ -482,6 +487,9 @@ class Bench:
         log("P2: SSE stream of 100-byte events")
         out: dict[str, Any] = {}
         count = self.o.events
+        # nginx (proxy_pass, the backend sends X-Accel-Buffering: no) on core 0 as well: it
+        # shows how much of the added latency any proxy on core 0 gets from the machine
+        nginx, self.nginx_port = await self.start_nginx()
         for name, port, token in self.sse_targets(""):
             await sse.throughput(HOST, port, MCP_PATH, token, 2000)  # warm-up
             best: dict[str, Any] | None = None
@@ -505,10 +513,18 @@ class Bench:
                 )
                 if name not in out or result["p99_ms"] < out[name]["p99_ms"]:
                     out[name] = result
+        self.stop(nginx)
+        self.nginx_port = 0
         self.results["P2"] = out
+        if self.o.profile and self.authproxy is not None:
+            await self.profiled(
+                "P2", sse.throughput(HOST, self.authproxy_port, MCP_PATH, self.token, 4 * count)
+            )
 
     def sse_targets(self, suffix: str) -> list[tuple[str, int, str | None]]:
         targets: list[tuple[str, int, str | None]] = [("direct" + suffix, self.backend_port, None)]
+        if self.nginx_port:
+            targets.append(("nginx" + suffix, self.nginx_port, None))
         if self.authproxy is not None:
             targets.append(("authproxy" + suffix, self.authproxy_port, self.token))
         return targets
@@ -750,6 +766,12 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         added = p2["authproxy_latency"]["p99_ms"] - p2["direct_latency"]["p99_ms"]
         row("P2", "added p99 ms/event at 1000/s", added,
             f"direct p99 {p2['direct_latency']['p99_ms']:.3f} ms", None, "≤ 1 ms", added <= 1.0)  # fmt: skip
+        if "nginx" in p2:
+            ngx = p2["nginx"]["events_per_s"]
+            row("P2", "events/s", ap, f"nginx proxy_pass {ngx:.0f}", ap / ngx, "report", None)
+            other = p2["nginx_latency"]["p99_ms"] - p2["direct_latency"]["p99_ms"]
+            row("P2", "added p99 ms/event at 1000/s", added, f"nginx added {other:.3f} ms",
+                None, "report", None)  # fmt: skip
     if "P3" in results and "refresh" not in results["P3"]:
         if "oidc_provider" in results["P3"]:
             node = results["P3"]["oidc_provider"]["per_s"]
@@ -877,7 +899,7 @@ def main() -> None:
     parser.add_argument("--prewire", action="store_true",
                         help="run authproxy through benchmarks/prewire.py (debugging only)")  # fmt: skip
     parser.add_argument("--profile", action="store_true",
-                        help="after P1 and P3, run them once more under py-spy (results/profile-*)")  # fmt: skip
+                        help="after P1, P2 and P3, run them once more under py-spy (results/profile-*)")  # fmt: skip
     parser.add_argument("--nice", type=int, default=0,
                         help="scheduling niceness of every benchmark process (e.g. -10 as root, "
                         "to shield the figures from other work on a shared machine)")  # fmt: skip

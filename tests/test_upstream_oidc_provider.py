@@ -115,6 +115,7 @@ async def login_and_refresh(oidc: procs.OIDCProvider, auth_method: str) -> None:
 
         # pretend the access token is about to expire: the next call refreshes at the IdP
         await storage.put_upstream_session(attrs.evolve(session, access_token_expires_at=now))
+        provider._fresh_tokens.clear()  # storage was rewritten behind the provider's back
         refreshed = await provider.upstream_access_token(identity.tsid)
         assert refreshed != session.access_token
         renewed = await storage.get_upstream_session(identity.tsid)
@@ -125,6 +126,7 @@ async def login_and_refresh(oidc: procs.OIDCProvider, auth_method: str) -> None:
         await storage.put_upstream_session(
             attrs.evolve(renewed, refresh_token="not-a-refresh-token", access_token_expires_at=now)
         )
+        provider._fresh_tokens.clear()
         with pytest.raises(UpstreamSessionEnded):
             await provider.upstream_access_token(identity.tsid)
         assert await storage.get_upstream_session(identity.tsid) is None

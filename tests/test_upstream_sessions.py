@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from authproxy.config import config_from_mapping
+from authproxy.devlogin import DevelopmentProvider
 from authproxy.interfaces import UpstreamSessionEnded, UpstreamUnavailable
 from authproxy.storage.memory import MemoryStorage
 from authproxy.storage.models import UpstreamTokenSession
@@ -218,3 +222,41 @@ class ConnectionErrorTests(SynchronousTestCase):
         self.assertIsNotNone(self.successResultOf(storage.get_upstream_session("t")))
         for service in services:
             service.stopService()
+
+
+class FreshTokenCacheTests(SynchronousTestCase):
+    """The proxy asks for the upstream token on every request: storage is read once."""
+
+    def test_fresh_token_served_without_storage_read_until_margin(self) -> None:
+        clock = Clock()
+        storage = MemoryStorage(clock)
+        reads: list[str] = []
+        real_get = storage.get_upstream_session
+
+        def counting_get(tsid: str) -> Any:
+            reads.append(tsid)
+            return real_get(tsid)
+
+        storage.get_upstream_session = counting_get  # type: ignore[method-assign]
+        config = config_from_mapping(
+            {
+                "server": {"public_url": "http://127.0.0.1:8080"},
+                "backend": {"url": "http://127.0.0.1:9"},
+                "upstream": {"type": "development"},
+            }
+        )
+        provider = DevelopmentProvider(config, storage, clock)
+        code = provider.issue_code("alice", "state-1")
+        pending: Any = attrs.make_class("Pending", ["state"])("state-1")
+        identity = self.successResultOf(
+            provider.finish_login({"code": code, "state": "state-1"}, pending)
+        )
+        first = self.successResultOf(provider.upstream_access_token(identity.tsid))
+        for _ in range(5):
+            self.assertEqual(
+                self.successResultOf(provider.upstream_access_token(identity.tsid)), first
+            )
+        self.assertEqual(len(reads), 1)
+        # ending the session is seen at once
+        self.successResultOf(provider.end_session(identity.tsid))
+        self.failureResultOf(provider.upstream_access_token(identity.tsid), UpstreamSessionEnded)
