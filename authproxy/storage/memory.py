@@ -9,7 +9,6 @@ Everything is lost on restart; a networked backend (Redis) implements the same I
 
 from __future__ import annotations
 
-import copy
 import heapq
 import itertools
 import math
@@ -41,13 +40,28 @@ V = TypeVar("V")
 R = TypeVar("R", bound=AttrsInstance)
 
 
+def copy_json(value: Any) -> Any:
+    """A deep copy of JSON-like data (dicts, lists, sets of plain values).
+
+    Records hold JSON-like metadata only; this is several times cheaper than
+    ``copy.deepcopy``, which matters on the token endpoint's path.
+    """
+    if isinstance(value, dict):
+        return {key: copy_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [copy_json(item) for item in value]
+    if isinstance(value, set):
+        return set(value)
+    return value
+
+
 def detached(record: R) -> R:
     """A copy of a frozen attrs record whose mutable members (dicts, lists) are deep copies."""
     changes: dict[str, Any] = {}
     for field in attrs.fields(type(record)):
         value = getattr(record, field.name)
         if isinstance(value, dict | list | set):
-            changes[field.alias or field.name] = copy.deepcopy(value)
+            changes[field.alias or field.name] = copy_json(value)
     return attrs.evolve(record, **changes) if changes else record  # type: ignore[misc]
 
 
@@ -192,6 +206,10 @@ class MemoryStorage:
         self._codes: _ExpiringMap[str, AuthorizationCode] = _ExpiringMap()
         self._refresh_tokens: _ExpiringMap[str, RefreshToken] = _ExpiringMap()
         self._families: _ExpiringMap[str, TokenFamily] = _ExpiringMap()
+        # (jti -> exp) per family, beside the records: a refresh adds one in O(1) instead of
+        # rebuilding the family record (whose jti list grows with every rotation).
+        self._family_jtis: dict[str, dict[str, float]] = {}
+        self._family_jtis_pruned_at: dict[str, int] = {}
         self._upstream_sessions: _ExpiringMap[str, UpstreamTokenSession] = _ExpiringMap()
         self._revoked_jtis: _ExpiringMap[str, None] = _ExpiringMap()
         # (upstream_name, subject) -> user id, least recently seen first
@@ -226,6 +244,12 @@ class MemoryStorage:
                 break
             if evicted[2] > now:
                 self._count_eviction(collection)
+            if store is self._families:
+                self._forget_family_jtis(evicted[0])
+
+    def _forget_family_jtis(self, family_id: str) -> None:
+        self._family_jtis.pop(family_id, None)
+        self._family_jtis_pruned_at.pop(family_id, None)
 
     def _client_expiry(self, client: RegisteredClient) -> float:
         if self._unused_client_ttl is None:
@@ -321,13 +345,20 @@ class MemoryStorage:
     def put_family(self, family: TokenFamily) -> Deferred[None]:
         """Store a new token family."""
         self._make_room("families", self._families, family.family_id)
-        self._families.set(family.family_id, detached(family), family.expires_at)
+        self._families.set(
+            family.family_id, attrs.evolve(family, access_token_jtis=()), family.expires_at
+        )
+        self._family_jtis[family.family_id] = dict(family.access_token_jtis)
         return defer.succeed(None)
 
     def get_family(self, family_id: str) -> Deferred[TokenFamily | None]:
         """The family, or None."""
         family = self._families.get(family_id, self._now())
-        return defer.succeed(None if family is None else detached(family))
+        return defer.succeed(None if family is None else self._with_jtis(family))
+
+    def _with_jtis(self, family: TokenFamily) -> TokenFamily:
+        jtis = self._family_jtis.get(family.family_id, {})
+        return attrs.evolve(family, access_token_jtis=tuple(jtis.items()))
 
     def add_family_access_token(self, family_id: str, jti: str, exp: float) -> Deferred[None]:
         """Record an access token issued in the family, so revoking the family revokes it.
@@ -340,14 +371,15 @@ class MemoryStorage:
         family = self._families.get(family_id, now)
         if family is None:
             return defer.succeed(None)
-        live = tuple(
-            (old_jti, old_exp)
-            for old_jti, old_exp in family.access_token_jtis
-            if old_exp + self._jti_leeway > now
-        )
-        self._families.replace_value(
-            family_id, attrs.evolve(family, access_token_jtis=live + ((jti, exp),))
-        )
+        jtis = self._family_jtis.setdefault(family_id, {})
+        jtis[jti] = exp
+        # Drop expired entries whenever the table doubled since the last pruning: O(1)
+        # amortized per added token, and the table stays proportional to live tokens.
+        if len(jtis) > 2 * self._family_jtis_pruned_at.get(family_id, 0) + 16:
+            for old_jti, old_exp in list(jtis.items()):
+                if old_exp + self._jti_leeway <= now:
+                    del jtis[old_jti]
+            self._family_jtis_pruned_at[family_id] = len(jtis)
         if family.revoked:
             self._revoke_jti(jti, exp, now)
         return defer.succeed(None)
@@ -360,10 +392,10 @@ class MemoryStorage:
             return defer.succeed(None)
         family = attrs.evolve(family, revoked=True)
         self._families.replace_value(family_id, family)
-        for jti, exp in family.access_token_jtis:
+        for jti, exp in self._family_jtis.get(family_id, {}).items():
             self._revoke_jti(jti, exp, now)
         self._generation += 1
-        return defer.succeed(family)
+        return defer.succeed(self._with_jtis(family))
 
     def put_refresh_token(self, token: RefreshToken) -> Deferred[None]:
         """Store until token.expires_at."""
@@ -388,7 +420,7 @@ class MemoryStorage:
             attrs.evolve(
                 token,
                 rotated_at=rotated_at,
-                successor_response=copy.deepcopy(successor_response),
+                successor_response=copy_json(successor_response),
             ),
         )
         return defer.succeed(True)
@@ -472,11 +504,13 @@ class MemoryStorage:
             self._pending,
             self._codes,
             self._refresh_tokens,
-            self._families,
             self._upstream_sessions,
             self._revoked_jtis,
         ):
             removed += len(store.sweep(now))
+        for family_id in self._families.sweep(now):
+            self._forget_family_jtis(family_id)
+            removed += 1
         for collection, count in sorted(self._evictions.items()):
             self.log.warn(
                 "Evicted {count} live entries from {collection} at its cap of {cap}",
