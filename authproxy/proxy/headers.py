@@ -128,13 +128,20 @@ def backend_request_headers(
 
 
 def origin_of(url: str) -> str:
-    """``scheme://host[:port]`` of ``url``, lower-cased, default ports omitted."""
-    parts = urlsplit(url)
+    """``scheme://host[:port]`` of ``url``, lower-cased, default ports omitted.
+
+    An unparsable URL (bad IPv6 literal, port out of range) gives ``""``, which matches
+    no allowed origin.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return ""
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
     if ":" in host:
         host = f"[{host}]"
-    port = parts.port
     if port is None or (scheme, port) in (("http", 80), ("https", 443)):
         return f"{scheme}://{host}"
     return f"{scheme}://{host}:{port}"

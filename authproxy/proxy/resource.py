@@ -137,6 +137,28 @@ class BodyRelay(Protocol):
             self._done.callback(None)
 
 
+def origin_form_target(uri: bytes) -> bytes | None:
+    """``/path?query`` of a request target (origin-form, or absolute-form reduced to it).
+
+    None for anything else (authority-form, asterisk-form, or garbage).
+    """
+    if uri.startswith(b"/"):
+        return uri
+    if not (uri[:7].lower() == b"http://" or uri[:8].lower() == b"https://"):
+        return None
+    try:
+        parts = urlsplit(uri.decode("latin-1"))
+    except ValueError:
+        return None
+    path = parts.path or "/"
+    if not path.startswith("/"):
+        return None
+    target = path.encode("latin-1")
+    if parts.query:
+        target += b"?" + parts.query.encode("latin-1")
+    return target
+
+
 class MCPProxy(Resource):
     """Guards every request, then streams it to the backend and the answer back.
 
@@ -240,6 +262,17 @@ class MCPProxy(Resource):
                 {"Allow": "GET, POST, DELETE"},
             )
             return
+        if origin_form_target(request.uri) is None:
+            # Only "/path?query" (or an absolute http(s) URL) may follow the backend's
+            # base URL: ".evil.example/x" or ":8081/x" would change the host or port the
+            # user's upstream token is sent to.
+            write_json(
+                request,
+                400,
+                {"error": "invalid_request", "error_description": "bad request target"},
+                NO_STORE,
+            )
+            return
         body = self._read_body(request)
         if body is None:
             write_json(request, 413, too_large_payload(self._max_body), NO_STORE)
@@ -325,13 +358,8 @@ class MCPProxy(Resource):
 
     # -- the relay ------------------------------------------------------------------------
     def _backend_url(self, request: Request) -> bytes:
-        target = request.uri
-        if not target.startswith(b"/"):
-            # absolute-form request target: only its path and query matter
-            parts = urlsplit(target.decode("latin-1"))
-            target = (parts.path or "/").encode("latin-1")
-            if parts.query:
-                target += b"?" + parts.query.encode("latin-1")
+        target = origin_form_target(request.uri)
+        assert target is not None  # _handle refused anything else
         return self._backend_base + target
 
     async def _relay(self, request: Request, method: bytes, headers: Headers, body: bytes) -> None:
