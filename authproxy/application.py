@@ -95,7 +95,10 @@ def build_application(config: Config, reactor: Any) -> Application:
     storage = make_storage(config, reactor)
     services.append(StorageSweeper(storage, reactor, interval=config.storage.sweep_interval))
 
-    backend, probe = backend_services(config.backend, reactor)
+    secret_env = config.upstream.client_secret_env
+    backend, probe = backend_services(
+        config.backend, reactor, withheld=(secret_env,) if secret_env else ()
+    )
     services.extend(backend)
     if probe is not None:
         readiness.register("backend", probe.readiness)

@@ -84,16 +84,31 @@ def command_argv(command: tuple[str, ...]) -> list[str]:
     return [sys.executable if part == "{python}" else part for part in command]
 
 
+def backend_environment(
+    environ: Mapping[str, str], withheld: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """authproxy's environment minus its secrets: the backend needs PATH and friends, not
+    the upstream client secret (``upstream.client_secret_env``) or systemd's credentials."""
+    hidden = {"CREDENTIALS_DIRECTORY", *withheld}
+    return {name: value for name, value in environ.items() if name not in hidden}
+
+
 def backend_services(
-    config: BackendConfig, reactor: Any, environ: Mapping[str, str] | None = None
+    config: BackendConfig,
+    reactor: Any,
+    environ: Mapping[str, str] | None = None,
+    withheld: tuple[str, ...] = (),
 ) -> tuple[list[Any], BackendProbe | None]:
-    """The services to run for the backend, and the probe to register for readiness."""
+    """The services to run for the backend, and the probe to register for readiness.
+
+    ``withheld`` names environment variables the backend must not inherit.
+    """
     if not config.command:
         return [], None
     group = MultiService()
     monitor = ProcessMonitor(reactor=reactor)
-    # procmon passes an empty environment by default; the backend needs PATH and friends.
-    monitor.addProcess("backend", command_argv(config.command), env=dict(environ or os.environ))
+    env = backend_environment(os.environ if environ is None else environ, withheld)
+    monitor.addProcess("backend", command_argv(config.command), env=env)
     monitor.setServiceParent(group)
     probe = BackendProbe(reactor, config.url)
     probe.setServiceParent(group)

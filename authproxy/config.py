@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NewType
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import attrs
 import cattrs
@@ -127,11 +127,11 @@ class RegistrationConfig:
 
     @property
     def rate_count(self) -> int:
-        return _parse_rate(self.rate)[0]
+        return parse_rate(self.rate)[0]
 
     @property
     def rate_period(self) -> float:
-        return _parse_rate(self.rate)[1]
+        return parse_rate(self.rate)[1]
 
 
 _RATE_RE = re.compile(r"(\d+)/(s|sec|second|m|min|minute|h|hour)")
@@ -139,7 +139,7 @@ _RATE_PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60
 _RATE_PERIODS.update({"h": 3600, "hour": 3600})
 
 
-def _parse_rate(text: str) -> tuple[int, float]:
+def parse_rate(text: str) -> tuple[int, float]:
     match = _RATE_RE.fullmatch(text.strip())
     if not match or int(match.group(1)) < 1:
         raise ValueError(f'"{text}" is not a rate (examples: 5/min, 100/hour)')
@@ -162,6 +162,7 @@ class AuthServerConfig:
     refresh_reuse_grace: Duration = Duration(30.0)
     consent: str = "remember"
     consent_lifespan: Duration = Duration(30 * 86400.0)
+    authorize_rate: str = "120/min"  # /oauth/authorize requests per source address
     registration: RegistrationConfig = RegistrationConfig()
 
 
@@ -298,9 +299,21 @@ def _structure_problems(exc: Exception) -> list[str]:
     return problems
 
 
+def _split(value: str) -> SplitResult | None:
+    """``urlsplit`` that also checks the port; None for unparsable URLs."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError:
+        return None
+    return parts
+
+
 def check_base_url(value: str) -> str | None:
     """Why ``value`` is not a usable issuer / public URL, or None when it is."""
-    parts = urlsplit(value)
+    parts = _split(value)
+    if parts is None:
+        return f'"{value}" is not a valid URL'
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f'"{value}" must be an absolute http(s) URL with a host'
     if parts.query or parts.fragment or "?" in value or "#" in value:
@@ -314,8 +327,10 @@ def check_base_url(value: str) -> str | None:
     return None
 
 
-def _check_url(value: str, *, allow_http_loopback: bool = True) -> str | None:
-    parts = urlsplit(value)
+def _check_url(value: str) -> str | None:
+    parts = _split(value)
+    if parts is None:
+        return f'"{value}" is not a valid URL'
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f'"{value}" must be an absolute http(s) URL'
     if parts.fragment:
@@ -352,8 +367,8 @@ def _validate(config: Config, environ: Mapping[str, str], reactor: Any) -> tuple
         except ValueError:
             problems.append(f'server.trusted_proxies[{i}]: "{cidr}" is not a CIDR')
     for i, origin in enumerate(server.allowed_origins):
-        parts = urlsplit(origin)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+        parts = _split(origin)
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
             problems.append(f'server.allowed_origins[{i}]: "{origin}" is not an origin')
 
     if (why := _check_url(backend.url)) is not None:
@@ -386,10 +401,14 @@ def _validate(config: Config, environ: Mapping[str, str], reactor: Any) -> tuple
             problems.append(
                 f'auth_server.required_scopes[{i}]: "{scope}" is not in scopes_supported'
             )
-    try:
-        _parse_rate(auth.registration.rate)
-    except ValueError as e:
-        problems.append(f"auth_server.registration.rate: {e}")
+    for field, rate in (
+        ("registration.rate", auth.registration.rate),
+        ("authorize_rate", auth.authorize_rate),
+    ):
+        try:
+            parse_rate(rate)
+        except ValueError as e:
+            problems.append(f"auth_server.{field}: {e}")
     if auth.registration.max_clients < 1:
         problems.append("auth_server.registration.max_clients: must be at least 1")
     audiences = auth.allowed_audiences or (server.public_url.rstrip("/") + path,)

@@ -14,6 +14,7 @@ from typing import IO, Any, cast
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
+    Logger,
     LogLevel,
     LogLevelFilterPredicate,
     formatEvent,
@@ -80,13 +81,28 @@ def make_observer(fmt: str, level: str, out: IO[str] | None = None) -> ILogObser
 _configured: dict[str, str] = {"format": "text", "level": "info"}
 
 
+_installed: list[bool] = []
+
+
 def configure(fmt: str, level: str) -> None:
     _configured.update(format=fmt, level=level)
 
 
 def observer() -> ILogObserver:
     """The factory for ``twistd --logger authproxy.logs.observer``: writes to stdout."""
+    _installed.append(True)
     return make_observer(_configured["format"], _configured["level"], sys.stdout)
+
+
+def warn_if_not_installed(fmt: str, level: str) -> None:
+    """Say so when ``[logging]`` asks for something twistd's default observer ignores."""
+    if not _installed and (fmt != "text" or level.lower() != "info"):
+        Logger().warn(
+            "[logging] format={fmt} level={lvl} needs "
+            "`twistd --logger authproxy.logs.observer`; logging as twistd's default text",
+            fmt=fmt,
+            lvl=level,
+        )
 
 
 def access_log_line(timestamp: str, request: Any) -> str:

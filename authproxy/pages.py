@@ -20,6 +20,7 @@ from twisted.web.server import Request
 
 from authproxy import httputil
 from authproxy.httputil import NO_STORE, HTMLPageError, set_headers
+from authproxy.loopback import is_loopback_host
 
 # Colours meet WCAG AA (>= 4.5:1) for text and >= 3:1 for focus rings in both schemes.
 STYLE = """
@@ -190,7 +191,8 @@ def redirect_target(uri: str) -> tuple[str, bool]:
         shown = f"[{host}]" if ":" in host else host
         if port is not None:
             shown += f":{port}"
-        local = host == "localhost" or host == "::1" or host.startswith("127.")
+        # The same loopback test as everywhere else: "127.evil.example" is a remote host.
+        local = is_loopback_host(host)
         return shown, local
     # A private-use scheme (cursor://, vscode://) opens an app installed on this device.
     return f"{parts.scheme}://{parts.netloc}" if parts.netloc else f"{parts.scheme}:", True

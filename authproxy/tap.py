@@ -51,6 +51,17 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
     return build_service(config, reactor)
 
 
+class _Top(service.MultiService):
+    logging_config = ("text", "info")
+
+    def startService(self) -> None:
+        from authproxy import logs
+
+        # twistd installs its log observer after makeService: only now can we tell.
+        logs.warn_if_not_installed(*self.logging_config)
+        super().startService()
+
+
 def build_service(config: Config, reactor: Any) -> service.MultiService:
     """The whole daemon for a validated ``config``."""
     from authproxy import logs
@@ -62,7 +73,8 @@ def build_service(config: Config, reactor: Any) -> service.MultiService:
     except ConfigError as e:
         _fail(e.problems)
         raise
-    top = service.MultiService()
+    top = _Top()
+    top.logging_config = (config.logging.format, config.logging.level)
     for child in app.services:
         child.setServiceParent(top)
     for description in config.server.listen:

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jwcrypto.common import JWException
 from jwcrypto.jws import JWS
 
+from authproxy.jsonutil import loads_untrusted
 from authproxy.keys import KeyRing
 
 # Type tags of opaque values: part of the value and of the MAC, so a code is never a refresh token.
@@ -171,7 +172,7 @@ class OpaqueTokens:
             nonce = b64url_decode(str(sealed["nonce"]))
             ciphertext = b64url_decode(str(sealed["ciphertext"]))
             plaintext = AESGCM(self._seal_key(parts[0])).decrypt(nonce, ciphertext, kind.encode())
-            value = json.loads(plaintext)
+            value = loads_untrusted(plaintext)
         except (KeyError, ValueError, InvalidTag):
             return None
         return value if isinstance(value, dict) else None
@@ -254,7 +255,7 @@ class AccessTokenIssuer:
         if token.count(".") != 2 or len(token) > 16384:
             return None
         try:
-            header = json.loads(b64url_decode(token.split(".", 1)[0]))
+            header = loads_untrusted(b64url_decode(token.split(".", 1)[0]))
         except ValueError:
             return None
         if not isinstance(header, dict) or header.get("typ") != "at+jwt":
@@ -266,8 +267,8 @@ class AccessTokenIssuer:
             jws = JWS()
             jws.deserialize(token)
             jws.verify(key.jwk, alg=key.alg)
-            claims = json.loads(jws.payload)
-        except (JWException, ValueError):
+            claims = loads_untrusted(jws.payload)
+        except (JWException, ValueError, RecursionError):
             return None
         if not isinstance(claims, dict) or claims.get("iss") != self.issuer:
             return None

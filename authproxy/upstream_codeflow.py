@@ -157,8 +157,10 @@ class CodeFlowProvider(TokenSessions):
             "code": code,
             "redirect_uri": self._redirect_uri,
         }
-        if pending.upstream_code_verifier:
-            form["code_verifier"] = pending.upstream_code_verifier
+        # Every login starts with a verifier (start_login); without one, fail closed.
+        if not pending.upstream_code_verifier:
+            raise UpstreamError("the login lost its PKCE verifier; start again")
+        form["code_verifier"] = pending.upstream_code_verifier
         response = await self._token_request(form)
         try:
             return parse_token_response(response)

@@ -7,7 +7,6 @@ to judge. No URL query, header or body is ever logged or put in an exception mes
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -25,6 +24,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IResponse
 
 from authproxy.interfaces import UpstreamError, UpstreamUnavailable
+from authproxy.jsonutil import loads_untrusted
 
 #: IdP documents (discovery, JWKS, token, userinfo answers) are small; refuse anything bigger.
 MAX_BODY = 1024 * 1024
@@ -56,7 +56,7 @@ def parse_body(content_type: str, raw: bytes) -> dict[str, Any]:
     if media in ("application/x-www-form-urlencoded", "text/plain") and not text.startswith("{"):
         return dict(parse_qsl(text, keep_blank_values=True))
     try:
-        value = json.loads(text)
+        value = loads_untrusted(text)
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}

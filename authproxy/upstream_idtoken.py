@@ -7,7 +7,6 @@ verifies it (an RSA key never verifies an ES256 header, ``none`` and HS* never p
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -20,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from authproxy.interfaces import UpstreamError
+from authproxy.jsonutil import loads_untrusted
 from authproxy.upstream_http import IdPHTTP
 
 #: Accepted signature algorithms per key type (and curve).
@@ -149,7 +149,7 @@ class JWKSCache:
                 continue
             try:
                 keys.append(JWK(**raw))
-            except (JWException, ValueError, TypeError):
+            except (JWException, ValueError, TypeError, RecursionError):
                 self.log.warn(
                     "Ignoring an unparsable key {kid} in the IdP's JWKS", kid=raw.get("kid")
                 )
@@ -174,7 +174,7 @@ async def verify_id_token(
     try:
         jws.deserialize(token)
         header = jws.jose_header
-    except (JWException, ValueError, TypeError):
+    except (JWException, ValueError, TypeError, RecursionError):
         raise UpstreamError("the id_token is malformed") from None
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in ALLOWED_ALGS:
@@ -192,7 +192,7 @@ async def verify_id_token(
     else:
         raise UpstreamError("the id_token signature is invalid")
     try:
-        claims = json.loads(jws.payload)
+        claims = loads_untrusted(jws.payload)
     except ValueError:
         raise UpstreamError("the id_token payload is not JSON") from None
     if not isinstance(claims, dict):

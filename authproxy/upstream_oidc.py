@@ -239,13 +239,18 @@ class OIDCProvider(CodeFlowProvider):
     def _check_callback(self, args: Mapping[str, str]) -> None:
         # RFC 9207 mix-up defence: an iss in the callback must be our IdP's
         iss = args.get("iss")
-        if iss is not None and iss != self.discovery.require().issuer:
+        metadata = self.discovery.require()
+        if iss is None and metadata.iss_parameter_supported:
+            raise UpstreamError("the callback lacks the iss the identity provider promised")
+        if iss is not None and iss != metadata.issuer:
             raise UpstreamError("the callback came from another identity provider (iss)")
 
     async def _identify(self, tokens: TokenResponse, pending: PendingAuthorization) -> Identity:
         metadata = self.discovery.require()
         if tokens.id_token is None:
             raise UpstreamError("the identity provider returned no id_token")
+        if not pending.upstream_nonce:
+            raise UpstreamError("the login lost its nonce; start again")
         try:
             claims = await verify_id_token(
                 tokens.id_token,

@@ -887,7 +887,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5, help="each throughput measurement")
     parser.add_argument("--rounds", type=int, default=2, help="best of N throughput rounds")
     parser.add_argument("--latency-seconds", type=float, default=5)
-    parser.add_argument("--events", type=int, default=100_000, help="P2 events per stream")
+    parser.add_argument("--events", type=int, default=300_000, help="P2 events per stream")
     parser.add_argument("--codes", type=int, default=5000, help="P3 codes to redeem")
     parser.add_argument("--streams", type=int, default=2000, help="P4 idle streams")
     parser.add_argument("--rotations", type=int, default=10, help="P5 key rotations")

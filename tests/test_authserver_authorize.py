@@ -238,3 +238,19 @@ class AuthorizeTests(SynchronousTestCase):
 
     def test_post_not_allowed(self) -> None:
         self.assertEqual(self.h.request("POST", "/oauth/authorize").code, 405)
+
+
+class AuthorizeRateLimitTests(SynchronousTestCase):
+    def test_limit_per_address_with_retry_after_then_refills(self) -> None:
+        h = AuthServerHarness({"auth_server": {"authorize_rate": "3/min"}})
+        client = h.register(redirect_uris=["http://127.0.0.1:33418/callback"])
+        _, challenge = s256_pair()
+        codes = [h.get(h.authorize_url(client, challenge)).code for _ in range(4)]
+        self.assertEqual(codes[:3], [302, 302, 302])
+        refused = h.get(h.authorize_url(client, challenge))
+        self.assertEqual(refused.code, 429)
+        self.assertIn("text/html", refused.header("content-type"))
+        self.assertEqual(refused.header("retry-after"), "20")
+        self.assertIsNone(refused.header("location"))
+        h.clock.advance(20)
+        self.assertEqual(h.get(h.authorize_url(client, challenge)).code, 302)

@@ -118,6 +118,12 @@ class ValidationTests(SynchronousTestCase):
         ]:
             self.assertProblem(minimal(server={"public_url": url}), "server.public_url", fragment)
             self.assertProblem(minimal(auth_server={"issuer": url}), "auth_server.issuer", fragment)
+        for bad in ("http://[::1", "https://h.example:99999"):
+            self.assertProblem(minimal(server={"public_url": bad}), "server.public_url", "valid")
+            self.assertProblem(minimal(backend={"url": bad}), "backend.url", "valid")
+            self.assertProblem(
+                minimal(server={"allowed_origins": [bad]}), "server.allowed_origins[0]"
+            )
         for ok in ("http://localhost:1", "http://127.0.0.5", "http://[::1]:8", "https://a.b/x"):
             config_from_mapping(minimal(server={"public_url": ok}))
 
@@ -207,21 +213,17 @@ class ValidationTests(SynchronousTestCase):
         self.assertNotIn("hunter2-secret", repr(config))
         self.assertNotIn("hunter2-secret", str(config.upstream.client_secret))
 
-    def test_unreadable_secret_file(self) -> None:
-        if os.geteuid() == 0:
-            self.skipTest("root reads any file")
-        secret = Path(self.mktemp())
-        secret.write_text("x")
-        secret.chmod(0)
-        data = minimal(
-            upstream={
-                "type": "oidc",
-                "issuer_url": "https://i.example",
-                "client_id": "x",
-                "client_secret_file": str(secret),
-            }
-        )
+    def test_unreadable_or_empty_secret_file(self) -> None:
+        base = {"type": "oidc", "issuer_url": "https://i.example", "client_id": "x"}
+        # A directory cannot be read as a file, even by root.
+        directory = self.mktemp()
+        os.makedirs(directory)
+        data = minimal(upstream={**base, "client_secret_file": directory})
         self.assertProblem(data, "upstream.client_secret_file", "cannot read")
+        empty = Path(self.mktemp())
+        empty.write_text("  \n")
+        data = minimal(upstream={**base, "client_secret_file": str(empty)})
+        self.assertProblem(data, "upstream.client_secret_file", "is empty")
 
     def test_trusted_proxies(self) -> None:
         self.assertProblem(

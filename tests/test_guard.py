@@ -125,6 +125,17 @@ class RefusalTests(GuardTestCase):
         response, _ = self.call(self.h.auth(self.h.token(aud=["x", self.h.resource])))
         self.assertEqual(response.code, 200)
 
+    def test_other_allowed_audience_is_not_this_resource(self) -> None:
+        # The authorization server may issue tokens for several audiences; only those for
+        # this MCP resource pass this guard.
+        config = proxy_config(
+            auth_server={"allowed_audiences": ["https://mcp.example.com/mcp", "https://other"]}
+        )
+        self.h = ProxyHarness(config)
+        self.assertRefused(self.h.token(aud="https://other"), "not meant")
+        response, _ = self.call(self.h.auth(self.h.token(aud="https://mcp.example.com/mcp")))
+        self.assertEqual(response.code, 200)
+
     def test_wrong_issuer(self) -> None:
         self.assertRefused(self.h.token(iss="https://mcp.example.com/"), "another issuer")
 

@@ -54,3 +54,23 @@ class AccessLogTests(SynchronousTestCase):
         line = access_log_line("[ts]", request)
         self.assertIn("GET /oauth/callback HTTP/1.1", line)
         self.assertNotIn("SECRETCODE", line)
+
+
+class ObserverHintTests(SynchronousTestCase):
+    def test_warns_when_json_configured_without_observer(self) -> None:
+        from twisted.logger import globalLogPublisher
+
+        from authproxy import logs
+
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.patch(logs, "_installed", [])
+        logs.warn_if_not_installed("text", "info")
+        self.assertEqual(events, [])
+        logs.warn_if_not_installed("json", "info")
+        self.assertIn("--logger authproxy.logs.observer", events[-1]["log_format"])
+        logs.observer()
+        count = len(events)
+        logs.warn_if_not_installed("json", "debug")
+        self.assertEqual(len(events), count)

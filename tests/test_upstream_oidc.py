@@ -387,6 +387,30 @@ class FinishLoginTests(SynchronousTestCase):
         self.assertIn("iss", str(failure.value))
         self.assertEqual(h.idp.token_requests, [])
 
+    def test_lost_verifier_or_nonce_fails_closed(self) -> None:
+        h = Harness()
+        args, pending = h.begin("s1")
+        failure = self.failureResultOf(
+            h.provider.finish_login(args, attrs.evolve(pending, upstream_code_verifier="")),
+            UpstreamError,
+        )
+        self.assertIn("verifier", str(failure.value))
+        self.assertEqual(h.idp.token_requests, [])
+        args, pending = h.begin("s2")
+        failure = self.failureResultOf(
+            h.provider.finish_login(args, attrs.evolve(pending, upstream_nonce="")),
+            UpstreamError,
+        )
+        self.assertIn("nonce", str(failure.value))
+
+    def test_promised_iss_must_be_present(self) -> None:
+        h = Harness()  # the fake IdP advertises authorization_response_iss_parameter_supported
+        args, pending = h.begin("s")
+        self.assertIn("iss", args)
+        del args["iss"]
+        failure = self.failureResultOf(h.provider.finish_login(args, pending), UpstreamError)
+        self.assertIn("iss", str(failure.value))
+
     def test_code_refused(self) -> None:
         h = Harness()
         h.idp.token_error = "invalid_grant"

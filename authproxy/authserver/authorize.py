@@ -25,6 +25,7 @@ from authproxy.authserver._common import (
     split_scope,
     upstream_error_page,
 )
+from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
 from authproxy.httputil import AsyncResource, HTMLPageError
 from authproxy.interfaces import IUpstreamProvider, UpstreamError
 from authproxy.storage.interface import IStorage
@@ -88,6 +89,8 @@ class AuthorizeResource(AsyncResource):
         scopes_supported: Sequence[str],
         pending_lifespan: float = DEFAULT_PENDING_LIFESPAN,
         consent: ConsentGate | None = None,
+        limiter: TokenBucketLimiter | None = None,
+        trusted_proxies: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.storage = storage
@@ -95,11 +98,14 @@ class AuthorizeResource(AsyncResource):
         self.clock = clock
         self.issuer = issuer
         self.allowed_audiences = tuple(allowed_audiences)
+        self.limiter = limiter
+        self.trusted_proxies = tuple(trusted_proxies)
         self.scopes_supported = tuple(scopes_supported)
         self.pending_lifespan = pending_lifespan
         self.consent = consent
 
     async def handle_GET(self, request: Request) -> bytes:
+        self._check_rate(request)
         pairs = query_pairs(request)
         client, redirect_uri = await self._client_and_redirect_uri(pairs)
         params: dict[str, str] = {}
@@ -125,6 +131,23 @@ class AuthorizeResource(AsyncResource):
         await self.storage.touch_client(client.client_id)
         await self.storage.put_pending(pending)
         return await self._hand_off(request, pending, client)
+
+    def _check_rate(self, request: Request) -> None:
+        """Each authorize stores a pending authorization and probes the IdP: bound it per
+        source address, so one address cannot evict other users' logins in progress."""
+        if self.limiter is None:
+            return
+        address = source_address(request, self.trusted_proxies)
+        wait = self.limiter.acquire(address)
+        if wait > 0:
+            self.log.warn("Authorization rate limit hit by {address}", address=address)
+            request.setHeader("Retry-After", TokenBucketLimiter.retry_after(wait))
+            raise HTMLPageError(
+                429,
+                "Too many sign-in attempts",
+                "This address started more sign-ins than the server accepts in a short time.",
+                "Wait a minute, then start again from your application.",
+            )
 
     async def _client_and_redirect_uri(
         self, pairs: list[tuple[str, str]]

@@ -7,7 +7,6 @@ validated strictly, each source address is rate limited, and the client table is
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from authproxy.authserver._common import (
 )
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
 from authproxy.httputil import NO_STORE, AsyncResource, OAuthError, json_body
+from authproxy.jsonutil import loads_untrusted
 from authproxy.loopback import is_loopback_host
 from authproxy.storage.interface import IStorage, StorageFull
 from authproxy.storage.models import RegisteredClient
@@ -247,7 +247,7 @@ class RegistrationResource(AsyncResource):
             raise _invalid("the body must be application/json")
         body = read_body(request, MAX_BODY)
         try:
-            document = json.loads(body)
+            document = loads_untrusted(body)
         except (ValueError, UnicodeDecodeError):
             raise _invalid("the body is not valid JSON") from None
         metadata = validate_client_metadata(document, self._scopes_supported)

@@ -20,7 +20,7 @@ from authproxy.authserver.ratelimit import TokenBucketLimiter
 from authproxy.authserver.register import RegistrationResource
 from authproxy.authserver.revoke import RevocationResource
 from authproxy.authserver.token import TokenResource, TokenSettings
-from authproxy.config import Config
+from authproxy.config import Config, parse_rate
 from authproxy.interfaces import IUpstreamProvider
 from authproxy.keys import KeyRing
 from authproxy.storage.interface import IStorage
@@ -62,6 +62,8 @@ def auth_routes(
         allowed_audiences=auth.allowed_audiences,
         scopes_supported=auth.scopes_supported,
         consent=ConsentStep(config, storage, ring, clock) if consent else None,
+        limiter=TokenBucketLimiter(clock, *parse_rate(auth.authorize_rate)),
+        trusted_proxies=config.server.trusted_proxies,
     )
     routes[AUTHORIZE_PATH] = authorize
     if consent:

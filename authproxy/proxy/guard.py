@@ -12,7 +12,6 @@ revocation generation moved, so revocations take effect on the next request.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -26,6 +25,7 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from authproxy.config import Config
+from authproxy.jsonutil import loads_untrusted
 from authproxy.keys import KeyRing
 from authproxy.storage.interface import IStorage
 
@@ -149,12 +149,16 @@ class BearerGuard:
     def from_config(
         cls, config: Config, ring: KeyRing, storage: IStorage, clock: IReactorTime
     ) -> BearerGuard:
+        # The token must be for this resource (public_url + backend.path). Only when the
+        # operator named other audiences instead (e.g. "api://mcp") do those stand for it.
+        resource = config.server.public_url + config.backend.path
+        allowed = config.auth_server.allowed_audiences
         return cls(
             ring=ring,
             storage=storage,
             clock=clock,
             issuer=config.auth_server.issuer,
-            audiences=config.auth_server.allowed_audiences,
+            audiences=(resource,) if resource in allowed else allowed,
             required_scopes=config.auth_server.required_scopes,
         )
 
@@ -212,7 +216,7 @@ class BearerGuard:
         if len(parts) != 3 or not all(parts[:2]):
             raise invalid_token("the access token is not a JWT")
         try:
-            header = json.loads(base64url_decode(parts[0]))
+            header = loads_untrusted(base64url_decode(parts[0]))
         except (ValueError, UnicodeDecodeError):
             raise invalid_token("the access token is not a JWT") from None
         if not isinstance(header, dict):
@@ -233,10 +237,10 @@ class BearerGuard:
         try:
             jws.deserialize(token)
             jws.verify(signing_key.jwk, alg=signing_key.alg)
-        except (JWException, ValueError, TypeError):
+        except (JWException, ValueError, TypeError, RecursionError):
             raise invalid_token("the access token signature is invalid") from None
         try:
-            claims = json.loads(jws.payload)
+            claims = loads_untrusted(jws.payload)
         except (ValueError, UnicodeDecodeError):
             raise invalid_token("the access token claims are not JSON") from None
         if not isinstance(claims, dict):

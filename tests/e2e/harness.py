@@ -73,9 +73,10 @@ class KeyDirs:
         self.keys.publish({f"key-{i}.pem": pem for i, pem in enumerate(self.key_pems)})
         self.hmac.publish({"hmac-0": self.hmac_secret})
 
-    def rotate(self) -> None:
-        """A new active key; the previous one stays as a verify-only key."""
-        self.key_pems = [ec_pem(), self.key_pems[0]]
+    def rotate(self, keep: int = 3) -> None:
+        """A new active key; the previous ones stay as verify-only keys (``keep`` in all),
+        as the README's procedure keeps them for the longest token lifetime."""
+        self.key_pems = [ec_pem(), *self.key_pems][:keep]
         self.publish()
 
 

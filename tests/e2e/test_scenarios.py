@@ -171,6 +171,8 @@ def test_key_rotation_keeps_streams_and_requests(root: Path) -> None:
         assert out["progress"] == [float(i) for i in range(1, 31)]
         assert out["result"].content[0].text == "counted 30"
         assert out["echoes"] == [f"during rotation {i}" for i in range(3)]
+        # The token from before the rotations kept working: no 401 sent the client to log in.
+        assert user.login is not None and len(user.login.authorize_urls) == 1
 
         # New tokens carry the new kid.
         assert user.oauth is not None
