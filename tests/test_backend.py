@@ -71,7 +71,16 @@ class SupervisionTests(TestCase):
         assert probe is not None
         for service in services:
             service.startService()
-            self.addCleanup(service.stopService)
+
+        @inlineCallbacks
+        def stop() -> Any:
+            for service in services:
+                yield service.stopService()
+            # procmon cancels its SIGKILL timer when the child has exited on SIGTERM.
+            monitor: Any = next(iter(services[0]))
+            yield self.until(lambda: not any(c.active() for c in monitor.murder.values()))
+
+        self.addCleanup(stop)
         self.assertFalse(probe.readiness()[0])
         yield self.until(lambda: probe.readiness()[0])
         monitor: Any = next(iter(services[0]))

@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import HTTPConnectionPool, ResponseDone
+from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
@@ -177,7 +177,7 @@ class MCPProxy(Resource):
         agent: IAgent,
         clock: IReactorTime,
         provider: IUpstreamProvider | None = None,
-        pool: HTTPConnectionPool | None = None,
+        pool: Any = None,
     ) -> None:
         super().__init__()
         self.pool = pool
@@ -467,6 +467,9 @@ def _connection_listed(response: IResponse) -> frozenset[bytes]:
     the parser while the body is being received (always for streams). When the whole response
     was already read, the parser is gone and only the fixed hop-by-hop set is removed.
     """
+    listed = getattr(response, "connection_tokens", None)
+    if listed is not None:  # authproxy's own backend client keeps them
+        return frozenset(listed)
     try:
         transport = response._transport._producer  # type: ignore[attr-defined]
         protocol = transport.protocol

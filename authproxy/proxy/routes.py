@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 
 from authproxy.config import Config
 from authproxy.interfaces import IUpstreamProvider
 from authproxy.keys import KeyRing
+from authproxy.proxy.backend_client import BackendAgent
 from authproxy.proxy.guard import BearerGuard
 from authproxy.proxy.metadata import WELL_KNOWN, ProtectedResourceMetadata
 from authproxy.proxy.resource import MCPProxy
 from authproxy.storage.interface import IStorage
-
-# Idle pooled connections are closed well before typical server keep-alive timeouts
-# would race a new request on them.
-CACHED_CONNECTION_TIMEOUT = 30
 
 
 def proxy_routes(config: Config) -> dict[str, Resource]:
@@ -27,18 +23,14 @@ def proxy_routes(config: Config) -> dict[str, Resource]:
     return {WELL_KNOWN: metadata, WELL_KNOWN + config.backend.path: metadata}
 
 
-def make_pool(config: Config, reactor: Any) -> HTTPConnectionPool:
-    """A persistent connection pool bounded by ``backend.max_connections`` per host."""
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = config.backend.max_connections
-    pool.cachedConnectionTimeout = CACHED_CONNECTION_TIMEOUT
-    pool.retryAutomatically = True
-    return pool
-
-
-def make_backend_agent(config: Config, reactor: Any, pool: HTTPConnectionPool) -> IAgent:
-    """The Agent that talks to the backend MCP server (connect timeout from config)."""
-    return Agent(reactor, connectTimeout=config.backend.connect_timeout, pool=pool)
+def make_backend_agent(config: Config, reactor: Any) -> BackendAgent:
+    """The keep-alive client of the backend MCP server (connect timeout from config)."""
+    return BackendAgent(
+        reactor,
+        config.backend.url,
+        connect_timeout=config.backend.connect_timeout,
+        max_idle=config.backend.max_connections,
+    )
 
 
 def make_proxy_resource(
@@ -54,10 +46,9 @@ def make_proxy_resource(
     Without ``agent`` a pooled Agent is built; ``close()`` on the result closes its idle
     connections (call it when the service stops).
     """
-    pool: HTTPConnectionPool | None = None
+    pool: BackendAgent | None = None
     if agent is None:
-        pool = make_pool(config, reactor)
-        agent = make_backend_agent(config, reactor, pool)
+        agent = pool = make_backend_agent(config, reactor)
     guard = BearerGuard.from_config(config, ring, storage, reactor)
     return MCPProxy(
         config=config, guard=guard, agent=agent, clock=reactor, provider=provider, pool=pool

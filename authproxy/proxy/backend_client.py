@@ -1,0 +1,534 @@
+"""A lean HTTP/1.1 client for the one backend, behind the ``IAgent`` interface.
+
+twisted.web's ``Agent`` is general (any host, retries, redirects, proxies) and that
+generality costs more CPU per request than everything else authproxy does on the proxy
+path (see benchmarks/README.md, P1). authproxy talks to exactly one origin, so this client
+keeps a pool of keep-alive connections to it, writes each request in one ``write``, parses
+the response head itself and streams the body (Content-Length, chunked, or until close) to
+the ``IProtocol`` given to ``deliverBody``, exactly as ``Agent`` would: the connection is the
+protocol's transport (a push producer, so a slow client can pause the backend read), the
+body ends with ``connectionLost(ResponseDone)`` (``PotentialDataLoss`` for a body that ends
+with the connection), and ``stopProducing`` aborts the connection.
+
+A request on a reused connection that dies before any byte of the answer arrived (the
+backend closed it while idle) is retried once on a new connection, for methods without side
+effects only; idle connections are closed after ``idle_timeout``, shorter than common server
+keep-alive timeouts (uvicorn's is 5 s), to make that race rare.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IResponse
+from zope.interface import implementer
+
+from authproxy.proxy.headers import connection_tokens
+
+MAX_HEAD = 64 * 1024  # status line and headers
+_NO_BODY_STATUS = frozenset({204, 304})
+_RETRYABLE = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"PUT"})
+_DONE = Failure(ResponseDone())
+
+
+class BackendProtocolError(Exception):
+    """The backend's answer is not valid HTTP/1.1."""
+
+
+@implementer(IResponse)
+class BackendResponse:
+    """The response head; ``deliverBody`` starts the body flowing to a protocol."""
+
+    version = (b"HTTP", 1, 1)
+    request = None
+    previousResponse = None
+
+    def __init__(
+        self,
+        connection: BackendConnection,
+        code: int,
+        phrase: bytes,
+        headers: Headers,
+        length: int | object,
+        connection_tokens: frozenset[bytes],
+    ) -> None:
+        self.code = code
+        self.phrase = phrase
+        self.headers = headers
+        self.length = length
+        self.connection_tokens = connection_tokens
+        self._connection = connection
+
+    def deliverBody(self, protocol: Any) -> None:
+        self._connection.deliver_body(protocol)
+
+    def setPreviousResponse(self, response: IResponse) -> None:  # pragma: no cover - IResponse
+        self.previousResponse = response
+
+
+@implementer(IPushProducer)
+class _BodyTransport:
+    """What the body protocol sees as its transport: flow control of the backend socket."""
+
+    def __init__(self, connection: BackendConnection) -> None:
+        self._connection = connection
+
+    def pauseProducing(self) -> None:
+        if self._connection.transport is not None:
+            self._connection.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def resumeProducing(self) -> None:
+        if self._connection.transport is not None:
+            self._connection.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def stopProducing(self) -> None:
+        self._connection.abort()
+
+
+class _Exchange:
+    """One request/response on a connection."""
+
+    def __init__(self, method: bytes, data: bytes, reused: bool) -> None:
+        self.method = method
+        self.data = data
+        self.reused = reused
+        self.response_d: Deferred[IResponse] = Deferred(self._cancel)
+        self.connection: BackendConnection | None = None
+        self.received_any = False
+
+    def _cancel(self, _: Deferred[IResponse]) -> None:
+        if self.connection is not None:
+            self.connection.abort()
+
+
+class BackendConnection(Protocol):
+    """One keep-alive connection to the backend, serving one exchange at a time."""
+
+    def __init__(self, agent: BackendAgent) -> None:
+        self._agent = agent
+        self._buffer = b""
+        self._exchange: _Exchange | None = None
+        self._body: Any = None  # the protocol receiving the body
+        self._pending_body: list[bytes] = []
+        self._remaining: int | None = None  # Content-Length bytes left
+        self._chunked = False
+        self._chunk_left = 0  # bytes of chunk data left; -1 when a chunk-size line is due
+        self._until_close = False
+        self._keep_alive = True
+        self._state = "idle"  # idle | head | body | closed
+        self._idle_call: Any = None
+        self.connected_ok = False
+
+    # -- connection lifecycle -----------------------------------------------------------------
+    def connectionMade(self) -> None:
+        self.connected_ok = True
+
+    def send(self, exchange: _Exchange) -> None:
+        self._cancel_idle_timer()
+        exchange.connection = self
+        self._exchange = exchange
+        self._state = "head"
+        self._buffer = b""
+        assert self.transport is not None
+        self.transport.write(exchange.data)
+
+    def abort(self) -> None:
+        if self.transport is not None and self._state != "closed":
+            self._keep_alive = False
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        self._idle_call = None
+
+    def connectionLost(self, reason: Failure = _DONE) -> None:
+        state = self._state
+        self._keep_alive = False
+        self._cancel_idle_timer()
+        self._agent.forget(self)
+        if state == "body":
+            # The body ends with the connection: cleanly only for a close-delimited body.
+            if self._until_close and reason.check(ConnectionDone):
+                self._end_body(Failure(PotentialDataLoss()))
+            else:
+                self._end_body(Failure(ResponseFailed([reason])))
+        self._state = "closed"
+        exchange, self._exchange = self._exchange, None
+        if state == "head" and exchange is not None:
+            if exchange.reused and not exchange.received_any and exchange.method in _RETRYABLE:
+                self._agent.retry(exchange)
+            elif not exchange.response_d.called:
+                exchange.response_d.errback(ResponseNeverReceived([reason]))
+
+    # -- response parsing ---------------------------------------------------------------------
+    def dataReceived(self, data: bytes) -> None:
+        if self._exchange is not None:
+            self._exchange.received_any = True
+        if self._state == "head":
+            self._buffer += data
+            self._parse_head()
+        elif self._state == "body":
+            self._body_data(data)
+        else:
+            # Bytes nobody asked for: the connection is out of step; drop it.
+            self.abort()
+
+    def _parse_head(self) -> None:
+        while self._state == "head":
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buffer) > MAX_HEAD:
+                    self._fail_head(BackendProtocolError("response head too large"))
+                return
+            head, self._buffer = self._buffer[:end], self._buffer[end + 4 :]
+            try:
+                self._start_response(head)
+            except (ValueError, BackendProtocolError) as e:
+                self._fail_head(BackendProtocolError(str(e)))
+                return
+
+    def _fail_head(self, error: Exception) -> None:
+        exchange, self._exchange = self._exchange, None
+        self.abort()
+        self._state = "closed"
+        if exchange is not None and not exchange.response_d.called:
+            exchange.response_d.errback(ResponseFailed([Failure(error)]))
+
+    def _start_response(self, head: bytes) -> None:
+        lines = head.split(b"\r\n")
+        version, _, rest = lines[0].partition(b" ")
+        code_text, _, phrase = rest.partition(b" ")
+        if not version.startswith(b"HTTP/1.") or len(code_text) != 3 or not code_text.isdigit():
+            raise BackendProtocolError("not an HTTP/1.x status line")
+        code = int(code_text)
+        if 100 <= code < 200:
+            return  # an interim answer (100 Continue): the real one follows
+        headers = Headers()
+        length: int | None = None
+        chunked = False
+        connection_header: list[bytes] = []
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not name or name != name.strip():
+                raise BackendProtocolError("malformed header line")
+            value = value.strip()
+            lower = name.lower()
+            if lower == b"content-length":
+                if length is not None and length != int(value):
+                    raise BackendProtocolError("conflicting Content-Length")
+                length = int(value)
+                if length < 0:
+                    raise BackendProtocolError("negative Content-Length")
+                continue
+            if lower == b"transfer-encoding":
+                chunked = value.lower().endswith(b"chunked")
+                continue
+            if lower == b"connection":
+                connection_header.append(value)
+                continue
+            headers.addRawHeader(name, value)
+        exchange = self._exchange
+        assert exchange is not None
+        tokens = connection_tokens(Headers({b"connection": connection_header}))
+        self._keep_alive = version == b"HTTP/1.1" and b"close" not in tokens
+        no_body = exchange.method == b"HEAD" or code in _NO_BODY_STATUS
+        self._chunked = chunked and not no_body
+        self._chunk_left = -1
+        self._remaining = None if no_body or self._chunked else length
+        self._until_close = not no_body and not self._chunked and length is None
+        if self._until_close:
+            self._keep_alive = False
+        if no_body:
+            self._remaining = 0
+        response_length: int | object = (
+            0 if no_body else (length if length is not None and not chunked else UNKNOWN_LENGTH)
+        )
+        self._state = "body"
+        self._pending_body = [self._buffer] if self._buffer else []
+        self._buffer = b""
+        # Hold the body until deliverBody, as Agent does.
+        if self.transport is not None:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+        response = BackendResponse(self, code, phrase, headers, response_length, tokens)
+        exchange.response_d.callback(response)
+
+    def deliver_body(self, protocol: Any) -> None:
+        self._body = protocol
+        protocol.makeConnection(_BodyTransport(self))
+        pending, self._pending_body = self._pending_body, []
+        if self._remaining == 0 and not self._chunked:
+            self._end_body(_DONE)
+            return
+        for data in pending:
+            if self._state != "body":
+                return
+            self._body_data(data)
+        if self._state == "body" and self.transport is not None:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def _body_data(self, data: bytes) -> None:
+        if self._body is None:
+            self._pending_body.append(data)
+            return
+        if self._chunked:
+            self._chunked_data(data)
+        elif self._remaining is not None:
+            piece, rest = data[: self._remaining], data[self._remaining :]
+            self._remaining -= len(piece)
+            if piece:
+                self._body.dataReceived(piece)
+            if self._remaining == 0:
+                if rest:
+                    self._keep_alive = False  # more than announced: not reusable
+                self._end_body(_DONE)
+        else:
+            self._body.dataReceived(data)
+
+    def _chunked_data(self, data: bytes) -> None:
+        buffer = self._buffer + data
+        self._buffer = b""
+        while buffer and self._state == "body":
+            if self._chunk_left > 0:
+                piece, buffer = buffer[: self._chunk_left], buffer[self._chunk_left :]
+                self._chunk_left -= len(piece)
+                self._body.dataReceived(piece)
+                if self._chunk_left == 0:
+                    self._chunk_left = -2  # the CRLF after the chunk data is due
+                continue
+            end = buffer.find(b"\r\n")
+            if end < 0:
+                if len(buffer) > MAX_HEAD:
+                    self._end_body(Failure(ResponseFailed([Failure(BackendProtocolError())])))
+                    self.abort()
+                    return
+                self._buffer = buffer
+                return
+            line, buffer = buffer[:end], buffer[end + 2 :]
+            if self._chunk_left == -2:
+                if line:
+                    self._keep_alive = False
+                    self._end_body(Failure(ResponseFailed([Failure(BackendProtocolError())])))
+                    self.abort()
+                    return
+                self._chunk_left = -1
+            elif self._chunk_left == -3:
+                if not line:  # the blank line after the last chunk (and any trailers)
+                    if buffer:
+                        self._keep_alive = False
+                    self._end_body(_DONE)
+                    return
+            else:
+                try:
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    self._end_body(Failure(ResponseFailed([Failure(BackendProtocolError())])))
+                    self.abort()
+                    return
+                self._chunk_left = size if size > 0 else -3
+
+    def _end_body(self, reason: Failure) -> None:
+        if self._state != "body":
+            return
+        body, self._body = self._body, None
+        self._exchange = None
+        clean = reason.check(ResponseDone) is not None
+        if clean and self._keep_alive:
+            self._state = "idle"
+            # A slow client may have paused the read; the next exchange needs it running.
+            if self.transport is not None:
+                self.transport.resumeProducing()  # type: ignore[attr-defined]
+            self._agent.release(self)
+        else:
+            self._state = "closed"
+            if self.transport is not None:
+                self.transport.loseConnection()
+        if body is not None:
+            body.connectionLost(reason)
+
+    def start_idle_timer(self, clock: Any, timeout: float) -> None:
+        self._idle_call = clock.callLater(timeout, self.abort)
+
+
+@implementer(IAgent)
+class BackendAgent:
+    """``IAgent`` for one backend origin, with a bounded pool of keep-alive connections.
+
+    Requests go to ``url``'s origin whatever URI they name (only its path and query are
+    used): the proxy never talks to anyone else.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        url: str,
+        *,
+        connect_timeout: float = 5.0,
+        max_idle: int = 64,
+        idle_timeout: float = 4.0,
+        endpoint: Any = None,
+    ) -> None:
+        parts = urlsplit(url)
+        self._reactor = reactor
+        host = parts.hostname or "127.0.0.1"
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if endpoint is None:  # tests pass an in-memory one
+            endpoint = HostnameEndpoint(reactor, host, port, timeout=connect_timeout)
+            if parts.scheme == "https":
+                endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+        self._endpoint = endpoint
+        default_port = (parts.scheme == "https" and port == 443) or port == 80
+        self._host_header = (host if default_port else f"{host}:{port}").encode("idna")
+        self._idle: list[BackendConnection] = []
+        self._max_idle = max_idle
+        self._idle_timeout = idle_timeout
+        self._factory = Factory.forProtocol(lambda: BackendConnection(self))  # type: ignore[arg-type]
+        self._factory.noisy = False
+
+    # -- IAgent ----------------------------------------------------------------------------------
+    def request(
+        self,
+        method: bytes,
+        uri: bytes,
+        headers: Headers | None = None,
+        bodyProducer: IBodyProducer | None = None,
+    ) -> Deferred[IResponse]:
+        try:
+            data = self._serialize(method, uri, headers, bodyProducer)
+        except ValueError as e:
+            return fail(e)
+        idle = self._take_idle()
+        exchange = _Exchange(method, data, reused=idle is not None)
+        if idle is not None:
+            idle.send(exchange)
+        else:
+            self._connect(exchange)
+        return exchange.response_d
+
+    def _serialize(
+        self,
+        method: bytes,
+        uri: bytes,
+        headers: Headers | None,
+        body_producer: IBodyProducer | None,
+    ) -> bytes:
+        parts = urlsplit(uri)
+        target = parts.path or b"/"
+        if parts.query:
+            target += b"?" + parts.query
+        lines = [method + b" " + target + b" HTTP/1.1"]
+        has_host = False
+        for name, values in (headers or Headers()).getAllRawHeaders():
+            lower = name.lower()
+            if lower in (b"content-length", b"transfer-encoding", b"connection"):
+                continue
+            has_host = has_host or lower == b"host"
+            for value in values:
+                if b"\r" in value or b"\n" in value:
+                    raise ValueError("header value with a line break")
+                lines.append(name + b": " + value)
+        if not has_host:
+            lines.append(b"Host: " + self._host_header)
+        body = _body_bytes(body_producer)
+        if body is not None:
+            lines.append(b"Content-Length: " + str(len(body)).encode("ascii"))
+        lines.append(b"")
+        lines.append(b"")
+        return b"\r\n".join(lines) + (body or b"")
+
+    # -- the pool ------------------------------------------------------------------------------
+    def _take_idle(self) -> BackendConnection | None:
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.transport is not None and connection._state == "idle":
+                return connection
+        return None
+
+    def _connect(self, exchange: _Exchange) -> None:
+        connecting = self._endpoint.connect(self._factory)
+
+        def connected(connection: BackendConnection) -> None:
+            if exchange.response_d.called:  # cancelled while connecting
+                connection.abort()
+                return
+            connection.send(exchange)
+
+        def failed(reason: Failure) -> None:
+            if not exchange.response_d.called:
+                exchange.response_d.errback(reason)
+
+        connecting.addCallbacks(connected, failed)
+
+        def cancel_connect(_: object) -> None:
+            if not connecting.called:
+                connecting.cancel()
+
+        exchange.response_d.addErrback(_on_cancel(cancel_connect))
+
+    def retry(self, exchange: _Exchange) -> None:
+        """The reused connection was closed under the request: once more, on a new one."""
+        exchange.reused = False
+        exchange.received_any = False
+        exchange.connection = None
+        self._connect(exchange)
+
+    def release(self, connection: BackendConnection) -> None:
+        if len(self._idle) >= self._max_idle:
+            connection.abort()
+            return
+        self._idle.append(connection)
+        connection.start_idle_timer(self._reactor, self._idle_timeout)
+
+    def forget(self, connection: BackendConnection) -> None:
+        if connection in self._idle:
+            self._idle.remove(connection)
+
+    def closeCachedConnections(self) -> Deferred[None]:
+        """Close every idle connection (when the service stops)."""
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.abort()
+        return succeed(None)
+
+
+def _on_cancel(action: Callable[[object], None]) -> Callable[[Failure], Failure]:
+    def errback(failure: Failure) -> Failure:
+        if failure.check(CancelledError):
+            action(failure)
+        return failure
+
+    return errback
+
+
+def _body_bytes(producer: IBodyProducer | None) -> bytes | None:
+    """The whole body of an in-memory producer (the proxy has read and size-checked it)."""
+    if producer is None:
+        return None
+    chunks: list[bytes] = []
+
+    class _Collect:
+        def write(self, data: bytes) -> None:
+            chunks.append(data)
+
+        def registerProducer(self, producer: object, streaming: bool) -> None:
+            pass
+
+        def unregisterProducer(self) -> None:
+            pass
+
+    done = producer.startProducing(_Collect())  # type: ignore[arg-type]
+    if not done.called:
+        raise ValueError("only in-memory request bodies are supported")
+    return b"".join(chunks)

@@ -1,0 +1,217 @@
+"""The backend client: HTTP/1.1 framing, keep-alive reuse, retries and failures, in memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import CancelledError, succeed
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH
+
+from authproxy.proxy.backend_client import BackendAgent
+from authproxy.proxy.resource import BytesProducer
+
+
+class MemoryEndpoint:
+    """Connects each factory protocol to a StringTransport the test can read and answer."""
+
+    def __init__(self) -> None:
+        self.connections: list[tuple[Any, StringTransport]] = []
+
+    def connect(self, factory: Any) -> Any:
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.connections.append((protocol, transport))
+        return succeed(protocol)
+
+
+_DONE = Failure(ResponseDone())
+
+
+class Collect(Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+        self.reason: Failure | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: Failure = _DONE) -> None:
+        self.reason = reason
+
+
+class BackendClientTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.endpoint = MemoryEndpoint()
+        self.agent = BackendAgent(self.clock, "http://127.0.0.1:9000", endpoint=self.endpoint)
+
+    def send(self, method: bytes = b"POST", body: bytes | None = b"{}") -> Any:
+        producer = BytesProducer(body) if body is not None else None
+        headers = Headers({b"Content-Type": [b"application/json"]})
+        return self.agent.request(method, b"http://127.0.0.1:9000/mcp?x=1", headers, producer)
+
+    def answer(self, data: bytes, index: int = -1) -> tuple[Any, StringTransport]:
+        protocol, transport = self.endpoint.connections[index]
+        protocol.dataReceived(data)
+        return protocol, transport
+
+    def body_of(self, d: Any) -> Collect:
+        self.response = self.successResultOf(d)
+        collect = Collect()
+        self.response.deliverBody(collect)
+        return collect
+
+    def test_request_bytes_and_content_length_response_then_reuse(self) -> None:
+        d = self.send()
+        _, transport = self.endpoint.connections[0]
+        written = transport.value()
+        self.assertTrue(written.startswith(b"POST /mcp?x=1 HTTP/1.1\r\n"), written)
+        self.assertIn(b"Host: 127.0.0.1:9000\r\n", written)
+        self.assertIn(b"Content-Length: 2\r\n", written)
+        self.assertTrue(written.endswith(b"\r\n\r\n{}"))
+        self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Custom: a\r\n\r\nhel")
+        response = self.successResultOf(d)
+        self.assertEqual((response.code, response.phrase, response.length), (200, b"OK", 5))
+        self.assertEqual(response.headers.getRawHeaders(b"x-custom"), [b"a"])
+        self.assertIsNone(response.headers.getRawHeaders(b"content-length"))
+        collect = Collect()
+        response.deliverBody(collect)
+        self.answer(b"lo")
+        self.assertEqual(collect.data, b"hello")
+        assert collect.reason is not None
+        self.assertTrue(collect.reason.check(ResponseDone))
+        transport.clear()
+        self.send(b"GET", None)
+        self.assertEqual(len(self.endpoint.connections), 1, "the connection was reused")
+        self.assertTrue(transport.value().startswith(b"GET /mcp?x=1 HTTP/1.1\r\n"))
+
+    def test_chunked_split_at_every_byte(self) -> None:
+        wire = (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: text/event-stream\r\n\r\n"
+            b"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nTrailer: x\r\n\r\n"
+        )
+        for cut in range(1, len(wire)):
+            self.endpoint.connections.clear()
+            self.agent._idle.clear()
+            d = self.send()
+            self.answer(wire[:cut])
+            if cut < wire.index(b"\r\n\r\n") + 4:
+                self.assertNoResult(d)
+                self.answer(wire[cut:])
+                collect = self.body_of(d)
+            else:
+                collect = self.body_of(d)
+                self.answer(wire[cut:])
+            self.assertEqual(collect.data, b"hello, world", cut)
+            assert collect.reason is not None
+            self.assertTrue(collect.reason.check(ResponseDone), cut)
+            self.assertEqual(self.response.length, UNKNOWN_LENGTH)
+
+    def test_close_delimited_body_ends_with_potential_data_loss(self) -> None:
+        d = self.send()
+        protocol, _ = self.answer(b"HTTP/1.0 200 OK\r\n\r\npartial")
+        collect = self.body_of(d)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(collect.data, b"partial")
+        assert collect.reason is not None
+        self.assertTrue(collect.reason.check(PotentialDataLoss))
+        self.send()
+        self.assertEqual(len(self.endpoint.connections), 2, "not reused")
+
+    def test_connection_close_is_not_reused(self) -> None:
+        d = self.send()
+        self.answer(b"HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nContent-Length: 0\r\n\r\n")
+        self.body_of(d)
+        self.assertEqual(self.response.connection_tokens, frozenset({b"close", b"x-hop"}))
+        self.send()
+        self.assertEqual(len(self.endpoint.connections), 2)
+
+    def test_no_body_statuses_and_interim_answers(self) -> None:
+        d = self.send()
+        self.answer(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")
+        collect = self.body_of(d)
+        self.assertEqual((self.response.code, collect.data), (204, b""))
+        assert collect.reason is not None
+        self.assertTrue(collect.reason.check(ResponseDone))
+        head = self.send(b"HEAD", None)
+        self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n")
+        self.assertEqual(self.body_of(head).data, b"")
+
+    def test_backend_dies_mid_body(self) -> None:
+        d = self.send()
+        protocol, _ = self.answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc")
+        collect = self.body_of(d)
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(collect.data, b"abc")
+        assert collect.reason is not None
+        self.assertTrue(collect.reason.check(ResponseFailed))
+
+    def test_idempotent_request_retried_when_reused_connection_was_closed(self) -> None:
+        first = self.send(b"GET", None)
+        self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.body_of(first)
+        again = self.send(b"GET", None)
+        stale, _ = self.endpoint.connections[0]
+        stale.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(self.endpoint.connections), 2, "retried on a new connection")
+        self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(self.body_of(again).data, b"ok")
+
+    def test_post_on_closed_reused_connection_is_not_retried(self) -> None:
+        first = self.send()
+        self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.body_of(first)
+        again = self.send()
+        stale, _ = self.endpoint.connections[0]
+        stale.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(again, ResponseNeverReceived)
+        self.assertEqual(len(self.endpoint.connections), 1)
+
+    def test_malformed_answers_fail(self) -> None:
+        for wire in (
+            b"garbage\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        ):
+            d = self.send()
+            _, transport = self.answer(wire)
+            self.failureResultOf(d, ResponseFailed)
+            self.assertTrue(transport.disconnecting or transport.disconnected, wire)
+
+    def test_cancel_aborts_the_connection(self) -> None:
+        d = self.send()
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        _, transport = self.endpoint.connections[0]
+        self.assertTrue(transport.disconnecting or transport.disconnected)
+
+    def test_stop_producing_aborts_and_idle_connections_time_out(self) -> None:
+        d = self.send()
+        _, transport = self.answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        collect = self.body_of(d)
+        collect.transport.stopProducing()  # type: ignore[union-attr]
+        self.assertTrue(transport.disconnecting or transport.disconnected)
+        ok = self.send(b"GET", None)
+        _, second = self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.body_of(ok)
+        self.assertFalse(second.disconnecting)
+        self.clock.advance(5)
+        self.assertTrue(second.disconnecting or second.disconnected)
+
+    def test_header_injection_impossible(self) -> None:
+        headers = Headers({b"X-Evil": [b"a\r\nInjected: yes"]})
+        self.agent.request(b"GET", b"/x", headers)
+        _, transport = self.endpoint.connections[0]
+        self.assertNotIn(b"\r\nInjected", transport.value())
