@@ -16,8 +16,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
-from authproxy.proxy.backend_client import BackendAgent
-from authproxy.proxy.resource import BytesProducer
+from authproxy.proxy.backend_client import BackendAgent, BytesProducer
 
 
 class MemoryEndpoint:

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.python.failure import Failure
@@ -41,6 +41,28 @@ MAX_HEAD = 64 * 1024  # status line and headers
 _NO_BODY_STATUS = frozenset({204, 304})
 _RETRYABLE = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"PUT"})
 _DONE = Failure(ResponseDone())
+
+
+@implementer(IBodyProducer)
+class BytesProducer:
+    """The (already size-checked) request body, written to the backend in one go."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        consumer.write(self.body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
 
 
 class BackendProtocolError(Exception):
@@ -424,20 +446,17 @@ class BackendAgent:
         headers: Headers | None,
         body_producer: IBodyProducer | None,
     ) -> bytes:
-        parts = urlsplit(uri)
-        target = parts.path or b"/"
-        if parts.query:
-            target += b"?" + parts.query
+        target = _origin_form(uri)
         lines = [method + b" " + target + b" HTTP/1.1"]
         has_host = False
+        # Headers already refuses line breaks in names and values (no injection here).
         for name, values in (headers or Headers()).getAllRawHeaders():
             lower = name.lower()
-            if lower in (b"content-length", b"transfer-encoding", b"connection"):
+            if lower in _FRAMING_HEADERS:
                 continue
-            has_host = has_host or lower == b"host"
+            if lower == b"host":
+                has_host = True
             for value in values:
-                if b"\r" in value or b"\n" in value:
-                    raise ValueError("header value with a line break")
                 lines.append(name + b": " + value)
         if not has_host:
             lines.append(b"Host: " + self._host_header)
@@ -503,6 +522,18 @@ class BackendAgent:
         return succeed(None)
 
 
+_FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+
+
+def _origin_form(uri: bytes) -> bytes:
+    """``/path?query`` of an absolute or origin-form URI (the host is always the backend)."""
+    if not uri.startswith(b"/"):
+        authority = uri.find(b"//")
+        slash = uri.find(b"/", authority + 2) if authority >= 0 else -1
+        uri = uri[slash:] if slash >= 0 else b"/"
+    return uri.partition(b"#")[0] or b"/"
+
+
 def _on_cancel(action: Callable[[object], None]) -> Callable[[Failure], Failure]:
     def errback(failure: Failure) -> Failure:
         if failure.check(CancelledError):
@@ -512,23 +543,30 @@ def _on_cancel(action: Callable[[object], None]) -> Callable[[Failure], Failure]
     return errback
 
 
+class _Collect:
+    """A consumer that keeps what a synchronous body producer writes."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def registerProducer(self, producer: object, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+
 def _body_bytes(producer: IBodyProducer | None) -> bytes | None:
     """The whole body of an in-memory producer (the proxy has read and size-checked it)."""
     if producer is None:
         return None
-    chunks: list[bytes] = []
-
-    class _Collect:
-        def write(self, data: bytes) -> None:
-            chunks.append(data)
-
-        def registerProducer(self, producer: object, streaming: bool) -> None:
-            pass
-
-        def unregisterProducer(self) -> None:
-            pass
-
-    done = producer.startProducing(_Collect())  # type: ignore[arg-type]
+    if isinstance(producer, BytesProducer):
+        return producer.body
+    collect = _Collect()
+    done = producer.startProducing(collect)  # type: ignore[arg-type]
     if not done.called:
         raise ValueError("only in-memory request bodies are supported")
-    return b"".join(chunks)
+    return b"".join(collect.chunks)
