@@ -27,6 +27,7 @@ class AuthproxyMetrics:
     def __init__(self, route_of: Callable[[bytes], str]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._route_of = route_of
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.requests = Counter(
             "authproxy_http_requests",
             "HTTP requests answered, by route and status code.",
@@ -46,9 +47,18 @@ class AuthproxyMetrics:
         method = request.method.decode("ascii", "replace")
         if method not in ("GET", "POST", "DELETE", "OPTIONS", "HEAD", "PUT", "PATCH"):
             method = "other"
-        self.requests.labels(route, method, str(request.code)).inc()
+        key = (route, method, request.code)
+        children = self._children.get(key)
+        if children is None:
+            # labels() costs a lock and a dict walk per call: resolve each series once.
+            children = (
+                self.requests.labels(route, method, str(request.code)),
+                self.duration.labels(route),
+            )
+            self._children[key] = children
+        children[0].inc()
         if elapsed is not None:
-            self.duration.labels(route).observe(elapsed)
+            children[1].observe(elapsed)
 
     def add_state(self, ring: KeyRing, readiness: Readiness) -> None:
         self.registry.register(_StateCollector(ring, readiness))

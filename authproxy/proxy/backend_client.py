@@ -244,10 +244,13 @@ class BackendConnection(Protocol):
         connection_header: list[bytes] = []
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
-            if not colon or not name or name != name.strip():
+            if not colon or not name or name[-1:] in b" \t" or name[:1] in b" \t":
                 raise BackendProtocolError("malformed header line")
             value = value.strip()
             lower = name.lower()
+            if lower not in _SPECIAL_RESPONSE_HEADERS:
+                headers.addRawHeader(name, value)
+                continue
             if lower == b"content-length":
                 if length is not None and length != int(value):
                     raise BackendProtocolError("conflicting Content-Length")
@@ -258,10 +261,7 @@ class BackendConnection(Protocol):
             if lower == b"transfer-encoding":
                 chunked = value.lower().endswith(b"chunked")
                 continue
-            if lower == b"connection":
-                connection_header.append(value)
-                continue
-            headers.addRawHeader(name, value)
+            connection_header.append(value)  # the remaining special header: Connection
         exchange = self._exchange
         assert exchange is not None
         tokens = connection_tokens(Headers({b"connection": connection_header}))
@@ -523,6 +523,7 @@ class BackendAgent:
 
 
 _FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+_SPECIAL_RESPONSE_HEADERS = _FRAMING_HEADERS
 
 
 def _origin_form(uri: bytes) -> bytes:
