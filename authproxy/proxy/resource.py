@@ -50,6 +50,7 @@ from authproxy.proxy.request import too_large_payload
 from authproxy.proxy.sse import EndpointEventRewriter, EndpointURLMapper
 
 _RESPONSE_DONE = Failure(ResponseDone())
+SMALL_BODY = 64 * 1024
 _NO_BODY = frozenset({204, 304})
 PROXIED_METHODS = (b"GET", b"POST", b"DELETE")
 _CORS_ALLOW_HEADERS = (
@@ -69,19 +70,24 @@ class BodyRelay(Protocol):
         request: Request,
         rewriter: EndpointEventRewriter | None,
         done: Deferred[None],
-        has_length: bool,
+        length: int,
     ) -> None:
         self._request = request
         self._rewriter = rewriter
         self._done = done
-        self._has_length = has_length
+        self._length = length  # -1: unknown (a stream)
+        self._has_length = length >= 0
         self._client_gone = False
+        self._flow_control = True
 
     def connectionMade(self) -> None:
-        # The backend connection pauses while the client's socket buffer is full.
+        # The backend connection pauses while the client's socket buffer is full. A small
+        # body of known length fits any socket buffer: flow control would only cost time.
         assert self.transport is not None
-        producer: IPushProducer = self.transport  # type: ignore[assignment]
-        self._request.registerProducer(producer, True)
+        self._flow_control = not (0 <= self._length <= SMALL_BODY)
+        if self._flow_control:
+            producer: IPushProducer = self.transport  # type: ignore[assignment]
+            self._request.registerProducer(producer, True)
 
     def dataReceived(self, data: bytes) -> None:
         if self._client_gone:
@@ -100,7 +106,8 @@ class BodyRelay(Protocol):
     def connectionLost(self, reason: Failure = _RESPONSE_DONE) -> None:
         request = self._request
         if not self._client_gone and not request.finished and not _disconnected(request):
-            request.unregisterProducer()
+            if self._flow_control:
+                request.unregisterProducer()
             if self._rewriter is not None:
                 rest = self._rewriter.flush()
                 if rest:
@@ -401,9 +408,8 @@ class MCPProxy(Resource):
             return
         rewriter = self._copy_response_head(request, response, url, method)
         done: Deferred[None] = Deferred()
-        protocol = BodyRelay(
-            request, rewriter, done, request.responseHeaders.hasHeader(b"content-length")
-        )
+        declared = request.responseHeaders.getRawHeaders(b"content-length")
+        protocol = BodyRelay(request, rewriter, done, int(declared[0]) if declared else -1)
         relay.append(protocol)
         response.deliverBody(protocol)
         await done
