@@ -110,6 +110,13 @@ class MeteredSite(Site):
     def getResourceFor(self, request: Any) -> Any:
         # Called once per request, when it has been received: the start of its duration.
         request._authproxy_started = self.reactor.seconds()
+        channel = request.channel
+        if channel is not None and not getattr(channel, "_authproxy_nodelay", False):
+            # Responses are written whole; Nagle would only hold back the next one.
+            channel._authproxy_nodelay = True
+            set_no_delay = getattr(channel.transport, "setTcpNoDelay", None)
+            if set_no_delay is not None:
+                set_no_delay(True)
         return super().getResourceFor(request)
 
     def log(self, request: Any) -> None:

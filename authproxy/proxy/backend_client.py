@@ -156,6 +156,10 @@ class BackendConnection(Protocol):
     # -- connection lifecycle -----------------------------------------------------------------
     def connectionMade(self) -> None:
         self.connected_ok = True
+        # Requests go out in one write; don't let Nagle hold the next one back.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
 
     def send(self, exchange: _Exchange) -> None:
         self._cancel_idle_timer()
