@@ -133,6 +133,7 @@ def build_application(config: Config, reactor: Any) -> Application:
     )
     site.displayTracebacks = False
     site.metrics = metrics
+    site.access_log = config.logging.access_log
     return Application(
         config=config,
         reactor=reactor,

@@ -212,6 +212,7 @@ class StorageConfig:
 class LoggingConfig:
     format: str = "text"
     level: str = "info"
+    access_log: bool = True
 
 
 @attrs.frozen

@@ -14,10 +14,12 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from authproxy.keys import KeyRing
+from authproxy.logs import access_log_line
 from authproxy.web import Readiness
 
 
@@ -102,10 +104,14 @@ class MetricsResource(Resource):
         return generate_latest(self._metrics.registry)
 
 
+_access = Logger(namespace="authproxy.access")
+
+
 class MeteredSite(Site):
     """A Site that also counts every finished request (Site.log runs once per request)."""
 
     metrics: AuthproxyMetrics | None = None
+    access_log = False
 
     def getResourceFor(self, request: Any) -> Any:
         # Called once per request, when it has been received: the start of its duration.
@@ -121,6 +127,9 @@ class MeteredSite(Site):
 
     def log(self, request: Any) -> None:
         super().log(request)
+        if self.access_log:
+            line = access_log_line(self._logDateTime or "-", request)
+            _access.info("{access}", access=line)
         if self.metrics is not None:
             started = getattr(request, "_authproxy_started", None)
             elapsed = None if started is None else self.reactor.seconds() - started

@@ -208,6 +208,7 @@ type = "development"
 
 [logging]
 level = "{log_level}"
+access_log = false  # like the baselines (nginx: access_log off)
 """
     )
     return config
@@ -898,7 +899,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=["P1", "P5", "P2", "P3", "P4"],
                         choices=["P1", "P2", "P3", "P4", "P5"], help="parts to run, in order")  # fmt: skip
     parser.add_argument("--seconds", type=float, default=5, help="each throughput measurement")
-    parser.add_argument("--rounds", type=int, default=2, help="best of N throughput rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="best of N throughput rounds")
     parser.add_argument("--latency-seconds", type=float, default=5)
     parser.add_argument("--events", type=int, default=300_000, help="P2 events per stream")
     parser.add_argument("--codes", type=int, default=5000, help="P3 codes to redeem")

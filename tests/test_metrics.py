@@ -7,6 +7,7 @@ from typing import Any
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from authproxy.application import build_application
@@ -24,6 +25,14 @@ class MetricsTests(TestCase):
             }
         )
         app = build_application(config, reactor)
+        access: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_namespace") == "authproxy.access":
+                access.append(event["access"])
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
         port: Any = reactor.listenTCP(0, app.site, interface="127.0.0.1")  # type: ignore[attr-defined]
         self.addCleanup(port.stopListening)
         base = f"http://127.0.0.1:{port.getHost().port}"
@@ -42,4 +51,8 @@ class MetricsTests(TestCase):
         self.assertNotIn("unguarded", text)
         self.assertIn("authproxy_key_ring_generation", text)
         self.assertIn('authproxy_ready{check="keys"} 1.0', text)
+        # One access line per request, with the path but never the query.
+        self.assertEqual(len(access), 5)
+        self.assertIn('"GET /oauth/token HTTP/1.1" 405', access[2])
+        self.assertFalse(any("SECRET" in line for line in access))
         yield app.root.fallback.close()  # type: ignore[attr-defined]
