@@ -324,46 +324,57 @@ class BackendConnection(Protocol):
             self._body.dataReceived(data)
 
     def _chunked_data(self, data: bytes) -> None:
-        buffer = self._buffer + data
+        # An offset walks the buffer (no re-slicing per chunk: a read holds hundreds of
+        # small SSE events), and the data of one read goes to the body in one piece.
+        buffer = self._buffer + data if self._buffer else data
         self._buffer = b""
-        while buffer and self._state == "body":
-            if self._chunk_left > 0:
-                piece, buffer = buffer[: self._chunk_left], buffer[self._chunk_left :]
-                self._chunk_left -= len(piece)
-                self._body.dataReceived(piece)
-                if self._chunk_left == 0:
-                    self._chunk_left = -2  # the CRLF after the chunk data is due
-                continue
-            end = buffer.find(b"\r\n")
-            if end < 0:
-                if len(buffer) > MAX_HEAD:
-                    self._end_body(Failure(ResponseFailed([Failure(BackendProtocolError())])))
-                    self.abort()
-                    return
-                self._buffer = buffer
-                return
-            line, buffer = buffer[:end], buffer[end + 2 :]
-            if self._chunk_left == -2:
-                if line:
-                    self._keep_alive = False
-                    self._end_body(Failure(ResponseFailed([Failure(BackendProtocolError())])))
-                    self.abort()
-                    return
-                self._chunk_left = -1
-            elif self._chunk_left == -3:
-                if not line:  # the blank line after the last chunk (and any trailers)
-                    if buffer:
-                        self._keep_alive = False
-                    self._end_body(_DONE)
-                    return
-            else:
-                try:
-                    size = int(line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    self._end_body(Failure(ResponseFailed([Failure(BackendProtocolError())])))
-                    self.abort()
-                    return
-                self._chunk_left = size if size > 0 else -3
+        pos, size = 0, len(buffer)
+        pieces: list[bytes] = []
+        try:
+            while pos < size:
+                if self._chunk_left > 0:
+                    take = min(self._chunk_left, size - pos)
+                    pieces.append(buffer[pos : pos + take])
+                    pos += take
+                    self._chunk_left -= take
+                    if self._chunk_left == 0:
+                        self._chunk_left = -2  # the CRLF after the chunk data is due
+                    continue
+                end = buffer.find(b"\r\n", pos)
+                if end < 0:
+                    if size - pos > MAX_HEAD:
+                        raise BackendProtocolError("chunk header too long")
+                    self._buffer = buffer[pos:]
+                    break
+                line, pos = buffer[pos:end], end + 2
+                if self._chunk_left == -2:
+                    if line:
+                        raise BackendProtocolError("chunk data longer than its size")
+                    self._chunk_left = -1
+                elif self._chunk_left == -3:
+                    if not line:  # the blank line after the last chunk (and any trailers)
+                        if pos < size:
+                            self._keep_alive = False
+                        self._deliver(pieces)
+                        self._end_body(_DONE)
+                        return
+                else:
+                    try:
+                        chunk = int(line.split(b";", 1)[0].strip(), 16)
+                    except ValueError:
+                        raise BackendProtocolError("bad chunk size") from None
+                    self._chunk_left = chunk if chunk > 0 else -3
+        except BackendProtocolError as e:
+            self._deliver(pieces)
+            self._keep_alive = False
+            self._end_body(Failure(ResponseFailed([Failure(e)])))
+            self.abort()
+            return
+        self._deliver(pieces)
+
+    def _deliver(self, pieces: list[bytes]) -> None:
+        if pieces and self._body is not None:
+            self._body.dataReceived(pieces[0] if len(pieces) == 1 else b"".join(pieces))
 
     def _end_body(self, reason: Failure) -> None:
         if self._state != "body":
