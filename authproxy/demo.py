@@ -29,16 +29,16 @@ from mcp.server.transport_security import TransportSecuritySettings
 LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 
 
-def build_server() -> MCPServer:
-    """The demo MCP server."""
-    server = MCPServer(name="authproxy-demo", version="1.0")
+def build_server(name: str = "authproxy-demo", count_delay: float = 0.5) -> MCPServer:
+    """The demo MCP server (the end-to-end tests run it too, with a shorter count delay)."""
+    server = MCPServer(name=name, version="1.0")
 
     @server.tool(description="Return the text unchanged.")
     def echo(text: str) -> str:
         return text
 
     @server.tool(description="Count to n, reporting progress after each step.")
-    async def count(n: int, ctx: Context, delay: float = 0.5) -> str:
+    async def count(n: int, ctx: Context, delay: float = count_delay) -> str:
         for i in range(1, n + 1):
             await ctx.report_progress(i, n, f"step {i} of {n}")
             if delay > 0:

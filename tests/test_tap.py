@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -15,6 +14,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from authproxy.tap import Options, makeService
+from tests.e2e.procs import twistd_authproxy
 
 CONFIG = """
 [server]
@@ -73,11 +73,6 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(caught.exception.code, 1)
 
 
-def _twistd(*args: str) -> list[str]:
-    # `python -m twisted` is the newer `twist` runner; twistd is what users run.
-    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", *args]
-
-
 class DaemonProcessTests(SynchronousTestCase):
     """twistd -n authproxy as a real process on a free loopback port."""
 
@@ -86,7 +81,7 @@ class DaemonProcessTests(SynchronousTestCase):
         path = write_config(self, port, [f"tcp:{port}:interface=127.0.0.1"])
         log = open(self.mktemp(), "w+")
         proc = subprocess.Popen(
-            _twistd("-n", "--pidfile=", "authproxy", "--config", path),
+            twistd_authproxy(path),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -113,7 +108,7 @@ class DaemonProcessTests(SynchronousTestCase):
             )
         )
         result = subprocess.run(
-            _twistd("-n", "--pidfile=", "authproxy", "--config", str(path)),
+            twistd_authproxy(path),
             capture_output=True,
             text=True,
             timeout=60,

@@ -7,7 +7,6 @@ scenarios can rotate them the way kubelet does.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -95,16 +94,7 @@ class Authproxy:
 
     def start(self) -> None:
         self.process = procs.start_process(
-            [
-                sys.executable,
-                "-c",
-                "from twisted.scripts.twistd import run; run()",
-                "-n",
-                "--pidfile=",
-                "authproxy",
-                "--config",
-                str(self.config_path),
-            ],
+            procs.twistd_authproxy(self.config_path),
             cwd=procs.REPO_ROOT,
             ready_url=self.url + "/ready",
             timeout=30,

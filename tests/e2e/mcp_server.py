@@ -27,39 +27,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-import anyio
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import MCPServer
 
 from authproxy import demo
 
 
 def build_server() -> MCPServer:
-    """The MCP server with the test tools ``echo``, ``count`` and ``whoami``."""
-    server = MCPServer(name="authproxy-e2e-backend", version="1.0")
-
-    @server.tool(description="Return the text unchanged.")
-    def echo(text: str) -> str:
-        return text
-
-    @server.tool(description="Send n progress notifications, delay seconds apart.")
-    async def count(n: int, ctx: Context, delay: float = 0.05) -> str:
-        for i in range(1, n + 1):
-            await ctx.report_progress(i, n, f"step {i} of {n}")
-            if delay > 0:
-                await anyio.sleep(delay)
-        return f"counted {n}"
-
-    @server.tool(description="The authorization headers this server received with the call.")
-    def whoami(ctx: Context) -> dict[str, str | None]:
-        # ctx.headers are the headers of the HTTP request that carried this tools/call (the POST
-        # on both transports), read from the Starlette request the transport attached.
-        headers = ctx.headers or {}
-        return {
-            "authorization": headers.get("authorization"),
-            "x_upstream_authorization": headers.get("x-upstream-authorization"),
-        }
-
-    return server
+    """The demo server's tools, with a count fast enough for tests."""
+    return demo.build_server("authproxy-e2e-backend", count_delay=0.05)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -44,6 +44,15 @@ class ProcessStartError(RuntimeError):
     """A process exited or timed out before it was ready; the message quotes its log."""
 
 
+def twistd_authproxy(config: str | os.PathLike[str]) -> list[str]:
+    """The command line users run: ``twistd -n --pidfile= authproxy --config FILE``.
+
+    (``python -m twisted`` is the newer ``twist`` runner, not twistd.)
+    """
+    runner = "from twisted.scripts.twistd import run; run()"
+    return [sys.executable, "-c", runner, "-n", "--pidfile=", "authproxy", "--config", str(config)]
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (another process may still take it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

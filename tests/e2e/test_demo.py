@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -82,16 +81,7 @@ def test_development_upstream_refuses_non_loopback(tmp_path: Path, listen: str) 
     path = tmp_path / "demo.toml"
     path.write_text(text)
     result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            "authproxy",
-            "--config",
-            str(path),
-        ],
+        procs.twistd_authproxy(path),
         capture_output=True,
         text=True,
         timeout=60,
