@@ -13,6 +13,7 @@ from authproxy.httputil import NO_STORE, HTMLPageError, OAuthError, set_headers
 from authproxy.interfaces import IUpstreamProvider, UpstreamError, UpstreamUnavailable
 from authproxy.loopback import is_loopback_host
 from authproxy.storage.interface import IStorage
+from authproxy.storage.models import RegisteredClient
 
 _log = Logger()
 
@@ -158,6 +159,19 @@ def upstream_error_page(request: Request, error: UpstreamError) -> HTMLPageError
         "Go back to your application and sign in again. If this keeps happening, "
         "contact the administrator of this server.",
     )
+
+
+async def authenticated_client(
+    storage: IStorage, request: Request, params: Mapping[str, str]
+) -> RegisteredClient:
+    """The registered public client making a token or revocation request (401 otherwise)."""
+    client_id, basic = client_id_from(request, params)
+    if client_id is None:
+        raise invalid_client("client_id is required", basic=basic)
+    client = await storage.get_client(client_id)
+    if client is None:
+        raise invalid_client("unknown client", basic=basic)
+    return client
 
 
 def client_id_from(request: Request, params: Mapping[str, str]) -> tuple[str | None, bool]:

@@ -14,10 +14,9 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from authproxy.authserver._common import (
-    client_id_from,
+    authenticated_client,
     end_token_family,
     form_params,
-    invalid_client,
     preflight,
     set_cors,
 )
@@ -53,12 +52,7 @@ class RevocationResource(AsyncResource):
     async def handle_POST(self, request: Request) -> bytes:
         set_cors(request, self._METHODS)
         params = form_params(request)
-        client_id, basic = client_id_from(request, params)
-        if client_id is None:
-            raise invalid_client("client_id is required", basic=basic)
-        client = await self.storage.get_client(client_id)
-        if client is None:
-            raise invalid_client("unknown client", basic=basic)
+        client_id = (await authenticated_client(self.storage, request, params)).client_id
         token = params.get("token")
         if not token:
             raise OAuthError("invalid_request", "token is required")

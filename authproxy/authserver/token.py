@@ -20,10 +20,9 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from authproxy.authserver._common import (
-    client_id_from,
+    authenticated_client,
     end_token_family,
     form_params,
-    invalid_client,
     preflight,
     set_cors,
     split_scope,
@@ -111,17 +110,12 @@ class TokenResource(AsyncResource):
     async def handle_POST(self, request: Request) -> bytes:
         set_cors(request, self._METHODS)
         params = form_params(request)
-        client_id, basic = client_id_from(request, params)
-        if client_id is None:
-            raise invalid_client("client_id is required", basic=basic)
+        client = await authenticated_client(self.storage, request, params)
         grant_type = params.get("grant_type")
         if not grant_type:
             raise OAuthError("invalid_request", "grant_type is required")
         if grant_type not in ("authorization_code", "refresh_token"):
             raise OAuthError("unsupported_grant_type", f"grant_type {grant_type} is not supported")
-        client = await self.storage.get_client(client_id)
-        if client is None:
-            raise invalid_client("unknown client", basic=basic)
         if grant_type not in client.grant_types:
             raise OAuthError(
                 "unauthorized_client", f"the client did not register the {grant_type} grant"
