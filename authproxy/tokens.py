@@ -27,6 +27,7 @@ from jwcrypto.common import JWException
 from jwcrypto.jws import JWS
 
 from authproxy.jsonutil import loads_untrusted
+from authproxy.jws_sign import sign_compact
 from authproxy.keys import KeyRing
 
 # Type tags of opaque values: part of the value and of the MAC, so a code is never a refresh token.
@@ -234,17 +235,15 @@ class AccessTokenIssuer:
             claims["name"] = name
         if email:
             claims["email"] = email
-        jws = JWS(json.dumps(claims, separators=(",", ":")).encode("utf-8"))
-        jws.add_signature(
-            key.jwk,
-            alg=key.alg,
-            protected=json.dumps(
-                {"alg": key.alg, "kid": key.kid, "typ": "at+jwt"}, separators=(",", ":")
-            ),
+        header = json.dumps(
+            {"alg": key.alg, "kid": key.kid, "typ": "at+jwt"}, separators=(",", ":")
         )
-        return IssuedAccessToken(
-            token=jws.serialize(compact=True), jti=jti, iat=iat, exp=exp, claims=claims
+        token = sign_compact(
+            key,
+            header.encode("utf-8"),
+            json.dumps(claims, separators=(",", ":")).encode("utf-8"),
         )
+        return IssuedAccessToken(token=token, jti=jti, iat=iat, exp=exp, claims=claims)
 
     def verified_claims(self, token: str) -> dict[str, Any] | None:
         """The claims of a token this server signed (any key still in the ring), else None.

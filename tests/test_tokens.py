@@ -232,3 +232,33 @@ class AccessTokenIssuerTests(SynchronousTestCase):
             new_key.kid,
         )
         self.assertIsNotNone(self.issuer.verified_claims(old.token))
+
+
+class SigningAlgorithmTests(SynchronousTestCase):
+    """Tokens signed with every key type authproxy accepts verify with jwcrypto."""
+
+    def test_every_key_type(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric import ec as ec_keys
+        from cryptography.hazmat.primitives.asymmetric import ed25519 as ed_keys
+        from cryptography.hazmat.primitives.asymmetric import rsa as rsa_keys
+        from jwcrypto.jws import JWS as Verifier
+
+        from authproxy.jws_sign import sign_compact
+        from authproxy.keys import SigningKey
+
+        privates = {
+            "RS256": rsa_keys.generate_private_key(public_exponent=65537, key_size=2048),
+            "ES256": ec_keys.generate_private_key(ec_keys.SECP256R1()),
+            "ES384": ec_keys.generate_private_key(ec_keys.SECP384R1()),
+            "ES512": ec_keys.generate_private_key(ec_keys.SECP521R1()),
+            "EdDSA": ed_keys.Ed25519PrivateKey.generate(),
+        }
+        for alg, private in privates.items():
+            key = SigningKey.from_private_key(private, "test")
+            self.assertEqual(key.alg, alg)
+            header = json.dumps({"alg": alg, "kid": key.kid, "typ": "at+jwt"}).encode()
+            token = sign_compact(key, header, b'{"sub":"alice"}')
+            verifier = Verifier()
+            verifier.deserialize(token)
+            verifier.verify(key.jwk, alg=alg)
+            self.assertEqual(verifier.payload, b'{"sub":"alice"}', alg)
