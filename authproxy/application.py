@@ -21,9 +21,9 @@ from authproxy.authserver.routes import auth_routes
 from authproxy.backend import backend_services
 from authproxy.config import Config, ConfigError
 from authproxy.keys import KeyFileError, KeyRing, KeySources
-from authproxy.logs import access_log_line
-from authproxy.metrics import AuthproxyMetrics, MeteredSite, MetricsResource
+from authproxy.metrics import AuthproxyMetrics, MetricsResource
 from authproxy.proxy import make_proxy_resource, make_request_factory, proxy_routes
+from authproxy.site import AuthproxySite
 from authproxy.storage.memory import MemoryStorage
 from authproxy.storage.sweeper import StorageSweeper
 from authproxy.upstream import make_upstream_provider, upstream_services
@@ -38,7 +38,7 @@ class Application:
     config: Config
     reactor: Any
     root: PrefixTable
-    site: MeteredSite
+    site: AuthproxySite
     readiness: Readiness
     ring: KeyRing
     storage: MemoryStorage
@@ -121,10 +121,9 @@ def build_application(config: Config, reactor: Any) -> Application:
     metrics.add_state(ring, readiness)
     root.mount("/metrics", MetricsResource(metrics))
 
-    site = MeteredSite(
+    site = AuthproxySite(
         root,
         reactor=reactor,
-        logFormatter=access_log_line,
         requestFactory=make_request_factory(config.server.max_request_body),
         # Twisted would parse every POST's Content-Type with the email package and buffer
         # form bodies into request.args: costly on the proxy's hot path and never needed,

@@ -33,6 +33,14 @@ def backend_host_port(url: str) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", parts.port or default
 
 
+def backend_host_header(url: str) -> bytes:
+    """The ``Host`` the backend expects: its URL's authority without userinfo.
+
+    MCP SDK servers refuse foreign Host headers (421), so the proxy always sends this one.
+    """
+    return urlsplit(url).netloc.rpartition("@")[2].encode("ascii")
+
+
 class BackendProbe(TimerService):
     """Connects to the backend every ``interval`` seconds; ready once a connection succeeds."""
 

@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from authproxy import pages
 from authproxy.config import Config
+from authproxy.httputil import add_query
 from authproxy.interfaces import (
     IUpstreamProvider,
     UpstreamDenied,
@@ -34,7 +35,6 @@ from authproxy.interfaces import (
 from authproxy.loopback import is_loopback_host
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
-from authproxy.upstream_codeflow import add_query
 from authproxy.upstream_sessions import TokenResponse, TokenSessions
 
 LOGIN_PATH = "/oauth/dev-login"
@@ -215,14 +215,23 @@ type any user name. Never use this beyond your own machine.</p>
 </form>"""
 
 
-def _arg(request: Request, name: bytes) -> str:
-    """A query parameter, or for a POST a form field of the body (parsed here: authproxy's
+def _fields(request: Request) -> dict[str, list[str]]:
+    """Query parameters, and for a POST the form fields of the body, parsed once (authproxy's
     Site leaves request.args to the query string)."""
-    values = (request.args or {}).get(name)
-    if not values and request.method == b"POST" and request.content is not None:
+    fields = {
+        name.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in values]
+        for name, values in (request.args or {}).items()
+    }
+    if request.method == b"POST" and request.content is not None:
         request.content.seek(0)
-        values = parse_qs(request.content.read(MAX_FORM_BODY)).get(name)
-    return (values or [b""])[0].decode("utf-8", "replace").strip()
+        body = request.content.read(MAX_FORM_BODY).decode("latin-1")
+        for name, texts in parse_qs(body, encoding="utf-8", errors="replace").items():
+            fields.setdefault(name, texts)
+    return fields
+
+
+def _arg(fields: dict[str, list[str]], name: str) -> str:
+    return (fields.get(name) or [""])[0].strip()
 
 
 MAX_FORM_BODY = 4096
@@ -252,7 +261,7 @@ class DevLoginPage(Resource):
         return pages.page_document("Development login", body, "authproxy").encode("utf-8")
 
     def render_GET(self, request: Request) -> bytes:
-        state = _arg(request, b"state")
+        state = _arg(_fields(request), "state")
         if not state or len(state) > 512:
             return self._page(
                 request,
@@ -263,8 +272,9 @@ class DevLoginPage(Resource):
         return self._page(request, 200, state)
 
     def render_POST(self, request: Request) -> bytes:
-        state = _arg(request, b"state")
-        username = _arg(request, b"username")
+        fields = _fields(request)
+        state = _arg(fields, "state")
+        username = _arg(fields, "username")
         if not state or len(state) > 512:
             return self._page(
                 request,

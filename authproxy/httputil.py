@@ -7,10 +7,13 @@ request can never kill the daemon or leave a connection hanging.
 
 from __future__ import annotations
 
+import ipaddress
 import json
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any
+from urllib.parse import urlencode
 
+import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -20,6 +23,16 @@ from twisted.web.server import NOT_DONE_YET, Request
 log = Logger()
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def add_query(uri: str, params: Mapping[str, str | None]) -> str:
+    """``uri`` with ``params`` appended to its query (None values left out)."""
+    base, _, fragment = uri.partition("#")
+    query = urlencode({k: v for k, v in params.items() if v is not None})
+    if not query:
+        return uri
+    joined = base + ("&" if "?" in base else "?") + query
+    return joined + ("#" + fragment if fragment else "")
 
 
 def set_headers(request: Request, headers: Mapping[str, str]) -> None:
@@ -39,6 +52,26 @@ def json_body(
     if headers:
         set_headers(request, headers)
     return json.dumps(payload, separators=(",", ":")).encode("utf-8")
+
+
+@attrs.frozen
+class TrustedProxies:
+    """The CIDRs whose X-Forwarded-* headers are believed (proxy and rate limits alike)."""
+
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    @classmethod
+    def from_cidrs(cls, cidrs: Iterable[str]) -> TrustedProxies:
+        return cls(tuple(ipaddress.ip_network(c, strict=False) for c in cidrs))
+
+    def trusts(self, host: str | None) -> bool:
+        if not host or not self.networks:
+            return False
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
 
 
 class OAuthError(Exception):

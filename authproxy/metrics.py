@@ -1,6 +1,6 @@
 """Prometheus metrics at ``/metrics``.
 
-Requests are counted where every request already passes once: the Site's access-log hook.
+Requests are counted where every request already passes once: ``AuthproxySite.log``.
 Paths are reduced to the route that served them (never the raw path, whose variety would
 explode label cardinality, and never the query, which carries codes). Key-ring and
 readiness figures are read when scraped, so they are never stale.
@@ -14,12 +14,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 
 from authproxy.keys import KeyRing
-from authproxy.logs import access_log_line
 from authproxy.web import Readiness
 
 
@@ -45,7 +43,8 @@ class AuthproxyMetrics:
         )
 
     def observe(self, request: Request, elapsed: float | None) -> None:
-        route = self._route_of(request.path)
+        # PrefixTable.render labelled the request; look it up only if it never got there.
+        route = getattr(request, "route", None) or self._route_of(request.path)
         method = request.method.decode("ascii", "replace")
         if method not in ("GET", "POST", "DELETE", "OPTIONS", "HEAD", "PUT", "PATCH"):
             method = "other"
@@ -102,35 +101,3 @@ class MetricsResource(Resource):
         request.setHeader("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         request.setHeader("Cache-Control", "no-store")
         return generate_latest(self._metrics.registry)
-
-
-_access = Logger(namespace="authproxy.access")
-
-
-class MeteredSite(Site):
-    """A Site that also counts every finished request (Site.log runs once per request)."""
-
-    metrics: AuthproxyMetrics | None = None
-    access_log = False
-
-    def getResourceFor(self, request: Any) -> Any:
-        # Called once per request, when it has been received: the start of its duration.
-        request._authproxy_started = self.reactor.seconds()
-        channel = request.channel
-        if channel is not None and not getattr(channel, "_authproxy_nodelay", False):
-            # Responses are written whole; Nagle would only hold back the next one.
-            channel._authproxy_nodelay = True
-            set_no_delay = getattr(channel.transport, "setTcpNoDelay", None)
-            if set_no_delay is not None:
-                set_no_delay(True)
-        return super().getResourceFor(request)
-
-    def log(self, request: Any) -> None:
-        super().log(request)
-        if self.access_log:
-            line = access_log_line(self._logDateTime or "-", request)
-            _access.info("{access}", access=line)
-        if self.metrics is not None:
-            started = getattr(request, "_authproxy_started", None)
-            elapsed = None if started is None else self.reactor.seconds() - started
-            self.metrics.observe(request, elapsed)

@@ -27,6 +27,7 @@ from jwcrypto.common import JWException
 from jwcrypto.jws import JWS
 
 from authproxy.jsonutil import loads_untrusted
+from authproxy.jws_sign import b64url as b64url_bytes
 from authproxy.jws_sign import sign_compact
 from authproxy.keys import KeyRing
 
@@ -48,7 +49,7 @@ class Clock(Protocol):
 
 def b64url(data: bytes) -> str:
     """Unpadded base64url (RFC 7515 §2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return b64url_bytes(data).decode("ascii")
 
 
 def b64url_decode(text: str) -> bytes:

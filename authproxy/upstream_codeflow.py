@@ -9,16 +9,18 @@ user's identity is established (id_token or userinfo).
 from __future__ import annotations
 
 import base64
-import hashlib
 import secrets
 from collections.abc import Mapping
-from urllib.parse import quote, urlencode
+from typing import Any
+from urllib.parse import quote
 
 import attrs
+from twisted.application.service import IService
 from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.interfaces import IReactorTime
 
 from authproxy.config import Config
+from authproxy.httputil import add_query
 from authproxy.interfaces import (
     UpstreamDenied,
     UpstreamError,
@@ -27,7 +29,8 @@ from authproxy.interfaces import (
 )
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
-from authproxy.upstream_http import IdPHTTP, IdPResponse
+from authproxy.tokens import s256_challenge
+from authproxy.upstream_http import ConnectionPoolService, IdPHTTP, IdPResponse
 from authproxy.upstream_reachability import ReachabilityProbe
 from authproxy.upstream_sessions import (
     TokenEndpointError,
@@ -36,17 +39,6 @@ from authproxy.upstream_sessions import (
     parse_token_response,
     safe_error_code,
 )
-
-
-def pkce_challenge(verifier: str) -> str:
-    """The RFC 7636 S256 code challenge of ``verifier``."""
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def add_query(url: str, params: Mapping[str, str]) -> str:
-    """``url`` with ``params`` appended to whatever query it already has."""
-    return url + ("&" if "?" in url else "?") + urlencode(params)
 
 
 @attrs.frozen
@@ -78,6 +70,14 @@ class CodeFlowProvider(TokenSessions):
         self._scope = " ".join(upstream.scopes)
         self._reachability = ReachabilityProbe(clock)
 
+    def services(self) -> list[IService]:
+        """Services to attach to the application (the connection pool's closer)."""
+        return [ConnectionPoolService(self._http.pool)] if self._http.pool is not None else []
+
+    def routes(self) -> dict[str, Any]:
+        """The IdP serves its own pages: nothing to mount here."""
+        return {}
+
     # -- what subclasses provide ------------------------------------------------------------
     def _authorization_endpoint(self) -> str:
         raise NotImplementedError
@@ -102,7 +102,7 @@ class CodeFlowProvider(TokenSessions):
             "redirect_uri": self._redirect_uri,
             "scope": self._scope,
             "state": state,
-            "code_challenge": pkce_challenge(verifier),
+            "code_challenge": s256_challenge(verifier),
             "code_challenge_method": "S256",
         }
         nonce = ""

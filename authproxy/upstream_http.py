@@ -38,7 +38,6 @@ class IdPResponse:
 
     status: int
     body: dict[str, Any]
-    content_type: str = ""
 
     def __repr__(self) -> str:
         # bodies carry tokens: never show them
@@ -159,7 +158,7 @@ class IdPHTTP:
             raise UpstreamError("the identity provider's answer is too large") from None
         content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
         ctype = content_type.decode("latin-1")
-        return IdPResponse(response.code, parse_body(ctype, b"".join(chunks)), ctype)
+        return IdPResponse(response.code, parse_body(ctype, b"".join(chunks)))
 
 
 class ConnectionPoolService(Service):

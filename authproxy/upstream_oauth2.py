@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from twisted.application.service import IService
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
@@ -14,7 +13,7 @@ from authproxy.interfaces import IUpstreamProvider, UpstreamError
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization
 from authproxy.upstream_codeflow import CodeFlowProvider, Identity
-from authproxy.upstream_http import ConnectionPoolService, IdPHTTP
+from authproxy.upstream_http import IdPHTTP
 from authproxy.upstream_sessions import TokenResponse
 
 
@@ -64,15 +63,8 @@ class OAuth2Provider(CodeFlowProvider):
         self._token_url = upstream.token_endpoint
         self._userinfo = upstream.userinfo
 
-    def services(self) -> list[IService]:
-        """Services to attach to the application (the connection pool's closer)."""
-        return [ConnectionPoolService(self._http.pool)] if self._http.pool is not None else []
-
     def readiness(self) -> tuple[bool, str]:
         return True, "upstream endpoints are configured"
-
-    def routes(self) -> dict[str, Any]:
-        return {}
 
     def _authorization_endpoint(self) -> str:
         return self._authorization_url

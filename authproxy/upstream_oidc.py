@@ -20,7 +20,7 @@ from authproxy.loopback import is_loopback_url
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization
 from authproxy.upstream_codeflow import CodeFlowProvider, Identity
-from authproxy.upstream_http import ConnectionPoolService, IdPHTTP
+from authproxy.upstream_http import IdPHTTP
 from authproxy.upstream_idtoken import JWKSCache, verify_id_token
 from authproxy.upstream_sessions import TokenResponse
 
@@ -218,17 +218,11 @@ class OIDCProvider(CodeFlowProvider):
         self.jwks = jwks or JWKSCache(http, clock, lambda: self.discovery.require().jwks_uri)
 
     def services(self) -> list[IService]:
-        """Services to attach to the application (discovery; the connection pool's closer)."""
-        extra: list[IService] = []
-        if self._http.pool is not None:
-            extra.append(ConnectionPoolService(self._http.pool))
-        return [self.discovery, *extra]
+        """Discovery, then the connection pool's closer."""
+        return [self.discovery, *super().services()]
 
     def readiness(self) -> tuple[bool, str]:
         return self.discovery.readiness()
-
-    def routes(self) -> dict[str, Any]:
-        return {}
 
     def _authorization_endpoint(self) -> str:
         return self.discovery.require().authorization_endpoint

@@ -211,7 +211,7 @@ class TokenSessions:
         if session is None:
             raise UpstreamSessionEnded("the upstream login session has ended")
         if self._fresh(session):
-            return session.access_token
+            return self._remember(session)
         if session.refresh_token is None:
             raise UpstreamSessionEnded(
                 "the upstream access token expired and the identity provider gave no refresh token"

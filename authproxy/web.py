@@ -58,29 +58,30 @@ class PrefixTable(Resource):
         for path, resource in routes.items():
             self.mount(path, resource)
 
-    def route_name(self, path: bytes) -> str:
-        """The mounted route serving ``path`` (a bounded label for metrics), or ``proxy``."""
-        if path in self.exact:
-            return path.decode("utf-8", "replace")
-        for prefix, _ in self.prefixes:
-            if path.startswith(prefix):
-                return prefix.decode("utf-8", "replace") + "*"
-        return "proxy"
-
-    def resolve(self, path: bytes) -> IResource:
+    def match(self, path: bytes) -> tuple[str, IResource]:
+        """The resource serving ``path`` and its route label (bounded, for metrics)."""
         resource = self.exact.get(path)
         if resource is not None:
-            return resource
+            return path.decode("utf-8", "replace"), resource
         for prefix, candidate in self.prefixes:
             if path.startswith(prefix):
-                return candidate
-        return self.fallback
+                return prefix.decode("utf-8", "replace") + "*", candidate
+        return "proxy", self.fallback
+
+    def route_name(self, path: bytes) -> str:
+        """The route label of ``path``: the mounted route, or ``proxy``."""
+        return self.match(path)[0]
+
+    def resolve(self, path: bytes) -> IResource:
+        return self.match(path)[1]
 
     # A leaf itself: Site never walks children, render() routes on the whole path once.
     isLeaf = True
 
     def render(self, request: Request) -> Any:
-        return self.resolve(request.path).render(request)
+        route, resource = self.match(request.path)
+        request.route = route  # type: ignore[attr-defined]  # read by the metrics
+        return resource.render(request)
 
 
 Check = Callable[[], tuple[bool, Any]]

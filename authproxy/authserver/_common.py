@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Mapping
-from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 from twisted.logger import Logger
 from twisted.web.server import Request
@@ -87,16 +87,6 @@ def query_pairs(request: Request) -> list[tuple[str, str]]:
     """The query string's parameters in order (bytes decoded as UTF-8, bad bytes replaced)."""
     query = request.uri.partition(b"?")[2].decode("utf-8", "replace")
     return parse_qsl(query, keep_blank_values=True)
-
-
-def add_query(uri: str, params: Mapping[str, str | None]) -> str:
-    """``uri`` with ``params`` appended to its query (None values left out)."""
-    base, _, fragment = uri.partition("#")
-    query = urlencode({k: v for k, v in params.items() if v is not None})
-    if not query:
-        return uri
-    joined = base + ("&" if "?" in base else "?") + query
-    return joined + ("#" + fragment if fragment else "")
 
 
 def redirect(request: Request, location: str, headers: Mapping[str, str] | None = None) -> bytes:

@@ -18,7 +18,6 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from authproxy.authserver._common import (
-    add_query,
     query_pairs,
     redirect,
     redirect_uri_matches,
@@ -26,7 +25,7 @@ from authproxy.authserver._common import (
     upstream_error_page,
 )
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
-from authproxy.httputil import AsyncResource, HTMLPageError
+from authproxy.httputil import AsyncResource, HTMLPageError, TrustedProxies, add_query
 from authproxy.interfaces import IUpstreamProvider, UpstreamError
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization, RegisteredClient
@@ -99,7 +98,7 @@ class AuthorizeResource(AsyncResource):
         self.issuer = issuer
         self.allowed_audiences = tuple(allowed_audiences)
         self.limiter = limiter
-        self.trusted_proxies = tuple(trusted_proxies)
+        self._trusted = TrustedProxies.from_cidrs(trusted_proxies)
         self.scopes_supported = tuple(scopes_supported)
         self.pending_lifespan = pending_lifespan
         self.consent = consent
@@ -137,7 +136,7 @@ class AuthorizeResource(AsyncResource):
         source address, so one address cannot evict other users' logins in progress."""
         if self.limiter is None:
             return
-        address = source_address(request, self.trusted_proxies)
+        address = source_address(request, self._trusted)
         wait = self.limiter.acquire(address)
         if wait > 0:
             self.log.warn("Authorization rate limit hit by {address}", address=address)

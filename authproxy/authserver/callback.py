@@ -10,9 +10,9 @@ from __future__ import annotations
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from authproxy.authserver._common import add_query, query_pairs, redirect, upstream_error_page
+from authproxy.authserver._common import query_pairs, redirect, upstream_error_page
 from authproxy.authserver.authorize import error_redirect_uri
-from authproxy.httputil import AsyncResource, HTMLPageError
+from authproxy.httputil import AsyncResource, HTMLPageError, add_query
 from authproxy.interfaces import IUpstreamProvider, UpstreamDenied, UpstreamError
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import AuthorizationCode, PendingAuthorization
@@ -57,10 +57,11 @@ class CallbackResource(AsyncResource):
         self.require_consent = require_consent
 
     async def handle_GET(self, request: Request) -> bytes:
+        pairs = query_pairs(request)
         args: dict[str, str] = {}
-        for name, value in query_pairs(request):
+        for name, value in pairs:
             args.setdefault(name, value)
-        states = [value for name, value in query_pairs(request) if name == "state"]
+        states = [value for name, value in pairs if name == "state"]
         if len(states) != 1 or not states[0]:
             raise expired_state_page()
         pending = await self.storage.take_pending(states[0])

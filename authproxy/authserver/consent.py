@@ -23,7 +23,6 @@ loopback (where browsers refuse Secure cookies) they have a plain name.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
@@ -35,12 +34,14 @@ import attrs
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from authproxy.authserver._common import add_query, redirect
+from authproxy.authserver._common import redirect
+from authproxy.authserver.authorize import error_redirect_uri
 from authproxy.config import Config
 from authproxy.httputil import AsyncResource, HTMLPageError
 from authproxy.pages import ConsentView, render_consent
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization, RegisteredClient
+from authproxy.tokens import b64url, b64url_decode
 
 log = Logger()
 
@@ -69,14 +70,6 @@ ContinueToUpstream = Callable[[Request, PendingAuthorization], Awaitable[bytes |
 
 def _short_hash(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 @attrs.frozen
@@ -121,7 +114,7 @@ class ConsentCookies:
         expiry = int(self.clock.seconds() + self.lifespan)
         grant = self._grant(scopes, resource)
         mac = self._mac(self.ring.active_hmac_secret, client_id, expiry, grant)
-        return f"1.{expiry}.{_b64(grant)}.{_b64(mac)}"
+        return f"1.{expiry}.{b64url(grant)}.{b64url(mac)}"
 
     def check_remembered(
         self, value: str, client_id: str, scopes: Sequence[str], resource: str
@@ -131,7 +124,7 @@ class ConsentCookies:
         if len(parts) != 4 or parts[0] != "1" or not parts[1].isdigit():
             return False
         try:
-            grant, mac = _unb64(parts[2]), _unb64(parts[3])
+            grant, mac = b64url_decode(parts[2]), b64url_decode(parts[3])
         except ValueError:
             return False
         expiry = int(parts[1])
@@ -344,14 +337,12 @@ class ConsentResource(AsyncResource):
             raise expired_request_page()
         self.cookies.clear_csrf(request, state)
         log.info("Consent denied for client {client_id}", client_id=pending.client_id)
-        location = add_query(
+        location = error_redirect_uri(
             pending.redirect_uri,
-            {
-                "error": "access_denied",
-                "error_description": "the user denied the authorization request",
-                "state": pending.client_state,
-                "iss": self.issuer,
-            },
+            "access_denied",
+            "the user denied the authorization request",
+            pending.client_state,
+            self.issuer,
         )
         return redirect(request, location)
 

@@ -6,13 +6,12 @@ not let one address fill the client table.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections import OrderedDict
-from collections.abc import Iterable
 
 from twisted.web.server import Request
 
+from authproxy.httputil import TrustedProxies
 from authproxy.tokens import Clock
 
 
@@ -57,28 +56,19 @@ class TokenBucketLimiter:
         return str(max(1, math.ceil(wait)))
 
 
-def _in_networks(address: str, networks: Iterable[ipaddress._BaseNetwork]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
-
-
-def source_address(request: Request, trusted_proxies: Iterable[str] = ()) -> str:
+def source_address(request: Request, trusted: TrustedProxies) -> str:
     """The client's address: the peer, or from X-Forwarded-For when the peer is a trusted proxy.
 
     The header is read right to left, skipping trusted proxies, so a client cannot choose the
     address it is counted under by sending its own X-Forwarded-For.
     """
     peer = getattr(request.getClientAddress(), "host", None) or "unknown"
-    networks = [ipaddress.ip_network(cidr, strict=False) for cidr in trusted_proxies]
-    if not networks or not _in_networks(peer, networks):
+    if not trusted.trusts(peer):
         return peer
     hops: list[str] = []
     for value in request.requestHeaders.getRawHeaders("X-Forwarded-For", []):
         hops.extend(part.strip() for part in value.split(",") if part.strip())
     for hop in reversed(hops):
-        if not _in_networks(hop, networks):
+        if not trusted.trusts(hop):
             return hop
     return hops[0] if hops else peer

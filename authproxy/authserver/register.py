@@ -25,7 +25,7 @@ from authproxy.authserver._common import (
     split_scope,
 )
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
-from authproxy.httputil import NO_STORE, AsyncResource, OAuthError, json_body
+from authproxy.httputil import NO_STORE, AsyncResource, OAuthError, TrustedProxies, json_body
 from authproxy.jsonutil import loads_untrusted
 from authproxy.loopback import is_loopback_host
 from authproxy.storage.interface import IStorage, StorageFull
@@ -226,14 +226,14 @@ class RegistrationResource(AsyncResource):
         self._clock = clock
         self._scopes_supported = tuple(scopes_supported)
         self._limiter = limiter
-        self._trusted_proxies = tuple(trusted_proxies)
+        self._trusted = TrustedProxies.from_cidrs(trusted_proxies)
 
     async def handle_OPTIONS(self, request: Request) -> bytes:
         return preflight(request, self._METHODS)
 
     async def handle_POST(self, request: Request) -> bytes:
         set_cors(request, self._METHODS)
-        address = source_address(request, self._trusted_proxies)
+        address = source_address(request, self._trusted)
         wait = self._limiter.acquire(address)
         if wait > 0:
             self.log.warn("Registration rate limit hit by {address}", address=address)

@@ -38,7 +38,6 @@ from authproxy.tokens import (
     Clock,
     IssuedAccessToken,
     OpaqueTokens,
-    is_valid_verifier,
     verify_pkce,
 )
 
@@ -157,9 +156,7 @@ class TokenResource(AsyncResource):
             problem = "redirect_uri does not match the authorization request"
         elif not params.get("code_verifier"):
             problem = "code_verifier is required"
-        elif not is_valid_verifier(params["code_verifier"]) or not verify_pkce(
-            params["code_verifier"], record.code_challenge
-        ):
+        elif not verify_pkce(params["code_verifier"], record.code_challenge):
             problem = "code_verifier does not match the code_challenge"
         if problem is not None:
             await end_token_family(self.storage, self.provider, None, record.tsid)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -35,12 +34,13 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
+from authproxy.backend import backend_host_header, backend_host_port
 from authproxy.proxy.headers import connection_tokens
 
 MAX_HEAD = 64 * 1024  # status line and headers
-_NO_BODY_STATUS = frozenset({204, 304})
+NO_BODY_STATUS = frozenset({204, 304})
 _RETRYABLE = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"PUT"})
-_DONE = Failure(ResponseDone())
+RESPONSE_DONE = Failure(ResponseDone())
 
 
 @implementer(IBodyProducer)
@@ -180,7 +180,7 @@ class BackendConnection(Protocol):
             self._idle_call.cancel()
         self._idle_call = None
 
-    def connectionLost(self, reason: Failure = _DONE) -> None:
+    def connectionLost(self, reason: Failure = RESPONSE_DONE) -> None:
         state = self._state
         self._keep_alive = False
         self._cancel_idle_timer()
@@ -252,7 +252,7 @@ class BackendConnection(Protocol):
                 raise BackendProtocolError("malformed header line")
             value = value.strip()
             lower = name.lower()
-            if lower not in _SPECIAL_RESPONSE_HEADERS:
+            if lower not in _FRAMING_HEADERS:
                 headers.addRawHeader(name, value)
                 continue
             if lower == b"content-length":
@@ -270,7 +270,7 @@ class BackendConnection(Protocol):
         assert exchange is not None
         tokens = connection_tokens(Headers({b"connection": connection_header}))
         self._keep_alive = version == b"HTTP/1.1" and b"close" not in tokens
-        no_body = exchange.method == b"HEAD" or code in _NO_BODY_STATUS
+        no_body = exchange.method == b"HEAD" or code in NO_BODY_STATUS
         self._chunked = chunked and not no_body
         self._chunk_left = -1
         self._remaining = None if no_body or self._chunked else length
@@ -296,7 +296,7 @@ class BackendConnection(Protocol):
         protocol.makeConnection(_BodyTransport(self))
         pending, self._pending_body = self._pending_body, []
         if self._remaining == 0 and not self._chunked:
-            self._end_body(_DONE)
+            self._end_body(RESPONSE_DONE)
             return
         for data in pending:
             if self._state != "body":
@@ -319,7 +319,7 @@ class BackendConnection(Protocol):
             if self._remaining == 0:
                 if rest:
                     self._keep_alive = False  # more than announced: not reusable
-                self._end_body(_DONE)
+                self._end_body(RESPONSE_DONE)
         else:
             self._body.dataReceived(data)
 
@@ -356,7 +356,7 @@ class BackendConnection(Protocol):
                         if pos < size:
                             self._keep_alive = False
                         self._deliver(pieces)
-                        self._end_body(_DONE)
+                        self._end_body(RESPONSE_DONE)
                         return
                 else:
                     try:
@@ -417,17 +417,14 @@ class BackendAgent:
         idle_timeout: float = 4.0,
         endpoint: Any = None,
     ) -> None:
-        parts = urlsplit(url)
         self._reactor = reactor
-        host = parts.hostname or "127.0.0.1"
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        host, port = backend_host_port(url)
         if endpoint is None:  # tests pass an in-memory one
             endpoint = HostnameEndpoint(reactor, host, port, timeout=connect_timeout)
-            if parts.scheme == "https":
+            if url.startswith("https:"):
                 endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
         self._endpoint = endpoint
-        default_port = (parts.scheme == "https" and port == 443) or port == 80
-        self._host_header = (host if default_port else f"{host}:{port}").encode("idna")
+        self._host_header = backend_host_header(url)
         self._idle: list[BackendConnection] = []
         self._max_idle = max_idle
         self._idle_timeout = idle_timeout
@@ -538,7 +535,6 @@ class BackendAgent:
 
 
 _FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
-_SPECIAL_RESPONSE_HEADERS = _FRAMING_HEADERS
 
 
 def _origin_form(uri: bytes) -> bytes:

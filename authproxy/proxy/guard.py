@@ -27,6 +27,7 @@ from twisted.web.server import Request
 from authproxy.config import Config
 from authproxy.jsonutil import loads_untrusted
 from authproxy.keys import KeyRing
+from authproxy.proxy.metadata import resource_url
 from authproxy.storage.interface import IStorage
 
 LEEWAY = 60.0
@@ -151,7 +152,7 @@ class BearerGuard:
     ) -> BearerGuard:
         # The token must be for this resource (public_url + backend.path). Only when the
         # operator named other audiences instead (e.g. "api://mcp") do those stand for it.
-        resource = config.server.public_url + config.backend.path
+        resource = resource_url(config)
         allowed = config.auth_server.allowed_audiences
         return cls(
             ring=ring,
@@ -205,8 +206,7 @@ class BearerGuard:
             self._cache.pop(key, None)
             raise invalid_token("the access token has been revoked")
         if self._ring.generation == self._cache_generation:
-            self._cache[key] = _Verified(principal, revocations)
-            self._cache.move_to_end(key)
+            self._cache[key] = _Verified(principal, revocations)  # new keys go to the end
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return principal
@@ -290,7 +290,8 @@ def _is_number(value: object) -> bool:
 def bearer_token(request: Request) -> str:
     """The bearer token of ``request``'s Authorization header; raises BearerError otherwise."""
     query = request.uri.partition(b"?")[2]
-    if query and "access_token" in parse_qs(query.decode("latin-1")):
+    # A substring test first: most queries (legacy SSE's ?session_id=) need no parsing.
+    if b"access_token" in query and "access_token" in parse_qs(query.decode("latin-1")):
         raise BearerError(
             400,
             "invalid_request",

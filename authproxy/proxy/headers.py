@@ -7,12 +7,13 @@ has invented yet), so the proxy never has to learn about new MCP headers.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 import attrs
 from twisted.web.http_headers import Headers
+
+from authproxy.httputil import TrustedProxies
 
 # RFC 9110 §7.6.1 connection-specific fields, plus the legacy Proxy-* ones.
 HOP_BY_HOP = frozenset(
@@ -58,32 +59,14 @@ def connection_tokens(headers: Headers) -> frozenset[bytes]:
 
 def end_to_end(headers: Headers, drop: Iterable[bytes] = ()) -> list[tuple[bytes, list[bytes]]]:
     """The end-to-end headers of ``headers`` (lower-case names) minus the names in ``drop``."""
-    skip = HOP_BY_HOP | connection_tokens(headers) | frozenset(drop)
-    return [
-        (name.lower(), list(values))
-        for name, values in headers.getAllRawHeaders()
-        if name.lower() not in skip and not name.lower().startswith(b"proxy-")
-    ]
-
-
-@attrs.frozen
-class TrustedProxies:
-    """The CIDRs whose X-Forwarded-* headers are believed."""
-
-    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-
-    @classmethod
-    def from_cidrs(cls, cidrs: Iterable[str]) -> TrustedProxies:
-        return cls(tuple(ipaddress.ip_network(c, strict=False) for c in cidrs))
-
-    def trusts(self, host: str | None) -> bool:
-        if not host or not self.networks:
-            return False
-        try:
-            address = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return False
-        return any(address in network for network in self.networks)
+    extra = connection_tokens(headers).union(drop)
+    skip = HOP_BY_HOP | extra if extra else HOP_BY_HOP
+    kept = []
+    for name, values in headers.getAllRawHeaders():
+        lower = name.lower()
+        if lower not in skip and not lower.startswith(b"proxy-"):
+            kept.append((lower, list(values)))
+    return kept
 
 
 def backend_request_headers(

@@ -28,19 +28,19 @@ from twisted.web.iweb import IAgent, IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from authproxy.backend import backend_host_header
 from authproxy.config import Config
-from authproxy.httputil import NO_STORE, write_json
+from authproxy.httputil import NO_STORE, TrustedProxies, write_json
 from authproxy.interfaces import (
     IUpstreamProvider,
     UpstreamError,
     UpstreamSessionEnded,
     UpstreamUnavailable,
 )
-from authproxy.proxy.backend_client import BytesProducer
+from authproxy.proxy.backend_client import NO_BODY_STATUS, RESPONSE_DONE, BytesProducer
 from authproxy.proxy.guard import BearerError, BearerGuard, Challenge, Principal
 from authproxy.proxy.headers import (
     OriginPolicy,
-    TrustedProxies,
     backend_request_headers,
     connection_tokens,
     end_to_end,
@@ -49,9 +49,7 @@ from authproxy.proxy.metadata import metadata_url
 from authproxy.proxy.request import too_large_payload
 from authproxy.proxy.sse import EndpointEventRewriter, EndpointURLMapper
 
-_RESPONSE_DONE = Failure(ResponseDone())
 SMALL_BODY = 64 * 1024
-_NO_BODY = frozenset({204, 304})
 PROXIED_METHODS = (b"GET", b"POST", b"DELETE")
 _CORS_ALLOW_HEADERS = (
     "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID"
@@ -75,16 +73,14 @@ class BodyRelay(Protocol):
         self._request = request
         self._rewriter = rewriter
         self._done = done
-        self._length = length  # -1: unknown (a stream)
-        self._has_length = length >= 0
-        self._client_gone = False
-        self._flow_control = True
-
-    def connectionMade(self) -> None:
+        self._has_length = length >= 0  # else the body ends with its last chunk
         # The backend connection pauses while the client's socket buffer is full. A small
         # body of known length fits any socket buffer: flow control would only cost time.
+        self._flow_control = not (0 <= length <= SMALL_BODY)
+        self._client_gone = False
+
+    def connectionMade(self) -> None:
         assert self.transport is not None
-        self._flow_control = not (0 <= self._length <= SMALL_BODY)
         if self._flow_control:
             producer: IPushProducer = self.transport  # type: ignore[assignment]
             self._request.registerProducer(producer, True)
@@ -103,7 +99,7 @@ class BodyRelay(Protocol):
         if self.transport is not None:
             self.transport.stopProducing()  # type: ignore[attr-defined]
 
-    def connectionLost(self, reason: Failure = _RESPONSE_DONE) -> None:
+    def connectionLost(self, reason: Failure = RESPONSE_DONE) -> None:
         request = self._request
         if not self._client_gone and not request.finished and not _disconnected(request):
             if self._flow_control:
@@ -166,9 +162,8 @@ class MCPProxy(Resource):
     ) -> None:
         super().__init__()
         self.pool = pool
-        backend = urlsplit(config.backend.url)
         self._backend_base = config.backend.url.rstrip("/").encode("ascii")
-        self._backend_host = (backend.netloc.rpartition("@")[2]).encode("ascii")
+        self._backend_host = backend_host_header(config.backend.url)
         self._guard = guard
         self._agent = agent
         self._clock = clock
@@ -247,7 +242,8 @@ class MCPProxy(Resource):
                 {"Allow": "GET, POST, DELETE"},
             )
             return
-        if origin_form_target(request.uri) is None:
+        target = origin_form_target(request.uri)
+        if target is None:
             # Only "/path?query" (or an absolute http(s) URL) may follow the backend's
             # base URL: ".evil.example/x" or ":8081/x" would change the host or port the
             # user's upstream token is sent to.
@@ -277,7 +273,7 @@ class MCPProxy(Resource):
             return
         if request.finished or _disconnected(request):
             return
-        await self._relay(request, method, headers, body)
+        await self._relay(request, method, self._backend_base + target, headers, body)
 
     def _cors(self, request: Request, origin: bytes) -> None:
         request.setHeader(b"Access-Control-Allow-Origin", origin)
@@ -342,13 +338,9 @@ class MCPProxy(Resource):
         headers.setRawHeaders(name, [value])
 
     # -- the relay ------------------------------------------------------------------------
-    def _backend_url(self, request: Request) -> bytes:
-        target = origin_form_target(request.uri)
-        assert target is not None  # _handle refused anything else
-        return self._backend_base + target
-
-    async def _relay(self, request: Request, method: bytes, headers: Headers, body: bytes) -> None:
-        url = self._backend_url(request)
+    async def _relay(
+        self, request: Request, method: bytes, url: bytes, headers: Headers, body: bytes
+    ) -> None:
         producer = BytesProducer(body) if body or method == b"POST" else None
         if self._rewrite_endpoint and method == b"GET":
             # The endpoint event must arrive readable to be rewritten.
@@ -406,36 +398,40 @@ class MCPProxy(Resource):
             # Headers arrived after the client left: drop the connection unread.
             response.deliverBody(_Discard())
             return
-        rewriter = self._copy_response_head(request, response, url, method)
+        rewriter, length = self._copy_response_head(request, response, url, method)
         done: Deferred[None] = Deferred()
-        declared = request.responseHeaders.getRawHeaders(b"content-length")
-        protocol = BodyRelay(request, rewriter, done, int(declared[0]) if declared else -1)
+        protocol = BodyRelay(request, rewriter, done, length)
         relay.append(protocol)
         response.deliverBody(protocol)
         await done
 
     def _copy_response_head(
         self, request: Request, response: IResponse, url: bytes, method: bytes
-    ) -> EndpointEventRewriter | None:
+    ) -> tuple[EndpointEventRewriter | None, int]:
+        """Status and headers to the client; returns the body rewriter and the declared
+        length (-1: none, the body ends with its last chunk)."""
         request.setResponseCode(response.code, response.phrase)
         for name, values in end_to_end(response.headers, _connection_listed(response)):
             request.responseHeaders.setRawHeaders(name, values)
-        length = response.length
-        if isinstance(length, int) and response.code not in _NO_BODY and method != b"HEAD":
-            # Twisted's client parser keeps Content-Length out of response.headers.
-            request.setHeader(b"content-length", str(length).encode("ascii"))
+        length = -1
+        if isinstance(response.length, int) and response.code not in NO_BODY_STATUS:
+            if method != b"HEAD":
+                # The client parsers keep Content-Length out of response.headers.
+                length = response.length
+                request.setHeader(b"content-length", str(length).encode("ascii"))
         content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
         if not content_type.lower().startswith(b"text/event-stream"):
-            return None
+            return None, length
         request.setHeader(b"X-Accel-Buffering", b"no")
         rewriter = None
         if self._rewrite_endpoint and not response.headers.hasHeader(b"content-encoding"):
             stream_url = url.decode("latin-1")
             rewriter = EndpointEventRewriter(lambda announced: self._mapper(announced, stream_url))
             request.responseHeaders.removeHeader(b"content-length")
+            length = -1
         # Status line and headers now, before the first event.
         request.write(b"")
-        return rewriter
+        return rewriter, length
 
 
 class _Discard(Protocol):

@@ -1,0 +1,46 @@
+"""The Site serving every endpoint: per-request bookkeeping in the places Twisted calls once.
+
+``getResourceFor`` runs when a request has been received, ``log`` when it has finished.
+Between them: the request's duration for ``/metrics``, authproxy's access line (path only:
+query strings carry authorization codes), and TCP_NODELAY on each new connection.
+twisted.web's own access log (``logPath``) is not used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from authproxy.logs import access_log_line
+from authproxy.metrics import AuthproxyMetrics
+
+_access = Logger(namespace="authproxy.access")
+
+
+class AuthproxySite(Site):
+    """A Site that counts, times and (optionally) logs every request."""
+
+    metrics: AuthproxyMetrics | None = None
+    access_log = False
+
+    def getResourceFor(self, request: Any) -> Any:
+        request._authproxy_started = self.reactor.seconds()
+        channel = request.channel
+        if channel is not None and not getattr(channel, "_authproxy_nodelay", False):
+            # Responses are written whole; Nagle would only hold back the next one.
+            channel._authproxy_nodelay = True
+            set_no_delay = getattr(channel.transport, "setTcpNoDelay", None)
+            if set_no_delay is not None:
+                set_no_delay(True)
+        return super().getResourceFor(request)
+
+    def log(self, request: Any) -> None:
+        if self.access_log:
+            line = access_log_line(self._logDateTime or "-", request)
+            _access.info("{access}", access=line)
+        if self.metrics is not None:
+            started = getattr(request, "_authproxy_started", None)
+            elapsed = None if started is None else self.reactor.seconds() - started
+            self.metrics.observe(request, elapsed)
