@@ -213,7 +213,7 @@ class Connection(asyncio.Protocol):
             self._done.set_result(response)
 
 
-def _retrieve(future: asyncio.Future[Response]) -> None:
+def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
 
