@@ -1,17 +1,20 @@
-"""The backend client: HTTP/1.1 framing, keep-alive reuse, retries and failures, in memory."""
+"""The backend client: HTTP/1.1 framing, keep-alive reuse, retries and failures (in memory);
+requests sent at once on real sockets."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
+from twisted.internet import reactor, threads
 from twisted.internet.defer import CancelledError, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived, readBody
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
@@ -214,3 +217,82 @@ class BackendClientTests(SynchronousTestCase):
         self.agent.request(b"GET", b"/x", headers)
         _, transport = self.endpoint.connections[0]
         self.assertNotIn(b"\r\nInjected", transport.value())
+
+
+class RequestsLeaveAtOnce(TestCase):
+    """On real loopback sockets: a request is on the wire when ``request`` returns, and a
+    request too big for the socket buffer falls back to the transport without reordering."""
+
+    def setUp(self) -> None:
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(1)
+        self.addCleanup(self.server.close)
+        self.agent = BackendAgent(reactor, f"http://127.0.0.1:{self.server.getsockname()[1]}")
+        self.addCleanup(self.agent.closeCachedConnections)
+
+    async def accept(self) -> socket.socket:
+        conn, _ = await threads.deferToThread(self.server.accept)
+        conn.settimeout(10)
+        self.addCleanup(conn.close)
+        return conn
+
+    async def exchange(self, conn: socket.socket, target: bytes, body: bytes = b"") -> None:
+        """Send one request, check its bytes at the server, answer it, read the answer."""
+        producer = BytesProducer(body) if body else None
+        pending = self.agent.request(b"POST" if body else b"GET", target, Headers(), producer)
+        head, rest = await threads.deferToThread(_read_request, conn, len(body))
+        self.assertTrue(
+            head.startswith(b"%s %s HTTP/1.1\r\n" % (b"POST" if body else b"GET", target))
+        )
+        self.assertEqual(rest, body)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        response = await pending
+        self.assertEqual(await readBody(response), b"ok")
+
+    async def test_request_is_sent_before_the_reactor_runs_again(self) -> None:
+        first = self.agent.request(b"GET", b"/one", Headers())
+        conn = await self.accept()
+        await threads.deferToThread(_read_request, conn, 0)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await readBody(await first)
+        conn.setblocking(False)
+        # The connection is idle in the pool: the next request must reach the server socket
+        # with no reactor iteration in between (loopback delivers within send()).
+        second = self.agent.request(b"GET", b"/two", Headers())
+        self.assertTrue(conn.recv(65536).startswith(b"GET /two HTTP/1.1\r\n"))
+        conn.setblocking(True)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(await readBody(await second), b"ok")
+
+    async def test_large_request_then_more_requests_stay_in_order(self) -> None:
+        accepted = threads.deferToThread(self.server.accept)
+        big = bytes(range(256)) * (32 * 1024)  # 8 MiB: more than the socket buffers hold
+        pending = self.agent.request(b"POST", b"/big", Headers(), BytesProducer(big))
+        conn, _ = await accepted
+        conn.settimeout(10)
+        self.addCleanup(conn.close)
+        head, rest = await threads.deferToThread(_read_request, conn, len(big))
+        self.assertTrue(head.startswith(b"POST /big HTTP/1.1\r\n"))
+        self.assertEqual(rest, big)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(await readBody(await pending), b"ok")
+        for n in range(3):
+            await self.exchange(conn, b"/after-%d" % n, b"x" * (n * 1000))
+
+
+def _read_request(conn: socket.socket, body_length: int) -> tuple[bytes, bytes]:
+    """(head, body) of one request read off a blocking server socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before the request head")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    while len(rest) < body_length:
+        chunk = conn.recv(1024 * 1024)
+        if not chunk:
+            raise ConnectionError("closed before the request body")
+        rest += chunk
+    return head, rest
