@@ -69,7 +69,9 @@ class FakeIdP(Resource):
     ``token_type``; ``expires_in`` (None omits it); ``issue_id_token``; ``id_token_claims``
     (overrides, None removes a claim); ``id_token_alg``; ``sign_with`` (a key not in the JWKS);
     ``rotate_refresh_tokens``; ``userinfo`` (the userinfo answer, ``{subject}`` substituted);
-    ``userinfo_status``. ``requests`` lists ``(method, path)`` of every request seen.
+    ``userinfo_status``; ``revocation_status`` + ``revocation_error`` (``/revoke`` answers an
+    error). ``requests`` lists ``(method, path)`` of every request seen; ``revocations``
+    the forms (and client authentication) that reached ``/revoke``.
     """
 
     isLeaf = True
@@ -107,6 +109,9 @@ class FakeIdP(Resource):
         self.issue_refresh_token = True
         self.userinfo: dict[str, Any] | None = None
         self.userinfo_status = 200
+        self.revocation_status = 200
+        self.revocation_error: str | None = None
+        self.revocations: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []
         self.hung: list[Request] = []
         self.token_requests: list[dict[str, Any]] = []
@@ -210,6 +215,7 @@ class FakeIdP(Resource):
             "/token": self._token_endpoint,
             "/jwks": self._jwks,
             "/userinfo": self._userinfo,
+            "/revoke": self._revoke,
         }
 
     def _json(self, request: Request, status: int, body: dict[str, Any]) -> bytes:
@@ -230,6 +236,7 @@ class FakeIdP(Resource):
             "token_endpoint": self.issuer + "/token",
             "jwks_uri": self.issuer + "/jwks",
             "userinfo_endpoint": self.issuer + "/userinfo",
+            "revocation_endpoint": self.issuer + "/revoke",
             "response_types_supported": ["code"],
             "code_challenge_methods_supported": ["S256"],
             "id_token_signing_alg_values_supported": ["ES256", "RS256"],
@@ -250,8 +257,8 @@ class FakeIdP(Resource):
         request.setHeader("Location", params["redirect_uri"] + "?" + urlencode(args))
         return b""
 
-    def _client(self, request: Request, form: dict[str, str]) -> str | None:
-        """The authenticated client_id, or None."""
+    def _client(self, request: Request, form: dict[str, str], record: dict[str, Any]) -> str | None:
+        """The authenticated client_id, or None; ``record`` notes the method used."""
         auth = request.getHeader("authorization")
         if auth and auth.lower().startswith("basic "):
             pair = base64.b64decode(auth[6:]).decode()
@@ -266,17 +273,16 @@ class FakeIdP(Resource):
             )
         else:
             client_id, secret, method = form.get("client_id", ""), None, "none"
-        self.token_requests[-1]["auth_method"] = method
+        record["auth_method"] = method
         if client_id not in self.clients or self.clients[client_id] != secret:
             return None
         return client_id
 
     def _token_endpoint(self, request: Request) -> bytes:
         form = {k.decode(): v[0].decode() for k, v in (request.args or {}).items()}
-        self.token_requests.append(
-            {"form": form, "accept": request.getHeader("accept"), "auth_method": None}
-        )
-        client_id = self._client(request, form)
+        record = {"form": form, "accept": request.getHeader("accept"), "auth_method": None}
+        self.token_requests.append(record)
+        client_id = self._client(request, form, record)
         if client_id is None:
             return self._json(request, 401, {"error": "invalid_client"})
         grant = form.get("grant_type")
@@ -340,6 +346,21 @@ class FakeIdP(Resource):
             del self.refresh_tokens[old]
             new = self._token()
         return self._json(request, 200, self._tokens(subject, new))
+
+    def _revoke(self, request: Request) -> bytes:
+        """RFC 7009: forget the token (refresh or access), 200 even when it is unknown."""
+        form = {k.decode(): v[0].decode() for k, v in (request.args or {}).items()}
+        record: dict[str, Any] = {"form": form, "auth_method": None, "uri": request.uri.decode()}
+        self.revocations.append(record)
+        if self._client(request, form, record) is None:
+            return self._json(request, 401, {"error": "invalid_client"})
+        if self.revocation_error is not None:
+            return self._json(request, self.revocation_status, {"error": self.revocation_error})
+        token = form.get("token", "")
+        self.refresh_tokens.pop(token, None)
+        self.access_tokens.pop(token, None)
+        request.setResponseCode(self.revocation_status)
+        return b""
 
     def _userinfo(self, request: Request) -> bytes:
         self.userinfo_requests.append(

@@ -189,6 +189,7 @@ class UpstreamConfig:
     scopes: tuple[str, ...] = ("openid", "offline_access", "email", "profile")
     authorization_endpoint: str | None = None
     token_endpoint: str | None = None
+    revocation_endpoint: str | None = None  # RFC 7009; oidc: default from discovery
     userinfo: UserinfoConfig | None = None
     timeout: Duration = Duration(10.0)
     # Resolved from client_secret_file / client_secret_env at load time; never in the file.
@@ -477,7 +478,7 @@ def _validate_upstream(
                 )
         forbidden = _OIDC_ONLY
     else:
-        forbidden = (*_OIDC_ONLY, *_OAUTH2_ONLY)
+        forbidden = (*_OIDC_ONLY, *_OAUTH2_ONLY, "revocation_endpoint")
     for field in forbidden:
         if getattr(upstream, field) is not None:
             problems.append(f'upstream.{field}: does not apply to type "{kind}"')
@@ -490,6 +491,9 @@ def _validate_upstream(
         )
     if upstream.redirect_uri and (why := _check_url(upstream.redirect_uri)) is not None:
         problems.append(f"upstream.redirect_uri: {why}")
+    if kind != "development" and upstream.revocation_endpoint is not None:
+        if (why := _check_url(upstream.revocation_endpoint)) is not None:
+            problems.append(f"upstream.revocation_endpoint: {why}")
 
     secret: Secret | None = None
     if upstream.client_secret_file:

@@ -90,7 +90,8 @@ class IUpstreamProvider(Interface):
         """
 
     def end_session(tsid: str) -> Deferred[None]:
-        """Forget the session's upstream tokens (revocation)."""
+        """Forget the session's upstream tokens; an IdP with an RFC 7009 endpoint is also
+        asked to revoke them (in the background: the Deferred does not wait for the IdP)."""
 
     def readiness() -> tuple[bool, str]:
         """(ready, detail): False until the IdP metadata was fetched once."""

@@ -2,8 +2,11 @@
 
 Builds the authorization redirect (always with authproxy's own PKCE S256 verifier),
 exchanges the code at the token endpoint with the configured client authentication, and
-refreshes through the same endpoint. Subclasses say where the endpoints are and how the
-user's identity is established (id_token or userinfo).
+refreshes through the same endpoint. When authproxy ends a login's token session (its token
+family was revoked, or a replayed code or refresh token gave it away), the IdP is asked to
+revoke the session's refresh token too (RFC 7009), in the background: nothing waits on the
+IdP, and a failure is logged, never retried. Subclasses say where the endpoints are and how
+the user's identity is established (id_token or userinfo).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import attrs
 from twisted.application.service import IService
 from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from authproxy.config import Config
 from authproxy.httputil import add_query
@@ -54,6 +58,9 @@ class Identity:
 class CodeFlowProvider(TokenSessions):
     """Authorization redirect, code exchange and refresh at the IdP's token endpoint."""
 
+    #: Revocations at the IdP still in flight (tests wait on them; nothing else does).
+    revocations: list[Deferred[Any]]
+
     #: OIDC sends and checks a nonce; plain OAuth2 servers have no use for one.
     uses_nonce = False
 
@@ -68,6 +75,8 @@ class CodeFlowProvider(TokenSessions):
         self._auth_method = upstream.token_endpoint_auth_method
         self._redirect_uri = upstream.redirect_uri
         self._scope = " ".join(upstream.scopes)
+        self._configured_revocation = upstream.revocation_endpoint
+        self.revocations = []
         self._reachability = ReachabilityProbe(clock)
 
     def services(self) -> list[IService]:
@@ -87,6 +96,10 @@ class CodeFlowProvider(TokenSessions):
 
     async def _identify(self, tokens: TokenResponse, pending: PendingAuthorization) -> Identity:
         raise NotImplementedError
+
+    def _revocation_endpoint(self) -> str | None:
+        """The IdP's RFC 7009 endpoint, or None when it has none."""
+        return self._configured_revocation
 
     def _check_callback(self, args: Mapping[str, str]) -> None:
         """Extra checks of the callback arguments (OIDC: the RFC 9207 ``iss``)."""
@@ -185,6 +198,10 @@ class CodeFlowProvider(TokenSessions):
             raise
 
     def _token_request(self, form: dict[str, str]) -> Deferred[IdPResponse]:
+        return self._client_request(self._token_endpoint(), form)
+
+    def _client_request(self, endpoint: str, form: dict[str, str]) -> Deferred[IdPResponse]:
+        """POST ``form`` to ``endpoint`` with the client authentication of the token endpoint."""
         headers = {"Accept": "application/json"}
         form = dict(form)
         if self._client_secret is None:
@@ -198,7 +215,7 @@ class CodeFlowProvider(TokenSessions):
                 f"{quote(self._client_id, safe='')}:{quote(self._client_secret.reveal(), safe='')}"
             )
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-        return self._http.request("POST", self._token_endpoint(), headers=headers, form=form)
+        return self._http.request("POST", endpoint, headers=headers, form=form)
 
     def _refresh(self, session: UpstreamTokenSession) -> Deferred[TokenResponse]:
         return ensureDeferred(self._refresh_tokens(session))
@@ -207,3 +224,53 @@ class CodeFlowProvider(TokenSessions):
         assert session.refresh_token is not None
         form = {"grant_type": "refresh_token", "refresh_token": session.refresh_token}
         return parse_token_response(await self._token_request(form))
+
+    # -- ending a session ---------------------------------------------------------------------
+    def end_session(self, tsid: str) -> Deferred[None]:
+        """Forget the session's upstream tokens, then have the IdP revoke them (background)."""
+        return ensureDeferred(self._end_session(tsid))
+
+    async def _end_session(self, tsid: str) -> None:
+        session = await self._storage.get_upstream_session(tsid)
+        await super().end_session(tsid)
+        if session is None:
+            return
+        endpoint = self._revocation_endpoint()
+        if endpoint is None:
+            return
+        # The refresh token is what outlives the session; revoking it ends the IdP's grant
+        # (and with most IdPs its access tokens). Without one, the access token is all there is.
+        if session.refresh_token is not None:
+            token, hint = session.refresh_token, "refresh_token"
+        else:
+            token, hint = session.access_token, "access_token"
+        revoking = self._client_request(endpoint, {"token": token, "token_type_hint": hint})
+        self.revocations.append(revoking)
+        revoking.addBoth(self._revoked, hint)
+
+    def _revoked(self, result: IdPResponse | Failure, hint: str) -> None:
+        self.revocations = [d for d in self.revocations if not d.called]
+        if isinstance(result, Failure):
+            reason = (
+                str(result.value)
+                if result.check(UpstreamError)
+                else getattr(result.type, "__name__", "error")
+            )
+            self.log.warn(
+                "Upstream {upstream} did not revoke an ended session's {hint}: {reason}",
+                upstream=self.name,
+                hint=hint,
+                reason=reason,
+            )
+        elif result.status != 200:
+            # RFC 7009 §2.2.1: an error answer has an error code; nothing else of it is logged.
+            error = safe_error_code(result.body.get("error", "")) or f"HTTP {result.status}"
+            self.log.warn(
+                "Upstream {upstream} refused to revoke an ended session's {hint} ({error})",
+                upstream=self.name,
+                hint=hint,
+                error=error,
+            )
+        else:
+            self.log.debug("Upstream {upstream} revoked an ended session's {hint}",
+                           upstream=self.name, hint=hint)  # fmt: skip

@@ -230,6 +230,14 @@ class OIDCProvider(CodeFlowProvider):
     def _token_endpoint(self) -> str:
         return self.discovery.require().token_endpoint
 
+    def _revocation_endpoint(self) -> str | None:
+        if self._configured_revocation is not None:
+            return self._configured_revocation
+        try:
+            return self.discovery.require().revocation_endpoint
+        except UpstreamError:
+            return None  # not discovered (yet): nothing to revoke at
+
     def _check_callback(self, args: Mapping[str, str]) -> None:
         # RFC 9207 mix-up defence: an iss in the callback must be our IdP's
         iss = args.get("iss")

@@ -159,6 +159,25 @@ class ValidationTests(SynchronousTestCase):
         self.assertIn('upstream.issuer_url: is required for type "oidc"', problems)
         self.assertIn('upstream.token_endpoint: does not apply to type "oidc"', problems)
 
+    def test_revocation_endpoint_checked_and_refused_for_development(self) -> None:
+        base = {"type": "oidc", "client_id": "x", "issuer_url": "https://idp.example"}
+        self.assertProblem(
+            minimal(upstream={**base, "revocation_endpoint": "/revoke"}),
+            "upstream.revocation_endpoint",
+            "absolute",
+        )
+        ok = config_from_mapping(
+            minimal(upstream={**base, "revocation_endpoint": "https://idp.example/revoke"}),
+            environ={},
+        )
+        self.assertEqual(ok.upstream.revocation_endpoint, "https://idp.example/revoke")
+        self.assertIn(
+            'upstream.revocation_endpoint: does not apply to type "development"',
+            self.problems(
+                minimal(upstream={"type": "development", "revocation_endpoint": "https://r"})
+            ),
+        )
+
     def test_oauth2_needs_endpoints(self) -> None:
         data = minimal(upstream={"type": "oauth2", "client_id": "x", "issuer_url": "https://i"})
         problems = self.problems(data)

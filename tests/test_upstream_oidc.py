@@ -15,6 +15,7 @@ from jwcrypto.jwk import JWK
 from treq.testing import StubTreq
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -619,3 +620,87 @@ class KeyRotationTests(SynchronousTestCase):
         d = h.finish()
         h.clock.advance(10)
         self.failureResultOf(d, UpstreamUnavailable)
+
+
+class UpstreamRevocationTests(SynchronousTestCase):
+    """Ending a token session asks the IdP to revoke its tokens (RFC 7009), best effort."""
+
+    def setUp(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def ended(self, h: Harness) -> Any:
+        """Log in, end the session; the session as it was stored."""
+        identity = self.successResultOf(h.finish())
+        session = self.successResultOf(h.storage.get_upstream_session(identity.tsid))
+        self.successResultOf(h.provider.end_session(identity.tsid))
+        self.assertIsNone(self.successResultOf(h.storage.get_upstream_session(identity.tsid)))
+        return session
+
+    def logged(self) -> str:
+        return "\n".join(formatEvent(e) for e in self.events)
+
+    def test_refresh_token_revoked_with_client_authentication(self) -> None:
+        h = Harness()
+        session = self.ended(h)
+        [revocation] = h.idp.revocations
+        self.assertEqual(
+            revocation["form"], {"token": session.refresh_token, "token_type_hint": "refresh_token"}
+        )
+        self.assertEqual(revocation["auth_method"], "client_secret_basic")
+        self.assertNotIn(session.refresh_token, h.idp.refresh_tokens)
+        self.assertEqual(h.provider.revocations, [])
+
+    def test_access_token_when_there_is_no_refresh_token(self) -> None:
+        h = Harness()
+        h.idp.issue_refresh_token = False
+        session = self.ended(h)
+        [revocation] = h.idp.revocations
+        self.assertEqual(
+            revocation["form"], {"token": session.access_token, "token_type_hint": "access_token"}
+        )
+
+    def test_public_client_names_itself(self) -> None:
+        h = Harness(secret=None)
+        self.ended(h)
+        [revocation] = h.idp.revocations
+        self.assertEqual(revocation["auth_method"], "none")
+        self.assertEqual(revocation["form"]["client_id"], "authproxy")
+
+    def test_no_endpoint_no_request(self) -> None:
+        h = Harness(start=False)
+        h.idp.discovery_overrides = {"revocation_endpoint": None}
+        h.start()
+        self.ended(h)
+        self.assertEqual(h.idp.revocations, [])
+        self.assertEqual(h.idp.count("/revoke"), 0)
+
+    def test_configured_endpoint_wins_and_serves_oauth2(self) -> None:
+        for kind, extra in (
+            ("oidc", {}),
+            ("oauth2", {"userinfo": {"endpoint_url": ISSUER + "/userinfo"}}),
+        ):
+            h = Harness(kind, upstream={"revocation_endpoint": ISSUER + "/revoke?v=2", **extra})
+            self.ended(h)
+            [revocation] = h.idp.revocations
+            self.assertEqual(revocation["uri"], "/revoke?v=2", kind)
+
+    def test_refusal_and_outage_are_logged_without_tokens(self) -> None:
+        for status, error in ((400, "unsupported_token_type"), (503, None)):
+            h = Harness()
+            h.idp.revocation_status = status
+            h.idp.revocation_error = error
+            session = self.ended(h)  # the session ends whatever the IdP says
+            self.assertEqual(len(h.idp.revocations), 1)
+            text = self.logged()
+            self.assertIn("revoke", text)
+            self.assertIn(error or "HTTP 503", text)
+            for secret in (session.refresh_token, session.access_token, SECRET):
+                self.assertNotIn(secret, text)
+            self.events.clear()
+
+    def test_unknown_session_asks_nothing(self) -> None:
+        h = Harness()
+        self.successResultOf(h.provider.end_session("no-such-tsid"))
+        self.assertEqual(h.idp.revocations, [])

@@ -1,7 +1,7 @@
 """OIDCProvider against a real OpenID provider (npm oidc-provider) on loopback, real reactor.
 
 Discovery, the browser login (the e2e user agent stands in for the browser), code exchange,
-id_token verification and refresh. Skips when tests/oidc/node_modules is not installed (CI
+id_token verification, refresh, and revocation of an ended session. Skips when tests/oidc/node_modules is not installed (CI
 installs it and fails instead; see ``procs.ensure_oidc_fixture``).
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 import pytest
 from twisted.internet import reactor as global_reactor
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, maybeDeferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
@@ -23,6 +23,7 @@ from authproxy.interfaces import UpstreamIdentity, UpstreamSessionEnded
 from authproxy.storage.memory import MemoryStorage
 from authproxy.storage.models import PendingAuthorization
 from authproxy.upstream import make_upstream_provider
+from authproxy.upstream_sessions import TokenEndpointError
 from tests.e2e import procs
 
 PUBLIC_URL = "http://127.0.0.1:9"  # never fetched: the user agent stops at the callback
@@ -130,6 +131,15 @@ async def login_and_refresh(oidc: procs.OIDCProvider, auth_method: str) -> None:
         with pytest.raises(UpstreamSessionEnded):
             await provider.upstream_access_token(identity.tsid)
         assert await storage.get_upstream_session(identity.tsid) is None
+
+        # ending a session revokes its refresh token at the IdP (RFC 7009, discovered endpoint)
+        assert provider._revocation_endpoint() == oidc.issuer + "/token/revocation"
+        await storage.put_upstream_session(renewed)
+        await provider.end_session(identity.tsid)
+        await gatherResults(list(provider.revocations))
+        with pytest.raises(TokenEndpointError) as refused:
+            await provider._refresh(renewed)
+        assert refused.value.error == "invalid_grant"
     finally:
         for service in services:
             await maybeDeferred(service.stopService)
