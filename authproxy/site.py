@@ -2,8 +2,9 @@
 
 ``getResourceFor`` runs when a request has been received, ``log`` when it has finished.
 Between them: the request's duration for ``/metrics``, authproxy's access line (path only:
-query strings carry authorization codes), and TCP_NODELAY on each new connection.
-twisted.web's own access log (``logPath``) is not used.
+query strings carry authorization codes), and TCP_NODELAY on each new connection. Its
+connections are served by ``ResponseChannel`` (channel.py): each response leaves in one piece and at
+once. twisted.web's own access log (``logPath``) is not used.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.web.server import Site
 
+from authproxy.channel import ResponseChannel
 from authproxy.logs import access_log_line
 from authproxy.metrics import AuthproxyMetrics
 
@@ -21,6 +23,9 @@ _access = Logger(namespace="authproxy.access")
 
 class AuthproxySite(Site):
     """A Site that counts, times and (optionally) logs every request."""
+
+    # each response leaves in one piece and at once (channel.py); no HTTP/2 negotiation
+    protocol = ResponseChannel  # type: ignore[assignment]
 
     metrics: AuthproxyMetrics | None = None
     access_log = False

@@ -14,7 +14,7 @@ import io
 import json
 from typing import Any
 
-from twisted.web.server import Request
+from authproxy.channel import HeadFlushingRequest
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 
@@ -26,7 +26,7 @@ def too_large_payload(limit: int) -> dict[str, str]:
     }
 
 
-class LimitedRequest(Request):
+class LimitedRequest(HeadFlushingRequest):
     """A ``twisted.web.server.Request`` whose body may not exceed ``max_body`` bytes."""
 
     max_body: int = DEFAULT_MAX_BODY
