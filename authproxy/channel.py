@@ -85,13 +85,14 @@ class ResponseChannel(HTTPChannel):
 def _idle_socket(transport: Any) -> socket.socket | None:
     """The socket of a plain TCP (or UNIX) transport with nothing queued; else None.
 
-    Reads the transport's buffer fields (``dataBuffer``, ``offset``, ``_tempDataLen``):
-    there is no public way to ask whether bytes are queued. Anything else (TLS, a
+    Reads the transport's buffer fields (``dataBuffer``, ``offset``, ``_tempDataLen``) and
+    ``_aborting``: there is no public way to ask whether bytes are queued or the connection
+    is being aborted. Anything else (TLS, a
     connection being closed, the in-memory transports of tests) gets None.
     """
     if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", True):
         return None
-    if not transport.connected or transport.disconnecting:
+    if not transport.connected or transport.disconnecting or getattr(transport, "_aborting", True):
         return None
     queued = getattr(transport, "_tempDataLen", 1) or getattr(transport, "offset", 0) != len(
         getattr(transport, "dataBuffer", b"?")

@@ -212,6 +212,16 @@ class BackendClientTests(SynchronousTestCase):
         self.clock.advance(5)
         self.assertTrue(second.disconnecting or second.disconnected)
 
+    def test_connection_aborted_while_idle_is_not_handed_out(self) -> None:
+        ok = self.send(b"GET", None)
+        _, first = self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.body_of(ok)
+        sent = first.value()
+        self.clock.advance(5)  # the idle timer aborts it; connectionLost is still to come
+        self.send(b"POST", b"{}")
+        self.assertEqual(len(self.endpoint.connections), 2)
+        self.assertEqual(first.value(), sent)  # nothing more went to the aborted connection
+
     def test_header_injection_impossible(self) -> None:
         headers = Headers({b"X-Evil": [b"a\r\nInjected: yes"]})
         self.agent.request(b"GET", b"/x", headers)

@@ -197,6 +197,12 @@ class BackendConnection(Protocol):
     def abort(self) -> None:
         if self.transport is not None and self._state != "closed":
             self._keep_alive = False
+            self._socket = None  # nothing more may reach the backend on this connection
+            if self._state == "idle":
+                # connectionLost comes an iteration later: until then the pool must not
+                # hand this connection out (a request sent now would reach the backend
+                # and then be reset)
+                self._state = "closed"
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _cancel_idle_timer(self) -> None:
