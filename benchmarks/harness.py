@@ -320,7 +320,9 @@ class Bench:
         KubeletDir(self.workdir / "keys").publish({"key-0.pem": new_ec_key_pem()})
         KubeletDir(self.workdir / "hmac").publish({"hmac-0": secrets.token_hex(32).encode()})
 
-    async def start_authproxy(self) -> None:
+    async def start_authproxy(self, source: Path | None = None) -> None:
+        """Start authproxy (from the ``source`` tree instead of the installed one if given),
+        register a client and get a token through the real endpoints."""
         self.authproxy_port = port = free_port()
         config = authproxy_config(self.workdir, port, self.backend_port, self.o.log_level)
         # the command line of etc/authproxy.service
@@ -329,7 +331,10 @@ class Bench:
             "--logger", "authproxy.logs.observer",
             "authproxy", "--config", str(config),
         ]  # fmt: skip
-        self.authproxy = self.start(f"authproxy-{port}", command, PROXY_CORE, cwd=self.workdir)
+        env = {"PYTHONPATH": str(source)} if source is not None else None
+        self.authproxy = self.start(
+            f"authproxy-{port}", command, PROXY_CORE, env=env, cwd=self.workdir
+        )
         await self.authproxy.wait_http(f"http://{HOST}:{port}/health")
         try:
             await self.authproxy.wait_http(f"http://{HOST}:{port}/ready", timeout=10)

@@ -1,0 +1,74 @@
+"""A/B of two authproxy source trees on the P1 workload, interleaved in one session.
+
+    taskset -c 1 ../venv/bin/python benchmarks/ab.py --b-tree ../authproxy-old [--rounds 4]
+
+Each daemon runs from its own tree (PYTHONPATH; make the other one with ``git worktree add
+../authproxy-old REV``), on core 0, one loaded at a time, with the placement of
+``benchmarks/run``. Each round, per daemon: wrk's requests/s (16 connections), then an
+open-loop fixed rate (``--rate``) with authproxy's CPU per request, p50 and p99. Rounds
+interleave, so the machine's noise hits both alike: a difference smaller than the spread
+of the rounds is noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import harness
+from httpclient import fixed_rate
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def amain(options: argparse.Namespace) -> None:
+    bench = harness.Bench(argparse.Namespace(log_level="warn"))
+    try:
+        await bench.start_backend()
+        bench.init_keys()
+        daemons: dict[str, tuple[Any, int, str]] = {}
+        for name, tree in (("A", options.a_tree), ("B", options.b_tree)):
+            await bench.start_authproxy(Path(tree).resolve())
+            assert bench.authproxy is not None
+            daemons[name] = (bench.authproxy, bench.authproxy_port, bench.token)
+            harness.log(f"{name}: {tree}")
+        for _, port, token in daemons.values():
+            await bench.wrk(port, token, 1)  # warm-up
+        for round_ in range(options.rounds):
+            for name, (proc, port, token) in daemons.items():
+                wrk = await bench.wrk(port, token, options.seconds)
+                before = cpu_seconds(proc.pid)
+                result = await fixed_rate(
+                    harness.HOST, port, bench.p1_request(port, token), options.rate,
+                    options.seconds,
+                )  # fmt: skip
+                cpu_us = (cpu_seconds(proc.pid) - before) * 1e6 / max(1, result.sent)
+                summary = result.summary()
+                print(
+                    f"round {round_ + 1} {name}: {wrk['rps']:.0f} req/s; at {options.rate}/s "
+                    f"{cpu_us:.0f} µs CPU/request, p50 {summary['p50_ms']:.2f} ms, "
+                    f"p99 {summary['p99_ms']:.2f} ms, failed {result.failed}",
+                    flush=True,
+                )
+    finally:
+        bench.stop_all()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--a-tree", default=str(harness.REPO), help="default: this checkout")
+    parser.add_argument("--b-tree", required=True)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=4)
+    parser.add_argument("--rate", type=int, default=1900, help="open-loop requests/s")
+    asyncio.run(amain(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
