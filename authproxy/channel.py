@@ -6,26 +6,21 @@ served every other socket that was ready. Under a burst each response waited for
 other requests of that iteration to be handled (the P1 tail, benchmarks/README.md).
 
 ``ResponseChannel`` holds the head until the first body bytes, the end of the response or
-an explicit ``flush_head()`` (a stream's head must go before its first event), then hands
-head and body to the socket together, when nothing is queued in the transport before them.
-Whatever the socket does not take, and every write while bytes are queued (a ``100
-Continue``, a slow client's backlog), goes through the transport as before, so nothing
-ever overtakes queued bytes. TLS connections always use the transport: their bytes must
-pass the TLS layer. Measured with benchmarks/ab.py (1,900 requests/s open loop, together with
-the backend client's requests sent at once): p50 0.85-0.91 -> 0.72-0.78 ms, p99 lower, CPU
-per request lower, the same throughput under wrk.
+an explicit ``flush_head()`` (a stream's head must go before its first event), then writes
+head and body together with ``write_now`` (writenow.py): to the socket at once when nothing
+is queued before them.
 """
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterable
 from typing import Any
 
-from twisted.internet import tcp
 from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
+
+from authproxy.writenow import write_now
 
 
 class ResponseChannel(HTTPChannel):
@@ -68,38 +63,8 @@ class ResponseChannel(HTTPChannel):
     def _send(self, parts: Iterable[bytes]) -> None:
         head, self._held_head = self._held_head, None
         data = b"".join((head, *parts)) if head is not None else b"".join(parts)
-        if not data:
-            return
-        sock = _idle_socket(self.transport)
-        if sock is not None:
-            try:
-                sent = sock.send(data)
-            except OSError:
-                sent = 0  # the transport meets the failure on its own write
-            if sent == len(data):
-                return
-            data = data[sent:]
-        assert self.transport is not None
-        self.transport.write(data)
-
-
-def _idle_socket(transport: Any) -> socket.socket | None:
-    """The socket of a plain TCP (or UNIX) transport with nothing queued; else None.
-
-    Reads the transport's buffer fields (``dataBuffer``, ``offset``, ``_tempDataLen``) and
-    ``_aborting``: there is no public way to ask whether bytes are queued or the connection
-    is being aborted. Anything else (TLS, a connection being closed, the in-memory
-    transports of tests) gets None.
-    """
-    if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", True):
-        return None
-    if not transport.connected or transport.disconnecting or getattr(transport, "_aborting", True):
-        return None
-    queued = getattr(transport, "_tempDataLen", 1) or getattr(transport, "offset", 0) != len(
-        getattr(transport, "dataBuffer", b"?")
-    )
-    sock = getattr(transport, "socket", None)
-    return sock if not queued and isinstance(sock, socket.socket) else None
+        if data:
+            write_now(self.transport, data)
 
 
 class HeadFlushingRequest(Request):

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 
 import attrs
 from twisted.application.service import IService
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -161,15 +161,10 @@ class DevelopmentProvider(TokenSessions):
     def callback_url(self, code: str, state: str) -> str:
         return add_query(self._callback_url, {"code": code, "state": state})
 
-    def finish_login(
-        self, args: Mapping[str, str], pending: PendingAuthorization
-    ) -> Deferred[UpstreamIdentity]:
-        """Redeem the login page's code: the user is whoever was typed in."""
-        return ensureDeferred(self._finish_login(args, pending))
-
     async def _finish_login(
         self, args: Mapping[str, str], pending: PendingAuthorization
     ) -> UpstreamIdentity:
+        """Redeem the login page's code: the user is whoever was typed in."""
         if "error" in args:
             raise UpstreamDenied("the login was cancelled")
         entry = self._codes.pop(args.get("code") or "", None)

@@ -131,15 +131,10 @@ class CodeFlowProvider(TokenSessions):
             return fail(e)
         return self._reachability.check(endpoint)
 
-    def finish_login(
-        self, args: Mapping[str, str], pending: PendingAuthorization
-    ) -> Deferred[UpstreamIdentity]:
-        """Exchange the callback's code, establish the identity and open a token session."""
-        return ensureDeferred(self._finish_login(args, pending))
-
     async def _finish_login(
         self, args: Mapping[str, str], pending: PendingAuthorization
     ) -> UpstreamIdentity:
+        """Exchange the callback's code, establish the identity and open a token session."""
         if "error" in args:
             error = safe_error_code(args["error"])
             self.log.info(

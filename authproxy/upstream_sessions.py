@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Mapping
 from typing import Any, cast
 
 import attrs
@@ -24,7 +25,7 @@ from authproxy.interfaces import (
     UpstreamUnavailable,
 )
 from authproxy.storage.interface import IStorage
-from authproxy.storage.models import UpstreamTokenSession
+from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
 from authproxy.upstream_http import IdPResponse
 
 #: Lifetime assumed for an access token whose response has no expires_in.
@@ -127,6 +128,17 @@ class TokenSessions:
 
     def _now(self) -> float:
         return cast(Any, self._clock).seconds()
+
+    def finish_login(
+        self, args: Mapping[str, str], pending: PendingAuthorization
+    ) -> Deferred[UpstreamIdentity]:
+        """Complete the login the callback's ``args`` report for ``pending``."""
+        return ensureDeferred(self._finish_login(args, pending))
+
+    async def _finish_login(
+        self, args: Mapping[str, str], pending: PendingAuthorization
+    ) -> UpstreamIdentity:
+        raise NotImplementedError
 
     async def _open_session(
         self,

@@ -174,37 +174,23 @@ class AuthproxyClient:
         return out[:n]
 
     def code_request(self, code: str) -> bytes:
-        return build_request(
-            "POST",
-            "/oauth/token",
-            self.netloc,
-            {"Content-Type": "application/x-www-form-urlencoded"},
-            form(
-                {
-                    "grant_type": "authorization_code",
-                    "code": code,
-                    "redirect_uri": REDIRECT_URI,
-                    "client_id": self.client_id,
-                    "code_verifier": VERIFIER,
-                    "resource": self.resource,
-                }
-            ),
+        return self._token_request(
+            grant_type="authorization_code",
+            code=code,
+            redirect_uri=REDIRECT_URI,
+            client_id=self.client_id,
+            code_verifier=VERIFIER,
+            resource=self.resource,
         )
 
     def refresh_request(self, refresh_token: str) -> bytes:
-        return build_request(
-            "POST",
-            "/oauth/token",
-            self.netloc,
-            {"Content-Type": "application/x-www-form-urlencoded"},
-            form(
-                {
-                    "grant_type": "refresh_token",
-                    "refresh_token": refresh_token,
-                    "client_id": self.client_id,
-                }
-            ),
+        return self._token_request(
+            grant_type="refresh_token", refresh_token=refresh_token, client_id=self.client_id
         )
+
+    def _token_request(self, **fields: str) -> bytes:
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        return build_request("POST", "/oauth/token", self.netloc, headers, form(fields))
 
     async def tokens(self) -> dict[str, Any]:
         """One login and code redemption: the token response (access and refresh token)."""

@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, unquote_plus, urlsplit
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from authproxy.httputil import NO_STORE, HTMLPageError, OAuthError, set_headers
+from authproxy.httputil import NO_STORE, AsyncResource, HTMLPageError, OAuthError, set_headers
 from authproxy.interfaces import IUpstreamProvider, UpstreamError, UpstreamUnavailable
 from authproxy.loopback import is_loopback_host
 from authproxy.storage.interface import IStorage
@@ -38,6 +38,16 @@ def preflight(request: Request, methods: str) -> bytes:
     set_cors(request, methods)
     request.setResponseCode(204)
     return b""
+
+
+class CrossOriginPost(AsyncResource):
+    """A POST endpoint that browser-based clients call from other origins (register, token,
+    revoke): the preflight is answered here; ``handle_POST`` calls ``set_cors``."""
+
+    _METHODS = "POST, OPTIONS"
+
+    async def handle_OPTIONS(self, request: Request) -> bytes:
+        return preflight(request, self._METHODS)
 
 
 def read_body(request: Request, limit: int) -> bytes:

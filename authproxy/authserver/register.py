@@ -18,14 +18,14 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from authproxy.authserver._common import (
+    CrossOriginPost,
     media_type,
-    preflight,
     read_body,
     set_cors,
     split_scope,
 )
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
-from authproxy.httputil import NO_STORE, AsyncResource, OAuthError, TrustedProxies, json_body
+from authproxy.httputil import NO_STORE, OAuthError, TrustedProxies, json_body
 from authproxy.jsonutil import loads_untrusted
 from authproxy.loopback import is_loopback_host
 from authproxy.storage.interface import IStorage, StorageFull
@@ -207,11 +207,10 @@ def client_response(client: RegisteredClient) -> dict[str, Any]:
     return body
 
 
-class RegistrationResource(AsyncResource):
+class RegistrationResource(CrossOriginPost):
     """``POST /oauth/register``: validate, rate limit, store, answer 201 with the client."""
 
     log = Logger()
-    _METHODS = "POST, OPTIONS"
 
     def __init__(
         self,
@@ -227,9 +226,6 @@ class RegistrationResource(AsyncResource):
         self._scopes_supported = tuple(scopes_supported)
         self._limiter = limiter
         self._trusted = TrustedProxies.from_cidrs(trusted_proxies)
-
-    async def handle_OPTIONS(self, request: Request) -> bytes:
-        return preflight(request, self._METHODS)
 
     async def handle_POST(self, request: Request) -> bytes:
         set_cors(request, self._METHODS)

@@ -14,23 +14,22 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from authproxy.authserver._common import (
+    CrossOriginPost,
     authenticated_client,
     end_token_family,
     form_params,
-    preflight,
     set_cors,
 )
-from authproxy.httputil import NO_STORE, AsyncResource, OAuthError, set_headers
+from authproxy.httputil import NO_STORE, OAuthError, set_headers
 from authproxy.interfaces import IUpstreamProvider
 from authproxy.storage.interface import IStorage
 from authproxy.tokens import REFRESH_TOKEN, AccessTokenIssuer, OpaqueTokens
 
 
-class RevocationResource(AsyncResource):
+class RevocationResource(CrossOriginPost):
     """``POST /oauth/revoke`` with ``token`` (and optional ``token_type_hint``)."""
 
     log = Logger()
-    _METHODS = "POST, OPTIONS"
 
     def __init__(
         self,
@@ -45,9 +44,6 @@ class RevocationResource(AsyncResource):
         self.provider = provider
         self.issuer = issuer
         self.opaque = opaque
-
-    async def handle_OPTIONS(self, request: Request) -> bytes:
-        return preflight(request, self._METHODS)
 
     async def handle_POST(self, request: Request) -> bytes:
         set_cors(request, self._METHODS)

@@ -20,14 +20,14 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from authproxy.authserver._common import (
+    CrossOriginPost,
     authenticated_client,
     end_token_family,
     form_params,
-    preflight,
     set_cors,
     split_scope,
 )
-from authproxy.httputil import NO_STORE, AsyncResource, OAuthError, json_body
+from authproxy.httputil import NO_STORE, OAuthError, json_body
 from authproxy.interfaces import IUpstreamProvider
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import RefreshToken, RegisteredClient, TokenFamily
@@ -79,11 +79,10 @@ class _Minted:
     refresh: RefreshToken | None  # the record to store for the new refresh token
 
 
-class TokenResource(AsyncResource):
+class TokenResource(CrossOriginPost):
     """``POST /oauth/token`` for public clients (PKCE), JSON answers that are never cached."""
 
     log = Logger()
-    _METHODS = "POST, OPTIONS"
 
     def __init__(
         self,
@@ -102,9 +101,6 @@ class TokenResource(AsyncResource):
         self.issuer = issuer
         self.opaque = opaque
         self.settings = settings
-
-    async def handle_OPTIONS(self, request: Request) -> bytes:
-        return preflight(request, self._METHODS)
 
     async def handle_POST(self, request: Request) -> bytes:
         set_cors(request, self._METHODS)

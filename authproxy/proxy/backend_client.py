@@ -10,13 +10,7 @@ protocol's transport (a push producer, so a slow client can pause the backend re
 body ends with ``connectionLost(ResponseDone)`` (``PotentialDataLoss`` for a body that ends
 with the connection), and ``stopProducing`` aborts the connection.
 
-Requests leave at once: on a plain TCP connection a request is handed to the socket when
-``send`` is called, not queued for the reactor's next iteration as ``transport.write`` would
-(Twisted flushes writes only after serving every other socket that was ready, so under a
-burst each request waited for the others to be parsed and checked before it left). Only the
-first bytes go this way: once anything is left over, that connection writes through its
-transport for good, so nothing can overtake queued bytes. TLS connections always use the
-transport.
+Requests leave at once (``writenow.write_now``), not on the reactor's next iteration.
 
 A request on a reused connection that dies before any byte of the answer arrived (the
 backend closed it while idle) is retried once on a new connection, for methods without side
@@ -26,11 +20,9 @@ keep-alive timeouts (uvicorn's is 5 s), to make that race rare.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import tcp
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
@@ -46,6 +38,7 @@ from zope.interface import implementer
 
 from authproxy.backend import backend_host_header, backend_host_port
 from authproxy.proxy.headers import connection_tokens
+from authproxy.writenow import write_now
 
 MAX_HEAD = 64 * 1024  # status line and headers
 NO_BODY_STATUS = frozenset({204, 304})
@@ -165,13 +158,11 @@ class BackendConnection(Protocol):
         self._keep_alive = True
         self._state = "idle"  # idle | head | body | closed
         self._idle_call: Any = None
-        self._socket: socket.socket | None = None  # while requests may bypass the transport
         self.connected_ok = False
 
     # -- connection lifecycle -----------------------------------------------------------------
     def connectionMade(self) -> None:
         self.connected_ok = True
-        self._socket = _plain_socket(self.transport)
         # Requests go out in one write; don't let Nagle hold the next one back.
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
@@ -184,20 +175,11 @@ class BackendConnection(Protocol):
         self._state = "head"
         self._buffer = b""
         assert self.transport is not None
-        data = exchange.data
-        if self._socket is not None:
-            sent = _send_now(self._socket, data)
-            if sent == len(data):
-                return
-            # The rest goes into the transport's buffer: from now on everything must too.
-            self._socket = None
-            data = data[sent:]
-        self.transport.write(data)
+        write_now(self.transport, exchange.data)
 
     def abort(self) -> None:
         if self.transport is not None and self._state != "closed":
             self._keep_alive = False
-            self._socket = None  # nothing more may reach the backend on this connection
             if self._state == "idle":
                 # connectionLost comes an iteration later: until then the pool must not
                 # hand this connection out (a request sent now would reach the backend
@@ -565,25 +547,6 @@ class BackendAgent:
 
 
 _FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
-
-
-def _plain_socket(transport: object) -> socket.socket | None:
-    """The socket of a plain TCP transport with nothing queued yet; None for anything else
-    (TLS, where bytes must pass the TLS layer, and the in-memory transports of tests)."""
-    if isinstance(transport, tcp.Connection) and not getattr(transport, "TLS", False):
-        handle = transport.getHandle()
-        if isinstance(handle, socket.socket):
-            return handle
-    return None
-
-
-def _send_now(sock: socket.socket, data: bytes) -> int:
-    """Bytes of ``data`` the kernel took; 0 when it took none or the socket failed (the
-    transport then meets the failure on its own write)."""
-    try:
-        return sock.send(data)
-    except OSError:
-        return 0
 
 
 def _origin_form(uri: bytes) -> bytes:
