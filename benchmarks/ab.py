@@ -34,7 +34,7 @@ async def amain(options: argparse.Namespace) -> None:
         bench.init_keys()
         daemons: dict[str, tuple[Any, int, str]] = {}
         for name, tree in (("A", options.a_tree), ("B", options.b_tree)):
-            await bench.start_authproxy(Path(tree).resolve())
+            await bench.start_authproxy(Path(tree).resolve(), bench.json_backend_port)
             assert bench.authproxy is not None
             daemons[name] = (bench.authproxy, bench.authproxy_port, bench.token)
             harness.log(f"{name}: {tree}")

@@ -1,8 +1,9 @@
 """The authproxy benchmarks P1-P5: every figure against a baseline measured in the same run.
 
 Placement (2 cores): authproxy, and each baseline proxy in its turn (ReverseProxyResource,
-nginx, oidc-provider), run alone on core 0; the backend, wrk, and this harness (with its
-asyncio load generators) share core 1. Every baseline is measured with exactly the same
+nginx, oidc-provider), run alone on core 0; the backends (nginx answering P1's POST,
+backend.py for streams), wrk, and this harness (with its asyncio load generators) share
+core 1. Every baseline is measured with exactly the same
 placement, so the ratios compare the proxies, not the machine. Run through ``benchmarks/run``.
 """
 
@@ -33,6 +34,7 @@ from typing import Any
 import flows
 import profiling
 import sse
+from backend import RESULT
 from httpclient import Connection, Response, build_request, chained, fixed_rate
 from keydir import KubeletDir, new_ec_key_pem, rotate_signing_keys
 
@@ -238,8 +240,9 @@ access_log = false  # like the baselines (nginx: access_log off)
     return config
 
 
-def nginx_config(workdir: Path, port: int, backend_port: int) -> Path:
-    root = workdir / "nginx"
+def _nginx_conf(workdir: Path, name: str, http: str) -> Path:
+    """A foreground, single-worker nginx with its files under ``workdir/name``."""
+    root = workdir / name
     root.mkdir(exist_ok=True)
     conf = root / "nginx.conf"
     temp = "\n".join(
@@ -259,6 +262,19 @@ http {{
   # and the open-loop generator counts a closed connection's requests as failed
   keepalive_requests 1000000;
 {temp}
+{http}
+}}
+"""
+    )
+    return conf
+
+
+def nginx_config(workdir: Path, port: int, backend_port: int) -> Path:
+    """nginx as the baseline proxy: ``proxy_pass`` with upstream keep-alive."""
+    return _nginx_conf(
+        workdir,
+        "nginx",
+        f"""
   upstream backend {{
     server {HOST}:{backend_port};
     keepalive 32;
@@ -270,11 +286,24 @@ http {{
       proxy_http_version 1.1;
       proxy_set_header Connection "";
     }}
-  }}
-}}
-"""
+  }}""",
     )
-    return conf
+
+
+def json_backend_config(workdir: Path, port: int) -> Path:
+    """nginx as P1's fast backend: every request gets backend.py's JSON-RPC result."""
+    return _nginx_conf(
+        workdir,
+        "json-backend",
+        f"""
+  server {{
+    listen {HOST}:{port} backlog=1024;
+    location / {{
+      default_type application/json;
+      return 200 '{RESULT.decode()}';
+    }}
+  }}""",
+    )
 
 
 class Bench:
@@ -285,11 +314,13 @@ class Bench:
         self.workdir = Path(tempfile.mkdtemp(prefix="authproxy-bench-"))
         self.procs: list[Proc] = []
         self.results: dict[str, Any] = {}
-        self.backend_port = free_port()
+        self.backend_port = free_port()  # backend.py: streams (P2, P4)
+        self.json_backend_port = free_port()  # nginx: the JSON-RPC answer (P1, P5)
         self.token = ""
         self.client: flows.AuthproxyClient | None = None
         self.authproxy: Proc | None = None
         self.authproxy_port = 0
+        self.authproxy_backend = 0  # the port of the backend the running authproxy relays to
         self.refresh_seeds: list[str] = []
         self.nginx_port = 0
 
@@ -315,16 +346,23 @@ class Bench:
             LOAD_CORE,
         )
         await backend.wait_line(r"listening \d+")
+        conf = json_backend_config(self.workdir, self.json_backend_port)
+        json_backend = self.start(
+            "json-backend", ["nginx", "-c", str(conf), "-p", str(conf.parent)], LOAD_CORE
+        )
+        await json_backend.wait_http(f"http://{HOST}:{self.json_backend_port}/health")
 
     def init_keys(self) -> None:
         KubeletDir(self.workdir / "keys").publish({"key-0.pem": new_ec_key_pem()})
         KubeletDir(self.workdir / "hmac").publish({"hmac-0": secrets.token_hex(32).encode()})
 
-    async def start_authproxy(self, source: Path | None = None) -> None:
-        """Start authproxy (from the ``source`` tree instead of the installed one if given),
-        register a client and get a token through the real endpoints."""
+    async def start_authproxy(self, source: Path | None = None, backend_port: int = 0) -> None:
+        """Start authproxy (from the ``source`` tree instead of the installed one if given)
+        in front of ``backend_port`` (default: backend.py), register a client and get a
+        token through the real endpoints."""
         self.authproxy_port = port = free_port()
-        config = authproxy_config(self.workdir, port, self.backend_port, self.o.log_level)
+        self.authproxy_backend = backend_port = backend_port or self.backend_port
+        config = authproxy_config(self.workdir, port, backend_port, self.o.log_level)
         # the command line of etc/authproxy.service
         command = [
             str(VENV_BIN / "twistd"), "-n", "--pidfile=",
@@ -397,28 +435,36 @@ class Bench:
         )
         return result
 
-    async def start_nginx(self) -> tuple[Proc, int]:
+    async def relay_to(self, backend_port: int) -> None:
+        """Have a running authproxy relay to ``backend_port`` (restarted if it relays elsewhere)."""
+        if self.authproxy is not None and self.authproxy_backend != backend_port:
+            self.stop(self.authproxy)
+            await self.start_authproxy(backend_port=backend_port)
+
+    async def start_nginx(self, backend_port: int) -> tuple[Proc, int]:
         port = free_port()
-        conf = nginx_config(self.workdir, port, self.backend_port)
+        conf = nginx_config(self.workdir, port, backend_port)
         nginx = self.start("nginx", ["nginx", "-c", str(conf), "-p", str(conf.parent)], PROXY_CORE)
         await nginx.wait_http(f"http://{HOST}:{port}/health")
         return nginx, port
 
     async def p1(self) -> None:
         log("P1: small JSON-RPC POST, keep-alive, 16 connections")
+        backend_port = self.json_backend_port
+        await self.relay_to(backend_port)
         rpr_port = free_port()
         rpr = self.start(
             "rpr",
             [sys.executable, str(HERE / "rpr_proxy.py"), "--port", str(rpr_port),
-             "--backend-port", str(self.backend_port)],
+             "--backend-port", str(backend_port)],
             PROXY_CORE,
         )  # fmt: skip
-        nginx, nginx_port = await self.start_nginx()
+        nginx, nginx_port = await self.start_nginx(backend_port)
         await rpr.wait_line(r"listening")
 
         # (name, port, bearer); only one of them is loaded at a time, the others sit idle
         targets: list[tuple[str, int, str | None]] = [
-            ("direct", self.backend_port, None),
+            ("direct", backend_port, None),
             ("rpr", rpr_port, None),
             ("nginx", nginx_port, None),
         ]
@@ -475,6 +521,7 @@ class Bench:
 
     async def p5(self) -> None:
         log("P5: P1 load while the signing keys are rotated 10 times")
+        await self.relay_to(self.json_backend_port)
         keys = KubeletDir(self.workdir / "keys")
         seconds = self.o.rotations + 2
         load = asyncio.ensure_future(
@@ -531,11 +578,12 @@ class Bench:
 
     async def p2(self) -> None:
         log("P2: SSE stream of 100-byte events")
+        await self.relay_to(self.backend_port)
         out: dict[str, Any] = {}
         count = self.o.events
         # nginx (proxy_pass, the backend sends X-Accel-Buffering: no) on core 0 as well: it
         # shows how much of the added latency any proxy on core 0 gets from the machine
-        nginx, self.nginx_port = await self.start_nginx()
+        nginx, self.nginx_port = await self.start_nginx(self.backend_port)
         for name, port, token in self.sse_targets(""):
             await sse.throughput(HOST, port, MCP_PATH, token, 2000)  # warm-up
             best: dict[str, Any] | None = None

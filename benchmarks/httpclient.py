@@ -7,7 +7,7 @@ it arrives, which is what the SSE measurements need.
 Load shapes:
 - ``fixed_rate``: open loop at a fixed request rate; latency is measured from each request's
   *scheduled* send time, so a stall is not hidden by the generator waiting (no coordinated
-  omission).
+  omission). The requests are evenly spaced to the microsecond (``Ticker``).
 - ``chained``: closed loop, each connection builds its next request from its previous
   response (single-use refresh tokens, one code after another).
 """
@@ -15,6 +15,8 @@ Load shapes:
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -227,6 +229,72 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[index]
 
 
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+def _timespec(seconds: float) -> _Timespec:
+    ns = int(seconds * 1e9)
+    return _Timespec(ns // 10**9, ns % 10**9)
+
+
+class Ticker:
+    """Wakes an asyncio task at ``first`` and every ``interval`` seconds after, to the
+    microsecond (a Linux timerfd; ``first`` is in ``loop.time()``, which is CLOCK_MONOTONIC).
+
+    ``asyncio.sleep`` waits in ``epoll_wait``, whose timeout is whole milliseconds: at 2,700
+    requests/s a 0.37 ms sleep lasts a millisecond and the requests leave in bursts of three,
+    which a single-threaded proxy then serves one after the other. Measured on P1 at 2,700/s:
+    p99 direct to the backend 1.4-1.6 ms with sleeps, 0.35-0.52 ms with this ticker. Where
+    there is no timerfd (not Linux), it falls back to ``asyncio.sleep``.
+    """
+
+    def __init__(self, first: float, interval: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._waiter: asyncio.Future[None] | None = None
+        self._fd = -1
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.timerfd_create(time.CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
+        except (AttributeError, OSError):
+            return
+        if fd < 0:
+            return
+        period, at = (_timespec(seconds) for seconds in (max(1e-6, interval), first))
+        timer_abstime = 1
+        if libc.timerfd_settime(fd, timer_abstime, ctypes.byref(_Itimerspec(period, at)), None):
+            os.close(fd)
+            return
+        self._fd = fd
+        self._loop.add_reader(fd, self._expired)
+
+    async def wait(self, until: float) -> None:
+        """Return at the next tick (the fallback: at the loop time ``until``)."""
+        if self._fd < 0:
+            await asyncio.sleep(max(0.0, until - self._loop.time()))
+            return
+        self._waiter = self._loop.create_future()
+        await self._waiter
+
+    def _expired(self) -> None:
+        try:
+            os.read(self._fd, 8)  # the number of expirations; we only need the wake-up
+        except BlockingIOError:
+            return
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+
+
 @attrs.define
 class RateResult:
     """An open-loop run: latencies (seconds) of the successful requests, and the failures."""
@@ -294,15 +362,19 @@ async def fixed_rate(
     total = int((warmup + duration) * rate)
     sent = 0
     interval = 1.0 / rate
-    while sent < total:
-        now = loop.time()
-        # everything due by now goes out; the queue absorbs a late wake-up
-        due = min(total, int((now - start) / interval) + 1)
-        while sent < due:
-            queue.put_nowait(start + sent * interval)
-            sent += 1
-        next_at = start + sent * interval
-        await asyncio.sleep(max(0.0, next_at - loop.time()))
+    ticker = Ticker(start, interval)
+    try:
+        while sent < total:
+            now = loop.time()
+            # everything due by now goes out; the queue absorbs a late wake-up
+            due = min(total, int((now - start) / interval) + 1)
+            while sent < due:
+                queue.put_nowait(start + sent * interval)
+                sent += 1
+            if sent < total:
+                await ticker.wait(start + sent * interval)
+    finally:
+        ticker.close()
     for _ in conns:
         queue.put_nowait(None)
     await asyncio.wait_for(asyncio.gather(*workers), timeout=30)
