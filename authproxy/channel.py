@@ -27,6 +27,14 @@ class ResponseChannel(HTTPChannel):
     """An ``HTTPChannel`` that writes each response's head with its first body bytes."""
 
     _held_head: bytes | None = None
+    _host: Any = None
+
+    def getHost(self) -> Any:
+        # Every request asks (Request.requestReceived); the local address never changes,
+        # and asking the transport is a getsockname() system call each time.
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
         if not isinstance(headers, Headers):

@@ -175,3 +175,24 @@ class InMemoryTransport(SynchronousTestCase):
         response = transport.value()
         self.assertTrue(response.startswith(b"HTTP/1.1 200 OK\r\n"), response)
         self.assertTrue(response.endswith(b"\r\n\r\nok"), response)
+
+    def test_local_address_is_asked_of_the_transport_once(self) -> None:
+        seen: list[Any] = []
+
+        def script(request: Request) -> bytes:
+            seen.append(request.getHost())
+            return b"ok"
+
+        site = AuthproxySite(Scripted(script), requestFactory=LimitedRequest, reactor=Clock())
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        asked: list[int] = []
+        get_host = transport.getHost
+        transport.getHost = lambda: asked.append(1) or get_host()  # type: ignore[method-assign]
+        channel.makeConnection(transport)
+        channel.dataReceived(
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        self.assertEqual(len(seen), 2, transport.value())
+        self.assertEqual(seen[0], seen[1])
+        self.assertEqual(len(asked), 1)

@@ -97,6 +97,33 @@ class BackendClientTests(SynchronousTestCase):
         self.assertEqual(len(self.endpoint.connections), 1, "the connection was reused")
         self.assertTrue(transport.value().startswith(b"GET /mcp?x=1 HTTP/1.1\r\n"))
 
+    def test_body_is_held_until_a_waiting_consumer_asks_for_it(self) -> None:
+        d = self.send()
+        protocol, transport = self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+        self.assertEqual(transport.producerState, "paused", "reading stops until deliverBody")
+        protocol.dataReceived(b"cd")
+        collect = self.body_of(d)
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(collect.data, b"abcd")
+        assert collect.reason is not None
+        self.assertTrue(collect.reason.check(ResponseDone))
+
+    def test_consumer_asking_at_once_never_pauses_the_connection(self) -> None:
+        d = self.send()
+        collect = Collect()
+        states: list[str] = []
+
+        def deliver(response: Any) -> None:
+            response.deliverBody(collect)
+            states.append(transport.producerState)
+
+        d.addCallback(deliver)
+        _, transport = self.endpoint.connections[0]
+        transport.pauseProducing = lambda: states.append("pause requested")  # type: ignore[method-assign]
+        self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(states, ["producing"])
+        self.assertEqual(collect.data, b"ok")
+
     def test_chunked_split_at_every_byte(self) -> None:
         wire = (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
