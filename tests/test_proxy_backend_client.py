@@ -219,6 +219,37 @@ class BackendClientTests(SynchronousTestCase):
             self.failureResultOf(d, ResponseFailed)
             self.assertTrue(transport.disconnecting or transport.disconnected, wire)
 
+    def test_bad_chunk_framing_ends_the_body_and_drops_the_connection(self) -> None:
+        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for framing in (
+            b"0x2\r\nok\r\n0\r\n\r\n",  # int(..., 16) would take these four
+            b"1_0\r\n0123456789abcdef\r\n0\r\n\r\n",
+            b"+2\r\nok\r\n0\r\n\r\n",
+            b" 2\r\nok\r\n0\r\n\r\n",
+            b"\r\nok\r\n0\r\n\r\n",
+            b"2\r\nokay\r\n0\r\n\r\n",  # more data than the size said
+            b"2\r\nok",  # ... noticed once the bytes after the data arrive:
+        ):
+            d = self.send()
+            protocol, transport = self.answer(head)
+            collect = self.body_of(d)
+            protocol.dataReceived(framing)
+            if framing == b"2\r\nok":
+                self.assertIsNone(collect.reason)
+                protocol.dataReceived(b"ay\r\n")
+            assert collect.reason is not None, framing
+            self.assertTrue(collect.reason.check(ResponseFailed), framing)
+            self.assertTrue(transport.disconnecting or transport.disconnected, framing)
+
+    def test_chunk_size_with_extension_and_trailing_space(self) -> None:
+        d = self.send()
+        protocol, _ = self.answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        collect = self.body_of(d)
+        protocol.dataReceived(b"A \t;name=value\r\n0123456789\r\n2\r\nab\r\n0\r\n\r\n")
+        self.assertEqual(collect.data, b"0123456789ab")
+        assert collect.reason is not None
+        self.assertTrue(collect.reason.check(ResponseDone))
+
     def test_cancel_aborts_the_connection(self) -> None:
         d = self.send()
         d.cancel()

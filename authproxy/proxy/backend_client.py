@@ -373,10 +373,7 @@ class BackendConnection(Protocol):
                         self._end_body(RESPONSE_DONE)
                         return
                 else:
-                    try:
-                        chunk = int(line.split(b";", 1)[0].strip(), 16)
-                    except ValueError:
-                        raise BackendProtocolError("bad chunk size") from None
+                    chunk = _chunk_size(line)
                     self._chunk_left = chunk if chunk > 0 else -3
         except BackendProtocolError as e:
             self._deliver(pieces)
@@ -549,6 +546,21 @@ class BackendAgent:
 
 
 _FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+
+
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
+
+
+def _chunk_size(line: bytes) -> int:
+    """The size of a chunk-size line (``1a``, ``1a;ext=v``): hex digits only.
+
+    ``int(x, 16)`` alone also takes ``0x1a``, ``1_a``, ``+1a`` and `` 1a``: a backend answer
+    read differently here than the backend meant could desynchronise a pooled connection.
+    """
+    digits = line.split(b";", 1)[0].rstrip(b" \t")
+    if not digits or len(digits) > 15 or digits.translate(None, _HEX_DIGITS):
+        raise BackendProtocolError("bad chunk size")
+    return int(digits, 16)
 
 
 def _origin_form(uri: bytes) -> bytes:
