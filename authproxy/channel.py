@@ -28,13 +28,20 @@ class ResponseChannel(HTTPChannel):
 
     _held_head: bytes | None = None
     _host: Any = None
+    _secure: bool | None = None
 
+    # Every request asks both (Request.requestReceived, the proxy's X-Forwarded-Proto), and
+    # neither changes during a connection. Asking the transport costs a getsockname() system
+    # call, and an interface adaptation.
     def getHost(self) -> Any:
-        # Every request asks (Request.requestReceived); the local address never changes,
-        # and asking the transport is a getsockname() system call each time.
         if self._host is None:
             self._host = super().getHost()
         return self._host
+
+    def isSecure(self) -> bool:
+        if self._secure is None:
+            self._secure = super().isSecure()
+        return self._secure
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
         if not isinstance(headers, Headers):

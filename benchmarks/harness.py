@@ -959,8 +959,9 @@ def update_readme(table: str, info: dict[str, Any], when: str) -> None:
     machine_line = (
         f"Run {when} on {info['cpu']} ({info['cores']} cores), Linux {info['kernel']}, "
         f"Python {info['python']}, Twisted {info['twisted']}, {info['wrk']}, {info['nginx']}, "
-        f"node {info['node']}; authproxy and each baseline alone on core 0, backend, wrk and "
-        f"generators on core 1{'; nice ' + str(info['nice']) if info.get('nice') else ''}."
+        f"node {info['node']}; authproxy and each baseline alone on core 0, the backends "
+        f"(nginx for P1 and P5, backend.py for streams), wrk and the generators on core 1"
+        f"{'; nice ' + str(info['nice']) if info.get('nice') else ''}."
     )
     README.write_text(f"{head}{TABLE_BEGIN}\n{machine_line}\n\n{table}\n{TABLE_END}{tail}")
 

@@ -180,7 +180,7 @@ class InMemoryTransport(SynchronousTestCase):
         seen: list[Any] = []
 
         def script(request: Request) -> bytes:
-            seen.append(request.getHost())
+            seen.append((request.getHost(), request.isSecure()))
             return b"ok"
 
         site = AuthproxySite(Scripted(script), requestFactory=LimitedRequest, reactor=Clock())
@@ -195,4 +195,5 @@ class InMemoryTransport(SynchronousTestCase):
         )
         self.assertEqual(len(seen), 2, transport.value())
         self.assertEqual(seen[0], seen[1])
+        self.assertFalse(seen[0][1])
         self.assertEqual(len(asked), 1)
