@@ -19,7 +19,13 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
-from authproxy.proxy.backend_client import BackendAgent, BytesProducer
+from authproxy.proxy.backend_client import (
+    SMALL_READ,
+    STREAM_BURST_GAP,
+    STREAM_COALESCE,
+    BackendAgent,
+    BytesProducer,
+)
 
 
 class MemoryEndpoint:
@@ -146,6 +152,69 @@ class BackendClientTests(SynchronousTestCase):
             assert collect.reason is not None
             self.assertTrue(collect.reason.check(ResponseDone), cut)
             self.assertEqual(self.response.length, UNKNOWN_LENGTH)
+
+    def open_stream(self) -> tuple[Any, StringTransport, Collect]:
+        d = self.send(b"GET", None)
+        protocol, transport = self.answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        return protocol, transport, self.body_of(d)
+
+    def test_a_burst_of_small_stream_reads_is_read_in_batches(self) -> None:
+        protocol, transport, collect = self.open_stream()
+        protocol.dataReceived(b"4\r\nabcd\r\n")
+        self.assertEqual(transport.producerState, "producing", "one read is not a burst")
+        protocol.dataReceived(b"4\r\nefgh\r\n")
+        self.assertEqual(transport.producerState, "paused", "two small reads at once are")
+        self.assertEqual(collect.data, b"abcdefgh", "what was read is relayed at once")
+        self.clock.advance(STREAM_COALESCE)
+        self.assertEqual(transport.producerState, "producing")
+        protocol.dataReceived(b"0\r\n\r\n")
+        assert collect.reason is not None
+        self.assertTrue(collect.reason.check(ResponseDone))
+        self.assertEqual(self.clock.getDelayedCalls(), [self.agent._idle[0]._idle_call])
+
+    def test_slow_streams_large_reads_and_known_lengths_are_never_held(self) -> None:
+        protocol, transport, collect = self.open_stream()
+        for _ in range(3):  # a stream slower than one read per burst gap
+            protocol.dataReceived(b"1\r\nx\r\n")
+            self.clock.advance(STREAM_BURST_GAP)
+            self.assertEqual(transport.producerState, "producing")
+        large = b"%x\r\n%s\r\n" % (SMALL_READ, b"y" * SMALL_READ)
+        protocol.dataReceived(large)
+        protocol.dataReceived(large)  # back to back, but each read already a batch
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(len(collect.data), 3 + 2 * SMALL_READ)
+
+        d = self.send(b"GET", None)
+        protocol, transport = self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
+        collect = self.body_of(d)
+        protocol.dataReceived(b"ab")
+        protocol.dataReceived(b"c")
+        self.assertEqual(transport.producerState, "producing", "a body of known length")
+
+    def test_a_full_client_keeps_the_stream_paused_after_the_burst(self) -> None:
+        protocol, transport, collect = self.open_stream()
+        protocol.dataReceived(b"1\r\na\r\n")
+        protocol.dataReceived(b"1\r\nb\r\n")
+        body_transport = collect.transport
+        assert body_transport is not None
+        body_transport.pauseProducing()  # the client's socket is full
+        body_transport.resumeProducing()  # ... drained, while the burst still waits
+        self.assertEqual(transport.producerState, "paused")
+        body_transport.pauseProducing()
+        self.clock.advance(STREAM_COALESCE)
+        self.assertEqual(transport.producerState, "paused", "the client is still full")
+        body_transport.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_a_stream_cancelled_during_a_burst_leaves_no_timer(self) -> None:
+        protocol, transport, collect = self.open_stream()
+        protocol.dataReceived(b"1\r\na\r\n")
+        protocol.dataReceived(b"1\r\nb\r\n")
+        assert collect.transport is not None
+        collect.transport.stopProducing()
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertTrue(transport.disconnecting or transport.disconnected)
 
     def test_close_delimited_body_ends_with_potential_data_loss(self) -> None:
         d = self.send()
