@@ -30,6 +30,13 @@ class ResponseChannel(HTTPChannel):
     _host: Any = None
     _secure: bool | None = None
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # Responses are written whole; Nagle would only hold back the next one.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+
     # Every request asks both (Request.requestReceived, the proxy's X-Forwarded-Proto), and
     # neither changes during a connection. Asking the transport costs a getsockname() system
     # call, and an interface adaptation.

@@ -2,9 +2,8 @@
 
 ``getResourceFor`` runs when a request has been received, ``log`` when it has finished.
 Between them: the request's duration for ``/metrics``, authproxy's access line (path only:
-query strings carry authorization codes), and TCP_NODELAY on each new connection. Its
-connections are served by ``ResponseChannel`` (channel.py): each response leaves in one piece and at
-once. twisted.web's own access log (``logPath``) is not used.
+query strings carry authorization codes). Its connections are served by ``ResponseChannel``
+(channel.py): TCP_NODELAY, and each response leaves in one piece and at once. twisted.web's own access log (``logPath``) is not used.
 """
 
 from __future__ import annotations
@@ -32,13 +31,6 @@ class AuthproxySite(Site):
 
     def getResourceFor(self, request: Any) -> Any:
         request._authproxy_started = self.reactor.seconds()
-        channel = request.channel
-        if channel is not None and not getattr(channel, "_authproxy_nodelay", False):
-            # Responses are written whole; Nagle would only hold back the next one.
-            channel._authproxy_nodelay = True
-            set_no_delay = getattr(channel.transport, "setTcpNoDelay", None)
-            if set_no_delay is not None:
-                set_no_delay(True)
         return super().getResourceFor(request)
 
     def log(self, request: Any) -> None:

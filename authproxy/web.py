@@ -41,6 +41,8 @@ class PrefixTable(Resource):
 
     exact: dict[bytes, IResource] = attrs.field(factory=dict)
     prefixes: list[tuple[bytes, IResource]] = attrs.field(factory=list)
+    # route labels for the metrics, made once per route rather than once per request
+    _labels: dict[tuple[bytes, bool], str] = attrs.field(factory=dict, init=False)
     fallback: IResource = attrs.field(factory=JSONNotFound)
 
     def __attrs_post_init__(self) -> None:
@@ -48,6 +50,7 @@ class PrefixTable(Resource):
 
     def mount(self, path: str, resource: IResource, *, prefix: bool = False) -> None:
         key = path.encode("utf-8")
+        self._labels[key, prefix] = path + "*" if prefix else path
         if prefix:
             self.prefixes.append((key, resource))
             self.prefixes.sort(key=lambda item: len(item[0]), reverse=True)
@@ -62,18 +65,15 @@ class PrefixTable(Resource):
         """The resource serving ``path`` and its route label (bounded, for metrics)."""
         resource = self.exact.get(path)
         if resource is not None:
-            return path.decode("utf-8", "replace"), resource
+            return self._labels[path, False], resource
         for prefix, candidate in self.prefixes:
             if path.startswith(prefix):
-                return prefix.decode("utf-8", "replace") + "*", candidate
+                return self._labels[prefix, True], candidate
         return "proxy", self.fallback
 
     def route_name(self, path: bytes) -> str:
         """The route label of ``path``: the mounted route, or ``proxy``."""
         return self.match(path)[0]
-
-    def resolve(self, path: bytes) -> IResource:
-        return self.match(path)[1]
 
     # A leaf itself: Site never walks children, render() routes on the whole path once.
     isLeaf = True

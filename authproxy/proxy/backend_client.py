@@ -326,7 +326,7 @@ class BackendConnection(Protocol):
             connection_header.append(value)  # the remaining special header: Connection
         exchange = self._exchange
         assert exchange is not None
-        tokens = connection_tokens(Headers({b"connection": connection_header}))
+        tokens = connection_tokens(connection_header)
         self._keep_alive = version == b"HTTP/1.1" and b"close" not in tokens
         no_body = exchange.method == b"HEAD" or code in NO_BODY_STATUS
         self._chunked = chunked and not no_body

@@ -46,10 +46,10 @@ _REQUEST_OWNED = frozenset(
 )
 
 
-def connection_tokens(headers: Headers) -> frozenset[bytes]:
-    """Header names listed in ``Connection`` (they are hop-by-hop for this message only)."""
+def connection_tokens(values: Iterable[bytes]) -> frozenset[bytes]:
+    """Header names listed in ``Connection`` ``values`` (hop-by-hop for this message only)."""
     names: set[bytes] = set()
-    for value in headers.getRawHeaders(b"connection", []):
+    for value in values:
         for token in value.split(b","):
             token = token.strip().lower()
             if token:
@@ -59,7 +59,7 @@ def connection_tokens(headers: Headers) -> frozenset[bytes]:
 
 def end_to_end(headers: Headers, drop: Iterable[bytes] = ()) -> list[tuple[bytes, list[bytes]]]:
     """The end-to-end headers of ``headers`` (lower-case names) minus the names in ``drop``."""
-    extra = connection_tokens(headers).union(drop)
+    extra = connection_tokens(headers.getRawHeaders(b"connection", ())).union(drop)
     skip = HOP_BY_HOP | extra if extra else HOP_BY_HOP
     kept = []
     for name, values in headers.getAllRawHeaders():

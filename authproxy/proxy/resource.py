@@ -455,7 +455,7 @@ def _connection_listed(response: IResponse) -> frozenset[bytes]:
         protocol = transport.protocol
         # Endpoints wrap the client protocol (twisted.internet.endpoints._WrappingProtocol).
         protocol = getattr(protocol, "_wrappedProtocol", protocol)
-        return connection_tokens(protocol._parser.connHeaders)
+        return connection_tokens(protocol._parser.connHeaders.getRawHeaders(b"connection", ()))
     except AttributeError:
         return frozenset()
 
