@@ -481,10 +481,14 @@ class Bench:
                 if name not in out or result["rps"] > out[name]["rps"]:
                     out[name] = result
 
-        # latency at half of authproxy's max rate, open loop, the same rate for every target;
-        # then at a quarter (authproxy and direct only): where the added p99 stands with room
+        # latency at half of authproxy's max rate, open loop, the same rate for every target
+        # (with a reference server of authproxy's capacity, busy_responder.py); then at a
+        # quarter (authproxy and direct only): where the added p99 stands with room
         best = out["authproxy" if self.authproxy is not None else "rpr"]["rps"]
-        out["latency"] = await self.p1_latency(targets, round(best / 2))
+        twin, twin_port, out["twin"] = await self.start_twin(best)
+        twin_target = ("twin", twin_port, None)
+        out["latency"] = await self.p1_latency([*targets, twin_target], round(best / 2))
+        self.stop(twin)
         quarter = [t for t in targets if t[0] in ("direct", "authproxy")]
         out["latency_quarter"] = await self.p1_latency(quarter, round(best / 4))
         self.stop(rpr)
@@ -492,6 +496,27 @@ class Bench:
         self.results["P1"] = out
         if self.o.profile and self.authproxy is not None:
             await self.profiled("P1", self.wrk(self.authproxy_port, self.token, self.o.seconds + 2))
+
+    async def start_twin(self, rps: float) -> tuple[Proc, int, dict[str, Any]]:
+        """busy_responder.py on core 0 with the CPU cost per request that makes its max rate
+        ``rps``: its own cost is measured with wrk first, the difference is spent busy."""
+
+        async def start(busy_us: float) -> tuple[Proc, int, float]:
+            port = free_port()
+            proc = self.start(
+                "twin", [sys.executable, str(HERE / "busy_responder.py"), "--port", str(port),
+                         "--busy-us", f"{busy_us:.1f}"], PROXY_CORE,
+            )  # fmt: skip
+            await proc.wait_line(r"listening")
+            await self.wrk(port, None, 1)  # warm-up
+            return proc, port, (await self.wrk(port, None, 2))["rps"]
+
+        idle, _, own_rps = await start(0.0)
+        self.stop(idle)
+        busy_us = max(0.0, 1e6 / rps - 1e6 / own_rps)
+        proc, port, twin_rps = await start(busy_us)
+        log(f"  reference server: {busy_us:.0f} µs busy per request, {twin_rps:.0f} req/s")
+        return proc, port, {"busy_us": busy_us, "rps": twin_rps}
 
     async def p1_latency(
         self, targets: list[tuple[str, int, str | None]], rate: int
@@ -858,6 +883,11 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             q_added = q["authproxy"]["p99_ms"] - q["direct"]["p99_ms"]
             row("P1", f"added p99 ms at {q['rate']}/s (¼ max)", q_added,
                 f"direct p99 {q['direct']['p99_ms']:.2f} ms; {_stolen(q['authproxy'])}",
+                None, "report", None)  # fmt: skip
+        if "twin" in lat:
+            twin = lat["twin"]["p99_ms"] - lat["direct"]["p99_ms"]
+            row("P1", f"added p99 ms at {lat['rate']}/s", added,
+                f"a server of equal capacity ({p1['twin']['rps']:.0f}/s) added {twin:.2f} ms",
                 None, "report", None)  # fmt: skip
         for name, label in (("rpr", "ReverseProxyResource"), ("nginx", "nginx")):
             other = lat[name]["p99_ms"] - lat["direct"]["p99_ms"]

@@ -1,0 +1,69 @@
+"""Reference for P1's latency: a server with authproxy's capacity and nothing else.
+
+A single-threaded Twisted protocol that answers every HTTP/1.1 request with the backend's
+JSON-RPC result after spending ``--busy-us`` microseconds of CPU. The harness sets that cost
+so that its max rate under wrk matches authproxy's, then measures it at the same open-loop
+rate as authproxy. Whatever p99 it adds is what any one-core server that busy adds on this
+machine: the machine's stalls, drained at half of the server's capacity. No backend hop, no
+parsing beyond the framing: an optimistic reference.
+
+Usage: ``python benchmarks/busy_responder.py --port PORT --busy-us MICROSECONDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from backend import RESULT
+from twisted.internet import reactor
+from twisted.internet.protocol import Protocol, ServerFactory
+
+ANSWER = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    b"Content-Length: " + str(len(RESULT)).encode() + b"\r\n\r\n" + RESULT
+)
+
+
+class BusyResponder(Protocol):
+    busy = 0.0  # seconds of CPU per request
+
+    def connectionMade(self) -> None:
+        self._buffer = b""
+        self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        while True:
+            head, found, rest = self._buffer.partition(b"\r\n\r\n")
+            if not found:
+                return
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if len(rest) < length:
+                return
+            self._buffer = rest[length:]
+            until = time.perf_counter() + self.busy
+            while time.perf_counter() < until:
+                pass
+            self.transport.write(ANSWER)  # type: ignore[union-attr]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--busy-us", type=float, default=0.0)
+    options = parser.parse_args()
+    BusyResponder.busy = options.busy_us / 1e6
+    factory = ServerFactory.forProtocol(BusyResponder)
+    factory.noisy = False
+    reactor.listenTCP(options.port, factory, backlog=4096, interface="127.0.0.1")  # type: ignore[attr-defined,arg-type]
+    reactor.callWhenRunning(print, f"listening {options.port}", flush=True)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main()
