@@ -137,10 +137,9 @@ class AuthorizeResource(AsyncResource):
         if self.limiter is None:
             return
         address = source_address(request, self._trusted)
-        wait = self.limiter.acquire(address)
-        if wait > 0:
-            self.log.warn("Authorization rate limit hit by {address}", address=address)
-            request.setHeader("Retry-After", TokenBucketLimiter.retry_after(wait))
+        retry_after = self.limiter.refuse(address, "Authorization")
+        if retry_after is not None:
+            request.setHeader("Retry-After", retry_after)
             raise HTMLPageError(
                 429,
                 "Too many sign-in attempts",

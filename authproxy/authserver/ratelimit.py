@@ -1,7 +1,7 @@
 """A per-key token bucket on the injected clock, and the request's source address.
 
-Used by dynamic client registration: an open endpoint that creates server-side state must
-not let one address fill the client table.
+Used by dynamic client registration and authorize: open endpoints that create server-side
+state must not let one address fill a table (clients, logins in progress).
 """
 
 from __future__ import annotations
@@ -9,10 +9,13 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
+from twisted.logger import Logger
 from twisted.web.server import Request
 
 from authproxy.httputil import TrustedProxies
 from authproxy.tokens import Clock
+
+_log = Logger()
 
 
 class TokenBucketLimiter:
@@ -54,6 +57,18 @@ class TokenBucketLimiter:
     def retry_after(wait: float) -> str:
         """A Retry-After header value (whole seconds, at least 1)."""
         return str(max(1, math.ceil(wait)))
+
+    def refuse(self, address: str, action: str) -> str | None:
+        """Count one ``action`` ("Registration") from the source ``address``.
+
+        None when it is allowed; else it is logged and the Retry-After value is returned for
+        the endpoint's own refusal (an OAuth error, an HTML page).
+        """
+        wait = self.acquire(address)
+        if wait <= 0:
+            return None
+        _log.warn("{action} rate limit hit by {address}", action=action, address=address)
+        return self.retry_after(wait)
 
 
 def source_address(request: Request, trusted: TrustedProxies) -> str:

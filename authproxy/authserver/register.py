@@ -230,14 +230,13 @@ class RegistrationResource(CrossOriginPost):
     async def handle_POST(self, request: Request) -> bytes:
         set_cors(request, self._METHODS)
         address = source_address(request, self._trusted)
-        wait = self._limiter.acquire(address)
-        if wait > 0:
-            self.log.warn("Registration rate limit hit by {address}", address=address)
+        retry_after = self._limiter.refuse(address, "Registration")
+        if retry_after is not None:
             raise OAuthError(
                 "too_many_requests",
                 "too many registrations from this address; try again later",
                 status=429,
-                headers={"Retry-After": TokenBucketLimiter.retry_after(wait)},
+                headers={"Retry-After": retry_after},
             )
         if media_type(request) != "application/json":
             raise _invalid("the body must be application/json")
