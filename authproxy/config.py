@@ -15,7 +15,7 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NewType
 from urllib.parse import SplitResult, urlsplit
@@ -24,7 +24,7 @@ import attrs
 import cattrs
 from cattrs.errors import ForbiddenExtraKeysError
 
-from authproxy.loopback import is_loopback_host
+from authproxy.loopback import is_loopback_host, listen_is_loopback
 
 Duration = NewType("Duration", float)
 Size = NewType("Size", int)
@@ -418,6 +418,8 @@ def _validate(config: Config, environ: Mapping[str, str], reactor: Any) -> tuple
 
     upstream, upstream_problems = _validate_upstream(upstream, issuer, environ)
     problems.extend(upstream_problems)
+    if upstream.type == "development":
+        problems.extend(development_listen_problems(server.listen))
 
     if config.upstream_token.header_strategy not in ("replace", "custom", "none"):
         problems.append(
@@ -440,6 +442,20 @@ def _validate(config: Config, environ: Mapping[str, str], reactor: Any) -> tuple
 
     resolved = attrs.evolve(config, backend=backend, auth_server=auth, upstream=upstream)
     return resolved, problems
+
+
+def development_listen_problems(listen: Sequence[str]) -> list[str]:
+    """Why the development upstream may not run on these listen endpoints; [] when it may.
+
+    It lets anyone log in as anyone, so it only serves loopback (and UNIX) addresses.
+    """
+    return [
+        f'server.listen[{i}]: "{description}" is not a loopback address; upstream.type '
+        '"development" lets anyone log in as anyone, so it only listens on 127.0.0.1, [::1] '
+        "or localhost"
+        for i, description in enumerate(listen)
+        if not listen_is_loopback(description)
+    ]
 
 
 _OIDC_ONLY = ("issuer_url",)

@@ -1,7 +1,7 @@
 """The development upstream: a built-in login page where one types any user name.
 
-For trying authproxy on one's own machine only: ``check_development_allowed`` refuses any
-configuration that listens on a non-loopback address. The "upstream access token" handed to
+For trying authproxy on one's own machine only: configuration validation
+(``config.development_listen_problems``) refuses it on any non-loopback listen address. The "upstream access token" handed to
 the backend is an opaque random string, so the backend never sees authproxy's own JWT.
 """
 
@@ -32,7 +32,6 @@ from authproxy.interfaces import (
     UpstreamIdentity,
     UpstreamLogin,
 )
-from authproxy.loopback import is_loopback_host
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
 from authproxy.upstream_sessions import TokenResponse, TokenSessions
@@ -47,55 +46,6 @@ ACCESS_TOKEN_LIFETIME = 3600.0
 MAX_USERNAME = 64
 
 log = Logger()
-
-
-def _split_description(description: str) -> tuple[list[str], dict[str, str]]:
-    """Twisted endpoint-string syntax: ``:``-separated, ``\\`` escapes, ``key=value`` options."""
-    parts: list[str] = []
-    current: list[str] = []
-    escaped = False
-    for char in description:
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ":":
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    positional = [p for p in parts if "=" not in p]
-    options = dict(p.split("=", 1) for p in parts if "=" in p)
-    return positional, options
-
-
-def listen_is_loopback(description: str) -> bool:
-    """Whether a server endpoint string only accepts local connections (loopback or UNIX)."""
-    positional, options = _split_description(description)
-    kind = positional[0].lower() if positional else ""
-    if kind == "unix":
-        return True
-    if kind not in ("tcp", "tcp6", "ssl"):
-        return False
-    interface = options.get("interface")
-    if interface is None and kind in ("tcp", "tcp6") and len(positional) > 2:
-        interface = positional[2]  # tcp:PORT:INTERFACE
-    return is_loopback_host(interface)
-
-
-def check_development_allowed(config: Config) -> list[str]:
-    """Why ``config`` may not run the development upstream (one line each); [] when it may."""
-    if config.upstream.type != "development":
-        return []
-    return [
-        f'server.listen[{i}]: "{description}" is not a loopback address; upstream.type '
-        '"development" lets anyone log in as anyone, so it only listens on 127.0.0.1, [::1] '
-        "or localhost"
-        for i, description in enumerate(config.server.listen)
-        if not listen_is_loopback(description)
-    ]
 
 
 @attrs.frozen

@@ -14,8 +14,8 @@ from typing import Any
 
 from twisted.application.service import IService
 
-from authproxy.config import Config, ConfigError
-from authproxy.devlogin import DevelopmentProvider, check_development_allowed
+from authproxy.config import Config, ConfigError, development_listen_problems
+from authproxy.devlogin import DevelopmentProvider
 from authproxy.interfaces import IUpstreamProvider
 from authproxy.storage.interface import IStorage
 from authproxy.upstream_http import IdPHTTP, default_idp_http
@@ -26,7 +26,6 @@ __all__ = [
     "DevelopmentProvider",
     "OAuth2Provider",
     "OIDCProvider",
-    "check_development_allowed",
     "make_upstream_provider",
     "upstream_services",
 ]
@@ -50,7 +49,8 @@ def make_upstream_provider(
     """
     upstream = config.upstream
     if upstream.type == "development":
-        problems = check_development_allowed(config)
+        # Validation refuses this already; a Config built in code is checked here too.
+        problems = development_listen_problems(config.server.listen)
         if problems:
             raise ConfigError(problems)
         return DevelopmentProvider(config, storage, reactor)

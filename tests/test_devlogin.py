@@ -13,20 +13,15 @@ from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from authproxy.config import Config, ConfigError, config_from_mapping
-from authproxy.devlogin import (
-    CODE_LIFETIME,
-    LOGIN_PATH,
-    DevelopmentProvider,
-    check_development_allowed,
-    listen_is_loopback,
-)
+from authproxy.config import Config, ConfigError, config_from_mapping, development_listen_problems
+from authproxy.devlogin import CODE_LIFETIME, LOGIN_PATH, DevelopmentProvider
 from authproxy.interfaces import (
     IUpstreamProvider,
     UpstreamDenied,
     UpstreamError,
     UpstreamSessionEnded,
 )
+from authproxy.loopback import listen_is_loopback
 from authproxy.storage.memory import MemoryStorage
 from authproxy.storage.models import PendingAuthorization
 from authproxy.upstream import make_upstream_provider
@@ -75,24 +70,44 @@ class LoopbackCheckTests(SynchronousTestCase):
         for description in public:
             self.assertFalse(listen_is_loopback(description), description)
 
-    def test_check_development_allowed(self) -> None:
-        self.assertEqual(check_development_allowed(dev_config()), [])
-        problems = check_development_allowed(
-            dev_config(("tcp:8080:interface=127.0.0.1", "tcp:8443", "systemd:domain=INET:index=0"))
+    def test_development_listen_problems(self) -> None:
+        self.assertEqual(development_listen_problems(("tcp:8080:interface=127.0.0.1",)), [])
+        problems = development_listen_problems(
+            ("tcp:8080:interface=127.0.0.1", "tcp:8443", "systemd:domain=INET:index=0")
         )
         self.assertEqual(len(problems), 2)
         self.assertTrue(problems[0].startswith('server.listen[1]: "tcp:8443" is not a loopback'))
         self.assertTrue(problems[1].startswith("server.listen[2]:"))
 
-    def test_other_types_unaffected(self) -> None:
-        config = dev_config(("tcp:8080",))
-        config = attrs.evolve(
-            config,
-            upstream=attrs.evolve(
-                config.upstream, type="oidc", issuer_url="https://idp.example.test"
-            ),
+    def test_validation_reports_it_with_the_other_problems(self) -> None:
+        """One round of fixes: the public listen is reported with every other problem."""
+        error = self.assertRaises(
+            ConfigError,
+            config_from_mapping,
+            {
+                "server": {"public_url": "http://127.0.0.1:8080", "listen": ["tcp:8080"]},
+                "backend": {"url": "http://127.0.0.1:9000"},
+                "upstream": {"type": "development"},
+                "logging": {"format": "yaml"},
+            },
         )
-        self.assertEqual(check_development_allowed(config), [])
+        self.assertEqual(
+            [p.split(":", 1)[0] for p in error.problems], ["server.listen[0]", "logging.format"]
+        )
+
+    def test_other_types_unaffected(self) -> None:
+        config = config_from_mapping(
+            {
+                "server": {"public_url": "http://127.0.0.1:8080", "listen": ["tcp:8080"]},
+                "backend": {"url": "http://127.0.0.1:9000"},
+                "upstream": {
+                    "type": "oidc",
+                    "issuer_url": "https://idp.example.test",
+                    "client_id": "authproxy",
+                },
+            }
+        )
+        self.assertEqual(config.server.listen, ("tcp:8080",))
 
     def test_factory_refuses(self) -> None:
         clock = Clock()
