@@ -1,19 +1,23 @@
 """Reference for P1's latency: a server with authproxy's capacity and nothing else.
 
 A single-threaded Twisted protocol that answers every HTTP/1.1 request with the backend's
-JSON-RPC result after spending ``--busy-us`` microseconds of CPU. The harness sets that cost
-so that its max rate under wrk matches authproxy's, then measures it at the same open-loop
-rate as authproxy. Whatever p99 it adds is what any one-core server that busy adds on this
-machine: the machine's stalls, drained at half of the server's capacity. No backend hop, no
-parsing beyond the framing: an optimistic reference.
+JSON-RPC result after a fixed amount of Python work (``--work`` loop iterations). The
+harness sets the amount so that its max rate under wrk matches authproxy's, then measures
+it at the same open-loop rate as authproxy. Whatever p99 it adds is what any one-core
+Python server that busy adds on this machine. No backend hop, no parsing beyond the
+framing: if anything, an optimistic reference.
 
-Usage: ``python benchmarks/busy_responder.py --port PORT --busy-us MICROSECONDS``.
+The work is a count of iterations, not a time: on this machine the same work costs more
+CPU time per request at half load than at full load (the reference's own figures:
+132 µs per request under wrk, 183-197 µs at fixed rates), and a server that waited out a
+fixed time would hide that.
+
+Usage: ``python benchmarks/busy_responder.py --port PORT --work ITERATIONS``.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
 from backend import RESULT
 from twisted.internet import reactor
@@ -25,8 +29,15 @@ ANSWER = (
 )
 
 
+def work(iterations: int) -> int:
+    total = 0
+    for i in range(iterations):
+        total += i
+    return total
+
+
 class BusyResponder(Protocol):
-    busy = 0.0  # seconds of CPU per request
+    iterations = 0  # of work() per request
 
     def connectionMade(self) -> None:
         self._buffer = b""
@@ -46,18 +57,16 @@ class BusyResponder(Protocol):
             if len(rest) < length:
                 return
             self._buffer = rest[length:]
-            until = time.perf_counter() + self.busy
-            while time.perf_counter() < until:
-                pass
+            work(self.iterations)
             self.transport.write(ANSWER)  # type: ignore[union-attr]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--busy-us", type=float, default=0.0)
+    parser.add_argument("--work", type=int, default=0, help="loop iterations per request")
     options = parser.parse_args()
-    BusyResponder.busy = options.busy_us / 1e6
+    BusyResponder.iterations = options.work
     factory = ServerFactory.forProtocol(BusyResponder)
     factory.noisy = False
     reactor.listenTCP(options.port, factory, backlog=4096, interface="127.0.0.1")  # type: ignore[attr-defined,arg-type]

@@ -498,25 +498,29 @@ class Bench:
             await self.profiled("P1", self.wrk(self.authproxy_port, self.token, self.o.seconds + 2))
 
     async def start_twin(self, rps: float) -> tuple[Proc, int, dict[str, Any]]:
-        """busy_responder.py on core 0 with the CPU cost per request that makes its max rate
-        ``rps``: its own cost is measured with wrk first, the difference is spent busy."""
+        """busy_responder.py on core 0 with the work per request that makes its max rate
+        ``rps``: its cost with no work and with some is measured with wrk first."""
 
-        async def start(busy_us: float) -> tuple[Proc, int, float]:
+        async def start(work: int) -> tuple[Proc, int, float]:
             port = free_port()
             proc = self.start(
                 "twin", [sys.executable, str(HERE / "busy_responder.py"), "--port", str(port),
-                         "--busy-us", f"{busy_us:.1f}"], PROXY_CORE,
+                         "--work", str(work)], PROXY_CORE,
             )  # fmt: skip
             await proc.wait_line(r"listening")
             await self.wrk(port, None, 1)  # warm-up
             return proc, port, (await self.wrk(port, None, 2))["rps"]
 
-        idle, _, own_rps = await start(0.0)
-        self.stop(idle)
-        busy_us = max(0.0, 1e6 / rps - 1e6 / own_rps)
-        proc, port, twin_rps = await start(busy_us)
-        log(f"  reference server: {busy_us:.0f} µs busy per request, {twin_rps:.0f} req/s")
-        return proc, port, {"busy_us": busy_us, "rps": twin_rps}
+        probe = 2000
+        costs: dict[int, float] = {}
+        for work in (0, probe):
+            proc, _, costs[work] = await start(work)
+            self.stop(proc)
+        per_iteration = max(1e-9, (1 / costs[probe] - 1 / costs[0]) / probe)
+        work = max(0, round((1 / rps - 1 / costs[0]) / per_iteration))
+        proc, port, twin_rps = await start(work)
+        log(f"  reference server: {work} iterations per request, {twin_rps:.0f} req/s")
+        return proc, port, {"work": work, "rps": twin_rps}
 
     async def p1_latency(
         self, targets: list[tuple[str, int, str | None]], rate: int
@@ -887,7 +891,7 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         if "twin" in lat:
             twin = lat["twin"]["p99_ms"] - lat["direct"]["p99_ms"]
             row("P1", f"added p99 ms at {lat['rate']}/s", added,
-                f"a server of equal capacity ({p1['twin']['rps']:.0f}/s) added {twin:.2f} ms",
+                f"a Python server of equal capacity ({p1['twin']['rps']:.0f}/s) added {twin:.2f} ms",
                 None, "report", None)  # fmt: skip
         for name, label in (("rpr", "ReverseProxyResource"), ("nginx", "nginx")):
             other = lat[name]["p99_ms"] - lat["direct"]["p99_ms"]
