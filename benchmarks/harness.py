@@ -511,13 +511,19 @@ class Bench:
             await self.wrk(port, None, 1)  # warm-up
             return proc, port, (await self.wrk(port, None, 2))["rps"]
 
-        probe = 2000
-        costs: dict[int, float] = {}
-        for work in (0, probe):
-            proc, _, costs[work] = await start(work)
+        async def start_measured(work: int) -> float:
+            proc, _, measured = await start(work)
             self.stop(proc)
-        per_iteration = max(1e-9, (1 / costs[probe] - 1 / costs[0]) / probe)
-        work = max(0, round((1 / rps - 1 / costs[0]) / per_iteration))
+            return measured
+
+        # cost per request = base + work * per-iteration: measure at 0 and at a guess, then
+        # once more at the first estimate (wrk's noise makes a single step land 10 % off)
+        own = await start_measured(0)
+        work = 2000
+        for _ in range(2):
+            measured = await start_measured(work)
+            per_iteration = max(1e-9, (1 / measured - 1 / own) / work)
+            work = max(1, round((1 / rps - 1 / own) / per_iteration))
         proc, port, twin_rps = await start(work)
         log(f"  reference server: {work} iterations per request, {twin_rps:.0f} req/s")
         return proc, port, {"work": work, "rps": twin_rps}
