@@ -20,7 +20,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
-from authproxy.writenow import write_now
+from authproxy.writenow import no_delay, write_now
 
 
 class ResponseChannel(HTTPChannel):
@@ -32,10 +32,7 @@ class ResponseChannel(HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        # Responses are written whole; Nagle would only hold back the next one.
-        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            set_no_delay(True)
+        no_delay(self.transport)
 
     # Every request asks both (Request.requestReceived, the proxy's X-Forwarded-Proto), and
     # neither changes during a connection. Asking the transport costs a getsockname() system

@@ -1,8 +1,9 @@
 """The development upstream: a built-in login page where one types any user name.
 
 For trying authproxy on one's own machine only: configuration validation
-(``config.development_listen_problems``) refuses it on any non-loopback listen address. The "upstream access token" handed to
-the backend is an opaque random string, so the backend never sees authproxy's own JWT.
+(``config.development_listen_problems``) refuses it on any non-loopback listen address.
+The "upstream access token" handed to the backend is an opaque random string, so the
+backend never sees authproxy's own JWT.
 """
 
 from __future__ import annotations

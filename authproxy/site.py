@@ -3,7 +3,8 @@
 ``getResourceFor`` runs when a request has been received, ``log`` when it has finished.
 Between them: the request's duration for ``/metrics``, authproxy's access line (path only:
 query strings carry authorization codes). Its connections are served by ``ResponseChannel``
-(channel.py): TCP_NODELAY, and each response leaves in one piece and at once. twisted.web's own access log (``logPath``) is not used.
+(channel.py): TCP_NODELAY, and each response leaves in one piece and at once. twisted.web's
+own access log (``logPath``) is not used.
 """
 
 from __future__ import annotations

@@ -62,6 +62,24 @@ def response(status: bytes, body: bytes, content_type: bytes, keep_alive: bool) 
     )
 
 
+def next_request(buf: bytes | bytearray) -> tuple[str, str, str, dict[str, str], int] | None:
+    """The first whole request in ``buf``: method, target, version, headers (lower-case
+    names) and its size in bytes with the body; None while it is incomplete."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+    method, target, version = lines[0].split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    size = end + 4 + int(headers.get("content-length", "0"))
+    if len(buf) < size:
+        return None
+    return method, target, version, headers, size
+
+
 SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
     b"X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -96,20 +114,11 @@ class BackendProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buf += data
         while not self.streaming:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
+            request = next_request(self.buf)
+            if request is None:
                 return
-            head = bytes(self.buf[:end]).decode("latin-1")
-            lines = head.split("\r\n")
-            method, target, version = lines[0].split(" ", 2)
-            headers = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            length = int(headers.get("content-length", "0"))
-            if len(self.buf) < end + 4 + length:
-                return
-            del self.buf[: end + 4 + length]
+            method, target, version, headers, size = request
+            del self.buf[:size]
             connection = headers.get("connection", "").lower()
             keep_alive = (
                 "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection

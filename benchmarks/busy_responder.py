@@ -4,8 +4,8 @@ A single-threaded Twisted protocol that answers every HTTP/1.1 request with the 
 JSON-RPC result after a fixed amount of Python work (``--work`` loop iterations). The
 harness sets the amount so that its max rate under wrk matches authproxy's, then measures
 it at the same open-loop rate as authproxy. Whatever p99 it adds is what any one-core
-Python server that busy adds on this machine. No backend hop, no parsing beyond the
-framing: if anything, an optimistic reference.
+Python server that busy adds on this machine. No backend hop, and the request parsing of
+``backend.py``: if anything, an optimistic reference.
 
 The work is a count of iterations, not a time: on this machine the same work costs more
 CPU time per request at half load than at full load (the reference's own figures:
@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import argparse
 
-from backend import RESULT
+from backend import RESULT, next_request, response
 from twisted.internet import reactor
 from twisted.internet.protocol import Protocol, ServerFactory
 
-ANSWER = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-    b"Content-Length: " + str(len(RESULT)).encode() + b"\r\n\r\n" + RESULT
-)
+ANSWER = response(b"200 OK", RESULT, b"application/json", keep_alive=True)
 
 
 def work(iterations: int) -> int:
@@ -45,18 +42,8 @@ class BusyResponder(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self._buffer += data
-        while True:
-            head, found, rest = self._buffer.partition(b"\r\n\r\n")
-            if not found:
-                return
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            if len(rest) < length:
-                return
-            self._buffer = rest[length:]
+        while (request := next_request(self._buffer)) is not None:
+            self._buffer = self._buffer[request[-1] :]
             work(self.iterations)
             self.transport.write(ANSWER)  # type: ignore[union-attr]
 

@@ -3,8 +3,8 @@
 Placement (2 cores): authproxy, and each baseline proxy in its turn (ReverseProxyResource,
 nginx, oidc-provider), run alone on core 0; the backends (nginx answering P1's POST,
 backend.py for streams), wrk, and this harness (with its asyncio load generators) share
-core 1. Every baseline is measured with exactly the same
-placement, so the ratios compare the proxies, not the machine. Run through ``benchmarks/run``.
+core 1. Every baseline is measured with exactly the same placement, so the ratios compare
+the proxies, not the machine. Run through ``benchmarks/run``.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ from zope.interface import implementer
 
 from authproxy.backend import backend_host_header, backend_host_port
 from authproxy.proxy.headers import connection_tokens
-from authproxy.writenow import write_now
+from authproxy.writenow import no_delay, write_now
 
 MAX_HEAD = 64 * 1024  # status line and headers
 NO_BODY_STATUS = frozenset({204, 304})
@@ -179,10 +179,7 @@ class BackendConnection(Protocol):
     # -- connection lifecycle -----------------------------------------------------------------
     def connectionMade(self) -> None:
         self.connected_ok = True
-        # Requests go out in one write; don't let Nagle hold the next one back.
-        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            set_no_delay(True)
+        no_delay(self.transport)
 
     def send(self, exchange: _Exchange) -> None:
         self._cancel_idle_timer()
