@@ -11,6 +11,7 @@ Re-exported by ``authproxy.testing``.
 
 from __future__ import annotations
 
+import copy
 import json
 import secrets
 from collections.abc import Mapping
@@ -225,6 +226,7 @@ class AuthServerHarness:
         from treq.testing import StubTreq
 
         from authproxy.authserver.jwks import JWKSResource
+        from authproxy.authserver.login_binding import LoginBinding
         from authproxy.authserver.routes import auth_routes
         from authproxy.config import config_from_mapping
         from authproxy.keys import KeyRing, KeySources
@@ -252,7 +254,19 @@ class AuthServerHarness:
         self.base = self.config.server.public_url
         self.issuer = self.config.auth_server.issuer
         self.opaque = OpaqueTokens(self.ring)
+        self.binding = LoginBinding.for_public_url(self.base, self.ring)
         self._treq: Any = StubTreq(self.root)
+
+    def other_browser(self) -> AuthServerHarness:
+        """The same server seen from another browser: a fresh cookie jar, everything else shared.
+
+        The harness itself is a browser too: its client keeps the cookies it is sent.
+        """
+        from treq.testing import StubTreq
+
+        other = copy.copy(self)
+        other._treq = StubTreq(self.root)
+        return other
 
     # -- plain requests -----------------------------------------------------------------
     def request(

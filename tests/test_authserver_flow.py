@@ -132,7 +132,9 @@ class ConsentWiringTests(SynchronousTestCase):
         self.successResultOf(self.h.storage.put_pending(pending))
         login = self.h.provider.start_login(pending.state)
         idp = self.h.get(login.url)
-        result = self.h.get(idp.header("location") or "")
+        # Even the browser holding the login cookie gets no code without the approval.
+        cookie = f"{self.h.binding.name(pending.state)}={self.h.binding.value(pending.state)}"
+        result = self.h.get(idp.header("location") or "", headers={"Cookie": cookie})
         self.assertEqual(result.code, 400)
         self.assertIsNone(result.header("location"))
         self.assertIn(b"not approved", result.body)

@@ -24,6 +24,7 @@ from authproxy.authserver._common import (
     split_scope,
     upstream_error_page,
 )
+from authproxy.authserver.login_binding import LoginBinding
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
 from authproxy.httputil import AsyncResource, HTMLPageError, TrustedProxies, add_query
 from authproxy.interfaces import IUpstreamProvider, UpstreamError
@@ -86,6 +87,7 @@ class AuthorizeResource(AsyncResource):
         issuer: str,
         allowed_audiences: Sequence[str],
         scopes_supported: Sequence[str],
+        binding: LoginBinding,
         pending_lifespan: float = DEFAULT_PENDING_LIFESPAN,
         consent: ConsentGate | None = None,
         limiter: TokenBucketLimiter | None = None,
@@ -102,6 +104,7 @@ class AuthorizeResource(AsyncResource):
         self.scopes_supported = tuple(scopes_supported)
         self.pending_lifespan = pending_lifespan
         self.consent = consent
+        self.binding = binding
 
     async def handle_GET(self, request: Request) -> bytes:
         self._check_rate(request)
@@ -266,6 +269,8 @@ class AuthorizeResource(AsyncResource):
         """Start the upstream login for ``pending`` and send the browser to the IdP.
 
         Also the consent page's continuation (``ConsentResource(continue_to_upstream=...)``).
+        Every way upstream passes here, so this is where the login is bound to the browser
+        (``login_binding``): only this browser's return to ``/oauth/callback`` counts.
         """
         try:
             await self.provider.check_reachable()
@@ -278,4 +283,5 @@ class AuthorizeResource(AsyncResource):
                 pending, upstream_code_verifier=login.code_verifier, upstream_nonce=login.nonce
             )
         )
+        self.binding.bind(request, pending.state, pending.expires_at - self.clock.seconds())
         return redirect(request, login.url)

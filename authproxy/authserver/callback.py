@@ -1,6 +1,7 @@
 """``/oauth/callback``: where the upstream IdP sends the browser back.
 
-The internal state names the PendingAuthorization (taken, so it completes once). The provider
+The internal state names the PendingAuthorization (taken, so it completes once), and only
+the browser holding its login cookie (``login_binding``) may complete it. The provider
 turns the callback into an identity and a token session; authproxy maps the identity to its
 stable user id and redirects to the client with its own single-use authorization code.
 """
@@ -12,6 +13,7 @@ from twisted.web.server import Request
 
 from authproxy.authserver._common import query_pairs, redirect, upstream_error_page
 from authproxy.authserver.authorize import error_redirect_uri
+from authproxy.authserver.login_binding import LoginBinding
 from authproxy.httputil import AsyncResource, HTMLPageError, add_query
 from authproxy.interfaces import IUpstreamProvider, UpstreamDenied, UpstreamError
 from authproxy.storage.interface import IStorage
@@ -20,6 +22,17 @@ from authproxy.tokens import AUTHORIZATION_CODE, Clock, OpaqueTokens
 
 # IdP errors passed on as they are; anything else is the user (or the IdP) saying no.
 _PASSED_THROUGH_ERRORS = ("temporarily_unavailable", "server_error")
+
+
+def another_browser_page() -> HTMLPageError:
+    return HTMLPageError(
+        403,
+        "This sign-in was started in another browser",
+        "The sign-in you are returning from was not started in this browser, so it was "
+        "stopped here and nothing was shared with any application. If someone sent you a "
+        "link to sign in, do not use it.",
+        "Go back to your application and start signing in again from there.",
+    )
 
 
 def expired_state_page() -> HTMLPageError:
@@ -45,6 +58,7 @@ class CallbackResource(AsyncResource):
         opaque: OpaqueTokens,
         issuer: str,
         auth_code_lifespan: float,
+        binding: LoginBinding,
         require_consent: bool = False,
     ) -> None:
         super().__init__()
@@ -55,6 +69,7 @@ class CallbackResource(AsyncResource):
         self.issuer = issuer
         self.auth_code_lifespan = auth_code_lifespan
         self.require_consent = require_consent
+        self.binding = binding
 
     async def handle_GET(self, request: Request) -> bytes:
         pairs = query_pairs(request)
@@ -64,9 +79,18 @@ class CallbackResource(AsyncResource):
         states = [value for name, value in pairs if name == "state"]
         if len(states) != 1 or not states[0]:
             raise expired_state_page()
-        pending = await self.storage.take_pending(states[0])
-        if pending is None:
+        state = states[0]
+        if await self.storage.get_pending(state) is None:
             raise expired_state_page()
+        # Checked before the pending is taken: a browser holding someone else's link cannot
+        # use up their login.
+        if not self.binding.is_bound(request, state):
+            self.log.warn("Callback from a browser that did not start the login refused")
+            raise another_browser_page()
+        pending = await self.storage.take_pending(state)
+        if pending is None:  # lost a race with another request of the same browser
+            raise expired_state_page()
+        self.binding.clear(request, state)
         if self.require_consent and not pending.consented:
             # Only reachable by skipping the consent page: never issue a code for it.
             self.log.warn(

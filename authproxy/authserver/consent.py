@@ -36,6 +36,7 @@ from twisted.web.server import Request
 
 from authproxy.authserver._common import redirect
 from authproxy.authserver.authorize import error_redirect_uri
+from authproxy.authserver.login_binding import HMACSecrets, cookie_prefix, short_hash
 from authproxy.config import Config
 from authproxy.httputil import AsyncResource, HTMLPageError
 from authproxy.pages import ConsentView, render_consent
@@ -55,21 +56,7 @@ class _Clock(Protocol):
     def seconds(self) -> float: ...
 
 
-class HMACSecrets(Protocol):
-    """The part of ``keys.KeyRing`` the consent cookies use."""
-
-    @property
-    def active_hmac_secret(self) -> bytes: ...
-
-    @property
-    def hmac_secrets(self) -> tuple[bytes, ...]: ...
-
-
 ContinueToUpstream = Callable[[Request, PendingAuthorization], Awaitable[bytes | None]]
-
-
-def _short_hash(value: str) -> str:
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
 
 
 @attrs.frozen
@@ -88,16 +75,15 @@ class ConsentCookies:
 
     @property
     def _prefix(self) -> str:
-        # __Host-: Secure, Path=/, no Domain, so a sibling subdomain cannot plant or overwrite it.
-        return "__Host-" if self.secure else ""
+        return cookie_prefix(self.secure)
 
     def remember_name(self, client_id: str) -> str:
         """The remembered-consent cookie of one client."""
-        return f"{self._prefix}authproxy-consent-{_short_hash(client_id)}"
+        return f"{self._prefix}authproxy-consent-{short_hash(client_id)}"
 
     def csrf_name(self, state: str) -> str:
         """The CSRF cookie of one pending authorization (several may be open in tabs)."""
-        return f"{self._prefix}authproxy-csrf-{_short_hash(state)}"
+        return f"{self._prefix}authproxy-csrf-{short_hash(state)}"
 
     def _mac(self, secret: bytes, client_id: str, expiry: int, grant: bytes) -> bytes:
         message = b"\x00".join(

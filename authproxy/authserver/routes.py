@@ -7,6 +7,7 @@ from twisted.web.resource import IResource
 from authproxy.authserver.authorize import AuthorizeResource
 from authproxy.authserver.callback import CallbackResource
 from authproxy.authserver.consent import ConsentResource, ConsentStep
+from authproxy.authserver.login_binding import LoginBinding
 from authproxy.authserver.metadata import (
     AUTHORIZE_PATH,
     CALLBACK_PATH,
@@ -54,6 +55,7 @@ def auth_routes(
         trusted_proxies=config.server.trusted_proxies,
     )
     consent = auth.consent != "skip"
+    binding = LoginBinding.for_public_url(config.server.public_url, ring)
     authorize = AuthorizeResource(
         storage=storage,
         provider=provider,
@@ -61,6 +63,7 @@ def auth_routes(
         issuer=auth.issuer,
         allowed_audiences=auth.allowed_audiences,
         scopes_supported=auth.scopes_supported,
+        binding=binding,
         consent=ConsentStep(config, storage, ring, clock) if consent else None,
         limiter=TokenBucketLimiter(clock, *parse_rate(auth.authorize_rate)),
         trusted_proxies=config.server.trusted_proxies,
@@ -77,6 +80,7 @@ def auth_routes(
         opaque=opaque,
         issuer=auth.issuer,
         auth_code_lifespan=auth.auth_code_lifespan,
+        binding=binding,
         require_consent=consent,
     )
     routes[TOKEN_PATH] = TokenResource(
