@@ -13,14 +13,13 @@ import hashlib
 from collections.abc import Sequence
 from html import escape
 from http import HTTPStatus
-from urllib.parse import urlsplit
 
 import attrs
 from twisted.web.server import Request
 
 from authproxy import httputil
 from authproxy.httputil import NO_STORE, HTMLPageError, set_headers
-from authproxy.loopback import is_loopback_host
+from authproxy.redirect_uri import InvalidRedirectURI, parse_redirect_uri
 
 # Colours meet WCAG AA (>= 4.5:1) for text and >= 3:1 for focus rings in both schemes.
 STYLE = """
@@ -180,22 +179,19 @@ class ConsentView:
 
 
 def redirect_target(uri: str) -> tuple[str, bool]:
-    """(what to call the place a redirect URI leads, whether it is this computer)."""
-    parts = urlsplit(uri)
+    """(what to call the place a redirect URI leads, whether it is this computer).
+
+    Read with the same parser as registration and matching, so the page names the host a
+    browser would go to; a URI it refuses is shown whole and never called local.
+    """
     try:
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
+        parsed = parse_redirect_uri(uri)
+    except InvalidRedirectURI:
         return uri, False
-    if parts.scheme in ("http", "https"):
-        shown = f"[{host}]" if ":" in host else host
-        if port is not None:
-            shown += f":{port}"
-        # The same loopback test as everywhere else: "127.evil.example" is a remote host.
-        local = is_loopback_host(host)
-        return shown, local
+    if parsed.is_web:
+        return parsed.shown_host, parsed.is_loopback
     # A private-use scheme (cursor://, vscode://) opens an app installed on this device.
-    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else f"{parts.scheme}:", True
+    return (f"{parsed.scheme}://{parsed.host}" if parsed.host else f"{parsed.scheme}:"), True
 
 
 def scope_items(scopes: Sequence[str]) -> list[str]:

@@ -8,8 +8,8 @@ from urllib.parse import parse_qs, urlsplit
 from twisted.trial.unittest import SynchronousTestCase
 
 from authproxy._testing_upstream import FAKE_IDP_PATH, AuthServerHarness, s256_pair
-from authproxy.authserver._common import redirect_uri_matches
 from authproxy.interfaces import UpstreamError, UpstreamUnavailable
+from authproxy.redirect_uri import redirect_uri_matches
 
 ISSUER = "http://127.0.0.1:8080"
 

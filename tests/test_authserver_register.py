@@ -31,6 +31,12 @@ REDIRECT_URI_TABLE: list[tuple[object, bool]] = [
     ("http://app.example.com/callback", False),
     ("http://192.168.1.10/callback", False),
     ("http://localhost.evil.com/callback", False),
+    # browsers read these hosts differently from urllib (tests/test_redirect_uri.py)
+    ("http://evil.example\\@127.0.0.1/cb", False),
+    ("http://127.1/cb", False),
+    ("http://0x7f000001/cb", False),
+    ("http://127.0.0.1\t/cb", False),
+    ("http://127.0.0.1:5@evil.example/cb", False),
     ("https://app.example.com/callback#frag", False),
     ("https://app.example.com/callback#", False),
     ("javascript:alert(1)", False),

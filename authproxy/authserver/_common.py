@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Mapping
-from urllib.parse import parse_qsl, unquote_plus, urlsplit
+from urllib.parse import parse_qsl, unquote_plus
 
 from twisted.logger import Logger
 from twisted.web.server import Request
 
 from authproxy.httputil import NO_STORE, AsyncResource, HTMLPageError, OAuthError, set_headers
 from authproxy.interfaces import IUpstreamProvider, UpstreamError, UpstreamUnavailable
-from authproxy.loopback import is_loopback_host
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import RegisteredClient
 
@@ -114,32 +113,6 @@ def redirect(request: Request, location: str, headers: Mapping[str, str] | None 
 def split_scope(value: str) -> tuple[str, ...]:
     """A scope string as a de-duplicated tuple, order kept."""
     return tuple(dict.fromkeys(value.split()))
-
-
-def redirect_uri_matches(registered: str, requested: str) -> bool:
-    """Exact match, except that loopback http URIs match on any port (RFC 8252 §7.3).
-
-    Only the port may differ: scheme, host (``localhost`` and ``127.0.0.1`` are different
-    hosts), path and query must be identical, and neither may carry userinfo or a fragment.
-    """
-    if registered == requested:
-        return True
-    try:
-        reg, req = urlsplit(registered), urlsplit(requested)
-        reg_port, req_port = reg.port, req.port  # raises ValueError on a bad port
-    except ValueError:
-        return False
-    del reg_port, req_port
-    if reg.scheme != "http" or req.scheme != "http" or not is_loopback_host(reg.hostname):
-        return False
-    if "@" in reg.netloc or "@" in req.netloc or req.fragment or "#" in requested:
-        return False
-    return (
-        reg.hostname == req.hostname
-        and reg.path == req.path
-        and reg.query == req.query
-        and ("?" in registered) == ("?" in requested)
-    )
 
 
 def upstream_error_page(request: Request, error: UpstreamError) -> HTMLPageError:

@@ -20,7 +20,6 @@ from twisted.web.server import Request
 from authproxy.authserver._common import (
     query_pairs,
     redirect,
-    redirect_uri_matches,
     split_scope,
     upstream_error_page,
 )
@@ -28,6 +27,7 @@ from authproxy.authserver.login_binding import LoginBinding
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
 from authproxy.httputil import AsyncResource, HTMLPageError, TrustedProxies, add_query
 from authproxy.interfaces import IUpstreamProvider, UpstreamError
+from authproxy.redirect_uri import redirect_uri_matches
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization, RegisteredClient
 from authproxy.tokens import Clock, is_valid_s256_challenge

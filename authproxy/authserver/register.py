@@ -7,16 +7,15 @@ validated strictly, each source address is rate limited, and the client table is
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 from twisted.logger import Logger
 from twisted.web.server import Request
 
+from authproxy import redirect_uri
 from authproxy.authserver._common import (
     CrossOriginPost,
     media_type,
@@ -27,7 +26,6 @@ from authproxy.authserver._common import (
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
 from authproxy.httputil import NO_STORE, OAuthError, TrustedProxies, json_body
 from authproxy.jsonutil import loads_untrusted
-from authproxy.loopback import is_loopback_host
 from authproxy.storage.interface import IStorage, StorageFull
 from authproxy.storage.models import RegisteredClient
 from authproxy.tokens import Clock
@@ -37,12 +35,6 @@ MAX_REDIRECT_URIS = 10
 MAX_REDIRECT_URI_LENGTH = 2048
 MAX_CLIENT_NAME = 256
 SUPPORTED_GRANT_TYPES = ("authorization_code", "refresh_token")
-
-# Schemes a browser would run or read locally instead of handing to an app.
-_REFUSED_SCHEMES = frozenset(
-    {"javascript", "data", "file", "vbscript", "about", "blob", "filesystem", "view-source"}
-)
-_SCHEME_RE = re.compile(r"[a-z][a-z0-9+.\-]*")
 
 # Informational RFC 7591 metadata kept and echoed back (strings only, bounded).
 _OPTIONAL_STRING_FIELDS = (
@@ -74,39 +66,8 @@ def _invalid(description: str) -> OAuthError:
 
 
 def check_redirect_uri(uri: object) -> str | None:
-    """Why ``uri`` cannot be registered, or None when it can.
-
-    https anywhere; http only on a loopback host; private-use schemes (``cursor://``,
-    ``vscode://``) for native apps; never a fragment or a scheme a browser would execute.
-    """
-    if not isinstance(uri, str) or not uri:
-        return "each redirect URI must be a non-empty string"
-    if len(uri) > MAX_REDIRECT_URI_LENGTH:
-        return f"a redirect URI is longer than {MAX_REDIRECT_URI_LENGTH} characters"
-    if any(ch.isspace() or ord(ch) < 0x20 for ch in uri):
-        return "a redirect URI must not contain whitespace or control characters"
-    if "#" in uri:
-        return f"{uri} must not have a fragment"
-    try:
-        parts = urlsplit(uri)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        return f"{uri} is not a valid URI"
-    scheme = parts.scheme.lower()
-    if not scheme or not _SCHEME_RE.fullmatch(scheme):
-        return f"{uri} is not an absolute URI"
-    if scheme in _REFUSED_SCHEMES:
-        return f"the {scheme}: scheme is not allowed for redirect URIs"
-    if scheme == "https":
-        if not parts.hostname:
-            return f"{uri} has no host"
-    elif scheme == "http":
-        if not is_loopback_host(parts.hostname):
-            return f"{uri} uses http on a host that is not loopback (use https)"
-    elif "." not in scheme and not parts.netloc and not parts.path:
-        # A private-use scheme must at least name something to open.
-        return f"{uri} is not a usable redirect URI"
-    return None
+    """Why ``uri`` cannot be registered, or None when it can (``redirect_uri`` has the rule)."""
+    return redirect_uri.check_redirect_uri(uri, MAX_REDIRECT_URI_LENGTH)
 
 
 def validate_client_metadata(document: object, scopes_supported: Sequence[str]) -> ClientMetadata:
