@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 from twisted.trial.unittest import SynchronousTestCase
 
 from authproxy._testing_upstream import FAKE_IDP_PATH, AuthServerHarness, s256_pair
+from authproxy.authserver.limits import MAX_CLIENT_STATE, MAX_SCOPE_PARAMETER
 from authproxy.interfaces import UpstreamError, UpstreamUnavailable
 from authproxy.redirect_uri import redirect_uri_matches
 
@@ -124,6 +125,24 @@ class AuthorizeTests(SynchronousTestCase):
         self.assertTrue(pending.upstream_code_verifier)
         self.assertTrue(pending.upstream_nonce)
         self.assertGreater(pending.expires_at, self.h.clock.seconds())
+
+    def test_client_state_longer_than_the_cap_is_refused(self) -> None:
+        long_state = "s" * (MAX_CLIENT_STATE + 1)
+        result = self.authorize(state=long_state)
+        # Not echoed back: a state that size is not the client's.
+        self.assertRedirectError(result, "invalid_request", state=None)
+        self.assertIn(
+            f"state is longer than {MAX_CLIENT_STATE}",
+            result.location_params()["error_description"],
+        )
+        self.assertEqual(self.h.provider.idp_requests, [])
+        self.assertEqual(self.authorize(state="s" * MAX_CLIENT_STATE).code, 302)
+        self.assertEqual(len(self.h.provider._started), 1)
+
+    def test_scope_parameter_longer_than_the_cap_is_refused(self) -> None:
+        result = self.authorize(scope="openid " * (MAX_SCOPE_PARAMETER // 7 + 1))
+        self.assertRedirectError(result, "invalid_request")
+        self.assertIn("scope", result.location_params()["error_description"])
 
     def test_each_request_gets_a_fresh_state(self) -> None:
         first = self.authorize().header("location")

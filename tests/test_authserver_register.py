@@ -8,6 +8,14 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from authproxy._testing_upstream import AuthServerHarness, s256_pair
+from authproxy.authserver.limits import (
+    MAX_CLIENT_NAME,
+    MAX_CONTACT_LENGTH,
+    MAX_CONTACTS,
+    MAX_METADATA_STRING,
+    MAX_METADATA_URI_LENGTH,
+    MAX_REDIRECT_URI_LENGTH,
+)
 from authproxy.authserver.ratelimit import TokenBucketLimiter
 from authproxy.authserver.register import check_redirect_uri, validate_client_metadata
 from authproxy.httputil import OAuthError
@@ -46,7 +54,7 @@ REDIRECT_URI_TABLE: list[tuple[object, bool]] = [
     ("https:///nohost", False),
     ("/relative/callback", False),
     ("callback", False),
-    ("https://app.example.com/" + "a" * 2048, False),
+    ("https://app.example.com/" + "a" * MAX_REDIRECT_URI_LENGTH, False),
     ("https://app.example.com/ space", False),
     ("http://127.0.0.1:99999/cb", False),
     ("", False),
@@ -139,11 +147,53 @@ class ClientMetadataValidationTests(SynchronousTestCase):
             self.assertEqual((e.error, e.status), (error, 400), repr(document)[:120])
             self.assertTrue(e.description)
 
+    def test_every_stored_string_is_capped(self) -> None:
+        base: dict[str, Any] = {"redirect_uris": [GOOD_URI]}
+        long_uri = "https://a.example/" + "a" * MAX_METADATA_URI_LENGTH
+        cases: list[tuple[dict[str, Any], str, str]] = [
+            (
+                {"redirect_uris": ["https://a.example/" + "a" * MAX_REDIRECT_URI_LENGTH]},
+                "invalid_redirect_uri",
+                f"longer than {MAX_REDIRECT_URI_LENGTH}",
+            ),
+            (
+                {**base, "client_name": "x" * (MAX_CLIENT_NAME + 1)},
+                "invalid_client_metadata",
+                "client_name",
+            ),
+            ({**base, "logo_uri": long_uri}, "invalid_client_metadata", "logo_uri"),
+            ({**base, "client_uri": long_uri}, "invalid_client_metadata", "client_uri"),
+            ({**base, "tos_uri": long_uri}, "invalid_client_metadata", "tos_uri"),
+            ({**base, "policy_uri": long_uri}, "invalid_client_metadata", "policy_uri"),
+            (
+                {**base, "software_id": "x" * (MAX_METADATA_STRING + 1)},
+                "invalid_client_metadata",
+                "software_id",
+            ),
+            (
+                {**base, "contacts": ["a@b.example"] * (MAX_CONTACTS + 1)},
+                "invalid_client_metadata",
+                f"at most {MAX_CONTACTS}",
+            ),
+            (
+                {**base, "contacts": ["a" * MAX_CONTACT_LENGTH + "@b.example"]},
+                "invalid_client_metadata",
+                "contact",
+            ),
+        ]
+        for document, error, says in cases:
+            with self.subTest(document=repr(document)[:80]):
+                e = refused(self, document)
+                self.assertEqual(e.error, error)
+                self.assertIn(says, e.description)
+
     def test_boundaries_accepted(self) -> None:
         uris = [f"http://127.0.0.1/cb{i}" for i in range(10)]
         md = validate_client_metadata({"redirect_uris": uris, "client_name": "x" * 256}, SUPPORTED)
         self.assertEqual(len(md.redirect_uris), 10)
-        long_uri = "https://a.example/" + "a" * (2048 - len("https://a.example/"))
+        long_uri = "https://a.example/" + "a" * (
+            MAX_REDIRECT_URI_LENGTH - len("https://a.example/")
+        )
         validate_client_metadata({"redirect_uris": [long_uri]}, SUPPORTED)
 
 

@@ -23,6 +23,7 @@ from authproxy.authserver._common import (
     split_scope,
     upstream_error_page,
 )
+from authproxy.authserver.limits import MAX_CLIENT_STATE, MAX_SCOPE_PARAMETER
 from authproxy.authserver.login_binding import LoginBinding
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
 from authproxy.httputil import AsyncResource, HTMLPageError, TrustedProxies, add_query
@@ -119,6 +120,11 @@ class AuthorizeResource(AsyncResource):
         # The client's state goes back with every error; a repeated one is not trustworthy.
         client_state = None if "state" in repeated else params.get("state")
         try:
+            if client_state is not None and len(client_state) > MAX_CLIENT_STATE:
+                client_state = None  # too large to be stored or sent back
+                raise AuthorizationRedirectError(
+                    "invalid_request", f"state is longer than {MAX_CLIENT_STATE} characters"
+                )
             pending = self._validate(client, redirect_uri, params, repeated, client_state)
         except AuthorizationRedirectError as e:
             self.log.info(
@@ -214,7 +220,12 @@ class AuthorizeResource(AsyncResource):
             raise AuthorizationRedirectError(
                 "invalid_request", "code_challenge is not a base64url SHA-256 digest"
             )
-        scopes = self._scopes(client, params.get("scope"))
+        scope = params.get("scope")
+        if scope is not None and len(scope) > MAX_SCOPE_PARAMETER:
+            raise AuthorizationRedirectError(
+                "invalid_request", f"scope is longer than {MAX_SCOPE_PARAMETER} characters"
+            )
+        scopes = self._scopes(client, scope)
         resource = self._resource(params.get("resource"))
         now = self.clock.seconds()
         return PendingAuthorization(

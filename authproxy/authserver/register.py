@@ -23,6 +23,16 @@ from authproxy.authserver._common import (
     set_cors,
     split_scope,
 )
+from authproxy.authserver.limits import (
+    MAX_CLIENT_NAME,
+    MAX_CONTACT_LENGTH,
+    MAX_CONTACTS,
+    MAX_METADATA_STRING,
+    MAX_METADATA_URI_LENGTH,
+    MAX_REDIRECT_URI_LENGTH,
+    MAX_REDIRECT_URIS,
+    MAX_REGISTRATION_BODY,
+)
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
 from authproxy.httputil import NO_STORE, OAuthError, TrustedProxies, json_body
 from authproxy.jsonutil import loads_untrusted
@@ -30,22 +40,11 @@ from authproxy.storage.interface import IStorage, StorageFull
 from authproxy.storage.models import RegisteredClient
 from authproxy.tokens import Clock
 
-MAX_BODY = 64 * 1024
-MAX_REDIRECT_URIS = 10
-MAX_REDIRECT_URI_LENGTH = 2048
-MAX_CLIENT_NAME = 256
 SUPPORTED_GRANT_TYPES = ("authorization_code", "refresh_token")
 
 # Informational RFC 7591 metadata kept and echoed back (strings only, bounded).
-_OPTIONAL_STRING_FIELDS = (
-    "client_uri",
-    "logo_uri",
-    "tos_uri",
-    "policy_uri",
-    "software_id",
-    "software_version",
-)
-_MAX_CONTACTS = 10
+_METADATA_URIS = ("client_uri", "logo_uri", "tos_uri", "policy_uri")
+_METADATA_STRINGS = ("software_id", "software_version")
 
 
 @attrs.frozen
@@ -123,21 +122,24 @@ def validate_client_metadata(document: object, scopes_supported: Sequence[str]) 
             raise _invalid(f"unsupported scope: {' '.join(unknown)}")
 
     extra: dict[str, object] = {}
-    for field in _OPTIONAL_STRING_FIELDS:
+    for field in (*_METADATA_URIS, *_METADATA_STRINGS):
         value = document.get(field)
         if value is None:
             continue
-        if not isinstance(value, str) or len(value) > MAX_REDIRECT_URI_LENGTH:
-            raise _invalid(f"{field} must be a string of at most {MAX_REDIRECT_URI_LENGTH} chars")
+        limit = MAX_METADATA_URI_LENGTH if field in _METADATA_URIS else MAX_METADATA_STRING
+        if not isinstance(value, str):
+            raise _invalid(f"{field} must be a string")
+        if len(value) > limit:
+            raise _invalid(f"{field} is longer than {limit} characters")
         extra[field] = value
     contacts = document.get("contacts")
     if contacts is not None:
-        if (
-            not isinstance(contacts, list)
-            or len(contacts) > _MAX_CONTACTS
-            or not all(isinstance(c, str) and len(c) <= 256 for c in contacts)
-        ):
-            raise _invalid(f"contacts must be a list of at most {_MAX_CONTACTS} strings")
+        if not isinstance(contacts, list) or not all(isinstance(c, str) for c in contacts):
+            raise _invalid("contacts must be a list of strings")
+        if len(contacts) > MAX_CONTACTS:
+            raise _invalid(f"at most {MAX_CONTACTS} contacts may be registered")
+        if any(len(c) > MAX_CONTACT_LENGTH for c in contacts):
+            raise _invalid(f"a contact is longer than {MAX_CONTACT_LENGTH} characters")
         extra["contacts"] = list(contacts)
 
     return ClientMetadata(
@@ -201,7 +203,7 @@ class RegistrationResource(CrossOriginPost):
             )
         if media_type(request) != "application/json":
             raise _invalid("the body must be application/json")
-        body = read_body(request, MAX_BODY)
+        body = read_body(request, MAX_REGISTRATION_BODY)
         try:
             document = loads_untrusted(body)
         except (ValueError, UnicodeDecodeError):
