@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -143,6 +144,36 @@ class AuthorizeTests(SynchronousTestCase):
         result = self.authorize(scope="openid " * (MAX_SCOPE_PARAMETER // 7 + 1))
         self.assertRedirectError(result, "invalid_request")
         self.assertIn("scope", result.location_params()["error_description"])
+
+    def test_prompt_none_answers_login_required_without_pages(self) -> None:
+        result = self.authorize(prompt="none")
+        self.assertRedirectError(result, "login_required")
+        self.assertEqual(self.h.provider._started, {})
+        # Also when a consent page would be shown first: the login is still needed upstream.
+        h = AuthServerHarness({"auth_server": {"consent": "always"}})
+        client = h.register()
+        result = h.get(h.authorize_url(client, self.challenge, prompt="none"))
+        self.assertEqual(result.code, 302, result.body)
+        self.assertEqual(result.location_params()["error"], "consent_required")
+        self.assertEqual(h.provider._started, {})
+        # A remembered consent needs no page: only the login is missing.
+        h = AuthServerHarness({"auth_server": {"consent": "remember"}})
+        client = h.register()
+        result = h.get(h.authorize_url(client, self.challenge, prompt="none"))
+        self.assertEqual(result.location_params()["error"], "consent_required")
+        page = h.get(h.authorize_url(client, self.challenge))
+        fields = dict(re.findall(r'name="(state|csrf_token)" value="([^"]+)"', page.body.decode()))
+        h.post_form("/oauth/consent", {**fields, "decision": "approve"})  # sets the cookie
+        result = h.get(h.authorize_url(client, self.challenge, prompt="none"))
+        self.assertEqual(result.location_params()["error"], "login_required")
+
+    def test_prompt_none_among_other_values_is_invalid(self) -> None:
+        self.assertRedirectError(self.authorize(prompt="none login"), "invalid_request")
+
+    def test_other_prompt_values_still_work(self) -> None:
+        self.assertEqual(
+            urlsplit(self.authorize(prompt="login").header("location")).path, FAKE_IDP_PATH
+        )
 
     def test_each_request_gets_a_fresh_state(self) -> None:
         first = self.authorize().header("location")

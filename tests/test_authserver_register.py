@@ -187,6 +187,29 @@ class ClientMetadataValidationTests(SynchronousTestCase):
                 self.assertEqual(e.error, error)
                 self.assertIn(says, e.description)
 
+    def test_metadata_uris_must_be_https(self) -> None:
+        for field in ("logo_uri", "client_uri", "tos_uri", "policy_uri"):
+            for value in (
+                "http://evil.example/logo.png",
+                "javascript:alert(1)",
+                "data:image/png;base64,AAAA",
+                "https://evil.example\\@good.example/logo.png",
+                "//evil.example/logo.png",
+            ):
+                with self.subTest(field=field, value=value):
+                    e = refused(self, {"redirect_uris": [GOOD_URI], field: value})
+                    self.assertEqual(e.error, "invalid_client_metadata")
+                    self.assertIn(field, e.description)
+        md = validate_client_metadata(
+            {
+                "redirect_uris": [GOOD_URI],
+                "logo_uri": "https://app.example/l.png",
+                "tos_uri": "https://app.example/tos#terms",
+            },
+            SUPPORTED,
+        )
+        self.assertEqual(md.extra["tos_uri"], "https://app.example/tos#terms")
+
     def test_boundaries_accepted(self) -> None:
         uris = [f"http://127.0.0.1/cb{i}" for i in range(10)]
         md = validate_client_metadata({"redirect_uris": uris, "client_name": "x" * 256}, SUPPORTED)

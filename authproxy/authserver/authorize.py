@@ -45,6 +45,11 @@ class ConsentGate(Protocol):
     ) -> bytes | None:
         """None to go on to the IdP at once, else the consent page's body."""
 
+    def would_ask(
+        self, request: Request, pending: PendingAuthorization, client: RegisteredClient
+    ) -> bool:
+        """Whether :meth:`begin` would show the consent page for this request."""
+
 
 class AuthorizationRedirectError(Exception):
     """An error sent back to the (validated) client redirect URI."""
@@ -126,6 +131,7 @@ class AuthorizeResource(AsyncResource):
                     "invalid_request", f"state is longer than {MAX_CLIENT_STATE} characters"
                 )
             pending = self._validate(client, redirect_uri, params, repeated, client_state)
+            self._check_prompt(request, params.get("prompt"), pending, client)
         except AuthorizationRedirectError as e:
             self.log.info(
                 "Authorization request of client {client_id} refused: {error}",
@@ -239,6 +245,35 @@ class AuthorizeResource(AsyncResource):
             resource=resource,
             created_at=now,
             expires_at=now + self.pending_lifespan,
+        )
+
+    def _check_prompt(
+        self,
+        request: Request,
+        prompt: str | None,
+        pending: PendingAuthorization,
+        client: RegisteredClient,
+    ) -> None:
+        """``prompt=none`` (OIDC Core §3.1.2.1, §3.1.2.6): the client asks for no page at all.
+
+        authproxy cannot complete any authorization without pages: the browser always goes
+        to the upstream IdP to sign in (authproxy keeps no browser session of its own). So
+        the answer is ``consent_required`` when the consent page would be shown first, else
+        ``login_required``. Other prompt values are left to the IdP's usual behaviour.
+        """
+        values = (prompt or "").split()
+        if "none" not in values:
+            return
+        if len(values) > 1:
+            raise AuthorizationRedirectError(
+                "invalid_request", "prompt=none cannot be combined with other prompt values"
+            )
+        if self.consent is not None and self.consent.would_ask(request, pending, client):
+            raise AuthorizationRedirectError(
+                "consent_required", "the user must approve this application on a consent page"
+            )
+        raise AuthorizationRedirectError(
+            "login_required", "the user must sign in at the identity provider"
         )
 
     def _scopes(self, client: RegisteredClient, requested: str | None) -> tuple[str, ...]:

@@ -226,16 +226,24 @@ class ConsentStep:
         self.issuer = config.auth_server.issuer
         self.cookies = ConsentCookies.from_config(config, ring, clock)
 
+    def would_ask(
+        self, request: Request, pending: PendingAuthorization, client: RegisteredClient
+    ) -> bool:
+        """Whether :meth:`begin` would show the consent page for this request."""
+        if self.mode == "skip":
+            return False
+        return not (
+            self.mode == "remember"
+            and self.cookies.remembered(request, client.client_id, pending.scopes, pending.resource)
+        )
+
     async def begin(
         self, request: Request, pending: PendingAuthorization, client: RegisteredClient
     ) -> bytes | None:
         """None to continue to the IdP at once, or the consent page's body."""
-        if self.mode == "skip":
-            return None
-        if self.mode == "remember" and self.cookies.remembered(
-            request, client.client_id, pending.scopes, pending.resource
-        ):
-            log.info("Consent remembered for client {client_id}", client_id=client.client_id)
+        if not self.would_ask(request, pending, client):
+            if self.mode == "remember":
+                log.info("Consent remembered for client {client_id}", client_id=client.client_id)
             return None
         token = secrets.token_urlsafe(32)
         await self.storage.update_pending(attrs.evolve(pending, csrf_token=token))

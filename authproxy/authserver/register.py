@@ -69,6 +69,16 @@ def check_redirect_uri(uri: object) -> str | None:
     return redirect_uri.check_redirect_uri(uri, MAX_REDIRECT_URI_LENGTH)
 
 
+def _is_https_url(value: str) -> bool:
+    """Whether a browser would read ``value`` as an https URL (any fragment aside), the
+    only kind a page may ever link or load (never http, javascript: or data:)."""
+    try:
+        parsed = redirect_uri.parse_redirect_uri(value.partition("#")[0])
+    except redirect_uri.InvalidRedirectURI:
+        return False
+    return parsed.scheme == "https"
+
+
 def validate_client_metadata(document: object, scopes_supported: Sequence[str]) -> ClientMetadata:
     """Check a registration request against every rule; raise OAuthError (400) otherwise."""
     if not isinstance(document, dict):
@@ -131,6 +141,8 @@ def validate_client_metadata(document: object, scopes_supported: Sequence[str]) 
             raise _invalid(f"{field} must be a string")
         if len(value) > limit:
             raise _invalid(f"{field} is longer than {limit} characters")
+        if field in _METADATA_URIS and not _is_https_url(value):
+            raise _invalid(f"{field} must be an https URL")
         extra[field] = value
     contacts = document.get("contacts")
     if contacts is not None:
