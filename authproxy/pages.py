@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Sequence
 from html import escape
 from http import HTTPStatus
@@ -112,6 +113,15 @@ def page_document(title: str, body_html: str, eyebrow: str = "") -> str:
     )
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def utf8(document: str) -> bytes:
+    """``document`` as UTF-8; a lone surrogate (JSON allows "\\ud800") becomes U+FFFD
+    instead of failing the page."""
+    return _LONE_SURROGATE.sub("\ufffd", document).encode("utf-8")
+
+
 def _status_eyebrow(status: int) -> str:
     try:
         phrase = HTTPStatus(status).phrase
@@ -140,7 +150,7 @@ def render_page(
         parts.append(f'<h2 id="advice-heading">What you can do</h2>\n<p>{escape(advice)}</p>')
     if eyebrow is None:
         eyebrow = _status_eyebrow(status) if status >= 400 else ""
-    return page_document(title, "\n".join(parts), eyebrow).encode("utf-8")
+    return utf8(page_document(title, "\n".join(parts), eyebrow))
 
 
 def render_error(request: Request, error: HTMLPageError) -> bytes:
@@ -262,4 +272,4 @@ def render_consent(request: Request, view: ConsentView) -> bytes:
     """The consent page (200) with its security headers."""
     request.setResponseCode(200)
     set_page_headers(request, has_form=True)
-    return page_document("Allow access?", consent_body(view), "Sign-in").encode("utf-8")
+    return utf8(page_document("Allow access?", consent_body(view), "Sign-in"))

@@ -210,6 +210,33 @@ class ClientMetadataValidationTests(SynchronousTestCase):
         )
         self.assertEqual(md.extra["tos_uri"], "https://app.example/tos#terms")
 
+    def test_non_string_list_members_are_a_400_not_a_500(self) -> None:
+        base: dict[str, Any] = {"redirect_uris": [GOOD_URI]}
+        for field in ("response_types", "grant_types", "redirect_uris", "contacts"):
+            for member in ({}, [], 5, None, True):
+                with self.subTest(field=field, member=member):
+                    e = refused(self, {**base, field: [member]})
+                    self.assertEqual(e.status, 400)
+                    self.assertIn(field.rstrip("s"), e.description)
+
+    def test_text_that_cannot_be_shown_is_refused(self) -> None:
+        base: dict[str, Any] = {"redirect_uris": [GOOD_URI]}
+        for field, value in (
+            ("client_name", "\ud800"),
+            ("client_name", "Good \udfff"),
+            ("client_name", "Bank\u202egnp.exe"),  # right-to-left override spoofs the name
+            ("client_name", "line\nbreak"),
+            ("software_id", "\ud800"),
+            ("software_version", "1\x00"),
+            ("contacts", ["\ud800@example.com"]),
+        ):
+            with self.subTest(field=field, value=value):
+                e = refused(self, {**base, field: value})
+                self.assertEqual(e.error, "invalid_client_metadata")
+                self.assertIn(field.rstrip("s"), e.description)
+        md = validate_client_metadata({**base, "client_name": "Café 🚀 Ünïcode"}, SUPPORTED)
+        self.assertEqual(md.client_name, "Café 🚀 Ünïcode")
+
     def test_boundaries_accepted(self) -> None:
         uris = [f"http://127.0.0.1/cb{i}" for i in range(10)]
         md = validate_client_metadata({"redirect_uris": uris, "client_name": "x" * 256}, SUPPORTED)
@@ -416,3 +443,22 @@ class ClientCapAndExpiryTests(SynchronousTestCase):
         h.clock.advance(86400 - 30)
         self.assertEqual(h.get(h.authorize_url(active, challenge)).code, 302)
         del verifier
+
+
+class RegistrationRobustnessTests(SynchronousTestCase):
+    def test_lone_surrogate_name_is_refused_at_the_endpoint(self) -> None:
+        h = AuthServerHarness()
+        body = b'{"redirect_uris": ["' + GOOD_URI.encode() + b'"], "client_name": "\\ud800"}'
+        result = h.request(
+            "POST", "/oauth/register", data=body, headers={"Content-Type": "application/json"}
+        )
+        self.assertEqual((result.code, result.json()["error"]), (400, "invalid_client_metadata"))
+
+    def test_object_in_response_types_is_a_400(self) -> None:
+        h = AuthServerHarness()
+        result = h.request(
+            "POST",
+            "/oauth/register",
+            json_body={"redirect_uris": [GOOD_URI], "response_types": [{}]},
+        )
+        self.assertEqual((result.code, result.json()["error"]), (400, "invalid_client_metadata"))

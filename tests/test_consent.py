@@ -246,6 +246,16 @@ class ConsentTests(SynchronousTestCase):
         self.assertIn(b"&lt;script&gt;alert(1)&lt;/script&gt;", body)
         self.assertIn(b"&lt;b&gt;odd&lt;/b&gt;", body)
 
+    def test_client_name_with_a_lone_surrogate_still_renders(self) -> None:
+        # Registration refuses such names now; one stored before must not make a 500.
+        self.successResultOf(
+            self.storage.add_client(make_client("client-odd", client_name="Odd \ud800 app"))
+        )
+        self.put_pending("s1", "client-odd")
+        response, body = self.authorize("s1")
+        self.assertEqual(response.code, 200)
+        self.assertIn("Odd \ufffd app".encode(), body)
+
     # -- CSRF ---------------------------------------------------------------------------------
 
     def test_approve_continues_to_upstream(self) -> None:

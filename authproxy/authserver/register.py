@@ -7,6 +7,7 @@ validated strictly, each source address is rate limited, and the client table is
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -45,6 +46,8 @@ SUPPORTED_GRANT_TYPES = ("authorization_code", "refresh_token")
 # Informational RFC 7591 metadata kept and echoed back (strings only, bounded).
 _METADATA_URIS = ("client_uri", "logo_uri", "tos_uri", "policy_uri")
 _METADATA_STRINGS = ("software_id", "software_version")
+# C0/C1 controls, bidirectional embeddings/overrides/isolates, surrogates.
+_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 @attrs.frozen
@@ -69,6 +72,17 @@ def check_redirect_uri(uri: object) -> str | None:
     return redirect_uri.check_redirect_uri(uri, MAX_REDIRECT_URI_LENGTH)
 
 
+def _check_text(field: str, value: str) -> None:
+    """Refuse text that pages and JSON cannot show faithfully: unpaired surrogates (JSON
+    allows "\\ud800", UTF-8 does not), control characters, and bidirectional overrides,
+    which make a name read differently from what it is."""
+    if _UNSHOWABLE.search(value):
+        raise _invalid(
+            f"{field} contains a control character, a bidirectional control or an unpaired "
+            "surrogate"
+        )
+
+
 def _is_https_url(value: str) -> bool:
     """Whether a browser would read ``value`` as an https URL (any fragment aside), the
     only kind a page may ever link or load (never http, javascript: or data:)."""
@@ -91,6 +105,8 @@ def validate_client_metadata(document: object, scopes_supported: Sequence[str]) 
         raise OAuthError(
             "invalid_redirect_uri", f"at most {MAX_REDIRECT_URIS} redirect URIs may be registered"
         )
+    if not all(isinstance(uri, str) for uri in uris):
+        raise OAuthError("invalid_redirect_uri", "redirect_uris must be a list of strings")
     for uri in uris:
         if (why := check_redirect_uri(uri)) is not None:
             raise OAuthError("invalid_redirect_uri", why)
@@ -110,7 +126,11 @@ def validate_client_metadata(document: object, scopes_supported: Sequence[str]) 
         raise _invalid(f"unsupported grant_types: {', '.join(unsupported)}")
 
     response_types = document.get("response_types", ["code"])
-    if not isinstance(response_types, list) or tuple(dict.fromkeys(response_types)) != ("code",):
+    if (
+        not isinstance(response_types, list)
+        or not all(isinstance(r, str) for r in response_types)
+        or tuple(dict.fromkeys(response_types)) != ("code",)
+    ):
         raise _invalid('response_types must be ["code"]')
 
     name = document.get("client_name")
@@ -119,6 +139,7 @@ def validate_client_metadata(document: object, scopes_supported: Sequence[str]) 
             raise _invalid("client_name must be a string")
         if len(name) > MAX_CLIENT_NAME:
             raise _invalid(f"client_name is longer than {MAX_CLIENT_NAME} characters")
+        _check_text("client_name", name)
         name = name.strip() or None
 
     scope = document.get("scope")
@@ -143,6 +164,7 @@ def validate_client_metadata(document: object, scopes_supported: Sequence[str]) 
             raise _invalid(f"{field} is longer than {limit} characters")
         if field in _METADATA_URIS and not _is_https_url(value):
             raise _invalid(f"{field} must be an https URL")
+        _check_text(field, value)
         extra[field] = value
     contacts = document.get("contacts")
     if contacts is not None:
@@ -152,6 +174,8 @@ def validate_client_metadata(document: object, scopes_supported: Sequence[str]) 
             raise _invalid(f"at most {MAX_CONTACTS} contacts may be registered")
         if any(len(c) > MAX_CONTACT_LENGTH for c in contacts):
             raise _invalid(f"a contact is longer than {MAX_CONTACT_LENGTH} characters")
+        for contact in contacts:
+            _check_text("contacts", contact)
         extra["contacts"] = list(contacts)
 
     return ClientMetadata(
