@@ -7,7 +7,8 @@ client request's producer, so a slow client pauses the backend read (backpressur
 of growing a buffer. Only the wait for the response headers has a timeout; a stream may run
 forever. When the client goes away the backend request is cancelled (its connection closed,
 never returned to the pool half-read); when the backend dies mid-stream the client's
-response ends.
+connection is closed without ending the response (no last chunk), so the client sees the
+stream cut rather than complete.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from authproxy.proxy.headers import (
     backend_request_headers,
     connection_tokens,
     end_to_end,
+    request_owned,
 )
 from authproxy.proxy.metadata import metadata_url
 from authproxy.proxy.request import too_large_payload
@@ -73,7 +75,6 @@ class BodyRelay(Protocol):
         self._request = request
         self._rewriter = rewriter
         self._done = done
-        self._has_length = length >= 0  # else the body ends with its last chunk
         # The backend connection pauses while the client's socket buffer is full. A small
         # body of known length fits any socket buffer: flow control would only cost time.
         self._flow_control = not (0 <= length <= SMALL_BODY)
@@ -108,11 +109,13 @@ class BodyRelay(Protocol):
                 rest = self._rewriter.flush()
                 if rest:
                     request.write(rest)
-            if reason.check(ResponseDone, PotentialDataLoss) or not self._has_length:
-                # A stream without a declared length ends with its last chunk: a clean end.
+            if reason.check(ResponseDone, PotentialDataLoss):
                 request.finish()
             else:
-                # Fewer bytes than the declared Content-Length: the client must see truncation.
+                # The backend died mid-body (or sent garbage). Finishing would send the
+                # terminating 0-chunk (or leave a short Content-Length body looking whole):
+                # close instead, so the client sees an incomplete response and knows
+                # events may be lost. What was relayed so far is still delivered.
                 request.loseConnection()
         if not self._done.called:
             self._done.callback(None)
@@ -178,6 +181,7 @@ class MCPProxy(Resource):
         self._mapper = EndpointURLMapper(config.backend.url, config.server.public_url)
         self._strategy = config.upstream_token.header_strategy
         self._custom_header = config.upstream_token.custom_header.lower().encode("ascii")
+        self._owned_headers = request_owned(config.upstream_token.custom_header)
         self.challenge = Challenge(
             realm=config.server.public_url,
             resource_metadata=metadata_url(config),
@@ -266,6 +270,7 @@ class MCPProxy(Resource):
                 peer=_peer_host(request),
                 secure=request.isSecure(),
                 trusted=self._trusted,
+                owned=self._owned_headers,
             )
             await self._inject_upstream_token(principal, headers)
         except BearerError as e:
@@ -305,8 +310,6 @@ class MCPProxy(Resource):
         write_json(request, error.status, self.challenge.payload(error), headers)
 
     async def _inject_upstream_token(self, principal: Principal, headers: Headers) -> None:
-        if self._strategy == "custom":
-            headers.removeHeader(self._custom_header)
         if self._strategy == "none" or self._provider is None:
             return
         if principal.tsid is None:
