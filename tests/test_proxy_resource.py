@@ -39,11 +39,13 @@ class RelayTestCase(SynchronousTestCase):
 class HeaderTests(RelayTestCase):
     def test_post_relayed_with_mcp_headers_untouched(self) -> None:
         h = self.harness()
+        token = h.token()
+        self.request(h, "POST", MCP, data=b"{}", headers=h.auth(token))  # creates session-1
         headers = {
-            **h.auth(),
+            **h.auth(token),
             "Content-Type": "application/json",
             "Accept": "application/json, text/event-stream",
-            "Mcp-Session-Id": "s-1",
+            "Mcp-Session-Id": "session-1",
             "MCP-Protocol-Version": "2025-06-18",
             "Last-Event-ID": "42",
             "Mcp-Method": "tools/call",
@@ -276,7 +278,10 @@ class HeaderTests(RelayTestCase):
 
     def test_delete_relayed(self) -> None:
         h = self.harness()
-        response = self.request(h, "DELETE", MCP, headers={**h.auth(), "Mcp-Session-Id": "s"})
+        self.request(h, "POST", MCP, data=b"{}", headers=h.auth())  # creates session-1
+        response = self.request(
+            h, "DELETE", MCP, headers={**h.auth(), "Mcp-Session-Id": "session-1"}
+        )
         self.assertEqual(response.code, 204)
         self.assertEqual(h.backend.last.method, "DELETE")
 
