@@ -506,13 +506,16 @@ class MCPProxy(Resource):
             return
         if self._bind_sessions and not self._track_session(response, method, principal, session_id):
             response.deliverBody(_Discard())
-            self.log.warn("A new MCP session could not be bound (session table full)")
+            self.log.warn(
+                "A new MCP session could not be bound (session table full, or the id is bound to another user)"
+            )
             write_json(
                 request,
                 503,
                 {
                     "error": "too_many_sessions",
-                    "error_description": "too many MCP sessions are in use; retry later",
+                    "error_description": "authproxy cannot take another MCP session now; "
+                    "retry later",
                 },
                 {**NO_STORE, "Retry-After": RETRY_AFTER},
             )
