@@ -80,6 +80,7 @@ class FakeMCPBackend(Resource):
         self.streams: list[Request] = []
         self.streams_lost = 0
         self.response_headers: dict[bytes, bytes] = {}
+        self.session_id = b"session-1"  # the Mcp-Session-Id of every POST answer
 
     @property
     def last(self) -> ReceivedRequest:
@@ -106,7 +107,7 @@ class FakeMCPBackend(Resource):
             request.setResponseCode(204)
             return b""
         request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"mcp-session-id", b"session-1")
+        request.setHeader(b"mcp-session-id", self.session_id)
         request.setHeader(b"x-backend-custom", b"kept")
         # Hop-by-hop headers a proxy must drop (and one named by Connection).
         request.setHeader(b"connection", b"x-backend-hop")

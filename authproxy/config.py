@@ -116,7 +116,11 @@ class BackendConfig:
     command: tuple[str, ...] | None = None
     connect_timeout: Duration = Duration(5.0)
     response_timeout: Duration = Duration(60.0)
-    max_connections: int = 64
+    max_connections: int = 256
+    max_connections_per_grant: int = 16
+    session_idle_timeout: Duration = Duration(3600.0)
+    max_sessions: int = 10000
+    max_sessions_per_grant: int = 32
 
 
 @attrs.frozen
@@ -384,6 +388,16 @@ def _validate(config: Config, environ: Mapping[str, str], reactor: Any) -> tuple
         problems.append(f'backend.path: "{backend.path}" must start with "/"')
     if backend.command is not None and not backend.command:
         problems.append("backend.command: must not be empty")
+    for field in (
+        "max_connections",
+        "max_connections_per_grant",
+        "max_sessions",
+        "max_sessions_per_grant",
+    ):
+        if getattr(backend, field) < 1:
+            problems.append(f"backend.{field}: must be at least 1")
+    if backend.session_idle_timeout < 60:
+        problems.append("backend.session_idle_timeout: must be at least 1m")
     backend = attrs.evolve(backend, path=path)
 
     issuer = auth.issuer or server.public_url

@@ -262,6 +262,23 @@ class ValidationTests(SynchronousTestCase):
         self.assertProblem(minimal(server={"listen": "tcp:8080"}), "server.listen")
         self.assertProblem(minimal(backend={"connect_timeout": True}), "backend.connect_timeout")
 
+    def test_backend_caps(self) -> None:
+        config = config_from_mapping(minimal(), environ={})
+        backend = config.backend
+        self.assertEqual((backend.max_connections, backend.max_connections_per_grant), (256, 16))
+        self.assertEqual((backend.max_sessions, backend.max_sessions_per_grant), (10000, 32))
+        self.assertEqual(backend.session_idle_timeout, 3600)
+        for field in (
+            "max_connections",
+            "max_connections_per_grant",
+            "max_sessions",
+            "max_sessions_per_grant",
+        ):
+            self.assertProblem(minimal(backend={field: 0}), f"backend.{field}", "at least 1")
+        self.assertProblem(
+            minimal(backend={"session_idle_timeout": "30s"}), "backend.session_idle_timeout"
+        )
+
     def test_three_mistakes_three_lines(self) -> None:
         data = minimal(
             server={"public_url": "https://x.example/"},

@@ -74,3 +74,16 @@ class ObserverHintTests(SynchronousTestCase):
         count = len(events)
         logs.warn_if_not_installed("json", "debug")
         self.assertEqual(len(events), count)
+
+    def test_session_id_and_cookies_are_not_logged(self) -> None:
+        request = DummyRequest([b"mcp"])
+        request.path = b"/mcp"
+        request.clientproto = b"HTTP/1.1"
+        request.code = 200
+        request.sentLength = 2
+        request.requestHeaders.addRawHeader(b"mcp-session-id", b"SECRETSESSION")
+        request.requestHeaders.addRawHeader(b"cookie", b"authproxy-consent-x=SECRETCOOKIE")
+        request.requestHeaders.addRawHeader(b"authorization", b"Bearer SECRETTOKEN")
+        line = access_log_line("[ts]", request)
+        for secret in ("SECRETSESSION", "SECRETCOOKIE", "SECRETTOKEN"):
+            self.assertNotIn(secret, line)

@@ -282,19 +282,23 @@ class StreamableHTTPTests(MCPThroughProxyMixin, ProxyOverRealMCP):
                         "_meta": {"progressToken": "p"},
                     },
                 }
+                cut = False
                 with client.stream("POST", self.url, json=call, headers=headers) as response:
-                    for line in response.iter_lines():
-                        lines.append(line)
-                        if "notifications/progress" in line and len(lines) < 1000:
-                            if self.backend.process.running:
-                                self.backend.process.kill()
-                # The stream ended (the iterator returned) without the call's result.
+                    try:
+                        for line in response.iter_lines():
+                            lines.append(line)
+                            if "notifications/progress" in line and len(lines) < 1000:
+                                if self.backend.process.running:
+                                    self.backend.process.kill()
+                    except httpx2.RemoteProtocolError:
+                        cut = True  # the response ended without its last chunk
                 after = client.post(self.url, json={}, headers=headers)
-                return lines, after.status_code, after.json()["error"]
+                return lines, cut, after.status_code, after.json()["error"]
 
-        lines, status, error = yield self.in_thread(scenario)
+        lines, cut, status, error = yield self.in_thread(scenario)
         self.assertTrue(any("notifications/progress" in line for line in lines))
         self.assertFalse(any('"id":2' in line.replace(" ", "") for line in lines))
+        self.assertTrue(cut, "a backend death must not look like a complete response")
         self.assertEqual((status, error), (502, "bad_gateway"))
 
 
@@ -303,19 +307,24 @@ class LegacySSETests(MCPThroughProxyMixin, ProxyOverRealMCP):
 
     @inlineCallbacks
     def test_endpoint_rewritten_and_backend_death_ends_stream(self) -> Any:
-        def scenario() -> tuple[list[str], int]:
+        def scenario() -> tuple[list[str], bool, int]:
             lines: list[str] = []
+            cut = False
             with httpx2.Client(timeout=httpx2.Timeout(30)) as client:
                 headers = {**self.headers, "Accept": "text/event-stream"}
                 with client.stream("GET", self.url, headers=headers) as response:
-                    for line in response.iter_lines():
-                        lines.append(line)
-                        if line.startswith("data:") and self.backend.process.running:
-                            self.backend.process.kill()
+                    try:
+                        for line in response.iter_lines():
+                            lines.append(line)
+                            if line.startswith("data:") and self.backend.process.running:
+                                self.backend.process.kill()
+                    except httpx2.RemoteProtocolError:
+                        cut = True  # the response ended without its last chunk
                 after = client.post(self.public_url + "/messages/", json={}, headers=self.headers)
-                return lines, after.status_code
+                return lines, cut, after.status_code
 
-        lines, status = yield self.in_thread(scenario)
+        lines, cut, status = yield self.in_thread(scenario)
+        self.assertTrue(cut, "a backend death must not look like a complete response")
         self.assertIn("event: endpoint", lines)
         data = next(line for line in lines if line.startswith("data:"))
         self.assertTrue(data.startswith("data: /messages/?session_id="), data)

@@ -8,6 +8,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseFailed
 from twisted.web.iweb import IAgent
 from zope.interface import implementer
 
@@ -38,11 +39,13 @@ class RelayTestCase(SynchronousTestCase):
 class HeaderTests(RelayTestCase):
     def test_post_relayed_with_mcp_headers_untouched(self) -> None:
         h = self.harness()
+        token = h.token()
+        self.request(h, "POST", MCP, data=b"{}", headers=h.auth(token))  # creates session-1
         headers = {
-            **h.auth(),
+            **h.auth(token),
             "Content-Type": "application/json",
             "Accept": "application/json, text/event-stream",
-            "Mcp-Session-Id": "s-1",
+            "Mcp-Session-Id": "session-1",
             "MCP-Protocol-Version": "2025-06-18",
             "Last-Event-ID": "42",
             "Mcp-Method": "tools/call",
@@ -192,6 +195,78 @@ class HeaderTests(RelayTestCase):
         self.assertEqual(seen["x-forwarded-proto"], ["http"])
         self.assertEqual(seen["x-forwarded-host"], ["mcp.example.com"])
 
+    def test_spoofable_client_address_headers_never_reach_backend(self) -> None:
+        h = self.harness()
+        self.request(
+            h,
+            "POST",
+            MCP,
+            data=b"{}",
+            headers={
+                **h.auth(),
+                "X-Real-IP": "6.6.6.6",
+                "True-Client-IP": "6.6.6.6",
+                "X-Client-IP": "6.6.6.6",
+                "X-Forwarded-Port": "1",
+                "X-Forwarded-Prefix": "/evil",
+                "Forwarded": "for=6.6.6.6",
+            },
+        )
+        seen = h.backend.last.headers
+        for name in (
+            "x-real-ip",
+            "true-client-ip",
+            "x-client-ip",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "forwarded",
+        ):
+            self.assertNotIn(name, seen)
+        self.assertEqual(seen["x-forwarded-for"], ["127.0.0.1"])
+
+    def test_other_forwarded_headers_from_trusted_proxy_pass(self) -> None:
+        h = self.harness(server={"trusted_proxies": ["127.0.0.0/8"]})
+        self.request(
+            h,
+            "POST",
+            MCP,
+            data=b"{}",
+            headers={**h.auth(), "X-Forwarded-Port": "443", "X-Real-IP": "203.0.113.7"},
+        )
+        seen = h.backend.last.headers
+        self.assertEqual(seen["x-forwarded-port"], ["443"])
+        # The one client address the backend gets is X-Forwarded-For's.
+        self.assertNotIn("x-real-ip", seen)
+
+    def test_client_copy_of_custom_header_never_reaches_backend(self) -> None:
+        # Whatever the strategy, the backend may trust the configured header to come from
+        # authproxy: a client's own copy (its own "upstream token") is dropped.
+        for strategy in ("replace", "none"):
+            h = self.harness(upstream_token={"header_strategy": strategy})
+            self.request(
+                h,
+                "POST",
+                MCP,
+                data=b"{}",
+                headers={**h.auth(), "X-Upstream-Authorization": "Bearer forged"},
+            )
+            self.assertNotIn("x-upstream-authorization", h.backend.last.headers, strategy)
+
+    def test_authproxy_cookies_stripped_others_kept(self) -> None:
+        h = self.harness()
+        cookie = (
+            "theme=dark; authproxy-consent-ab12=v; __Host-authproxy-csrf-cd34=w; "
+            "session=x; __Host-authproxy-login=y; authproxy-login-ef=z"
+        )
+        self.request(h, "POST", MCP, data=b"{}", headers={**h.auth(), "Cookie": cookie})
+        self.assertEqual(h.backend.last.headers["cookie"], ["theme=dark; session=x"])
+
+    def test_only_authproxy_cookies_drops_cookie_header(self) -> None:
+        h = self.harness()
+        cookie = "__Host-authproxy-consent-ab12=v;authproxy-csrf-1=w"
+        self.request(h, "POST", MCP, data=b"{}", headers={**h.auth(), "Cookie": cookie})
+        self.assertNotIn("cookie", h.backend.last.headers)
+
     def test_backend_status_codes_pass_unchanged(self) -> None:
         h = self.harness()
         for code in (400, 404, 405):
@@ -203,7 +278,10 @@ class HeaderTests(RelayTestCase):
 
     def test_delete_relayed(self) -> None:
         h = self.harness()
-        response = self.request(h, "DELETE", MCP, headers={**h.auth(), "Mcp-Session-Id": "s"})
+        self.request(h, "POST", MCP, data=b"{}", headers=h.auth())  # creates session-1
+        response = self.request(
+            h, "DELETE", MCP, headers={**h.auth(), "Mcp-Session-Id": "session-1"}
+        )
         self.assertEqual(response.code, 204)
         self.assertEqual(h.backend.last.method, "DELETE")
 
@@ -305,18 +383,30 @@ class StreamingTests(RelayTestCase):
         h.flush()
         self.successResultOf(done)
 
-    def test_backend_death_ends_client_stream(self) -> None:
+    def test_backend_death_aborts_client_stream(self) -> None:
+        # A backend that dies mid-stream must not look like a clean end: the client's
+        # chunked response is cut (no terminating 0-chunk), so it knows events may be lost.
         h = self.harness()
         _, chunks, done = self.open_stream(h)
         h.backend.send_event("one")
         h.flush()
         h.backend.kill_streams()
         h.flush()
-        self.successResultOf(done)
+        failure = self.failureResultOf(done)
+        self.assertTrue(failure.check(ResponseFailed), failure)
         self.assertEqual(b"".join(chunks), b"data: one\n\n")
         # ... and the proxy keeps serving.
         response = self.request(h, "POST", MCP, data=b"{}", headers=h.auth())
         self.assertEqual(response.code, 200)
+
+    def test_backend_clean_end_finishes_client_stream(self) -> None:
+        h = self.harness()
+        _, chunks, done = self.open_stream(h)
+        h.backend.send_event("one")
+        h.backend.end_streams()
+        h.flush()
+        self.successResultOf(done)
+        self.assertEqual(b"".join(chunks), b"data: one\n\n")
 
     def test_client_disconnect_closes_backend_stream(self) -> None:
         h = self.harness()

@@ -1,8 +1,22 @@
-"""Header rules of the relay: hop-by-hop removal, Host, X-Forwarded-*, Origin.
+"""Header rules of the relay: hop-by-hop removal, Host, forwarding headers, cookies, Origin.
 
 Everything not named here passes untouched in both directions (Mcp-Session-Id,
 MCP-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name, Mcp-Param-* and headers nobody
 has invented yet), so the proxy never has to learn about new MCP headers.
+
+Towards the backend, a header the backend might trust because "only authproxy sets it" is
+never the client's:
+
+- ``Authorization`` (the client's authproxy token) and the ``upstream_token.custom_header``
+  (whatever the strategy: a client must not hand the backend an upstream token of its own)
+  are dropped; authproxy sets them from the user's upstream session.
+- The client address: ``X-Forwarded-For`` is authproxy's (the peer, appended to the
+  client's chain only when the peer is a trusted proxy); ``X-Forwarded-Proto`` and
+  ``X-Forwarded-Host`` are the client's only from a trusted proxy; ``X-Real-IP``,
+  ``True-Client-IP`` and ``X-Client-IP`` never pass (one source of truth: X-Forwarded-For).
+  ``Forwarded`` and any other ``X-Forwarded-*`` pass only from a trusted proxy.
+- authproxy's own cookies (``authproxy-*``, ``__Host-authproxy-*``, ``__Secure-authproxy-*``:
+  consent, CSRF and login binding) are removed from ``Cookie``; the others are kept.
 """
 
 from __future__ import annotations
@@ -42,8 +56,34 @@ _REQUEST_OWNED = frozenset(
         b"x-forwarded-proto",
         b"x-forwarded-host",
         b"forwarded",
+        b"x-real-ip",
+        b"true-client-ip",
+        b"x-client-ip",
     }
 )
+
+# Cookie names authproxy sets in browsers (authserver/consent.py and the login binding).
+_OWN_COOKIE_PREFIXES = (b"authproxy-", b"__host-authproxy-", b"__secure-authproxy-")
+
+
+def request_owned(custom_header: str) -> frozenset[bytes]:
+    """The request header names the client's values of never pass to the backend, given the
+    configured ``upstream_token.custom_header``."""
+    return _REQUEST_OWNED | {custom_header.lower().encode("ascii")}
+
+
+def without_own_cookies(values: list[bytes]) -> list[bytes]:
+    """``Cookie`` header values minus authproxy's own cookies; [] when none is left."""
+    kept: list[bytes] = []
+    for value in values:
+        if b"authproxy-" not in value.lower():  # the common case: no parsing
+            kept.append(value)
+            continue
+        pairs = [p.strip() for p in value.split(b";")]
+        others = [p for p in pairs if p and not p.lower().startswith(_OWN_COOKIE_PREFIXES)]
+        if others:
+            kept.append(b"; ".join(others))
+    return kept
 
 
 def connection_tokens(values: Iterable[bytes]) -> frozenset[bytes]:
@@ -76,18 +116,25 @@ def backend_request_headers(
     peer: str | None,
     secure: bool,
     trusted: TrustedProxies,
+    owned: frozenset[bytes] = _REQUEST_OWNED,
 ) -> Headers:
     """The headers to send to the backend for a client request with ``incoming`` headers.
 
-    Hop-by-hop headers and the client's Authorization are dropped; Host names the backend;
-    X-Forwarded-For/Proto/Host describe the client, extending a chain only when the peer is
-    a trusted proxy.
+    Hop-by-hop headers and the ``owned`` ones (``request_owned``) are dropped, and so are
+    authproxy's cookies; Host names the backend; X-Forwarded-For/Proto/Host describe the
+    client, extending a chain only when the peer is a trusted proxy (module docstring).
     """
     out = Headers()
-    for name, values in end_to_end(incoming, _REQUEST_OWNED):
+    peer_trusted = trusted.trusts(peer)
+    for name, values in end_to_end(incoming, owned):
+        if name == b"cookie":
+            values = without_own_cookies(values)
+            if not values:
+                continue
+        elif name.startswith(b"x-forwarded-") and not peer_trusted:
+            continue
         out.setRawHeaders(name, values)
     out.setRawHeaders(b"host", [backend_host])
-    peer_trusted = trusted.trusts(peer)
 
     def first(name: bytes) -> bytes | None:
         values = incoming.getRawHeaders(name)

@@ -7,7 +7,8 @@ client request's producer, so a slow client pauses the backend read (backpressur
 of growing a buffer. Only the wait for the response headers has a timeout; a stream may run
 forever. When the client goes away the backend request is cancelled (its connection closed,
 never returned to the pool half-read); when the backend dies mid-stream the client's
-response ends.
+connection is closed without ending the response (no last chunk), so the client sees the
+stream cut rather than complete.
 """
 
 from __future__ import annotations
@@ -44,9 +45,12 @@ from authproxy.proxy.headers import (
     backend_request_headers,
     connection_tokens,
     end_to_end,
+    request_owned,
 )
+from authproxy.proxy.limits import ConnectionLimits
 from authproxy.proxy.metadata import metadata_url
 from authproxy.proxy.request import too_large_payload
+from authproxy.proxy.sessions import MemorySessionBindings, Owner, SessionBindings
 from authproxy.proxy.sse import EndpointEventRewriter, EndpointURLMapper
 
 SMALL_BODY = 64 * 1024
@@ -55,6 +59,11 @@ _CORS_ALLOW_HEADERS = (
     "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID"
 )
 _CORS_EXPOSE_HEADERS = "Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate"
+RETRY_AFTER = "5"  # seconds, when a connection or session cap refuses a request
+_NO_SUCH_SESSION = {
+    "error": "session_not_found",
+    "error_description": "no such MCP session for this token; send initialize to start a new one",
+}
 
 
 class BodyRelay(Protocol):
@@ -73,7 +82,6 @@ class BodyRelay(Protocol):
         self._request = request
         self._rewriter = rewriter
         self._done = done
-        self._has_length = length >= 0  # else the body ends with its last chunk
         # The backend connection pauses while the client's socket buffer is full. A small
         # body of known length fits any socket buffer: flow control would only cost time.
         self._flow_control = not (0 <= length <= SMALL_BODY)
@@ -108,11 +116,13 @@ class BodyRelay(Protocol):
                 rest = self._rewriter.flush()
                 if rest:
                     request.write(rest)
-            if reason.check(ResponseDone, PotentialDataLoss) or not self._has_length:
-                # A stream without a declared length ends with its last chunk: a clean end.
+            if reason.check(ResponseDone, PotentialDataLoss):
                 request.finish()
             else:
-                # Fewer bytes than the declared Content-Length: the client must see truncation.
+                # The backend died mid-body (or sent garbage). Finishing would send the
+                # terminating 0-chunk (or leave a short Content-Length body looking whole):
+                # close instead, so the client sees an incomplete response and knows
+                # events may be lost. What was relayed so far is still delivered.
                 request.loseConnection()
         if not self._done.called:
             self._done.callback(None)
@@ -159,9 +169,21 @@ class MCPProxy(Resource):
         clock: IReactorTime,
         provider: IUpstreamProvider | None = None,
         pool: Any = None,
+        sessions: SessionBindings | None = None,
     ) -> None:
         super().__init__()
         self.pool = pool
+        backend = config.backend
+        # Mcp-Session-Id belongs to streamable HTTP; the legacy SSE transport has no header.
+        self._bind_sessions = backend.transport == "streamable-http"
+        self.sessions: SessionBindings = sessions or MemorySessionBindings(
+            clock,
+            idle_timeout=backend.session_idle_timeout,
+            max_sessions=backend.max_sessions,
+            max_per_owner=backend.max_sessions_per_grant,
+        )
+        self.limits = ConnectionLimits(backend.max_connections, backend.max_connections_per_grant)
+        self._full_warned_at = float("-inf")
         self._backend_base = config.backend.url.rstrip("/").encode("ascii")
         self._backend_host = backend_host_header(config.backend.url)
         self._guard = guard
@@ -178,6 +200,7 @@ class MCPProxy(Resource):
         self._mapper = EndpointURLMapper(config.backend.url, config.server.public_url)
         self._strategy = config.upstream_token.header_strategy
         self._custom_header = config.upstream_token.custom_header.lower().encode("ascii")
+        self._owned_headers = request_owned(config.upstream_token.custom_header)
         self.challenge = Challenge(
             realm=config.server.public_url,
             resource_metadata=metadata_url(config),
@@ -260,12 +283,49 @@ class MCPProxy(Resource):
             return
         try:
             principal = await self._guard.authenticate(request)
+        except BearerError as e:
+            self._refuse(request, e)
+            return
+        grant: Owner = (principal.subject, principal.client_id)
+        session_id = None
+        if self._bind_sessions:
+            sent = request.requestHeaders.getRawHeaders(b"mcp-session-id")
+            if sent:
+                session_id = sent[0]
+                if not self.sessions.enter(session_id, grant):
+                    # Unknown, expired, ended or another user's: all look alike.
+                    write_json(request, 404, _NO_SUCH_SESSION, NO_STORE)
+                    return
+        try:
+            refused = self.limits.acquire(grant)
+            if refused is not None:
+                self._over_capacity(request, refused)
+                return
+            try:
+                await self._forward(request, method, target, body, principal, session_id)
+            finally:
+                self.limits.release(grant)
+        finally:
+            if session_id is not None:
+                self.sessions.leave(session_id)
+
+    async def _forward(
+        self,
+        request: Request,
+        method: bytes,
+        target: bytes,
+        body: bytes,
+        principal: Principal,
+        session_id: bytes | None,
+    ) -> None:
+        try:
             headers = backend_request_headers(
                 request.requestHeaders,
                 backend_host=self._backend_host,
                 peer=_peer_host(request),
                 secure=request.isSecure(),
                 trusted=self._trusted,
+                owned=self._owned_headers,
             )
             await self._inject_upstream_token(principal, headers)
         except BearerError as e:
@@ -273,7 +333,48 @@ class MCPProxy(Resource):
             return
         if request.finished or _disconnected(request):
             return
-        await self._relay(request, method, self._backend_base + target, headers, body)
+        await self._relay(
+            request, method, self._backend_base + target, headers, body, principal, session_id
+        )
+
+    def _over_capacity(self, request: Request, refused: str) -> None:
+        if refused == "grant":
+            description = (
+                f"this user and client already hold {self.limits.per_grant} connections "
+                "to the MCP server; close a stream or retry later"
+            )
+        else:
+            description = "authproxy is at its MCP server connection limit; retry later"
+            now = self._clock.seconds()
+            if now - self._full_warned_at >= 60:  # once a minute, not once per refusal
+                self._full_warned_at = now
+                self.log.warn(
+                    "Backend connection limit ({limit}) reached; answering 503",
+                    limit=self.limits.total,
+                )
+        write_json(
+            request,
+            503,
+            {"error": "too_many_connections", "error_description": description},
+            {**NO_STORE, "Retry-After": RETRY_AFTER},
+        )
+
+    def _track_session(
+        self,
+        response: IResponse,
+        method: bytes,
+        principal: Principal,
+        session_id: bytes | None,
+    ) -> bool:
+        """Bind a session the backend created, forget one it ended; False when a new
+        session cannot be bound (then the response must not reach the client)."""
+        if session_id is None:
+            created = response.headers.getRawHeaders(b"mcp-session-id")
+            if created:
+                return self.sessions.bind(created[0], (principal.subject, principal.client_id))
+        elif response.code == 404 or (method == b"DELETE" and 200 <= response.code < 300):
+            self.sessions.end(session_id)
+        return True
 
     def _cors(self, request: Request, origin: bytes) -> None:
         request.setHeader(b"Access-Control-Allow-Origin", origin)
@@ -305,8 +406,6 @@ class MCPProxy(Resource):
         write_json(request, error.status, self.challenge.payload(error), headers)
 
     async def _inject_upstream_token(self, principal: Principal, headers: Headers) -> None:
-        if self._strategy == "custom":
-            headers.removeHeader(self._custom_header)
         if self._strategy == "none" or self._provider is None:
             return
         if principal.tsid is None:
@@ -339,7 +438,14 @@ class MCPProxy(Resource):
 
     # -- the relay ------------------------------------------------------------------------
     async def _relay(
-        self, request: Request, method: bytes, url: bytes, headers: Headers, body: bytes
+        self,
+        request: Request,
+        method: bytes,
+        url: bytes,
+        headers: Headers,
+        body: bytes,
+        principal: Principal,
+        session_id: bytes | None,
     ) -> None:
         producer = BytesProducer(body) if body or method == b"POST" else None
         if self._rewrite_endpoint and method == b"GET":
@@ -397,6 +503,22 @@ class MCPProxy(Resource):
         if gone:
             # Headers arrived after the client left: drop the connection unread.
             response.deliverBody(_Discard())
+            return
+        if self._bind_sessions and not self._track_session(response, method, principal, session_id):
+            response.deliverBody(_Discard())
+            self.log.warn(
+                "A new MCP session could not be bound (session table full, or the id is bound to another user)"
+            )
+            write_json(
+                request,
+                503,
+                {
+                    "error": "too_many_sessions",
+                    "error_description": "authproxy cannot take another MCP session now; "
+                    "retry later",
+                },
+                {**NO_STORE, "Retry-After": RETRY_AFTER},
+            )
             return
         rewriter, length = self._copy_response_head(request, response, url, method)
         done: Deferred[None] = Deferred()
