@@ -21,7 +21,16 @@ from authproxy.storage.models import (
 
 
 class StorageFull(Exception):
-    """A collection reached its configured cap and nothing could be evicted."""
+    """A collection reached its configured cap and nothing could be evicted.
+
+    ``collection`` names it (a metric label); ``retry_after`` is a hint in seconds for the
+    client (when entries expire), or None.
+    """
+
+    def __init__(self, message: str, collection: str = "", retry_after: float | None = None):
+        super().__init__(message)
+        self.collection = collection
+        self.retry_after = retry_after
 
 
 class IStorage(Interface):
@@ -61,6 +70,11 @@ class IStorage(Interface):
         """Remember which token family the first redemption created (for replay revocation)."""
 
     # -- refresh tokens and token families ---------------------------------
+    def issuance_room(client_id: str, new_family: bool) -> Deferred[None]:
+        """Fail with StorageFull when one more token issuance for ``client_id`` (a new token
+        family when ``new_family``) could not be stored without forgetting a live revocation
+        or evicting another client's refresh-token family. Called before anything changes."""
+
     def put_family(family: TokenFamily) -> Deferred[None]:
         """Store a new token family."""
 
@@ -100,7 +114,8 @@ class IStorage(Interface):
 
     # -- access-token deny list (RFC 7009) -----------------------------------
     def revoke_jti(jti: str, exp: float) -> Deferred[None]:
-        """Deny-list an access token id until its exp."""
+        """Deny-list an access token id until its exp. Never forgotten before then: a full
+        deny list makes ``issuance_room`` refuse, it never evicts a live revocation."""
 
     def is_jti_revoked(jti: str) -> Deferred[bool]:
         """True while the jti is deny-listed."""
