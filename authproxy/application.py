@@ -119,6 +119,7 @@ def build_application(config: Config, reactor: Any) -> Application:
 
     metrics = AuthproxyMetrics(route_of=root.route_name)
     metrics.add_state(ring, readiness)
+    metrics.add_storage(storage)
     root.mount("/metrics", MetricsResource(metrics))
 
     site = AuthproxySite(

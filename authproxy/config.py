@@ -163,6 +163,9 @@ class AuthServerConfig:
     consent: str = "remember"
     consent_lifespan: Duration = Duration(30 * 86400.0)
     authorize_rate: str = "120/min"  # /oauth/authorize requests per source address
+    # /oauth/token and /oauth/revoke requests (together) per client and per source address
+    token_rate: str = "60/min"
+    token_source_rate: str = "600/min"
     registration: RegistrationConfig = RegistrationConfig()
 
 
@@ -406,6 +409,8 @@ def _validate(config: Config, environ: Mapping[str, str], reactor: Any) -> tuple
     for field, rate in (
         ("registration.rate", auth.registration.rate),
         ("authorize_rate", auth.authorize_rate),
+        ("token_rate", auth.token_rate),
+        ("token_source_rate", auth.token_source_rate),
     ):
         try:
             parse_rate(rate)
