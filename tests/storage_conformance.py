@@ -555,6 +555,24 @@ class StorageConformanceMixin:
         self.assertIsNone(self.successResultOf(storage.get_upstream_session("tsid-1")))
         self.assertFalse(self.successResultOf(storage.is_jti_revoked("j1")))
 
+    def test_upstream_session_flood_by_one_user_never_evicts_another(self) -> None:
+        storage = self.make_storage(self.clock, max_upstream_sessions=3)
+        self.successResultOf(storage.put_upstream_session(make_session("alice", subject="alice")))
+        for i in range(10):
+            flood = make_session(f"m{i}", subject="mallory")
+            self.successResultOf(storage.put_upstream_session(flood))
+        self.assertIsNotNoneResult(storage.get_upstream_session("alice"))
+        self.assertIsNotNoneResult(storage.get_upstream_session("m9"))
+        self.assertIsNone(self.successResultOf(storage.get_upstream_session("m7")))
+
+    def test_code_flood_by_one_user_never_evicts_another(self) -> None:
+        storage = self.make_storage(self.clock, max_codes=3)
+        self.successResultOf(storage.put_code(make_code("alice", user_id="alice")))
+        for i in range(10):
+            self.successResultOf(storage.put_code(make_code(f"m{i}", user_id="mallory")))
+        self.assertIsNotNoneResult(storage.redeem_code("alice"))
+        self.assertIsNone(self.successResultOf(storage.redeem_code("m7")))
+
     # -- caps on issuance: never forget a revocation, never evict another client's login ------------
     def test_revoked_jtis_never_evicted_issuance_refused(self) -> None:
         """Issue 15 item 3: a full deny list refuses issuance instead of forgetting."""

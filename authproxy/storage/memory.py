@@ -112,16 +112,6 @@ class _ExpiringMap(Generic[K, V]):
         self._maybe_compact()
         return None if entry is None else entry[0]
 
-    def pop_soonest(self) -> tuple[K, V, float] | None:
-        """Remove and return the entry expiring first (expired entries come out first)."""
-        while self._heap:
-            expires_at, seq, key = heapq.heappop(self._heap)
-            entry = self._items.get(key)
-            if entry is not None and entry[2] == seq:
-                del self._items[key]
-                return key, entry[0], expires_at
-        return None
-
     def sweep(self, now: float) -> list[tuple[K, V]]:
         """Remove every expired entry; returns them."""
         removed: list[tuple[K, V]] = []
@@ -167,7 +157,8 @@ class MemoryStorage:
       login) is never evicted.
     - revoked jtis: never evicted before their exp; the deny list may exceed its cap by the
       access tokens already issued, while :meth:`issuance_room` refuses new ones.
-    - codes and upstream sessions: the entry expiring soonest is evicted.
+    - authorization codes and upstream sessions: evicted by owner, the user (one user's
+      login flood replaces that user's own).
     - users: the least recently seen upstream identity is forgotten (its next login gets a
       new user id); refusing logins instead would lock everyone out for good.
 
@@ -220,6 +211,7 @@ class MemoryStorage:
         self._pending: _ExpiringMap[str, PendingAuthorization] = _ExpiringMap()
         self._pending_owners = OwnerIndex()
         self._codes: _ExpiringMap[str, AuthorizationCode] = _ExpiringMap()
+        self._code_owners = OwnerIndex()  # by user
         self._refresh_tokens: _ExpiringMap[str, RefreshToken] = _ExpiringMap()
         self._rotated = OwnerIndex()  # rotated refresh tokens by client: the eviction candidates
         self._family_tokens: dict[str, set[str]] = {}  # family -> its refresh token ids
@@ -231,6 +223,7 @@ class MemoryStorage:
         self._family_jtis: dict[str, dict[str, float]] = {}
         self._family_jtis_pruned_at: dict[str, int] = {}
         self._upstream_sessions: _ExpiringMap[str, UpstreamTokenSession] = _ExpiringMap()
+        self._session_owners = OwnerIndex()  # by upstream user
         self._revoked_jtis: _ExpiringMap[str, None] = _ExpiringMap()
         # (upstream_name, subject) -> user id, least recently seen first
         self._users: OrderedDict[tuple[str, str], str] = OrderedDict()
@@ -285,18 +278,26 @@ class MemoryStorage:
         self._sweep_collection(collection, self._now())
         return len(store) >= self._caps[collection]
 
-    def _make_room(self, collection: str, store: _ExpiringMap[str, Any], key: str) -> None:
-        """Evict the soonest-expiring entries until a new key fits under the cap."""
-        if key in store:
-            return
-        cap = self._caps[collection]
-        now = self._now()
-        while len(store) >= cap:
-            evicted = store.pop_soonest()
-            if evicted is None:
-                break
-            if evicted[2] > now:
+    def _put_owned(
+        self,
+        collection: str,
+        store: _ExpiringMap[str, Any],
+        owners: OwnerIndex,
+        key: str,
+        owner: str,
+        value: Any,
+        expires_at: float,
+    ) -> None:
+        """Store; at the cap, the oldest entry of the owner holding the most goes first (the
+        newcomer's own whenever it holds as many as anyone)."""
+        if self._full(collection, store, key):
+            victim = owners.victim(owner)
+            if victim is not None:
+                store.pop(victim[0])
+                owners.discard(victim[0])
                 self._count_eviction(collection)
+        store.set(key, value, expires_at)
+        owners.add(key, owner)
 
     def _forget_family(self, family_id: str) -> None:
         """Drop what hangs off a family that left the store (expired or evicted)."""
@@ -338,12 +339,17 @@ class MemoryStorage:
             for family_id, _ in gone_families:
                 self._forget_family(family_id)
             return len(gone_families)
-        stores: dict[str, _ExpiringMap[str, Any]] = {
-            "codes": self._codes,
-            "upstream_sessions": self._upstream_sessions,
-            "revoked_jtis": self._revoked_jtis,
+        if collection == "revoked_jtis":
+            return len(self._revoked_jtis.sweep(now))
+        owned: dict[str, tuple[_ExpiringMap[str, Any], OwnerIndex]] = {
+            "codes": (self._codes, self._code_owners),
+            "upstream_sessions": (self._upstream_sessions, self._session_owners),
         }
-        return len(stores[collection].sweep(now))
+        store, owners = owned[collection]
+        gone = store.sweep(now)
+        for key, _ in gone:
+            owners.discard(key)
+        return len(gone)
 
     def _client_expiry(self, client: RegisteredClient) -> float:
         if self._unused_client_ttl is None:
@@ -388,14 +394,15 @@ class MemoryStorage:
     def put_pending(self, pending: PendingAuthorization) -> Deferred[None]:
         """Store under pending.state until pending.expires_at; at the cap, the oldest login in
         progress of the owner holding the most goes (the newcomer's own when it holds as many)."""
-        if self._full("pending", self._pending, pending.state):
-            victim = self._pending_owners.victim(pending.owner)
-            if victim is not None:
-                self._pending.pop(victim[0])
-                self._pending_owners.discard(victim[0])
-                self._count_eviction("pending")
-        self._pending.set(pending.state, detached(pending), pending.expires_at)
-        self._pending_owners.add(pending.state, pending.owner)
+        self._put_owned(
+            "pending",
+            self._pending,
+            self._pending_owners,
+            pending.state,
+            pending.owner,
+            detached(pending),
+            pending.expires_at,
+        )
         return defer.succeed(None)
 
     def get_pending(self, state: str) -> Deferred[PendingAuthorization | None]:
@@ -423,8 +430,15 @@ class MemoryStorage:
     # -- authorization codes ----------------------------------------------------
     def put_code(self, code: AuthorizationCode) -> Deferred[None]:
         """Store until code.expires_at."""
-        self._make_room("codes", self._codes, code.code_id)
-        self._codes.set(code.code_id, detached(code), code.expires_at)
+        self._put_owned(
+            "codes",
+            self._codes,
+            self._code_owners,
+            code.code_id,
+            code.user_id,
+            detached(code),
+            code.expires_at,
+        )
         return defer.succeed(None)
 
     def redeem_code(self, code_id: str) -> Deferred[AuthorizationCode | None]:
@@ -596,8 +610,15 @@ class MemoryStorage:
     # -- upstream token sessions ----------------------------------------------------
     def put_upstream_session(self, session: UpstreamTokenSession) -> Deferred[None]:
         """Store (or replace) under session.tsid until session.expires_at."""
-        self._make_room("upstream_sessions", self._upstream_sessions, session.tsid)
-        self._upstream_sessions.set(session.tsid, detached(session), session.expires_at)
+        self._put_owned(
+            "upstream_sessions",
+            self._upstream_sessions,
+            self._session_owners,
+            session.tsid,
+            f"{session.upstream_name}\0{session.subject}",  # by user: a login flood costs its own
+            detached(session),
+            session.expires_at,
+        )
         return defer.succeed(None)
 
     def get_upstream_session(self, tsid: str) -> Deferred[UpstreamTokenSession | None]:
@@ -608,6 +629,7 @@ class MemoryStorage:
     def delete_upstream_session(self, tsid: str) -> Deferred[None]:
         """Forget the session (ended upstream or revoked)."""
         self._upstream_sessions.pop(tsid)
+        self._session_owners.discard(tsid)
         return defer.succeed(None)
 
     # -- access-token deny list -------------------------------------------------------
