@@ -122,7 +122,7 @@ class BackendConfig:
 @attrs.frozen
 class RegistrationConfig:
     rate: str = "5/min"
-    max_clients: int = 10000
+    max_clients: int = 2000  # a maximal registration holds ~37 KiB
     unused_client_ttl: Duration = Duration(30 * 86400.0)
 
     @property
@@ -208,7 +208,11 @@ class UpstreamTokenConfig:
 @attrs.frozen
 class StorageConfig:
     type: str = "memory"
-    max_records: int = 100000  # cap on each collection (clients have their own cap)
+    # Caps per collection, sized for worst-case memory (README, benchmarks/memory_caps.py)
+    max_records: int = 100000  # users, and revoked access-token ids (small records)
+    max_pending: int = 10000  # logins in progress, and authorization codes
+    max_logins: int = 10000  # signed-in logins: token families and upstream token sessions
+    max_refresh_tokens: int = 20000  # current and rotated refresh tokens; > max_logins
     sweep_interval: Duration = Duration(60.0)
 
 
@@ -430,6 +434,15 @@ def _validate(config: Config, environ: Mapping[str, str], reactor: Any) -> tuple
         problems.append(
             f'upstream_token.header_strategy: "{config.upstream_token.header_strategy}" '
             "is not replace, custom or none"
+        )
+    storage = config.storage
+    for name in ("max_records", "max_pending", "max_logins", "max_refresh_tokens"):
+        if getattr(storage, name) < 1:
+            problems.append(f"storage.{name}: must be at least 1")
+    if storage.max_refresh_tokens <= storage.max_logins:
+        problems.append(
+            "storage.max_refresh_tokens: must exceed max_logins (each login holds a current "
+            "refresh token, and rotated ones are kept to detect reuse)"
         )
     if config.storage.type != "memory":
         problems.append(f'storage.type: "{config.storage.type}" is not supported (use "memory")')

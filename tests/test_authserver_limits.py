@@ -144,6 +144,41 @@ class TokenRateLimitTests(SynchronousTestCase):
         self.assertEqual((defaults.token_rate, defaults.token_source_rate), ("60/min", "600/min"))
 
 
+class StorageCapConfigTests(SynchronousTestCase):
+    BASE = {
+        "server": {"public_url": "http://127.0.0.1:8080"},
+        "backend": {"url": "http://127.0.0.1:9000"},
+        "upstream": {"type": "development"},
+    }
+
+    def test_defaults_fit_the_worst_case_memory_budget(self) -> None:
+        from authproxy.application import storage_caps
+
+        caps = storage_caps(config_from_mapping(self.BASE))
+        self.assertEqual(
+            caps,
+            {
+                "clients": 2000,
+                "pending": 10000,
+                "codes": 10000,
+                "refresh_tokens": 20000,
+                "families": 10000,
+                "upstream_sessions": 10000,
+                "users": 100000,
+                "revoked_jtis": 100000,
+            },
+        )
+
+    def test_validated(self) -> None:
+        with self.assertRaises(ConfigError) as caught:
+            config_from_mapping(
+                {**self.BASE, "storage": {"max_pending": 0, "max_refresh_tokens": 10000}}
+            )
+        text = str(caught.exception)
+        self.assertIn("storage.max_pending: must be at least 1", text)
+        self.assertIn("storage.max_refresh_tokens: must exceed max_logins", text)
+
+
 class SourceGroupingTests(SynchronousTestCase):
     def test_rate_limit_key(self) -> None:
         for address, key in [
