@@ -38,7 +38,8 @@ class IStorage(Interface):
 
     # -- clients (RFC 7591) -------------------------------------------------
     def add_client(client: RegisteredClient) -> Deferred[None]:
-        """Store a new client; at the cap, evict the oldest never-used client (StorageFull if none)."""
+        """Store a new client; at the cap, evict a never-used client, the oldest of the owner
+        holding the most (StorageFull if none): used clients are never evicted."""
 
     def get_client(client_id: str) -> Deferred[RegisteredClient | None]:
         """The client, or None when unknown or expired for lack of use."""
@@ -48,7 +49,8 @@ class IStorage(Interface):
 
     # -- pending authorizations --------------------------------------------
     def put_pending(pending: PendingAuthorization) -> Deferred[None]:
-        """Store under pending.state until pending.expires_at."""
+        """Store under pending.state until pending.expires_at; at the cap, the oldest of the
+        owner (pending.owner) holding the most goes first, never another owner's before."""
 
     def get_pending(state: str) -> Deferred[PendingAuthorization | None]:
         """Read without consuming (the consent page)."""
@@ -76,7 +78,7 @@ class IStorage(Interface):
         or evicting another client's refresh-token family. Called before anything changes."""
 
     def put_family(family: TokenFamily) -> Deferred[None]:
-        """Store a new token family."""
+        """Store a new token family; StorageFull rather than evict another client's live one."""
 
     def get_family(family_id: str) -> Deferred[TokenFamily | None]:
         """The family, or None."""
@@ -88,7 +90,8 @@ class IStorage(Interface):
         """Mark the family revoked, deny-list its access tokens; returns the family (or None)."""
 
     def put_refresh_token(token: RefreshToken) -> Deferred[None]:
-        """Store until token.expires_at."""
+        """Store until token.expires_at; StorageFull rather than evict a current (unrotated)
+        refresh token."""
 
     def get_refresh_token(token_id: str) -> Deferred[RefreshToken | None]:
         """The token record, or None."""

@@ -275,7 +275,10 @@ class MemoryStorage:
         entries (which this removes)."""
         if key in store or len(store) < self._caps[collection]:
             return False
-        self._sweep_collection(collection, self._now())
+        now = self._now()
+        soonest = store.soonest_expiry()
+        if soonest is not None and soonest <= now:
+            self._sweep_collection(collection, now)
         return len(store) >= self._caps[collection]
 
     def _put_owned(
