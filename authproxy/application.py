@@ -65,20 +65,25 @@ def load_ring(config: Config) -> tuple[KeyRing, KeySources]:
         raise ConfigError([f"auth_server keys: {e}"]) from None
 
 
+def storage_caps(config: Config) -> dict[str, int]:
+    """The cap of each MemoryStorage collection (benchmarks/memory_caps.py sizes them)."""
+    storage = config.storage
+    return {
+        "clients": config.auth_server.registration.max_clients,
+        "pending": storage.max_pending,
+        "codes": storage.max_pending,
+        "refresh_tokens": storage.max_refresh_tokens,
+        "families": storage.max_logins,
+        "upstream_sessions": storage.max_logins,
+        "users": storage.max_records,
+        "revoked_jtis": storage.max_records,
+    }
+
+
 def make_storage(config: Config, reactor: Any) -> MemoryStorage:
-    cap = config.storage.max_records
-    registration = config.auth_server.registration
+    limits = {f"max_{name}": value for name, value in storage_caps(config).items()}
     return MemoryStorage(
-        reactor,
-        max_clients=registration.max_clients,
-        unused_client_ttl=registration.unused_client_ttl,
-        max_pending=cap,
-        max_codes=cap,
-        max_refresh_tokens=cap,
-        max_families=cap,
-        max_upstream_sessions=cap,
-        max_users=cap,
-        max_revoked_jtis=cap,
+        reactor, unused_client_ttl=config.auth_server.registration.unused_client_ttl, **limits
     )
 
 
@@ -119,6 +124,7 @@ def build_application(config: Config, reactor: Any) -> Application:
 
     metrics = AuthproxyMetrics(route_of=root.route_name)
     metrics.add_state(ring, readiness)
+    metrics.add_storage(storage)
     root.mount("/metrics", MetricsResource(metrics))
 
     site = AuthproxySite(

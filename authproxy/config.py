@@ -126,7 +126,7 @@ class BackendConfig:
 @attrs.frozen
 class RegistrationConfig:
     rate: str = "5/min"
-    max_clients: int = 10000
+    max_clients: int = 5000  # a maximal registration holds ~12 KiB (benchmarks/memory_caps.py)
     unused_client_ttl: Duration = Duration(30 * 86400.0)
 
     @property
@@ -167,6 +167,9 @@ class AuthServerConfig:
     consent: str = "remember"
     consent_lifespan: Duration = Duration(30 * 86400.0)
     authorize_rate: str = "120/min"  # /oauth/authorize requests per source address
+    # /oauth/token and /oauth/revoke requests (together) per client and per source address
+    token_rate: str = "60/min"
+    token_source_rate: str = "600/min"
     registration: RegistrationConfig = RegistrationConfig()
 
 
@@ -209,7 +212,11 @@ class UpstreamTokenConfig:
 @attrs.frozen
 class StorageConfig:
     type: str = "memory"
-    max_records: int = 100000  # cap on each collection (clients have their own cap)
+    # Caps per collection, sized for worst-case memory (README, benchmarks/memory_caps.py)
+    max_records: int = 100000  # users, and revoked access-token ids (small records)
+    max_pending: int = 10000  # logins in progress, and authorization codes
+    max_logins: int = 10000  # signed-in logins: token families and upstream token sessions
+    max_refresh_tokens: int = 20000  # current and rotated refresh tokens; > max_logins
     sweep_interval: Duration = Duration(60.0)
 
 
@@ -420,6 +427,8 @@ def _validate(config: Config, environ: Mapping[str, str], reactor: Any) -> tuple
     for field, rate in (
         ("registration.rate", auth.registration.rate),
         ("authorize_rate", auth.authorize_rate),
+        ("token_rate", auth.token_rate),
+        ("token_source_rate", auth.token_source_rate),
     ):
         try:
             parse_rate(rate)
@@ -439,6 +448,15 @@ def _validate(config: Config, environ: Mapping[str, str], reactor: Any) -> tuple
         problems.append(
             f'upstream_token.header_strategy: "{config.upstream_token.header_strategy}" '
             "is not replace, custom or none"
+        )
+    storage = config.storage
+    for name in ("max_records", "max_pending", "max_logins", "max_refresh_tokens"):
+        if getattr(storage, name) < 1:
+            problems.append(f"storage.{name}: must be at least 1")
+    if storage.max_refresh_tokens <= storage.max_logins:
+        problems.append(
+            "storage.max_refresh_tokens: must exceed max_logins (each login holds a current "
+            "refresh token, and rotated ones are kept to detect reuse)"
         )
     if config.storage.type != "memory":
         problems.append(f'storage.type: "{config.storage.type}" is not supported (use "memory")')

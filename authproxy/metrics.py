@@ -9,10 +9,10 @@ readiness figures are read when scraped, so they are never stale.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -63,6 +63,40 @@ class AuthproxyMetrics:
 
     def add_state(self, ring: KeyRing, readiness: Readiness) -> None:
         self.registry.register(_StateCollector(ring, readiness))
+
+    def add_storage(self, storage: StorageFigures) -> None:
+        self.registry.register(_StorageCollector(storage))
+
+
+class StorageFigures(Protocol):
+    """What a storage reports for metrics (MemoryStorage)."""
+
+    def sizes(self) -> dict[str, int]: ...
+
+    def refusals(self) -> dict[str, int]: ...
+
+
+class _StorageCollector(Collector):
+    """Read at scrape time from the storage's own counts."""
+
+    def __init__(self, storage: StorageFigures) -> None:
+        self._storage = storage
+
+    def collect(self) -> Iterable[Metric]:
+        records = GaugeMetricFamily(
+            "authproxy_storage_records", "Records held, by collection.", labels=["collection"]
+        )
+        for collection, size in sorted(self._storage.sizes().items()):
+            records.add_metric([collection], size)
+        refusals = CounterMetricFamily(
+            "authproxy_storage_refusals",
+            "Requests refused because a collection was full at its cap and nothing of the "
+            "requester's own could make room (a revocation is never forgotten instead).",
+            labels=["collection"],
+        )
+        for collection, count in sorted(self._storage.refusals().items()):
+            refusals.add_metric([collection], count)
+        return [records, refusals]
 
 
 class _StateCollector(Collector):

@@ -231,6 +231,17 @@ class StorageConformanceMixin:
         self.assertIsNotNoneResult(storage.get_client("c"))
         self.assertIsNotNoneResult(storage.get_client("d"))
 
+    def test_client_flood_from_one_owner_never_evicts_another(self) -> None:
+        """Issue 15 item 4: registrations from one source replace only its own unused clients."""
+        storage = self.make_storage(self.clock, max_clients=5)
+        self.successResultOf(storage.add_client(make_client("alice", owner="192.0.2.1")))
+        for i in range(50):
+            flood = make_client(f"flood-{i}", owner="198.51.100.7")
+            self.successResultOf(storage.add_client(flood))
+        self.assertIsNotNoneResult(storage.get_client("alice"))
+        self.assertIsNotNoneResult(storage.get_client("flood-49"))
+        self.assertIsNone(self.successResultOf(storage.get_client("flood-45")))
+
     def test_client_cap_full_of_used_clients(self) -> None:
         storage = self.make_storage(self.clock, max_clients=2)
         for name in ("a", "b"):
@@ -285,14 +296,47 @@ class StorageConformanceMixin:
         self.successResultOf(self.storage.update_pending(make_pending(consented=True)))
         self.assertIsNone(self.successResultOf(self.storage.get_pending("state-1")))
 
-    def test_pending_cap_evicts_soonest_expiring(self) -> None:
+    def test_pending_cap_evicts_own_oldest(self) -> None:
         storage = self.make_storage(self.clock, max_pending=2)
-        self.successResultOf(storage.put_pending(make_pending("late", lifespan=900)))
+        self.successResultOf(storage.put_pending(make_pending("old", lifespan=900)))
         self.successResultOf(storage.put_pending(make_pending("soon", lifespan=300)))
         self.successResultOf(storage.put_pending(make_pending("new", lifespan=600)))
-        self.assertIsNone(self.successResultOf(storage.get_pending("soon")))
-        self.assertIsNotNoneResult(storage.get_pending("late"))
+        self.assertIsNone(self.successResultOf(storage.get_pending("old")))
+        self.assertIsNotNoneResult(storage.get_pending("soon"))
         self.assertIsNotNoneResult(storage.get_pending("new"))
+
+    def test_pending_cap_expired_make_room_first(self) -> None:
+        storage = self.make_storage(self.clock, max_pending=2)
+        self.successResultOf(storage.put_pending(make_pending("victim", owner="b", lifespan=900)))
+        self.successResultOf(storage.put_pending(make_pending("stale", owner="a", lifespan=10)))
+        self.clock.advance(10)
+        self.successResultOf(storage.put_pending(make_pending("new", owner="c")))
+        self.assertIsNotNoneResult(storage.get_pending("victim"))
+        self.assertIsNotNoneResult(storage.get_pending("new"))
+
+    def test_pending_flood_from_one_owner_never_evicts_another(self) -> None:
+        """Issue 15 item 4: one source filling the cap replaces only its own logins."""
+        storage = self.make_storage(self.clock, max_pending=10)
+        self.successResultOf(storage.put_pending(make_pending("alice", owner="192.0.2.1")))
+        for i in range(100):
+            flood = make_pending(f"flood-{i}", owner="2001:db8::/64")
+            self.successResultOf(storage.put_pending(flood))
+        self.assertIsNotNoneResult(storage.get_pending("alice"))
+        self.assertIsNotNoneResult(storage.get_pending("flood-99"))
+        # the flood kept its newest entries (every slot but alice's)
+        self.assertIsNone(self.successResultOf(storage.get_pending("flood-90")))
+        self.assertIsNotNoneResult(storage.get_pending("flood-91"))
+
+    def test_pending_cap_takes_from_the_largest_owner(self) -> None:
+        storage = self.make_storage(self.clock, max_pending=4)
+        self.successResultOf(storage.put_pending(make_pending("a1", owner="a")))
+        for i in range(3):
+            self.successResultOf(storage.put_pending(make_pending(f"m{i}", owner="many")))
+        # a newcomer with nothing takes the slot of the owner holding the most
+        self.successResultOf(storage.put_pending(make_pending("b1", owner="b")))
+        self.assertIsNone(self.successResultOf(storage.get_pending("m0")))
+        for state in ("a1", "m1", "m2", "b1"):
+            self.assertIsNotNoneResult(storage.get_pending(state))
 
     # -- authorization codes ----------------------------------------------------------
     def test_code_redeem_returns_before_and_marks(self) -> None:
@@ -510,6 +554,128 @@ class StorageConformanceMixin:
         self.assertIsNone(self.successResultOf(storage.get_refresh_token("rt-1")))
         self.assertIsNone(self.successResultOf(storage.get_upstream_session("tsid-1")))
         self.assertFalse(self.successResultOf(storage.is_jti_revoked("j1")))
+
+    def test_upstream_session_flood_by_one_user_never_evicts_another(self) -> None:
+        storage = self.make_storage(self.clock, max_upstream_sessions=3)
+        self.successResultOf(storage.put_upstream_session(make_session("alice", subject="alice")))
+        for i in range(10):
+            flood = make_session(f"m{i}", subject="mallory")
+            self.successResultOf(storage.put_upstream_session(flood))
+        self.assertIsNotNoneResult(storage.get_upstream_session("alice"))
+        self.assertIsNotNoneResult(storage.get_upstream_session("m9"))
+        self.assertIsNone(self.successResultOf(storage.get_upstream_session("m7")))
+
+    def test_code_flood_by_one_user_never_evicts_another(self) -> None:
+        storage = self.make_storage(self.clock, max_codes=3)
+        self.successResultOf(storage.put_code(make_code("alice", user_id="alice")))
+        for i in range(10):
+            self.successResultOf(storage.put_code(make_code(f"m{i}", user_id="mallory")))
+        self.assertIsNotNoneResult(storage.redeem_code("alice"))
+        self.assertIsNone(self.successResultOf(storage.redeem_code("m7")))
+
+    # -- caps on issuance: never forget a revocation, never evict another client's login ------------
+    def test_revoked_jtis_never_evicted_issuance_refused(self) -> None:
+        """Issue 15 item 3: a full deny list refuses issuance instead of forgetting."""
+        storage = self.make_storage(self.clock, max_revoked_jtis=3)
+        self.successResultOf(storage.revoke_jti("victim", START + 900))
+        for i in range(10):
+            self.successResultOf(storage.revoke_jti(f"j{i}", START + 300))
+        self.assertTrue(self.successResultOf(storage.is_jti_revoked("victim")))
+        failure = self.failureResultOf(storage.issuance_room("client-1", False), StorageFull)
+        self.assertEqual(failure.value.collection, "revoked_jtis")
+        self.assertGreater(failure.value.retry_after, 0)
+        # once the flood's revocations expire, issuance resumes; the victim's still holds
+        self.clock.advance(300 + 3600)
+        self.assertIsNone(self.successResultOf(storage.issuance_room("client-1", False)))
+        self.successResultOf(storage.revoke_jti("victim-2", START + 9000))
+        self.assertTrue(self.successResultOf(storage.is_jti_revoked("victim-2")))
+
+    def test_issuance_room_when_empty(self) -> None:
+        self.assertIsNone(self.successResultOf(self.storage.issuance_room("client-1", True)))
+
+    def test_refresh_cap_never_evicts_a_current_token(self) -> None:
+        storage = self.make_storage(self.clock, max_refresh_tokens=2)
+        self.successResultOf(storage.put_family(make_family("fa", client_id="a")))
+        self.successResultOf(storage.put_family(make_family("fb", client_id="b")))
+        alice = make_refresh_token("alice", family_id="fa", client_id="a")
+        self.successResultOf(storage.put_refresh_token(alice))
+        self.successResultOf(
+            storage.put_refresh_token(make_refresh_token("b1", family_id="fb", client_id="b"))
+        )
+        self.failureResultOf(storage.issuance_room("b", False), StorageFull)
+        self.failureResultOf(
+            storage.put_refresh_token(make_refresh_token("b2", family_id="fb", client_id="b")),
+            StorageFull,
+        )
+        # once b rotates, its rotated token makes room for its successor
+        self.assertTrue(self.successResultOf(storage.mark_rotated("b1", START, {})))
+        self.assertIsNone(self.successResultOf(storage.issuance_room("b", False)))
+        self.successResultOf(
+            storage.put_refresh_token(make_refresh_token("b2", family_id="fb", client_id="b"))
+        )
+        self.assertIsNone(self.successResultOf(storage.get_refresh_token("b1")))
+        self.assertIsNotNoneResult(storage.get_refresh_token("alice"))
+        self.assertIsNotNoneResult(storage.get_refresh_token("b2"))
+
+    def test_refresh_cap_evicts_the_flooding_clients_rotated_tokens(self) -> None:
+        storage = self.make_storage(self.clock, max_refresh_tokens=4)
+        self.successResultOf(storage.put_family(make_family("fa", client_id="a")))
+        self.successResultOf(storage.put_family(make_family("fb", client_id="b")))
+        self.successResultOf(
+            storage.put_refresh_token(make_refresh_token("a0", family_id="fa", client_id="a"))
+        )
+        self.successResultOf(storage.mark_rotated("a0", START, {}))
+        self.successResultOf(
+            storage.put_refresh_token(make_refresh_token("a1", family_id="fa", client_id="a"))
+        )
+        previous = "b0"
+        self.successResultOf(
+            storage.put_refresh_token(make_refresh_token("b0", family_id="fb", client_id="b"))
+        )
+        for i in range(1, 20):
+            self.successResultOf(storage.issuance_room("b", False))
+            self.assertTrue(self.successResultOf(storage.mark_rotated(previous, START, {})))
+            previous = f"b{i}"
+            self.successResultOf(
+                storage.put_refresh_token(
+                    make_refresh_token(previous, family_id="fb", client_id="b")
+                )
+            )
+        # a's rotated token (reuse detection) and current token both survived b's rotations
+        self.assertIsNotNoneResult(storage.get_refresh_token("a0"))
+        self.assertIsNotNoneResult(storage.get_refresh_token("a1"))
+        self.assertIsNotNoneResult(storage.get_refresh_token("b19"))
+
+    def test_family_cap_never_evicts_another_clients_family(self) -> None:
+        """Issue 15 item 4: logins flooding the families cap never end another user's login."""
+        storage = self.make_storage(self.clock, max_families=3)
+        self.successResultOf(storage.put_family(make_family("alice", client_id="a")))
+        for i in range(10):
+            self.successResultOf(storage.issuance_room("m", True))
+            self.successResultOf(storage.put_family(make_family(f"m{i}", client_id="m")))
+        self.assertIsNotNoneResult(storage.get_family("alice"))
+        self.assertIsNotNoneResult(storage.get_family("m9"))
+        self.assertIsNone(self.successResultOf(storage.get_family("m7")))
+        # a third client with no family can neither evict alice's nor m's last ones... but
+        # m holds two: its oldest is the flood's own, so b is refused rather than evicting
+        failure = self.failureResultOf(storage.issuance_room("b", True), StorageFull)
+        self.assertEqual(failure.value.collection, "families")
+        self.failureResultOf(storage.put_family(make_family("b0", client_id="b")), StorageFull)
+        self.assertIsNotNoneResult(storage.get_family("alice"))
+
+    def test_family_cap_evicts_revoked_families_first(self) -> None:
+        storage = self.make_storage(self.clock, max_families=2)
+        self.successResultOf(storage.put_family(make_family("alice", client_id="a")))
+        self.successResultOf(storage.put_family(make_family("gone", client_id="c")))
+        self.successResultOf(
+            storage.put_refresh_token(make_refresh_token("rt", family_id="gone", client_id="c"))
+        )
+        self.successResultOf(storage.revoke_family("gone"))
+        self.successResultOf(storage.issuance_room("b", True))
+        self.successResultOf(storage.put_family(make_family("b0", client_id="b")))
+        self.assertIsNone(self.successResultOf(storage.get_family("gone")))
+        self.assertIsNone(self.successResultOf(storage.get_refresh_token("rt")))
+        self.assertIsNotNoneResult(storage.get_family("alice"))
 
     # -- helpers ------------------------------------------------------------------------------------
     def assertIsNotNoneResult(self, d: Any) -> Any:

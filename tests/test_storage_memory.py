@@ -151,6 +151,8 @@ class MemoryStorageSpecificTests(SynchronousTestCase):
         for i in range(50):
             self.successResultOf(storage.put_pending(make_pending(f"s{i}", lifespan=600 + i)))
             self.successResultOf(storage.put_code(make_code(f"c{i}", lifespan=60 + i)))
+            if i:  # a rotation chain: only rotated refresh tokens may be evicted
+                self.successResultOf(storage.mark_rotated(f"r{i - 1}", START, {}))
             self.successResultOf(
                 storage.put_refresh_token(make_refresh_token(f"r{i}", lifespan=600 + i))
             )
@@ -162,12 +164,15 @@ class MemoryStorageSpecificTests(SynchronousTestCase):
             self.successResultOf(storage.user_id_for("idp", f"user-{i}"))
         sizes = storage.sizes()
         del sizes["clients"]
+        # the deny list never forgets a live revocation: it refuses issuance instead
+        self.assertEqual(sizes.pop("revoked_jtis"), 50)
+        self.assertTrue(self.successResultOf(storage.is_jti_revoked("j0")))
+        self.failureResultOf(storage.issuance_room("client-1", False), StorageFull)
         self.assertEqual(set(sizes.values()), {5})
-        # the latest-expiring entries survive
+        # the one owner's newest entries survive
         self.assertIsNotNone(self.successResultOf(storage.get_pending("s49")))
         self.assertIsNone(self.successResultOf(storage.get_pending("s44")))
-        self.assertTrue(self.successResultOf(storage.is_jti_revoked("j49")))
-        self.assertFalse(self.successResultOf(storage.is_jti_revoked("j0")))
+        self.assertIsNotNone(self.successResultOf(storage.get_refresh_token("r49")))
 
     def test_cap_evicts_expired_before_live(self) -> None:
         storage = MemoryStorage(self.clock, max_codes=2)
@@ -183,20 +188,37 @@ class MemoryStorageSpecificTests(SynchronousTestCase):
         self.assertEqual([e for e in events if e.get("log_level") == LogLevel.warn], [])
 
     def test_live_eviction_warns_once_per_period(self) -> None:
-        storage = MemoryStorage(self.clock, max_revoked_jtis=2)
+        storage = MemoryStorage(self.clock, max_pending=2)
         events = collect_log_events(self)
         for i in range(10):
-            self.successResultOf(storage.revoke_jti(f"j{i}", START + 300 + i))
+            self.successResultOf(storage.put_pending(make_pending(f"secret-state-{i}")))
         warnings = [e for e in events if e.get("log_level") == LogLevel.warn]
         self.assertEqual(len(warnings), 1)
-        self.assertEqual(warnings[0]["collection"], "revoked_jtis")
+        self.assertEqual(warnings[0]["collection"], "pending")
         self.successResultOf(storage.sweep())
         warnings = [e for e in events if e.get("log_level") == LogLevel.warn]
         self.assertEqual(len(warnings), 2)
         self.assertEqual(warnings[1]["count"], 8)
-        # no jti ever reaches the log
+        # no stored key ever reaches the log
         for event in events:
-            self.assertFalse(any(f"j{i}" in repr(event) for i in range(10)))
+            self.assertNotIn("secret-state", repr(event))
+
+    def test_refusal_warns_once_per_period_and_counts(self) -> None:
+        storage = MemoryStorage(self.clock, max_revoked_jtis=2)
+        events = collect_log_events(self)
+        for i in range(3):
+            self.successResultOf(storage.revoke_jti(f"j{i}", START + 300))
+        for _ in range(4):
+            self.failureResultOf(storage.issuance_room("client-1", False), StorageFull)
+        warnings = [e for e in events if e.get("log_level") == LogLevel.warn]
+        self.assertEqual([w["collection"] for w in warnings], ["revoked_jtis"])
+        self.assertEqual(storage.refusals(), {"revoked_jtis": 4})
+        self.successResultOf(storage.sweep())
+        warnings = [e for e in events if e.get("log_level") == LogLevel.warn]
+        self.assertEqual(warnings[-1]["count"], 4)
+        self.assertEqual(storage.refusals(), {"revoked_jtis": 4})  # a counter: never reset
+        for event in events:
+            self.assertFalse(any(f"j{i}" in repr(event) for i in range(3)))
 
     def test_user_cap_forgets_least_recently_seen(self) -> None:
         storage = MemoryStorage(self.clock, max_users=2)

@@ -25,7 +25,7 @@ from authproxy.authserver._common import (
 )
 from authproxy.authserver.limits import MAX_CLIENT_STATE, MAX_SCOPE_PARAMETER
 from authproxy.authserver.login_binding import LoginBinding
-from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
+from authproxy.authserver.ratelimit import TokenBucketLimiter, rate_limit_key, source_address
 from authproxy.httputil import AsyncResource, HTMLPageError, TrustedProxies, add_query
 from authproxy.interfaces import IUpstreamProvider, UpstreamError
 from authproxy.redirect_uri import redirect_uri_matches
@@ -143,6 +143,10 @@ class AuthorizeResource(AsyncResource):
                 error_redirect_uri(redirect_uri, e.error, e.description, client_state, self.issuer),
             )
         await self.storage.touch_client(client.client_id)
+        # owned by its source: at the cap, a flood replaces its own logins in progress first
+        pending = attrs.evolve(
+            pending, owner=rate_limit_key(source_address(request, self._trusted))
+        )
         await self.storage.put_pending(pending)
         return await self._hand_off(request, pending, client)
 

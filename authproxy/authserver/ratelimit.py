@@ -1,18 +1,24 @@
 """A per-key token bucket on the injected clock, and the request's source address.
 
-Used by dynamic client registration and authorize: open endpoints that create server-side
-state must not let one address fill a table (clients, logins in progress).
+Used by dynamic client registration and authorize (open endpoints that create server-side
+state must not let one address fill a table: clients, logins in progress), and by the token
+and revocation endpoints (per client and per source address).
+
+Every limit counts a source by :func:`rate_limit_key`: an IPv6 host usually owns a whole /64,
+so counting exact IPv6 addresses would give one attacker 2^64 fresh buckets.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections import OrderedDict
 
+import attrs
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from authproxy.httputil import TrustedProxies
+from authproxy.httputil import OAuthError, TrustedProxies
 from authproxy.tokens import Clock
 
 _log = Logger()
@@ -59,16 +65,60 @@ class TokenBucketLimiter:
         return str(max(1, math.ceil(wait)))
 
     def refuse(self, address: str, action: str) -> str | None:
-        """Count one ``action`` ("Registration") from the source ``address``.
+        """Count one ``action`` ("Registration") from the source ``address`` (by its
+        :func:`rate_limit_key`).
 
         None when it is allowed; else it is logged and the Retry-After value is returned for
         the endpoint's own refusal (an OAuth error, an HTML page).
         """
-        wait = self.acquire(address)
+        wait = self.acquire(rate_limit_key(address))
         if wait <= 0:
             return None
         _log.warn("{action} rate limit hit by {address}", action=action, address=address)
         return self.retry_after(wait)
+
+    def refuse_client(self, client_id: str, action: str) -> str | None:
+        """Like :meth:`refuse`, counting by client rather than by source address."""
+        wait = self.acquire(client_id)
+        if wait <= 0:
+            return None
+        _log.warn(
+            "{action} rate limit hit by client {client_id}", action=action, client_id=client_id
+        )
+        return self.retry_after(wait)
+
+
+@attrs.frozen
+class ClientRequestLimits:
+    """The limits of the token and revocation endpoints, which share them: one bucket per
+    client and one per source address, so neither many clients behind one address nor one
+    client from many addresses can refresh and revoke at will."""
+
+    per_client: TokenBucketLimiter
+    per_source: TokenBucketLimiter
+    trusted: TrustedProxies
+
+    @staticmethod
+    def _too_many(retry_after: str, who: str) -> OAuthError:
+        return OAuthError(
+            "too_many_requests",
+            f"too many token requests from this {who}; try again later",
+            status=429,
+            headers={"Retry-After": retry_after},
+        )
+
+    def check_source(self, request: Request, action: str) -> None:
+        """Raise a 429 OAuthError when the request's source is over its rate."""
+        address = source_address(request, self.trusted)
+        retry_after = self.per_source.refuse(address, action)
+        if retry_after is not None:
+            raise self._too_many(retry_after, "address")
+
+    def check_client(self, client_id: str, action: str) -> None:
+        """Raise a 429 OAuthError when the (authenticated) client is over its rate."""
+        retry_after = self.per_client.refuse_client(client_id, action)
+        if retry_after is not None:
+            raise self._too_many(retry_after, "client")
 
 
 def source_address(request: Request, trusted: TrustedProxies) -> str:
@@ -87,3 +137,20 @@ def source_address(request: Request, trusted: TrustedProxies) -> str:
         if not trusted.trusts(hop):
             return hop
     return hops[0] if hops else peer
+
+
+def rate_limit_key(address: str) -> str:
+    """What a source address is counted under: IPv4 as is, IPv6 by its /64 network.
+
+    An IPv4-mapped IPv6 address (``::ffff:192.0.2.1``, a dual-stack listener) counts as the
+    IPv4 address it carries. Anything that is not an IP address (a UNIX socket) is its own key.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # no zone index
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)

@@ -20,6 +20,7 @@ from authproxy.authserver._common import (
     form_params,
     set_cors,
 )
+from authproxy.authserver.ratelimit import ClientRequestLimits
 from authproxy.httputil import NO_STORE, OAuthError, set_headers
 from authproxy.interfaces import IUpstreamProvider
 from authproxy.storage.interface import IStorage
@@ -38,8 +39,10 @@ class RevocationResource(CrossOriginPost):
         provider: IUpstreamProvider,
         issuer: AccessTokenIssuer,
         opaque: OpaqueTokens,
+        limits: ClientRequestLimits | None = None,
     ) -> None:
         super().__init__()
+        self.limits = limits
         self.storage = storage
         self.provider = provider
         self.issuer = issuer
@@ -47,8 +50,12 @@ class RevocationResource(CrossOriginPost):
 
     async def handle_POST(self, request: Request) -> bytes:
         set_cors(request, self._METHODS)
+        if self.limits is not None:  # shared with the token endpoint: refresh-and-revoke
+            self.limits.check_source(request, "Revocation")
         params = form_params(request)
         client_id = (await authenticated_client(self.storage, request, params)).client_id
+        if self.limits is not None:
+            self.limits.check_client(client_id, "Revocation")
         token = params.get("token")
         if not token:
             raise OAuthError("invalid_request", "token is required")

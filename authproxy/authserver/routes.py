@@ -17,11 +17,12 @@ from authproxy.authserver.metadata import (
     TOKEN_PATH,
     metadata_routes,
 )
-from authproxy.authserver.ratelimit import TokenBucketLimiter
+from authproxy.authserver.ratelimit import ClientRequestLimits, TokenBucketLimiter
 from authproxy.authserver.register import RegistrationResource
 from authproxy.authserver.revoke import RevocationResource
 from authproxy.authserver.token import TokenResource, TokenSettings
 from authproxy.config import Config, parse_rate
+from authproxy.httputil import TrustedProxies
 from authproxy.interfaces import IUpstreamProvider
 from authproxy.keys import KeyRing
 from authproxy.storage.interface import IStorage
@@ -83,6 +84,11 @@ def auth_routes(
         binding=binding,
         require_consent=consent,
     )
+    limits = ClientRequestLimits(
+        per_client=TokenBucketLimiter(clock, *parse_rate(auth.token_rate)),
+        per_source=TokenBucketLimiter(clock, *parse_rate(auth.token_source_rate)),
+        trusted=TrustedProxies.from_cidrs(config.server.trusted_proxies),
+    )
     routes[TOKEN_PATH] = TokenResource(
         storage=storage,
         provider=provider,
@@ -95,9 +101,10 @@ def auth_routes(
             refresh_reuse_grace=auth.refresh_reuse_grace,
             allowed_audiences=auth.allowed_audiences,
         ),
+        limits=limits,
     )
     routes[REVOKE_PATH] = RevocationResource(
-        storage=storage, provider=provider, issuer=issuer, opaque=opaque
+        storage=storage, provider=provider, issuer=issuer, opaque=opaque, limits=limits
     )
     for path, resource in provider.routes().items():
         if path in routes:

@@ -12,6 +12,7 @@ more time, matching the upstream token session created at the same login.
 
 from __future__ import annotations
 
+import math
 import secrets
 from typing import Any
 
@@ -27,9 +28,10 @@ from authproxy.authserver._common import (
     set_cors,
     split_scope,
 )
+from authproxy.authserver.ratelimit import ClientRequestLimits
 from authproxy.httputil import NO_STORE, OAuthError, json_body
 from authproxy.interfaces import IUpstreamProvider
-from authproxy.storage.interface import IStorage
+from authproxy.storage.interface import IStorage, StorageFull
 from authproxy.storage.models import RefreshToken, RegisteredClient, TokenFamily
 from authproxy.tokens import (
     AUTHORIZATION_CODE,
@@ -93,8 +95,10 @@ class TokenResource(CrossOriginPost):
         issuer: AccessTokenIssuer,
         opaque: OpaqueTokens,
         settings: TokenSettings,
+        limits: ClientRequestLimits | None = None,
     ) -> None:
         super().__init__()
+        self.limits = limits
         self.storage = storage
         self.provider = provider
         self.clock = clock
@@ -104,8 +108,12 @@ class TokenResource(CrossOriginPost):
 
     async def handle_POST(self, request: Request) -> bytes:
         set_cors(request, self._METHODS)
+        if self.limits is not None:
+            self.limits.check_source(request, "Token request")
         params = form_params(request)
         client = await authenticated_client(self.storage, request, params)
+        if self.limits is not None:
+            self.limits.check_client(client.client_id, "Token request")
         grant_type = params.get("grant_type")
         if not grant_type:
             raise OAuthError("invalid_request", "grant_type is required")
@@ -115,12 +123,28 @@ class TokenResource(CrossOriginPost):
             raise OAuthError(
                 "unauthorized_client", f"the client did not register the {grant_type} grant"
             )
+        await self._check_room(client.client_id, grant_type == "authorization_code")
         if grant_type == "authorization_code":
             response = await self._authorization_code(client, params)
         else:
             response = await self._refresh_token(client, params)
         await self.storage.touch_client(client.client_id)
         return json_body(request, 200, response, NO_STORE)
+
+    async def _check_room(self, client_id: str, new_family: bool) -> None:
+        """Refuse before anything changes (the code stays unredeemed, the refresh token
+        unrotated) when storage is full: storage forgets no revocation and no other user's
+        login to make room, so the client retries once entries expire."""
+        try:
+            await self.storage.issuance_room(client_id, new_family)
+        except StorageFull as e:
+            retry_after = 60.0 if e.retry_after is None else e.retry_after
+            raise OAuthError(
+                "temporarily_unavailable",
+                "the server cannot issue more tokens right now; try again later",
+                status=503,
+                headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+            ) from None
 
     # -- authorization_code -------------------------------------------------------------
     async def _authorization_code(

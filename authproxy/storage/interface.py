@@ -21,7 +21,16 @@ from authproxy.storage.models import (
 
 
 class StorageFull(Exception):
-    """A collection reached its configured cap and nothing could be evicted."""
+    """A collection reached its configured cap and nothing could be evicted.
+
+    ``collection`` names it (a metric label); ``retry_after`` is a hint in seconds for the
+    client (when entries expire), or None.
+    """
+
+    def __init__(self, message: str, collection: str = "", retry_after: float | None = None):
+        super().__init__(message)
+        self.collection = collection
+        self.retry_after = retry_after
 
 
 class IStorage(Interface):
@@ -29,7 +38,8 @@ class IStorage(Interface):
 
     # -- clients (RFC 7591) -------------------------------------------------
     def add_client(client: RegisteredClient) -> Deferred[None]:
-        """Store a new client; at the cap, evict the oldest never-used client (StorageFull if none)."""
+        """Store a new client; at the cap, evict a never-used client, the oldest of the owner
+        holding the most (StorageFull if none): used clients are never evicted."""
 
     def get_client(client_id: str) -> Deferred[RegisteredClient | None]:
         """The client, or None when unknown or expired for lack of use."""
@@ -39,7 +49,8 @@ class IStorage(Interface):
 
     # -- pending authorizations --------------------------------------------
     def put_pending(pending: PendingAuthorization) -> Deferred[None]:
-        """Store under pending.state until pending.expires_at."""
+        """Store under pending.state until pending.expires_at; at the cap, the oldest of the
+        owner (pending.owner) holding the most goes first, never another owner's before."""
 
     def get_pending(state: str) -> Deferred[PendingAuthorization | None]:
         """Read without consuming (the consent page)."""
@@ -61,8 +72,13 @@ class IStorage(Interface):
         """Remember which token family the first redemption created (for replay revocation)."""
 
     # -- refresh tokens and token families ---------------------------------
+    def issuance_room(client_id: str, new_family: bool) -> Deferred[None]:
+        """Fail with StorageFull when one more token issuance for ``client_id`` (a new token
+        family when ``new_family``) could not be stored without forgetting a live revocation
+        or evicting another client's refresh-token family. Called before anything changes."""
+
     def put_family(family: TokenFamily) -> Deferred[None]:
-        """Store a new token family."""
+        """Store a new token family; StorageFull rather than evict another client's live one."""
 
     def get_family(family_id: str) -> Deferred[TokenFamily | None]:
         """The family, or None."""
@@ -74,7 +90,8 @@ class IStorage(Interface):
         """Mark the family revoked, deny-list its access tokens; returns the family (or None)."""
 
     def put_refresh_token(token: RefreshToken) -> Deferred[None]:
-        """Store until token.expires_at."""
+        """Store until token.expires_at; StorageFull rather than evict a current (unrotated)
+        refresh token."""
 
     def get_refresh_token(token_id: str) -> Deferred[RefreshToken | None]:
         """The token record, or None."""
@@ -100,7 +117,8 @@ class IStorage(Interface):
 
     # -- access-token deny list (RFC 7009) -----------------------------------
     def revoke_jti(jti: str, exp: float) -> Deferred[None]:
-        """Deny-list an access token id until its exp."""
+        """Deny-list an access token id until its exp. Never forgotten before then: a full
+        deny list makes ``issuance_room`` refuse, it never evicts a live revocation."""
 
     def is_jti_revoked(jti: str) -> Deferred[bool]:
         """True while the jti is deny-listed."""

@@ -22,6 +22,9 @@ class RegisteredClient:
     created_at: float
     last_used_at: float | None = None  # None: never used (evicted first when the cap is hit)
     extra_metadata: dict[str, object] = attrs.field(factory=dict)
+    # The rate-limit key of the source that registered it: at the cap, never-used clients
+    # are evicted from the source holding the most of them first.
+    owner: str = ""
 
 
 @attrs.frozen
@@ -45,6 +48,9 @@ class PendingAuthorization:
     upstream_nonce: str = ""
     csrf_token: str = ""  # consent page form token, bound to this pending authorization
     consented: bool = False
+    # The rate-limit key of the source that started it: at the cap, the source holding the
+    # most logins in progress loses its oldest first.
+    owner: str = ""
 
 
 @attrs.frozen
