@@ -25,6 +25,7 @@ from authproxy.httputil import TrustedProxies
 from authproxy.keys import KeyFileError, KeyRing, KeySources
 from authproxy.metrics import AuthproxyMetrics, MetricsResource
 from authproxy.proxy import make_proxy_resource, make_request_factory, proxy_routes
+from authproxy.proxy.early import BodyGate
 from authproxy.site import AuthproxySite
 from authproxy.storage.memory import MemoryStorage
 from authproxy.storage.sweeper import StorageSweeper
@@ -146,6 +147,7 @@ def build_application(config: Config, reactor: Any) -> Application:
     )
     site.displayTracebacks = False
     bound_connections(site, config)
+    site.head_check = BodyGate(root.route_name, proxy.guard)
     site.metrics = metrics
     site.access_log = config.logging.access_log
     return Application(
