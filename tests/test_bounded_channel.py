@@ -1,16 +1,19 @@
 """Connections bounded in time and number: slowloris, idle keep-alive, oversized heads, caps.
 
-A real AuthproxySite on a test clock, each connection an in-memory transport.
+A real AuthproxySite on a test clock, each connection an in-memory transport; two of the
+attacks again over loopback sockets (``OnLoopback``).
 """
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
+from twisted.internet import reactor, threads
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -262,3 +265,61 @@ class SourceKeyTests(SynchronousTestCase):
         self.assertEqual(source_key("2001:db8::1"), "2001:db8::/64")
         self.assertEqual(source_key("fe80::1%eth0"), "fe80::/64")
         self.assertEqual(source_key("/run/sock"), "/run/sock")
+
+
+def _trickle_until_closed(sock: socket.socket, pause: float) -> bytes:
+    """Slowloris: a header byte every ``pause`` seconds until the server closes; its answer."""
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    received = b""
+    for _ in range(200):
+        try:
+            sock.sendall(b"X")
+        except OSError:
+            break
+        sock.settimeout(pause)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+def _send_and_read_all(sock: socket.socket, data: bytes) -> bytes:
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+class OnLoopback(TestCase):
+    """The same attacks over real sockets and the real reactor (small timeouts)."""
+
+    def serve(self) -> socket.socket:
+        site = AuthproxySite(Paths(), requestFactory=LimitedRequest)
+        site.header_timeout = 0.5
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        client = socket.create_connection(("127.0.0.1", port.getHost().port))
+        client.settimeout(10)
+        self.addCleanup(client.close)
+        return client
+
+    async def test_slowloris_connection_closed_with_408(self) -> None:
+        client = self.serve()
+        received = await threads.deferToThread(_trickle_until_closed, client, 0.1)
+        self.assertTrue(received.startswith(b"HTTP/1.1 408 "), received)
+
+    async def test_oversized_head_answered_431_not_reset(self) -> None:
+        client = self.serve()
+        head = b"GET / HTTP/1.1\r\n" + (b"X-Filler: " + b"a" * 100 + b"\r\n") * 1000  # 110 KB
+        received = await threads.deferToThread(_send_and_read_all, client, head)
+        self.assertTrue(received.startswith(b"HTTP/1.1 431 "), received[:80])
