@@ -222,8 +222,10 @@ class BoundedChannel(HTTPChannel):
         network: Any = self._networkProducer
         network.unregisterProducer()
         network.resumeProducing()
+        # Not over TLS: a TLS wrapper forwards loseWriteConnection to the socket beneath it,
+        # which would cut off bytes still in the TLS layer (a handshake not yet done).
         half_close = getattr(transport, "loseWriteConnection", None)
-        if half_close is not None:
+        if half_close is not None and not self.isSecure():
             half_close()
         else:
             transport.loseConnection()

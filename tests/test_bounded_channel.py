@@ -11,11 +11,13 @@ from typing import Any
 
 from twisted.internet import reactor, threads
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
 
 from authproxy.connection_limits import ConnectionLimits, source_key
 from authproxy.httputil import TrustedProxies
@@ -38,6 +40,14 @@ class HalfClosingTransport(StringTransport):
     def abortConnection(self) -> None:
         self.aborted = True
         super().abortConnection()
+
+
+@implementer(ISSLTransport)
+class TLSTransport(HalfClosingTransport):
+    """Like a TLS wrapper: loseWriteConnection reaches the socket beneath (not to be used)."""
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        pass
 
 
 class Paths(Resource):
@@ -130,6 +140,18 @@ class SlowHeadTests(ChannelTestCase):
         self.assertEqual(transport.value().count(b"HTTP/1.1"), 1)
         self.clock.advance(2.1)
         self.assertTrue(transport.aborted)
+
+    def test_no_half_close_under_tls(self) -> None:
+        """A TLS wrapper would pass a half close to the socket beneath, cutting off the answer
+        still inside the TLS layer: TLS connections close through TLS."""
+        peer = PEER
+        channel = self.site.buildProtocol(peer)
+        transport = TLSTransport(peerAddress=peer)
+        channel.makeConnection(transport)
+        self.clock.advance(11)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "))
+        self.assertFalse(transport.write_closed)
+        self.assertTrue(transport.disconnecting)
 
 
 class IdleTests(ChannelTestCase):
