@@ -20,9 +20,12 @@ from authproxy.authserver.jwks import JWKSResource
 from authproxy.authserver.routes import auth_routes
 from authproxy.backend import backend_services
 from authproxy.config import Config, ConfigError
+from authproxy.connection_limits import ConnectionLimits
+from authproxy.httputil import TrustedProxies
 from authproxy.keys import KeyFileError, KeyRing, KeySources
 from authproxy.metrics import AuthproxyMetrics, MetricsResource
 from authproxy.proxy import make_proxy_resource, make_request_factory, proxy_routes
+from authproxy.proxy.early import BodyGate
 from authproxy.site import AuthproxySite
 from authproxy.storage.memory import MemoryStorage
 from authproxy.storage.sweeper import StorageSweeper
@@ -87,6 +90,18 @@ def make_storage(config: Config, reactor: Any) -> MemoryStorage:
     )
 
 
+def bound_connections(site: AuthproxySite, config: Config) -> None:
+    """The head deadline, idle timeout and connection caps of ``server``."""
+    server = config.server
+    site.header_timeout = server.header_timeout
+    site.timeOut = site.idle_timeout = server.idle_timeout
+    site.limits = ConnectionLimits(
+        server.max_connections,
+        server.max_connections_per_source,
+        TrustedProxies.from_cidrs(server.trusted_proxies),
+    )
+
+
 def build_application(config: Config, reactor: Any) -> Application:
     readiness = Readiness()
     root = PrefixTable()
@@ -137,6 +152,8 @@ def build_application(config: Config, reactor: Any) -> Application:
         parsePOSTFormSubmission=False,
     )
     site.displayTracebacks = False
+    bound_connections(site, config)
+    site.head_check = BodyGate(root.route_name, proxy.guard)
     site.metrics = metrics
     site.access_log = config.logging.access_log
     return Application(

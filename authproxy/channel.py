@@ -16,15 +16,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
+from authproxy.bounded_channel import BoundedChannel
 from authproxy.writenow import no_delay, write_now
 
 
-class ResponseChannel(HTTPChannel):
-    """An ``HTTPChannel`` that writes each response's head with its first body bytes."""
+class ResponseChannel(BoundedChannel):
+    """An ``HTTPChannel`` that writes each response's head with its first body bytes (and
+    whose connections are bounded in time and number: bounded_channel.py)."""
 
     _held_head: bytes | None = None
     _host: Any = None

@@ -106,6 +106,11 @@ class ServerConfig:
     trusted_proxies: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     max_request_body: Size = Size(4 * 1024 * 1024)
+    # Connection bounds (bounded_channel.py, connection_limits.py)
+    header_timeout: Duration = Duration(10.0)
+    idle_timeout: Duration = Duration(60.0)
+    max_connections: int = 4096
+    max_connections_per_source: int = 256
 
 
 @attrs.frozen
@@ -358,6 +363,35 @@ _BOUNDS = {
 }
 
 
+_CONNECTION_TIMEOUT_BOUNDS = {
+    "header_timeout": (1.0, 300.0),
+    "idle_timeout": (1.0, 86400.0),
+}
+MAX_CONNECTIONS_BOUNDS = (16, 1_000_000)
+
+
+def _connection_problems(server: ServerConfig) -> list[str]:
+    problems = []
+    for field, (low, high) in _CONNECTION_TIMEOUT_BOUNDS.items():
+        value = getattr(server, field)
+        if not low <= value <= high:
+            problems.append(
+                f"server.{field}: {format_duration(value)} is outside "
+                f"{format_duration(low)}..{format_duration(high)}"
+            )
+    low, high = MAX_CONNECTIONS_BOUNDS
+    if not low <= server.max_connections <= high:
+        problems.append(
+            f"server.max_connections: {server.max_connections} is outside {low}..{high}"
+        )
+    if not 1 <= server.max_connections_per_source <= server.max_connections:
+        problems.append(
+            f"server.max_connections_per_source: {server.max_connections_per_source} is outside "
+            "1..max_connections"
+        )
+    return problems
+
+
 def _validate(config: Config, environ: Mapping[str, str], reactor: Any) -> tuple[Config, list[str]]:
     problems: list[str] = []
     server, backend, auth, upstream = (
@@ -383,6 +417,7 @@ def _validate(config: Config, environ: Mapping[str, str], reactor: Any) -> tuple
         parts = _split(origin)
         if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
             problems.append(f'server.allowed_origins[{i}]: "{origin}" is not an origin')
+    problems.extend(_connection_problems(server))
 
     if (why := _check_url(backend.url)) is not None:
         problems.append(f"backend.url: {why}")

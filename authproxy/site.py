@@ -5,16 +5,23 @@ Between them: the request's duration for ``/metrics``, authproxy's access line (
 query strings carry authorization codes). Its connections are served by ``ResponseChannel``
 (channel.py): TCP_NODELAY, and each response leaves in one piece and at once. twisted.web's
 own access log (``logPath``) is not used.
+
+The Site also hands its connections their bounds (bounded_channel.py): the head deadline,
+the idle timeout and the connection caps, and holds ``head_check``, asked by the request
+when its headers are in whether it must be answered before its body is read
+(proxy/request.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
 from twisted.web.server import Site
 
 from authproxy.channel import ResponseChannel
+from authproxy.connection_limits import ConnectionLimits
 from authproxy.logs import access_log_line
 from authproxy.metrics import AuthproxyMetrics
 
@@ -29,6 +36,18 @@ class AuthproxySite(Site):
 
     metrics: AuthproxyMetrics | None = None
     access_log = False
+    header_timeout: float = ResponseChannel.header_timeout
+    idle_timeout: float = ResponseChannel.idle_timeout
+    limits: ConnectionLimits | None = None
+    # (request, method, uri) -> True when the request must be answered before its body
+    head_check: Callable[[Any, bytes, bytes], bool] | None = None
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        channel.header_timeout = self.header_timeout
+        channel.idle_timeout = self.idle_timeout
+        channel.limits = self.limits
+        return channel
 
     def getResourceFor(self, request: Any) -> Any:
         request._authproxy_started = self.reactor.seconds()

@@ -138,6 +138,28 @@ class ValidationTests(SynchronousTestCase):
         ]:
             self.assertProblem(minimal(auth_server={field: bad}), f"auth_server.{field}", "outside")
 
+    def test_connection_bounds(self) -> None:
+        server = config_from_mapping(minimal()).server
+        self.assertEqual(
+            (server.header_timeout, server.idle_timeout, server.max_connections),
+            (10.0, 60.0, 4096),
+        )
+        self.assertEqual(server.max_connections_per_source, 256)
+        for field, bad in [
+            ("header_timeout", "0s"),
+            ("header_timeout", "6m"),
+            ("idle_timeout", "500ms"),
+            ("idle_timeout", "2d"),
+            ("max_connections", 15),
+            ("max_connections_per_source", 0),
+        ]:
+            self.assertProblem(minimal(server={field: bad}), f"server.{field}", "outside")
+        self.assertProblem(
+            minimal(server={"max_connections": 100, "max_connections_per_source": 101}),
+            "server.max_connections_per_source",
+            "outside",
+        )
+
     def test_bad_duration_names_field(self) -> None:
         self.assertEqual(
             self.problems(minimal(auth_server={"access_token_lifespan": "90x"})),

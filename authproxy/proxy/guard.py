@@ -171,7 +171,34 @@ class BearerGuard:
     async def authenticate(self, request: Request) -> Principal:
         """The principal of ``request``'s bearer token; raises BearerError otherwise."""
         token = bearer_token(request)
-        principal = await self.verify(token)
+        prechecked = getattr(request, "_authproxy_prechecked", None)
+        if prechecked is not None and prechecked[:2] == (token, self._ring.generation):
+            principal = await self.verify(token, prechecked[2])
+        else:
+            principal = await self.verify(token)
+        self._check_scopes(principal)
+        return principal
+
+    def precheck(self, request: Request) -> None:
+        """The checks that need no I/O, for when the headers are in and the body is not:
+        raises BearerError when the token is absent, malformed, not signed by the ring, for
+        another issuer or audience, expired, or lacks a required scope. Revocation is left to
+        ``authenticate``, which reuses a signature verified here (never verified twice)."""
+        token = bearer_token(request)
+        now = self._clock.seconds()
+        self._check_generation()
+        cached = self._cache.get(token_hash(token))
+        if cached is not None:
+            principal = cached.principal
+            if principal.exp + self._leeway <= now:
+                raise invalid_token("the access token has expired")
+        else:
+            principal = self._verify_signed(token, now)
+            generation = self._ring.generation
+            request._authproxy_prechecked = (token, generation, principal)  # type: ignore[attr-defined]
+        self._check_scopes(principal)
+
+    def _check_scopes(self, principal: Principal) -> None:
         missing = [s for s in self.required_scopes if s not in principal.scopes]
         if missing:
             raise BearerError(
@@ -180,15 +207,20 @@ class BearerGuard:
                 "the token lacks the required scope: " + " ".join(missing),
                 scope=self.required_scopes,
             )
-        return principal
 
-    async def verify(self, token: str) -> Principal:
-        """Verify one token (cached); raises BearerError(401, invalid_token) when unusable."""
-        now = self._clock.seconds()
+    def _check_generation(self) -> None:
         if self._ring.generation != self._cache_generation:
             # A key was added or removed: every cached verdict may be stale.
             self._cache.clear()
             self._cache_generation = self._ring.generation
+
+    async def verify(self, token: str, verified: Principal | None = None) -> Principal:
+        """Verify one token (cached); raises BearerError(401, invalid_token) when unusable.
+
+        ``verified``: the principal of a signature ``precheck`` verified moments ago.
+        """
+        now = self._clock.seconds()
+        self._check_generation()
         key = token_hash(token)
         revocations = self._storage.revocation_generation()
         cached = self._cache.get(key)
@@ -200,6 +232,8 @@ class BearerGuard:
             if cached.revocation_generation == revocations:
                 return cached.principal
             principal = cached.principal
+        elif verified is not None and verified.exp + self._leeway > now:
+            principal = verified
         else:
             principal = self._verify_signed(token, now)
         if await self._storage.is_jti_revoked(principal.jti):

@@ -6,6 +6,11 @@ limit is answered 413 as soon as the headers are in, and a chunked body is count
 arrives and refused the moment it passes the limit. The rest of a refused body is read and
 thrown away (up to one more limit's worth, so the client sees the 413 rather than a reset),
 then the connection is closed.
+
+When the Site has a ``head_check`` (proxy/early.py) and it says so, a request is answered as
+soon as its headers are in, before any of its body is read: rendered as usual (the response
+is the one it would get anyway: a proxied request without a valid token gets the guard's
+401), with an empty body. Its body is read and thrown away, then the connection is closed.
 """
 
 from __future__ import annotations
@@ -38,7 +43,27 @@ class LimitedRequest(HeadFlushingRequest):
         if length is not None and length > self.max_body:
             self._refuse()
             return
+        if length != 0 and self._answered_before_body():
+            return
         super().gotLength(length)
+
+    def _answered_before_body(self) -> bool:
+        channel: Any = self.channel
+        check = getattr(getattr(channel, "site", None), "head_check", None)
+        stop_reading = getattr(channel, "stop_reading_requests", None)
+        if check is None or stop_reading is None:
+            return False
+        method, uri, version = channel._command, channel._path, channel._version
+        self.method, self.uri = method, uri
+        if not check(self, method, uri):
+            return False
+        self.content = io.BytesIO()
+        # No "100 Continue": the client need not send the body the answer makes moot.
+        self.requestHeaders.removeHeader(b"expect")
+        stop_reading()
+        self.responseHeaders.setRawHeaders(b"connection", [b"close"])
+        super().requestReceived(method, uri, version)
+        return True
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._refused:
