@@ -158,7 +158,7 @@ class StorageCapConfigTests(SynchronousTestCase):
         self.assertEqual(
             caps,
             {
-                "clients": 2000,
+                "clients": 5000,
                 "pending": 10000,
                 "codes": 10000,
                 "refresh_tokens": 20000,
