@@ -17,9 +17,8 @@ they open and close:
 from __future__ import annotations
 
 import enum
-import ipaddress
 
-from authproxy.httputil import TrustedProxies
+from authproxy.httputil import TrustedProxies, source_key
 
 # Connections kept for /health and /ready once the rest are taken.
 MAX_RESERVE = 16
@@ -29,20 +28,6 @@ class Admission(enum.Enum):
     SERVE = "serve"
     PROBES_ONLY = "probes-only"
     REFUSE = "refuse"
-
-
-def source_key(host: str) -> str:
-    """The address a per-source limit counts ``host`` under: IPv4, or an IPv6 /64."""
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host  # not an IP (a UNIX socket path): its own source
-    if isinstance(address, ipaddress.IPv6Address):
-        mapped = address.ipv4_mapped
-        if mapped is not None:
-            return str(mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
 
 
 class ConnectionLimits:

@@ -54,6 +54,23 @@ def json_body(
     return json.dumps(payload, separators=(",", ":")).encode("utf-8")
 
 
+def source_key(address: str) -> str:
+    """What a source address is counted under by every per-source limit: IPv4 as is, IPv6 by its /64 network.
+
+    An IPv4-mapped IPv6 address (``::ffff:192.0.2.1``, a dual-stack listener) counts as the
+    IPv4 address it carries. Anything that is not an IP address (a UNIX socket) is its own key.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # no zone index
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 @attrs.frozen
 class TrustedProxies:
     """The CIDRs whose X-Forwarded-* headers are believed (proxy and rate limits alike)."""

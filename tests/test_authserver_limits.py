@@ -10,8 +10,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from authproxy._testing_upstream import AuthServerHarness, HTTPResult, s256_pair
-from authproxy.authserver.ratelimit import rate_limit_key
 from authproxy.config import ConfigError, config_from_mapping
+from authproxy.httputil import source_key
 from authproxy.metrics import AuthproxyMetrics
 from authproxy.storage.memory import MemoryStorage
 from tests.test_authserver_token import claims_of
@@ -180,7 +180,7 @@ class StorageCapConfigTests(SynchronousTestCase):
 
 
 class SourceGroupingTests(SynchronousTestCase):
-    def test_rate_limit_key(self) -> None:
+    def test_source_key(self) -> None:
         for address, key in [
             ("192.0.2.1", "192.0.2.1"),
             ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
@@ -190,7 +190,7 @@ class SourceGroupingTests(SynchronousTestCase):
             ("::ffff:192.0.2.1", "192.0.2.1"),
             ("unknown", "unknown"),
         ]:
-            self.assertEqual(rate_limit_key(address), key, address)
+            self.assertEqual(source_key(address), key, address)
 
     def test_ipv6_slash64_shares_one_registration_bucket(self) -> None:
         """An IPv6 host owns its /64: 2^64 addresses must not mean 2^64 buckets."""

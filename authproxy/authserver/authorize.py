@@ -25,8 +25,8 @@ from authproxy.authserver._common import (
 )
 from authproxy.authserver.limits import MAX_CLIENT_STATE, MAX_SCOPE_PARAMETER
 from authproxy.authserver.login_binding import LoginBinding
-from authproxy.authserver.ratelimit import TokenBucketLimiter, rate_limit_key, source_address
-from authproxy.httputil import AsyncResource, HTMLPageError, TrustedProxies, add_query
+from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
+from authproxy.httputil import AsyncResource, HTMLPageError, TrustedProxies, add_query, source_key
 from authproxy.interfaces import IUpstreamProvider, UpstreamError
 from authproxy.redirect_uri import redirect_uri_matches
 from authproxy.storage.interface import IStorage
@@ -144,9 +144,7 @@ class AuthorizeResource(AsyncResource):
             )
         await self.storage.touch_client(client.client_id)
         # owned by its source: at the cap, a flood replaces its own logins in progress first
-        pending = attrs.evolve(
-            pending, owner=rate_limit_key(source_address(request, self._trusted))
-        )
+        pending = attrs.evolve(pending, owner=source_key(source_address(request, self._trusted)))
         await self.storage.put_pending(pending)
         return await self._hand_off(request, pending, client)
 

@@ -4,13 +4,12 @@ Used by dynamic client registration and authorize (open endpoints that create se
 state must not let one address fill a table: clients, logins in progress), and by the token
 and revocation endpoints (per client and per source address).
 
-Every limit counts a source by :func:`rate_limit_key`: an IPv6 host usually owns a whole /64,
+Every limit counts a source by :func:`source_key`: an IPv6 host usually owns a whole /64,
 so counting exact IPv6 addresses would give one attacker 2^64 fresh buckets.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections import OrderedDict
 
@@ -18,7 +17,7 @@ import attrs
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from authproxy.httputil import OAuthError, TrustedProxies
+from authproxy.httputil import OAuthError, TrustedProxies, source_key
 from authproxy.tokens import Clock
 
 _log = Logger()
@@ -66,12 +65,12 @@ class TokenBucketLimiter:
 
     def refuse(self, address: str, action: str) -> str | None:
         """Count one ``action`` ("Registration") from the source ``address`` (by its
-        :func:`rate_limit_key`).
+        :func:`source_key`).
 
         None when it is allowed; else it is logged and the Retry-After value is returned for
         the endpoint's own refusal (an OAuth error, an HTML page).
         """
-        wait = self.acquire(rate_limit_key(address))
+        wait = self.acquire(source_key(address))
         if wait <= 0:
             return None
         _log.warn("{action} rate limit hit by {address}", action=action, address=address)
@@ -137,20 +136,3 @@ def source_address(request: Request, trusted: TrustedProxies) -> str:
         if not trusted.trusts(hop):
             return hop
     return hops[0] if hops else peer
-
-
-def rate_limit_key(address: str) -> str:
-    """What a source address is counted under: IPv4 as is, IPv6 by its /64 network.
-
-    An IPv4-mapped IPv6 address (``::ffff:192.0.2.1``, a dual-stack listener) counts as the
-    IPv4 address it carries. Anything that is not an IP address (a UNIX socket) is its own key.
-    """
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])  # no zone index
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)

@@ -34,8 +34,8 @@ from authproxy.authserver.limits import (
     MAX_REDIRECT_URIS,
     MAX_REGISTRATION_BODY,
 )
-from authproxy.authserver.ratelimit import TokenBucketLimiter, rate_limit_key, source_address
-from authproxy.httputil import NO_STORE, OAuthError, TrustedProxies, json_body
+from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
+from authproxy.httputil import NO_STORE, OAuthError, TrustedProxies, json_body, source_key
 from authproxy.jsonutil import loads_untrusted
 from authproxy.storage.interface import IStorage, StorageFull
 from authproxy.storage.models import RegisteredClient
@@ -255,7 +255,7 @@ class RegistrationResource(CrossOriginPost):
             token_endpoint_auth_method=metadata.token_endpoint_auth_method,
             created_at=self._clock.seconds(),
             extra_metadata=metadata.extra,
-            owner=rate_limit_key(address),  # at the cap, a flood replaces its own clients first
+            owner=source_key(address),  # at the cap, a flood replaces its own clients first
         )
         try:
             await self._storage.add_client(client)

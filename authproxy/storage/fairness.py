@@ -1,7 +1,7 @@
 """OwnerIndex: who owns which stored keys, so that a flood at a cap costs the flooder first.
 
 Records created by unauthenticated requests (pending authorizations, registered clients) are
-owned by their source address (see ``rate_limit_key``); refresh tokens and token families by
+owned by their source address (see ``source_key``); refresh tokens and token families by
 their client. At a cap, the key to evict is the oldest of the owner holding the most keys,
 and the newcomer's own oldest whenever it holds at least as many as anyone: one source
 filling a table only ever replaces its own entries.
