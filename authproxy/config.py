@@ -370,15 +370,24 @@ _CONNECTION_TIMEOUT_BOUNDS = {
 MAX_CONNECTIONS_BOUNDS = (16, 1_000_000)
 
 
-def _connection_problems(server: ServerConfig) -> list[str]:
+def _duration_problems(
+    section: str, values: object, bounds: dict[str, tuple[float, float]]
+) -> list[str]:
+    """One line per duration field of ``values`` outside its (low, high) bounds."""
     problems = []
-    for field, (low, high) in _CONNECTION_TIMEOUT_BOUNDS.items():
-        value = getattr(server, field)
+    for field, (low, high) in bounds.items():
+        value = getattr(values, field)
         if not low <= value <= high:
             problems.append(
-                f"server.{field}: {format_duration(value)} is outside "
+                f"{section}.{field}: {format_duration(value)} is outside "
                 f"{format_duration(low)}..{format_duration(high)}"
             )
+    return problems
+
+
+def _connection_problems(server: ServerConfig) -> list[str]:
+    problems = []
+    problems.extend(_duration_problems("server", server, _CONNECTION_TIMEOUT_BOUNDS))
     low, high = MAX_CONNECTIONS_BOUNDS
     if not low <= server.max_connections <= high:
         problems.append(
@@ -445,13 +454,7 @@ def _validate(config: Config, environ: Mapping[str, str], reactor: Any) -> tuple
     issuer = auth.issuer or server.public_url
     if auth.issuer and (why := check_base_url(auth.issuer)) is not None:
         problems.append(f"auth_server.issuer: {why}")
-    for field, (low, high) in _BOUNDS.items():
-        value = getattr(auth, field)
-        if not low <= value <= high:
-            problems.append(
-                f"auth_server.{field}: {format_duration(value)} is outside "
-                f"{format_duration(low)}..{format_duration(high)}"
-            )
+    problems.extend(_duration_problems("auth_server", auth, _BOUNDS))
     if auth.consent not in ("remember", "always", "skip"):
         problems.append(f'auth_server.consent: "{auth.consent}" is not remember, always or skip')
     for i, scope in enumerate(auth.required_scopes):
