@@ -12,10 +12,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
+from twisted.internet.address import UNIXAddress
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
 from authproxy.httputil import json_body
+from authproxy.loopback import is_loopback_host
 
 
 class JSONNotFound(Resource):
@@ -119,9 +121,28 @@ class HealthResource(Resource):
         return json_body(request, 200, {"status": "ok"}, {"Cache-Control": "no-store"})
 
 
+# Headers a reverse proxy adds: a loopback peer sending one relays someone else's request.
+_FORWARDING_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
+
+
+def is_local_caller(request: Request) -> bool:
+    """True when the TCP peer itself is on this host (loopback or a UNIX socket) and the
+    request was not relayed by a proxy. Never decided by X-Forwarded-For: clients write it."""
+    peer = request.getClientAddress()
+    if isinstance(peer, UNIXAddress):
+        local = True
+    else:
+        local = is_loopback_host(getattr(peer, "host", None))
+    return local and not any(request.requestHeaders.hasHeader(h) for h in _FORWARDING_HEADERS)
+
+
 @attrs.define
 class ReadyResource(Resource):
-    """Readiness: 200 once every registered condition holds, else 503 naming what is missing."""
+    """Readiness: 200 once every registered condition holds, else 503 naming what is missing.
+
+    Details (key file paths, reload errors, IdP URLs) are shown to local callers only;
+    everyone else sees each condition's name and whether it holds.
+    """
 
     isLeaf = True
     readiness: Readiness
@@ -131,7 +152,8 @@ class ReadyResource(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         ready, details, missing = self.readiness.evaluate()
-        payload: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": details}
+        checks = details if is_local_caller(request) else {n: n not in missing for n in details}
+        payload: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
         if not ready:
             payload["not_ready"] = missing
         return json_body(request, 200 if ready else 503, payload, {"Cache-Control": "no-store"})
