@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import attrs
-from jwcrypto.common import JWException, base64url_decode
+from jwcrypto.common import JWException
 from jwcrypto.jws import JWS
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -29,6 +29,7 @@ from authproxy.jsonutil import loads_untrusted
 from authproxy.keys import KeyRing
 from authproxy.proxy.metadata import resource_url
 from authproxy.storage.interface import IStorage
+from authproxy.tokens import split_compact_jws
 
 LEEWAY = 60.0
 MAX_TOKEN_LENGTH = 16384
@@ -212,11 +213,13 @@ class BearerGuard:
         return principal
 
     def _verify_signed(self, token: str, now: float) -> Principal:
-        parts = token.split(".")
-        if len(parts) != 3 or not all(parts[:2]):
-            raise invalid_token("the access token is not a JWT")
         try:
-            header = loads_untrusted(base64url_decode(parts[0]))
+            # Canonical base64url only: one token, one spelling, the same as /oauth/revoke.
+            raw_header = split_compact_jws(token)[0]
+        except ValueError:
+            raise invalid_token("the access token is not a JWT in canonical base64url") from None
+        try:
+            header = loads_untrusted(raw_header)
         except (ValueError, UnicodeDecodeError):
             raise invalid_token("the access token is not a JWT") from None
         if not isinstance(header, dict):
