@@ -12,6 +12,7 @@ revocation generation moved, so revocations take effect on the next request.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -254,17 +255,20 @@ class BearerGuard:
         if claims.get("iss") != self._issuer:
             raise invalid_token("the access token was issued by another issuer")
         aud = claims.get("aud")
-        audiences = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
-        if not audiences & self._audiences:
+        listed = aud if isinstance(aud, list) else [aud]
+        if not all(isinstance(a, str) for a in listed):
+            # RFC 7519 §4.1.3: a string or an array of strings; anything else is malformed.
+            raise invalid_token("the access token's aud claim is malformed")
+        if not set(listed) & self._audiences:
             raise invalid_token("the access token is not meant for this resource")
-        raw_exp = claims.get("exp")
-        if not _is_number(raw_exp):
-            raise invalid_token("the access token has no expiry")
-        exp = float(raw_exp)  # type: ignore[arg-type]
+        exp = _finite_number(claims.get("exp"))
+        if exp is None:
+            raise invalid_token("the access token has no usable expiry")
         if exp + self._leeway <= now:
             raise invalid_token("the access token has expired")
-        nbf = claims.get("nbf")
-        if nbf is not None and (not _is_number(nbf) or nbf - self._leeway > now):
+        raw_nbf = claims.get("nbf")
+        nbf = _finite_number(raw_nbf)
+        if raw_nbf is not None and (nbf is None or nbf - self._leeway > now):
             raise invalid_token("the access token is not valid yet")
         sub, jti = claims.get("sub"), claims.get("jti")
         if not isinstance(sub, str) or not sub or not isinstance(jti, str) or not jti:
@@ -286,8 +290,15 @@ class BearerGuard:
         )
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _finite_number(value: object) -> float | None:
+    """``value`` as a finite float, or None (not a number, a bool, NaN, inf or too large)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def bearer_token(request: Request) -> str:
