@@ -8,11 +8,12 @@ server is never behind the guard and the proxy knows nothing of the authorizatio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
 from twisted.internet.address import UNIXAddress
+from twisted.web.error import UnsupportedMethod
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
@@ -83,7 +84,24 @@ class PrefixTable(Resource):
     def render(self, request: Request) -> Any:
         route, resource = self.match(request.path)
         request.route = route  # type: ignore[attr-defined]  # read by the metrics
-        return resource.render(request)
+        try:
+            return resource.render(request)
+        except UnsupportedMethod as e:
+            # Twisted answers a method it does not know (PUT, PATCH...) with a 501 HTML
+            # page; this server knows them, the route just does not take them: 405.
+            return method_not_allowed(request, e.allowedMethods)
+
+
+def method_not_allowed(request: Request, allowed: Iterable[bytes]) -> bytes:
+    """A JSON 405 with the ``Allow`` header naming the route's methods."""
+    names = sorted({m.decode("ascii", "replace") for m in allowed})
+    request.setHeader("Allow", ", ".join(names))
+    method = request.method.decode("ascii", "replace")[:20]
+    return json_body(
+        request,
+        405,
+        {"error": "method_not_allowed", "error_description": f"{method} is not allowed here"},
+    )
 
 
 Check = Callable[[], tuple[bool, Any]]

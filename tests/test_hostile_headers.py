@@ -139,3 +139,18 @@ class ProxyHeaderTests(SynchronousTestCase):
             self.h.flush()
             self.assertEqual(self.successResultOf(d).code, 401, exp)
         self.assertEqual(self.failures.failures, [])
+
+
+class UnknownMethodTests(SynchronousTestCase):
+    def test_put_on_a_plain_resource_is_405_not_501(self) -> None:
+        # Found by the fuzz test: Twisted answers methods it does not know with 501.
+        h = ProxyHarness()
+        failures = FailureCapture(self)
+        url = h.public_url + "/.well-known/oauth-protected-resource/mcp"
+        for method in ("PUT", "PATCH", "BREW"):
+            d = h.client.request(method, url)
+            h.flush()
+            response = self.successResultOf(d)
+            self.assertEqual(response.code, 405, method)
+            self.assertIn("GET", response.headers.getRawHeaders("allow")[0])
+        self.assertEqual(failures.failures, [])
