@@ -23,7 +23,7 @@ from urllib.parse import quote, urlencode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
@@ -220,7 +220,7 @@ def exchange(site: AuthproxySite, raw: bytes, pump: Callable[[], None]) -> bytes
             pump()  # let a streamed body finish, then stop
             break
         pump()
-    protocol.connectionLost(Exception("fuzz connection closed"))  # type: ignore[arg-type]
+    protocol.connectionLost(Failure(ConnectionDone()))
     return transport.value()
 
 
