@@ -111,6 +111,30 @@ class OAuthError(Exception):
         return {"error": self.error, "error_description": self.description}
 
 
+class BadHeader(OAuthError):
+    """A request header whose bytes are not UTF-8: 400 invalid_request naming the header."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__("invalid_request", f"the {name} header is not valid UTF-8")
+        self.header = name
+
+
+def header_text(request: Request, name: str) -> str | None:
+    """The last value of request header ``name`` as text, or None when it is absent.
+
+    Every header read by name goes through here: Twisted's ``getHeader("name")`` decodes
+    UTF-8 strictly and raises on other bytes, which became a 500 with a traceback. This
+    raises :class:`BadHeader` instead, an OAuthError that AsyncResource answers with 400.
+    """
+    values = request.requestHeaders.getRawHeaders(name.encode("ascii"))
+    if not values:
+        return None
+    try:
+        return values[-1].decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadHeader(name) from None
+
+
 class HTMLPageError(Exception):
     """An error shown to a person in a browser (never redirected to a client)."""
 

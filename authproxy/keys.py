@@ -106,18 +106,54 @@ def _alg_for(key: Any) -> str:
     raise ValueError(f"unsupported key type {type(key).__name__} (use RSA, EC or Ed25519)")
 
 
+# Key and secret files are a few KiB; a bigger file is a mistake, not a key.
+MAX_KEY_FILE_BYTES = 1024 * 1024
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _not_regular(mode: int) -> str | None:
+    """None for a regular file, else why the entry is not one ("not a regular file (a FIFO)")."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _KINDS if test(mode)), "a special file")
+    return f"not a regular file ({kind})"
+
+
 def _read(path: str, what: str) -> bytes:
+    """The content of the regular file at ``path`` (symlinks followed), without ever blocking.
+
+    A FIFO opened for reading waits for a writer forever, freezing the reactor: O_NONBLOCK
+    makes ``open`` return at once, and the type is checked on the opened descriptor, not on
+    a earlier ``stat`` of the path that could be swapped in between.
+    """
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise KeyFileError(path, f"{what} file not found") from None
-    except IsADirectoryError:
-        raise KeyFileError(path, f"is a directory, not a {what} file") from None
     except PermissionError:
         raise KeyFileError(path, "permission denied") from None
     except OSError as e:
         raise KeyFileError(path, f"cannot read: {e.strerror}") from None
+    try:
+        problem = _not_regular(os.fstat(fd).st_mode)
+        if problem is not None:
+            raise KeyFileError(path, f"{problem}, not a {what} file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as e:
+        raise KeyFileError(path, f"cannot read: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise KeyFileError(path, f"larger than {MAX_KEY_FILE_BYTES} bytes, not a {what} file")
+    return data
 
 
 def load_signing_key(path: str) -> SigningKey:
@@ -158,6 +194,19 @@ def load_hmac_secret(path: str) -> bytes:
 
 
 def _numbered(directory: str, pattern: re.Pattern[str], expected: str) -> tuple[str, ...]:
+    """The regular files in ``directory`` whose names match ``pattern``, in numeric order."""
+    found, _ = _scan(directory, pattern, expected)
+    return found
+
+
+def _scan(
+    directory: str, pattern: re.Pattern[str], expected: str
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(regular files matching ``pattern`` in numeric order, "<path>: <why>" for the others).
+
+    Entries are checked after following symlinks (Kubernetes Secret volumes are symlinks
+    through ``..data``); a FIFO, socket, device or directory with a key's name is ignored.
+    """
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
@@ -167,14 +216,24 @@ def _numbered(directory: str, pattern: re.Pattern[str], expected: str) -> tuple[
     except PermissionError:
         raise KeyFileError(directory, "permission denied") from None
     found = []
+    ignored = []
     for name in names:
         m = pattern.match(name)
-        if m:
-            found.append((int(m.group(1)), name))
+        if not m:
+            continue
+        path = os.path.join(directory, name)
+        try:
+            problem = _not_regular(os.stat(path).st_mode)
+        except OSError:
+            problem = None  # vanished or dangling: reading it reports the reason
+        if problem is not None:
+            ignored.append(f"{path}: {problem}; ignored")
+            continue
+        found.append((int(m.group(1)), path))
     if not found:
         raise KeyFileError(directory, f"contains no {expected} file")
     found.sort()
-    return tuple(os.path.join(directory, name) for _, name in found)
+    return tuple(path for _, path in found), tuple(sorted(ignored))
 
 
 def _str_tuple(value: Iterable[str] | None) -> tuple[str, ...]:
@@ -222,6 +281,20 @@ class KeySources:
             files = _numbered(self.hmac_secrets_dir, _HMAC_NAME, "hmac-N")
         return files + self.hmac_secret_files
 
+    def ignored(self) -> tuple[str, ...]:
+        """ "<path>: <why>" for each entry of the dirs named like a key but not a regular file."""
+        result: list[str] = []
+        for directory, pattern, expected in (
+            (self.signing_keys_dir, _KEY_NAME, "key-N.pem"),
+            (self.hmac_secrets_dir, _HMAC_NAME, "hmac-N"),
+        ):
+            if directory:
+                try:
+                    result.extend(_scan(directory, pattern, expected)[1])
+                except KeyFileError:
+                    pass  # reported by signing_files()/hmac_files()
+        return tuple(result)
+
     def files(self) -> tuple[str, ...]:
         """Every configured file: signing keys, then HMAC secrets."""
         return self.signing_files() + self.hmac_files()
@@ -252,6 +325,8 @@ class KeySet:
     warnings: tuple[str, ...] = ()
     # True when the HMAC secret was generated in-process because none is configured.
     hmac_ephemeral: bool = False
+    # "<path>: <why>" for directory entries named like keys that are not regular files.
+    ignored: tuple[str, ...] = ()
 
     def same_keys(self, other: KeySet | None) -> bool:
         """True if ``other`` holds the same keys and secrets in the same order."""
@@ -325,6 +400,7 @@ def load_key_set(sources: KeySources, previous: KeySet | None = None) -> KeySet:
         hmac_secrets=hmacs,
         warnings=tuple(warnings),
         hmac_ephemeral=not sources.hmac_configured,
+        ignored=sources.ignored(),
     )
 
 
@@ -348,6 +424,8 @@ class KeyRing:
         logger = log if log is not None else _log
         for warning in keyset.warnings:
             logger.warn("Keys: {problem}", problem=warning)
+        for entry in keyset.ignored:
+            logger.error("Keys: {entry}", entry=entry)
         logger.info(
             "Loaded {signing} signing keys and {hmac} HMAC secrets; active kid {kid}",
             signing=len(keyset.signing_keys),
@@ -438,11 +516,13 @@ def fingerprint(sources: KeySources) -> str:
         for path in paths:
             h.update(path.encode("utf-8", "surrogateescape") + b"\0")
             try:
-                with open(path, "rb") as f:
-                    h.update(hashlib.sha256(f.read()).digest())
-            except OSError as e:
-                h.update(f"error:{e.errno}".encode())
+                h.update(hashlib.sha256(_read(path, "key")).digest())
+            except KeyFileError as e:
+                h.update(f"error:{e.reason}".encode())
 
+    # An entry ignored as not a regular file changes the digest too, so it gets reported.
+    for entry in sources.ignored():
+        h.update(entry.encode("utf-8", "surrogateescape") + b"\0")
     for part in (sources.signing_files, sources.hmac_files):
         try:
             feed(part())

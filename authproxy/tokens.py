@@ -52,14 +52,38 @@ def b64url(data: bytes) -> str:
     return b64url_bytes(data).decode("ascii")
 
 
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def b64url_decode(text: str) -> bytes:
-    """Decode unpadded base64url; raises ValueError on anything else."""
-    if not re.fullmatch(r"[A-Za-z0-9\-_]*", text):
+    """Decode canonical unpadded base64url (RFC 7515 §2); ValueError on anything else.
+
+    Canonical: only the alphabet, no ``=`` padding and the unused low bits of the last
+    character zero, so that a byte string has exactly one accepted spelling and a token
+    cannot be presented in forms that one check accepts and another does not recognise.
+    """
+    if not _B64URL_RE.fullmatch(text) or len(text) % 4 == 1:
         raise ValueError("not base64url")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise ValueError("not base64url") from None
+    if b64url(data) != text:
+        raise ValueError("not canonical base64url (the unused bits are not zero)")
+    return data
+
+
+def split_compact_jws(token: str) -> tuple[bytes, bytes, bytes]:
+    """The decoded (header, payload, signature) of a compact JWS in canonical form.
+
+    Raises ValueError unless there are exactly three canonical base64url segments; the
+    signature is then checked by jwcrypto on the same, now known canonical, text.
+    """
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise ValueError("not a compact JWS")
+    header, payload, signature = (b64url_decode(part) for part in parts)
+    return header, payload, signature
 
 
 # -- PKCE (RFC 7636) ---------------------------------------------------------------------
@@ -123,12 +147,8 @@ class OpaqueTokens:
         try:
             if len(b64url_decode(random_part)) != _RANDOM_BYTES:
                 return None
-            mac = b64url_decode(mac_text)
+            mac = b64url_decode(mac_text)  # canonical only: one token, one spelling
         except ValueError:
-            return None
-        # base64 ignores the unused low bits of the last character: insist on the canonical
-        # spelling so that one token has exactly one accepted form.
-        if b64url(mac) != mac_text:
             return None
         return random_part, mac
 
@@ -252,10 +272,10 @@ class AccessTokenIssuer:
         Checks signature, ``typ``, ``alg`` against the key and ``iss``, but not ``exp``:
         revocation wants the claims of expired tokens too. Not the guard's check.
         """
-        if token.count(".") != 2 or len(token) > 16384:
+        if len(token) > 16384:
             return None
         try:
-            header = loads_untrusted(b64url_decode(token.split(".", 1)[0]))
+            header = loads_untrusted(split_compact_jws(token)[0])
         except ValueError:
             return None
         if not isinstance(header, dict) or header.get("typ") != "at+jwt":

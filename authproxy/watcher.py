@@ -70,6 +70,13 @@ class SecretWatcher(Service):
     _poller: LoopingCall | None = attrs.field(default=None, init=False)
     _notifier: Any = attrs.field(default=None, init=False)
     _unwatchable: set[str] = attrs.field(factory=set, init=False)
+    # directory entries ignored as not regular files, already logged (by KeyRing.load at first)
+    _reported_ignored: tuple[str, ...] = attrs.field(init=False)
+
+    @_reported_ignored.default
+    def _initially_reported(self) -> tuple[str, ...]:
+        return self._ring.keyset.ignored
+
     _log = Logger()  # not annotated: a class-level descriptor, not an attrs field
 
     @property
@@ -211,6 +218,11 @@ class SecretWatcher(Service):
         if self.last_error is not None:
             self._log.info("Key files are valid again")
             self.last_error = None
+        for entry in keyset.ignored:
+            if entry not in self._reported_ignored:
+                self._log.error("Keys: {entry}", entry=entry)
+        # Kept here, not read from the ring: a set with the same keys is not installed.
+        self._reported_ignored = keyset.ignored
         if keyset.same_keys(current):
             return
         self._ring.replace(keyset)

@@ -8,14 +8,17 @@ server is never behind the guard and the proxy knows nothing of the authorizatio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
+from twisted.internet.address import UNIXAddress
+from twisted.web.error import UnsupportedMethod
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
 from authproxy.httputil import json_body
+from authproxy.loopback import is_loopback_host
 
 
 class JSONNotFound(Resource):
@@ -81,7 +84,24 @@ class PrefixTable(Resource):
     def render(self, request: Request) -> Any:
         route, resource = self.match(request.path)
         request.route = route  # type: ignore[attr-defined]  # read by the metrics
-        return resource.render(request)
+        try:
+            return resource.render(request)
+        except UnsupportedMethod as e:
+            # Twisted answers a method it does not know (PUT, PATCH...) with a 501 HTML
+            # page; this server knows them, the route just does not take them: 405.
+            return method_not_allowed(request, e.allowedMethods)
+
+
+def method_not_allowed(request: Request, allowed: Iterable[bytes]) -> bytes:
+    """A JSON 405 with the ``Allow`` header naming the route's methods."""
+    names = sorted({m.decode("ascii", "replace") for m in allowed})
+    request.setHeader("Allow", ", ".join(names))
+    method = request.method.decode("ascii", "replace")[:20]
+    return json_body(
+        request,
+        405,
+        {"error": "method_not_allowed", "error_description": f"{method} is not allowed here"},
+    )
 
 
 Check = Callable[[], tuple[bool, Any]]
@@ -119,9 +139,28 @@ class HealthResource(Resource):
         return json_body(request, 200, {"status": "ok"}, {"Cache-Control": "no-store"})
 
 
+# Headers a reverse proxy adds: a loopback peer sending one relays someone else's request.
+_FORWARDING_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
+
+
+def is_local_caller(request: Request) -> bool:
+    """True when the TCP peer itself is on this host (loopback or a UNIX socket) and the
+    request was not relayed by a proxy. Never decided by X-Forwarded-For: clients write it."""
+    peer = request.getClientAddress()
+    if isinstance(peer, UNIXAddress):
+        local = True
+    else:
+        local = is_loopback_host(getattr(peer, "host", None))
+    return local and not any(request.requestHeaders.hasHeader(h) for h in _FORWARDING_HEADERS)
+
+
 @attrs.define
 class ReadyResource(Resource):
-    """Readiness: 200 once every registered condition holds, else 503 naming what is missing."""
+    """Readiness: 200 once every registered condition holds, else 503 naming what is missing.
+
+    Details (key file paths, reload errors, IdP URLs) are shown to local callers only;
+    everyone else sees each condition's name and whether it holds.
+    """
 
     isLeaf = True
     readiness: Readiness
@@ -131,7 +170,8 @@ class ReadyResource(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         ready, details, missing = self.readiness.evaluate()
-        payload: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": details}
+        checks = details if is_local_caller(request) else {n: n not in missing for n in details}
+        payload: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
         if not ready:
             payload["not_ready"] = missing
         return json_body(request, 200 if ready else 503, payload, {"Cache-Control": "no-store"})

@@ -9,7 +9,14 @@ from urllib.parse import parse_qsl, unquote_plus
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from authproxy.httputil import NO_STORE, AsyncResource, HTMLPageError, OAuthError, set_headers
+from authproxy.httputil import (
+    NO_STORE,
+    AsyncResource,
+    HTMLPageError,
+    OAuthError,
+    header_text,
+    set_headers,
+)
 from authproxy.interfaces import IUpstreamProvider, UpstreamError, UpstreamUnavailable
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import RegisteredClient
@@ -62,7 +69,7 @@ def read_body(request: Request, limit: int) -> bytes:
 
 
 def media_type(request: Request) -> str:
-    raw = request.getHeader("content-type") or ""
+    raw = header_text(request, "Content-Type") or ""
     return raw.split(";", 1)[0].strip().lower()
 
 
@@ -153,7 +160,7 @@ def client_id_from(request: Request, params: Mapping[str, str]) -> tuple[str | N
     Public clients have no secret; a Basic header with a non-empty password is refused,
     since this server never issued one.
     """
-    header = request.getHeader("authorization")
+    header = header_text(request, "Authorization")
     from_basic: str | None = None
     if header:
         scheme, _, credentials = header.partition(" ")

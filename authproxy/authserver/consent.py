@@ -38,7 +38,7 @@ from authproxy.authserver._common import redirect
 from authproxy.authserver.authorize import error_redirect_uri
 from authproxy.authserver.login_binding import HMACSecrets, cookie_prefix, short_hash
 from authproxy.config import Config
-from authproxy.httputil import AsyncResource, HTMLPageError
+from authproxy.httputil import AsyncResource, BadHeader, HTMLPageError, header_text
 from authproxy.pages import ConsentView, render_consent
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization, RegisteredClient
@@ -298,7 +298,10 @@ class ConsentResource(AsyncResource):
         )
 
     async def handle_POST(self, request: Request) -> bytes | None:
-        origin = request.getHeader("origin")
+        try:
+            origin = header_text(request, "Origin")
+        except BadHeader:
+            origin = "undecodable"  # no browser sends that: treated as a foreign origin
         # With Referrer-Policy no-referrer browsers send "Origin: null" on our own form posts.
         if origin is not None and origin not in ("null", self.public_origin):
             log.warn("Consent POST from foreign origin refused")
@@ -356,7 +359,13 @@ def _origin(url: str) -> str:
 
 def _read_form(request: Request) -> dict[str, str]:
     """The form fields, or an HTML 400 (wrong type, too large, repeated or undecodable)."""
-    media = (request.getHeader("content-type") or "").split(";", 1)[0].strip().lower()
+    try:
+        raw_type = header_text(request, "Content-Type") or ""
+    except BadHeader:
+        raise _bad_form_page(
+            "The approval form's Content-Type header is not valid UTF-8."
+        ) from None
+    media = raw_type.split(";", 1)[0].strip().lower()
     if media != "application/x-www-form-urlencoded":
         raise _bad_form_page("The approval was not sent as a form.")
     content = request.content

@@ -130,7 +130,9 @@ def source_address(request: Request, trusted: TrustedProxies) -> str:
     if not trusted.trusts(peer):
         return peer
     hops: list[str] = []
-    for value in request.requestHeaders.getRawHeaders("X-Forwarded-For", []):
+    # bytes, not str: a str name makes Twisted decode UTF-8 and raise on anything else
+    for raw in request.requestHeaders.getRawHeaders(b"X-Forwarded-For", []):
+        value = raw.decode("latin-1")
         hops.extend(part.strip() for part in value.split(",") if part.strip())
     for hop in reversed(hops):
         if not trusted.trusts(hop):

@@ -12,13 +12,14 @@ revocation generation moved, so revocations take effect on the next request.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
 import attrs
-from jwcrypto.common import JWException, base64url_decode
+from jwcrypto.common import JWException
 from jwcrypto.jws import JWS
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -29,6 +30,7 @@ from authproxy.jsonutil import loads_untrusted
 from authproxy.keys import KeyRing
 from authproxy.proxy.metadata import resource_url
 from authproxy.storage.interface import IStorage
+from authproxy.tokens import split_compact_jws
 
 LEEWAY = 60.0
 MAX_TOKEN_LENGTH = 16384
@@ -246,11 +248,13 @@ class BearerGuard:
         return principal
 
     def _verify_signed(self, token: str, now: float) -> Principal:
-        parts = token.split(".")
-        if len(parts) != 3 or not all(parts[:2]):
-            raise invalid_token("the access token is not a JWT")
         try:
-            header = loads_untrusted(base64url_decode(parts[0]))
+            # Canonical base64url only: one token, one spelling, the same as /oauth/revoke.
+            raw_header = split_compact_jws(token)[0]
+        except ValueError:
+            raise invalid_token("the access token is not a JWT in canonical base64url") from None
+        try:
+            header = loads_untrusted(raw_header)
         except (ValueError, UnicodeDecodeError):
             raise invalid_token("the access token is not a JWT") from None
         if not isinstance(header, dict):
@@ -285,17 +289,20 @@ class BearerGuard:
         if claims.get("iss") != self._issuer:
             raise invalid_token("the access token was issued by another issuer")
         aud = claims.get("aud")
-        audiences = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
-        if not audiences & self._audiences:
+        listed = aud if isinstance(aud, list) else [aud]
+        if not all(isinstance(a, str) for a in listed):
+            # RFC 7519 §4.1.3: a string or an array of strings; anything else is malformed.
+            raise invalid_token("the access token's aud claim is malformed")
+        if not set(listed) & self._audiences:
             raise invalid_token("the access token is not meant for this resource")
-        raw_exp = claims.get("exp")
-        if not _is_number(raw_exp):
-            raise invalid_token("the access token has no expiry")
-        exp = float(raw_exp)  # type: ignore[arg-type]
+        exp = _finite_number(claims.get("exp"))
+        if exp is None:
+            raise invalid_token("the access token has no usable expiry")
         if exp + self._leeway <= now:
             raise invalid_token("the access token has expired")
-        nbf = claims.get("nbf")
-        if nbf is not None and (not _is_number(nbf) or nbf - self._leeway > now):
+        raw_nbf = claims.get("nbf")
+        nbf = _finite_number(raw_nbf)
+        if raw_nbf is not None and (nbf is None or nbf - self._leeway > now):
             raise invalid_token("the access token is not valid yet")
         sub, jti = claims.get("sub"), claims.get("jti")
         if not isinstance(sub, str) or not sub or not isinstance(jti, str) or not jti:
@@ -317,8 +324,15 @@ class BearerGuard:
         )
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _finite_number(value: object) -> float | None:
+    """``value`` as a finite float, or None (not a number, a bool, NaN, inf or too large)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def bearer_token(request: Request) -> str:

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from authproxy.config import Config
+from authproxy.httputil import BadHeader, header_text, json_body
 
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
 # Never advertised: it is a request for a refresh token, not access to the resource.
 _NOT_ADVERTISED = frozenset({"offline_access"})
+# A comma-separated list of header names (RFC 9110 tokens), as browsers send in preflights.
+_HEADER_LIST = re.compile(
+    r"[A-Za-z0-9!#$%&'*+.^_`|~-]+(?:[ \t]*,[ \t]*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*"
+)
 
 
 def resource_url(config: Config) -> str:
@@ -49,11 +55,19 @@ class ProtectedResourceMetadata(Resource):
     def _cors(self, request: Request) -> None:
         request.setHeader("Access-Control-Allow-Origin", "*")
         request.setHeader("Access-Control-Allow-Methods", "GET, OPTIONS")
-        requested = request.getHeader("Access-Control-Request-Headers")
+        requested = header_text(request, "Access-Control-Request-Headers")
+        if requested is not None and not _HEADER_LIST.fullmatch(requested):
+            requested = None  # echo header names only, never arbitrary text
         request.setHeader(
             "Access-Control-Allow-Headers", requested or "MCP-Protocol-Version, Content-Type"
         )
         request.setHeader("Access-Control-Max-Age", "86400")
+
+    def render(self, request: Request) -> bytes:
+        try:
+            return bytes(super().render(request))
+        except BadHeader as e:
+            return json_body(request, e.status, e.payload())
 
     def render_GET(self, request: Request) -> bytes:
         self._cors(request)
