@@ -214,10 +214,16 @@ def authproxy_config(workdir: Path, port: int, backend_port: int, log_level: str
 [server]
 listen = ["tcp:{port}:interface={HOST}:backlog=1024"]
 public_url = "{public}"
+# one load generator on 127.0.0.1 stands for thousands of clients (P4: 2000 idle streams)
+max_connections = 100000
+max_connections_per_source = 100000
 
 [backend]
 url = "http://{HOST}:{backend_port}"
 path = "{MCP_PATH}"
+# every workload uses one token: the per-grant caps would refuse P2 and P4
+max_connections = 100000
+max_connections_per_grant = 100000
 
 [auth_server]
 signing_keys_dir = "{workdir / "keys"}"
