@@ -483,6 +483,7 @@ class EndpointRewriteTests(RelayTestCase):
 
     def test_message_path_is_proxied_and_guarded(self) -> None:
         h = self.sse_harness((b"event: endpoint\ndata: /messages/?session_id=abc\n\n",))
+        self.stream(h)
         url = "https://mcp.example.com/messages/?session_id=abc"
         response = self.request(h, "POST", url, data=b"{}")
         self.assertEqual(response.code, 401)

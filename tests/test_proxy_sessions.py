@@ -191,14 +191,19 @@ class SessionBindingThroughProxyTests(RelayTestCase):
         h.clock.advance(601)
         self.assertEqual(self.send(h, token, "session-1").code, 404)
 
-    def test_legacy_sse_transport_binds_nothing(self) -> None:
+    def test_legacy_sse_transport_ignores_mcp_session_id(self) -> None:
+        # The legacy transport names its session in the message URL (tests/test_proxy_sse.py).
         h = ProxyHarness(proxy_config(backend={"transport": "sse"}))
+        token = h.token()
+        stream = self.request(h, "GET", "https://mcp.example.com/sse", headers=h.auth(token))
+        h.client.collect(stream, lambda _: None)
+        h.flush()
         response = self.request(
             h,
             "POST",
-            "https://mcp.example.com/messages/?session_id=abc",
+            "https://mcp.example.com/messages/?session_id=abc123",
             data=b"{}",
-            headers={**h.auth(), "Mcp-Session-Id": "whatever"},
+            headers={**h.auth(token), "Mcp-Session-Id": "whatever"},
         )
         self.assertEqual(response.code, 200)
 

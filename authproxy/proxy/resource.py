@@ -51,7 +51,12 @@ from authproxy.proxy.limits import ConnectionLimits
 from authproxy.proxy.metadata import metadata_url
 from authproxy.proxy.request import too_large_payload
 from authproxy.proxy.sessions import MemorySessionBindings, Owner, SessionBindings
-from authproxy.proxy.sse import EndpointEventRewriter, EndpointURLMapper
+from authproxy.proxy.sse import (
+    EndpointEventRewriter,
+    EndpointURLMapper,
+    announced_target,
+    session_key,
+)
 
 SMALL_BODY = 64 * 1024
 PROXIED_METHODS = (b"GET", b"POST", b"DELETE")
@@ -64,6 +69,56 @@ _NO_SUCH_SESSION = {
     "error": "session_not_found",
     "error_description": "no such MCP session for this token; send initialize to start a new one",
 }
+
+
+class SessionRefused(Exception):
+    """A legacy stream announced a session that cannot be bound to its opener."""
+
+
+class LegacyStream:
+    """The sessions a legacy (HTTP+SSE) stream announces, bound to the user and client that
+    opened it for as long as it is open.
+
+    The legacy transport names its session in the message URL of the ``endpoint`` event;
+    whoever posts to that URL speaks in the session. Each announced URL is bound (under
+    ``session_key``) to the stream's owner and held in use (``enter``) by the stream, so idle
+    expiry and eviction never take it while the stream is open. When the stream closes the
+    binding ends at once rather than idling: a legacy session dies with its stream (the
+    backend forgets it too, and a reconnecting client gets a new endpoint), so a later post
+    gets 404 from authproxy instead of reaching the backend. (A backend announcing one id on
+    two streams of the same user loses the binding when the first closes; legacy servers
+    make a new session per stream.)
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, sessions: SessionBindings, owner: Owner, mapper: EndpointURLMapper, stream_url: str
+    ) -> None:
+        self._sessions = sessions
+        self._owner = owner
+        self._mapper = mapper
+        self._stream_url = stream_url
+        self.keys: list[bytes] = []
+
+    def announce(self, announced: str) -> str:
+        """The rewriter's callback: map the endpoint URL and bind its session, or raise
+        ``SessionRefused`` (bound to someone else, or no room in the table)."""
+        public = self._mapper(announced, self._stream_url)
+        key, _ = session_key(announced_target(public))
+        if not (self._sessions.bind(key, self._owner) and self._sessions.enter(key, self._owner)):
+            self.log.warn(
+                "A legacy SSE session could not be bound (session table full, or the id is "
+                "bound to another user); closing its stream"
+            )
+            raise SessionRefused()
+        self.keys.append(key)
+        return public
+
+    def close(self) -> None:
+        for key in self.keys:
+            self._sessions.end(key)
+        self.keys = []
 
 
 class BodyRelay(Protocol):
@@ -97,7 +152,13 @@ class BodyRelay(Protocol):
         if self._client_gone:
             return
         if self._rewriter is not None:
-            data = self._rewriter.feed(data)
+            try:
+                data = self._rewriter.feed(data)
+            except SessionRefused:
+                # The endpoint event must not reach this client: cut the stream before it.
+                self.client_gone()
+                self._request.loseConnection()
+                return
         if data:
             self._request.write(data)
 
@@ -174,8 +235,10 @@ class MCPProxy(Resource):
         super().__init__()
         self.pool = pool
         backend = config.backend
-        # Mcp-Session-Id belongs to streamable HTTP; the legacy SSE transport has no header.
+        # Mcp-Session-Id belongs to streamable HTTP; the legacy SSE transport names its
+        # session in the message URL its stream announces (LegacyStream).
         self._bind_sessions = backend.transport == "streamable-http"
+        self._legacy_sessions = backend.transport == "sse"
         self.sessions: SessionBindings = sessions or MemorySessionBindings(
             clock,
             idle_timeout=backend.session_idle_timeout,
@@ -296,6 +359,15 @@ class MCPProxy(Resource):
                     # Unknown, expired, ended or another user's: all look alike.
                     write_json(request, 404, _NO_SUCH_SESSION, NO_STORE)
                     return
+        elif self._legacy_sessions:
+            # Only the stream's GET needs no session: any other request might be a message
+            # to a session whose URL carries no session parameter.
+            key, named = session_key(target)
+            if named or method != b"GET":
+                if not self.sessions.enter(key, grant):
+                    write_json(request, 404, _NO_SUCH_SESSION, NO_STORE)
+                    return
+                session_id = key
         try:
             refused = self.limits.acquire(grant)
             if refused is not None:
@@ -520,18 +592,32 @@ class MCPProxy(Resource):
                 {**NO_STORE, "Retry-After": RETRY_AFTER},
             )
             return
-        rewriter, length = self._copy_response_head(request, response, url, method)
+        legacy: list[LegacyStream] = []
+        rewriter, length = self._copy_response_head(
+            request, response, url, method, principal, legacy
+        )
         done: Deferred[None] = Deferred()
         protocol = BodyRelay(request, rewriter, done, length)
         relay.append(protocol)
         response.deliverBody(protocol)
-        await done
+        try:
+            await done
+        finally:
+            if legacy:
+                legacy[0].close()
 
     def _copy_response_head(
-        self, request: Request, response: IResponse, url: bytes, method: bytes
+        self,
+        request: Request,
+        response: IResponse,
+        url: bytes,
+        method: bytes,
+        principal: Principal,
+        legacy: list[LegacyStream],
     ) -> tuple[EndpointEventRewriter | None, int]:
         """Status and headers to the client; returns the body rewriter and the declared
-        length (-1: none, the body ends with its last chunk)."""
+        length (-1: none, the body ends with its last chunk). A legacy stream's sessions
+        go into ``legacy``."""
         request.setResponseCode(response.code, response.phrase)
         for name, values in end_to_end(response.headers, _connection_listed(response)):
             request.responseHeaders.setRawHeaders(name, values)
@@ -547,8 +633,14 @@ class MCPProxy(Resource):
         request.setHeader(b"X-Accel-Buffering", b"no")
         rewriter = None
         if self._rewrite_endpoint and not response.headers.hasHeader(b"content-encoding"):
-            stream_url = url.decode("latin-1")
-            rewriter = EndpointEventRewriter(lambda announced: self._mapper(announced, stream_url))
+            stream = LegacyStream(
+                self.sessions,
+                (principal.subject, principal.client_id),
+                self._mapper,
+                url.decode("latin-1"),
+            )
+            legacy.append(stream)
+            rewriter = EndpointEventRewriter(stream.announce)
             request.responseHeaders.removeHeader(b"content-length")
             length = -1
         # Status line and headers now, before the first event.

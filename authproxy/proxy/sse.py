@@ -7,19 +7,57 @@ is parsed incrementally: chunks may split an event anywhere (even between ``\\r`
 ``\\n``). Each event is held only until its blank line, which is when a client dispatches
 it anyway, and only up to a small cap; chunks that contain no endpoint event at an event
 boundary pass through without being parsed at all.
+
+The message URL names the session: anyone posting to it speaks in it. ``session_key`` gives
+the key under which authproxy binds it to the stream's user and client (proxy/resource.py).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urljoin, urlsplit, urlunsplit
 
 import attrs
 
 _EOL = re.compile(rb"\r\n|\r|\n")
 # An event this large cannot be an endpoint announcement: stop holding it back.
 MAX_HELD_EVENT = 64 * 1024
+# The query parameter naming the session: Python SDK, then TypeScript/Go/Java SDKs.
+SESSION_PARAMETERS = (b"session_id", b"sessionId")
+
+
+def session_key(target: bytes) -> tuple[bytes, bool]:
+    """The key of the legacy session a message URL target (``/path?query``) names, and
+    whether its query names one.
+
+    One session parameter (decoded as backends decode it: ``session%5Fid=a%62c`` is
+    ``session_id=abc``): the key is its value. Otherwise the key is the whole target, so a
+    backend that names sessions some other way is matched on the exact URL it announced, and
+    a target repeating the parameter (a backend may read the first or the last) can only
+    match an announcement repeating it identically.
+    """
+    _, sep, query = target.partition(b"?")
+    if sep and query:
+        values = [
+            value
+            for name, value in parse_qsl(query, keep_blank_values=True)
+            if name in SESSION_PARAMETERS
+        ]
+        if len(values) == 1:
+            return b"sid:" + values[0], True
+        if values:
+            return b"url:" + target, True
+    return b"url:" + target, False
+
+
+def announced_target(url: str) -> bytes:
+    """``/path?query`` of a (rewritten, public) endpoint URL: what its client will request."""
+    parts = urlsplit(url)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return target.encode("utf-8")
 
 
 class EndpointEventRewriter:
