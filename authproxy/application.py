@@ -15,23 +15,23 @@ import attrs
 from twisted.application.service import IService, Service
 from twisted.logger import Logger
 
-from authproxy import pages
 from authproxy.authserver.jwks import JWKSResource
 from authproxy.authserver.routes import auth_routes
-from authproxy.backend import backend_services
 from authproxy.config import Config, ConfigError
-from authproxy.connection_limits import ConnectionLimits
-from authproxy.httputil import TrustedProxies
-from authproxy.keys import KeyFileError, KeyRing, KeySources
-from authproxy.metrics import AuthproxyMetrics, MetricsResource
+from authproxy.http import pages
+from authproxy.http.connection_limits import ConnectionLimits
+from authproxy.http.responses import TrustedProxies
+from authproxy.http.routing import HealthResource, PrefixTable, Readiness, ReadyResource
+from authproxy.http.site import AuthproxySite
+from authproxy.keys.ring import KeyFileError, KeyRing, KeySources
+from authproxy.keys.watcher import SecretWatcher
+from authproxy.ops.metrics import AuthproxyMetrics, MetricsResource
 from authproxy.proxy import make_proxy_resource, make_request_factory, proxy_routes
 from authproxy.proxy.early import BodyGate
-from authproxy.site import AuthproxySite
 from authproxy.storage.memory import MemoryStorage
 from authproxy.storage.sweeper import StorageSweeper
-from authproxy.upstream import make_upstream_provider, upstream_services
-from authproxy.watcher import SecretWatcher
-from authproxy.web import HealthResource, PrefixTable, Readiness, ReadyResource
+from authproxy.supervisor import backend_services
+from authproxy.upstream.registry import make_upstream_provider, upstream_services
 
 log = Logger()
 

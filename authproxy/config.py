@@ -24,7 +24,7 @@ import attrs
 import cattrs
 from cattrs.errors import ForbiddenExtraKeysError
 
-from authproxy.loopback import is_loopback_host, listen_is_loopback
+from authproxy.http.loopback import is_loopback_host, listen_is_loopback
 
 Duration = NewType("Duration", float)
 Size = NewType("Size", int)

@@ -56,7 +56,7 @@ class _Top(service.MultiService):
     logging_config = ("text", "info")
 
     def startService(self) -> None:
-        from authproxy import logs
+        from authproxy.ops import logs
 
         # twistd installs its log observer after makeService: only now can we tell.
         logs.warn_if_not_installed(*self.logging_config)
@@ -74,8 +74,8 @@ class _Top(service.MultiService):
 
 def build_service(config: Config, reactor: Any) -> service.MultiService:
     """The whole daemon for a validated ``config``."""
-    from authproxy import logs
     from authproxy.application import build_application
+    from authproxy.ops import logs
 
     logs.configure(config.logging.format, config.logging.level)
     try:

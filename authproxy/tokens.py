@@ -26,10 +26,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jwcrypto.common import JWException
 from jwcrypto.jws import JWS
 
-from authproxy.jsonutil import loads_untrusted
-from authproxy.jws_sign import b64url as b64url_bytes
-from authproxy.jws_sign import sign_compact
-from authproxy.keys import KeyRing
+from authproxy.http.json import loads_untrusted
+from authproxy.keys.ring import KeyRing
+from authproxy.keys.signing import b64url as b64url_bytes
+from authproxy.keys.signing import sign_compact
 
 # Type tags of opaque values: part of the value and of the MAC, so a code is never a refresh token.
 AUTHORIZATION_CODE = "ac"

@@ -375,7 +375,7 @@ class Bench:
         # the command line of etc/authproxy.service
         command = [
             str(VENV_BIN / "twistd"), "-n", "--pidfile=",
-            "--logger", "authproxy.logs.observer",
+            "--logger", "authproxy.ops.logs.observer",
             "authproxy", "--config", str(config),
         ]  # fmt: skip
         env = {"PYTHONPATH": str(source)} if source is not None else None

@@ -24,7 +24,7 @@ from twisted.internet.task import Clock
 
 from authproxy.authserver import limits
 from authproxy.config import Config, config_from_mapping, load_config
-from authproxy.keys import KeyRing, KeySources
+from authproxy.keys.ring import KeyRing, KeySources
 from authproxy.storage.memory import MemoryStorage
 from authproxy.storage.models import (
     AuthorizationCode,

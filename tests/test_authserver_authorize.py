@@ -8,10 +8,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy._testing_upstream import FAKE_IDP_PATH, AuthServerHarness, s256_pair
 from authproxy.authserver.limits import MAX_CLIENT_STATE, MAX_SCOPE_PARAMETER
-from authproxy.interfaces import UpstreamError, UpstreamUnavailable
-from authproxy.redirect_uri import redirect_uri_matches
+from authproxy.authserver.redirect_uri import redirect_uri_matches
+from authproxy.testing.upstream import FAKE_IDP_PATH, AuthServerHarness, s256_pair
+from authproxy.upstream.interface import UpstreamError, UpstreamUnavailable
 
 ISSUER = "http://127.0.0.1:8080"
 

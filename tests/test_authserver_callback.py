@@ -8,9 +8,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy._testing_upstream import AuthServerHarness, HTTPResult, s256_pair
-from authproxy.interfaces import UpstreamDenied, UpstreamError, UpstreamUnavailable
+from authproxy.testing.upstream import AuthServerHarness, HTTPResult, s256_pair
 from authproxy.tokens import AUTHORIZATION_CODE
+from authproxy.upstream.interface import UpstreamDenied, UpstreamError, UpstreamUnavailable
 
 ISSUER = "http://127.0.0.1:8080"
 
@@ -235,7 +235,7 @@ class BrowserBindingTests(SynchronousTestCase):
 
     def test_login_cookie_survives_secret_rotation(self) -> None:
         from authproxy.authserver.login_binding import LoginBinding
-        from authproxy.keys import KeyRing, KeySet, generate_ephemeral_key
+        from authproxy.keys.ring import KeyRing, KeySet, generate_ephemeral_key
 
         key = generate_ephemeral_key()
         old = LoginBinding(KeyRing(KeySet((key,), (b"a" * 32,))), secure=False)

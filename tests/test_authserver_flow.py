@@ -7,9 +7,9 @@ import re
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy._testing_upstream import AuthServerHarness, s256_pair
 from authproxy.authserver.routes import auth_routes
 from authproxy.storage.models import PendingAuthorization
+from authproxy.testing.upstream import AuthServerHarness, s256_pair
 from tests.test_authserver_token import claims_of
 
 

@@ -9,11 +9,11 @@ from prometheus_client import generate_latest
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy._testing_upstream import AuthServerHarness, HTTPResult, s256_pair
 from authproxy.config import ConfigError, config_from_mapping
-from authproxy.httputil import source_key
-from authproxy.metrics import AuthproxyMetrics
+from authproxy.http.responses import source_key
+from authproxy.ops.metrics import AuthproxyMetrics
 from authproxy.storage.memory import MemoryStorage
+from authproxy.testing.upstream import AuthServerHarness, HTTPResult, s256_pair
 from tests.test_authserver_token import claims_of
 
 UNLIMITED = {"token_rate": "1000000/min", "token_source_rate": "1000000/min"}

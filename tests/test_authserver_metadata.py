@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy._testing_upstream import AuthServerHarness
 from authproxy.authserver.metadata import metadata_paths
-from authproxy.keys import KeySet, generate_ephemeral_key
+from authproxy.keys.ring import KeySet, generate_ephemeral_key
+from authproxy.testing.upstream import AuthServerHarness
 
 OAUTH = "/.well-known/oauth-authorization-server"
 OIDC = "/.well-known/openid-configuration"
@@ -47,7 +47,7 @@ class MetadataTests(SynchronousTestCase):
         self.h.get(OIDC)
         from cryptography.hazmat.primitives.asymmetric import ed25519
 
-        from authproxy.keys import SigningKey
+        from authproxy.keys.ring import SigningKey
 
         ed = SigningKey.from_private_key(ed25519.Ed25519PrivateKey.generate(), source="test")
         self.h.ring.replace(

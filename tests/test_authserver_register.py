@@ -7,7 +7,6 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy._testing_upstream import AuthServerHarness, s256_pair
 from authproxy.authserver.limits import (
     MAX_CLIENT_NAME,
     MAX_CONTACT_LENGTH,
@@ -18,7 +17,8 @@ from authproxy.authserver.limits import (
 )
 from authproxy.authserver.ratelimit import TokenBucketLimiter
 from authproxy.authserver.register import check_redirect_uri, validate_client_metadata
-from authproxy.httputil import OAuthError
+from authproxy.http.responses import OAuthError
+from authproxy.testing.upstream import AuthServerHarness, s256_pair
 
 SUPPORTED = ("openid", "profile", "email", "offline_access")
 GOOD_URI = "http://127.0.0.1:33418/callback"

@@ -6,7 +6,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy._testing_upstream import AuthServerHarness, HTTPResult
+from authproxy.testing.upstream import AuthServerHarness, HTTPResult
 from tests.test_authserver_token import claims_of
 
 

@@ -10,7 +10,7 @@ from jwcrypto.jwk import JWKSet
 from jwcrypto.jwt import JWT
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy._testing_upstream import AuthServerHarness, HTTPResult, s256_pair
+from authproxy.testing.upstream import AuthServerHarness, HTTPResult, s256_pair
 from authproxy.tokens import REFRESH_TOKEN
 
 ISSUER = "http://127.0.0.1:8080"
@@ -437,7 +437,7 @@ class RefreshTokenGrantTests(Base):
         self.assertError(bad, 400, "invalid_target")
 
     def test_hmac_rotation_keeps_refresh_tokens(self) -> None:
-        from authproxy.keys import KeySet
+        from authproxy.keys.ring import KeySet
 
         ring = self.h.ring
         ring.replace(

@@ -14,8 +14,8 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from authproxy.backend import backend_environment, backend_services, command_argv
 from authproxy.config import BackendConfig
+from authproxy.supervisor import backend_environment, backend_services, command_argv
 from tests.e2e.procs import free_port
 
 # A tiny backend: listens, says so, serves until killed.

@@ -19,10 +19,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from authproxy.connection_limits import ConnectionLimits, source_key
-from authproxy.httputil import TrustedProxies
-from authproxy.proxy.request import LimitedRequest
-from authproxy.site import AuthproxySite
+from authproxy.http.connection_limits import ConnectionLimits, source_key
+from authproxy.http.request import LimitedRequest
+from authproxy.http.responses import TrustedProxies
+from authproxy.http.site import AuthproxySite
 
 PEER = IPv4Address("TCP", "203.0.113.5", 40000)
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -19,9 +19,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from authproxy.channel import ResponseChannel
-from authproxy.proxy.request import LimitedRequest
-from authproxy.site import AuthproxySite
+from authproxy.http.channel import ResponseChannel
+from authproxy.http.request import LimitedRequest
+from authproxy.http.site import AuthproxySite
 
 
 class Scripted(Resource):

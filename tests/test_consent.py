@@ -14,12 +14,12 @@ from twisted.web.server import Request
 
 from authproxy.authserver.consent import ConsentCookies, ConsentResource, ConsentStep
 from authproxy.config import Config, config_from_mapping
-from authproxy.httputil import AsyncResource
-from authproxy.keys import KeyRing, KeySet, generate_ephemeral_key
-from authproxy.pages import install_error_renderer
+from authproxy.http.pages import install_error_renderer
+from authproxy.http.responses import AsyncResource
+from authproxy.http.routing import PrefixTable
+from authproxy.keys.ring import KeyRing, KeySet, generate_ephemeral_key
 from authproxy.storage.memory import MemoryStorage
 from authproxy.storage.models import PendingAuthorization, RegisteredClient
-from authproxy.web import PrefixTable
 
 START = 1_700_000_000.0
 PUBLIC = "http://127.0.0.1:8080"

@@ -14,18 +14,18 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from authproxy.config import Config, ConfigError, config_from_mapping, development_listen_problems
-from authproxy.devlogin import CODE_LIFETIME, LOGIN_PATH, DevelopmentProvider
-from authproxy.interfaces import (
+from authproxy.http.loopback import listen_is_loopback
+from authproxy.http.routing import PrefixTable
+from authproxy.storage.memory import MemoryStorage
+from authproxy.storage.models import PendingAuthorization
+from authproxy.upstream.development import CODE_LIFETIME, LOGIN_PATH, DevelopmentProvider
+from authproxy.upstream.interface import (
     IUpstreamProvider,
     UpstreamDenied,
     UpstreamError,
     UpstreamSessionEnded,
 )
-from authproxy.loopback import listen_is_loopback
-from authproxy.storage.memory import MemoryStorage
-from authproxy.storage.models import PendingAuthorization
-from authproxy.upstream import make_upstream_provider
-from authproxy.web import PrefixTable
+from authproxy.upstream.registry import make_upstream_provider
 
 START = 1_700_000_000.0
 

@@ -14,10 +14,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from authproxy._testing_backend import ProxyHarness, proxy_config
+from authproxy.http.request import make_request_factory
+from authproxy.http.site import AuthproxySite
 from authproxy.proxy.early import BodyGate
-from authproxy.proxy.request import make_request_factory
-from authproxy.site import AuthproxySite
+from authproxy.testing.backend import ProxyHarness, proxy_config
 
 FOUR_MIB = 4 * 1024 * 1024
 HEAD = b"POST /mcp HTTP/1.1\r\nHost: mcp.example.com\r\nContent-Type: application/json\r\n"

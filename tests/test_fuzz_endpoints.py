@@ -29,11 +29,11 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy._testing_backend import ProxyHarness, mint_token
 from authproxy.application import build_application
 from authproxy.config import config_from_mapping
-from authproxy.site import AuthproxySite
+from authproxy.http.site import AuthproxySite
 from authproxy.storage.models import RegisteredClient
+from authproxy.testing.backend import ProxyHarness, mint_token
 
 FUZZ = settings(
     max_examples=150,

@@ -10,9 +10,9 @@ from jwcrypto.jwk import JWK
 from jwcrypto.jws import JWS
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy._testing_backend import ProxyHarness, make_test_ring, mint_token, proxy_config
-from authproxy.keys import KeySet, generate_ephemeral_key
+from authproxy.keys.ring import KeySet, generate_ephemeral_key
 from authproxy.proxy.guard import BearerGuard
+from authproxy.testing.backend import ProxyHarness, make_test_ring, mint_token, proxy_config
 
 MCP = "https://mcp.example.com/mcp"
 METADATA = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"

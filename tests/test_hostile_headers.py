@@ -12,8 +12,8 @@ from typing import Any
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy._testing_backend import ProxyHarness
-from authproxy._testing_upstream import AuthServerHarness
+from authproxy.testing.backend import ProxyHarness
+from authproxy.testing.upstream import AuthServerHarness
 
 BAD = b"\xff\xfe\xc3("  # not UTF-8
 

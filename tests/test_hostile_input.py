@@ -6,8 +6,8 @@ import base64
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy._testing_backend import ProxyHarness
-from authproxy._testing_upstream import AuthServerHarness
+from authproxy.testing.backend import ProxyHarness
+from authproxy.testing.upstream import AuthServerHarness
 
 
 def b64(data: bytes) -> str:

@@ -1,4 +1,4 @@
-"""Tests for authproxy.keys and authproxy.authserver.jwks."""
+"""Tests for authproxy.keys.ring and authproxy.authserver.jwks."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
 from authproxy.authserver.jwks import JWKSResource
-from authproxy.keys import (
+from authproxy.keys.ring import (
     PRIVATE_MEMBERS,
     KeyFileError,
     KeyRing,

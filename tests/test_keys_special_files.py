@@ -19,7 +19,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy.keys import (
+from authproxy.keys.ring import (
     KeyFileError,
     KeyRing,
     KeySources,
@@ -28,8 +28,8 @@ from authproxy.keys import (
     load_key_set,
     load_signing_key,
 )
+from authproxy.keys.watcher import SecretWatcher
 from authproxy.testing import KubeletDir, ec_pem, hmac_secret
-from authproxy.watcher import SecretWatcher
 
 
 def write(path: str, data: bytes) -> str:

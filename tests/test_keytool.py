@@ -1,4 +1,4 @@
-"""Tests for authproxy.keytool (the ``authproxy-keys`` command)."""
+"""Tests for authproxy.keys.keytool (the ``authproxy-keys`` command)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import stat
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy.keys import KeySources, load_hmac_secret, load_key_set, load_signing_key
-from authproxy.keytool import KEY_TYPES, main
+from authproxy.keys.keytool import KEY_TYPES, main
+from authproxy.keys.ring import KeySources, load_hmac_secret, load_key_set, load_signing_key
 
 
 class KeytoolTests(SynchronousTestCase):

@@ -9,7 +9,7 @@ from twisted.logger import Logger, LogLevel, LogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from authproxy.logs import access_log_line, make_observer
+from authproxy.ops.logs import access_log_line, make_observer
 
 
 class JSONLogTests(SynchronousTestCase):
@@ -60,7 +60,7 @@ class ObserverHintTests(SynchronousTestCase):
     def test_warns_when_json_configured_without_observer(self) -> None:
         from twisted.logger import globalLogPublisher
 
-        from authproxy import logs
+        from authproxy.ops import logs
 
         events: list[dict] = []
         globalLogPublisher.addObserver(events.append)
@@ -69,7 +69,7 @@ class ObserverHintTests(SynchronousTestCase):
         logs.warn_if_not_installed("text", "info")
         self.assertEqual(events, [])
         logs.warn_if_not_installed("json", "info")
-        self.assertIn("--logger authproxy.logs.observer", events[-1]["log_format"])
+        self.assertIn("--logger authproxy.ops.logs.observer", events[-1]["log_format"])
         logs.observer()
         count = len(events)
         logs.warn_if_not_installed("json", "debug")

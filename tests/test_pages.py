@@ -12,9 +12,16 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyRequest
 
-from authproxy import httputil, pages
-from authproxy.httputil import AsyncResource, HTMLPageError
-from authproxy.pages import ConsentView, redirect_target, render_consent, render_error, render_page
+from authproxy.http import pages
+from authproxy.http import responses as httputil
+from authproxy.http.pages import (
+    ConsentView,
+    redirect_target,
+    render_consent,
+    render_error,
+    render_page,
+)
+from authproxy.http.responses import AsyncResource, HTMLPageError
 
 
 def header(request: DummyRequest, name: str) -> str | None:

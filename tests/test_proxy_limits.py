@@ -6,8 +6,8 @@ from typing import Any
 
 from twisted.internet.error import ConnectionRefusedError
 
-from authproxy._testing_backend import ProxyHarness, proxy_config
-from authproxy.interfaces import UpstreamSessionEnded
+from authproxy.testing.backend import ProxyHarness, proxy_config
+from authproxy.upstream.interface import UpstreamSessionEnded
 from tests.test_proxy_resource import MCP, FailingAgent, RelayTestCase
 
 

@@ -23,11 +23,11 @@ from twisted.protocols.policies import WrappingFactory
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.server import Site
 
-from authproxy._testing_backend import FakeUpstreamTokens, make_test_ring, mint_token
 from authproxy.config import config_from_mapping
+from authproxy.http.routing import PrefixTable
 from authproxy.proxy import make_proxy_resource, make_request_factory, proxy_routes
 from authproxy.storage.memory import MemoryStorage
-from authproxy.web import PrefixTable
+from authproxy.testing.backend import FakeUpstreamTokens, make_test_ring, mint_token
 
 try:
     from tests.e2e.procs import MCPServerProcess, start_mcp_server

@@ -6,7 +6,7 @@ import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy._testing_backend import ProxyHarness, proxy_config
+from authproxy.testing.backend import ProxyHarness, proxy_config
 
 
 class MetadataTests(SynchronousTestCase):

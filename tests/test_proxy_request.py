@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from authproxy.proxy.request import make_request_factory
+from authproxy.http.request import make_request_factory
 
 
 class Recorder(Resource):

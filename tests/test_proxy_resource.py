@@ -12,8 +12,8 @@ from twisted.web.client import ResponseFailed
 from twisted.web.iweb import IAgent
 from zope.interface import implementer
 
-from authproxy._testing_backend import FakeMCPBackend, ProxyHarness, proxy_config
-from authproxy.interfaces import UpstreamError, UpstreamUnavailable
+from authproxy.testing.backend import FakeMCPBackend, ProxyHarness, proxy_config
+from authproxy.upstream.interface import UpstreamError, UpstreamUnavailable
 
 MCP = "https://mcp.example.com/mcp"
 

@@ -8,8 +8,8 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy._testing_backend import ProxyHarness, proxy_config
 from authproxy.proxy.sessions import MemorySessionBindings
+from authproxy.testing.backend import ProxyHarness, proxy_config
 from tests.test_proxy_resource import MCP, RelayTestCase
 
 ALICE = ("alice", "client-a")

@@ -8,8 +8,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy._testing_backend import FakeMCPBackend, ProxyHarness, proxy_config
 from authproxy.proxy.sse import EndpointEventRewriter, EndpointURLMapper
+from authproxy.testing.backend import FakeMCPBackend, ProxyHarness, proxy_config
 from tests.test_proxy_resource import RelayTestCase
 
 STREAM_URL = "http://127.0.0.1:9000/sse"

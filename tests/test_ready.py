@@ -14,7 +14,7 @@ from twisted.internet.interfaces import IAddress
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from authproxy.web import Readiness, ReadyResource
+from authproxy.http.routing import Readiness, ReadyResource
 
 SECRET_PATH = "/etc/authproxy/keys/key-1.pem: not a PEM private key"
 

@@ -13,13 +13,13 @@ import subprocess
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from authproxy.pages import redirect_target
-from authproxy.redirect_uri import (
+from authproxy.authserver.redirect_uri import (
     InvalidRedirectURI,
     check_redirect_uri,
     parse_redirect_uri,
     redirect_uri_matches,
 )
+from authproxy.http.pages import redirect_target
 
 # (URI, host:port a browser sends the code to (None: browsers refuse it too),
 #  what the parser reads (None: refused), registrable)

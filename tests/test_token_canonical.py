@@ -12,8 +12,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy._testing_backend import ProxyHarness
-from authproxy._testing_upstream import AuthServerHarness
+from authproxy.testing.backend import ProxyHarness
+from authproxy.testing.upstream import AuthServerHarness
 from authproxy.tokens import REFRESH_TOKEN, b64url, b64url_decode
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

@@ -10,7 +10,7 @@ from jwcrypto.jwt import JWT
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy.keys import KeyRing, KeySet, generate_ephemeral_key
+from authproxy.keys.ring import KeyRing, KeySet, generate_ephemeral_key
 from authproxy.tokens import (
     AUTHORIZATION_CODE,
     REFRESH_TOKEN,
@@ -243,8 +243,8 @@ class SigningAlgorithmTests(SynchronousTestCase):
         from cryptography.hazmat.primitives.asymmetric import rsa as rsa_keys
         from jwcrypto.jws import JWS as Verifier
 
-        from authproxy.jws_sign import sign_compact
-        from authproxy.keys import SigningKey
+        from authproxy.keys.ring import SigningKey
+        from authproxy.keys.signing import sign_compact
 
         privates = {
             "RS256": rsa_keys.generate_private_key(public_exponent=65537, key_size=2048),

@@ -7,7 +7,7 @@ from typing import Any, cast
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy._testing_idp import generate_key
+from authproxy.testing.idp import generate_key
 from tests.test_upstream_oidc import SECRET, Harness
 
 

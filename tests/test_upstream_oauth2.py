@@ -8,8 +8,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from authproxy.config import UserinfoConfig
-from authproxy.interfaces import IUpstreamProvider, UpstreamError, UpstreamUnavailable
-from authproxy.upstream_oauth2 import map_userinfo
+from authproxy.upstream.interface import IUpstreamProvider, UpstreamError, UpstreamUnavailable
+from authproxy.upstream.oauth2 import map_userinfo
 from tests.test_upstream_oidc import ISSUER, START, Harness, query
 
 GITHUB_USERINFO = {"endpoint_url": ISSUER + "/userinfo", "subject_fields": ["id"]}

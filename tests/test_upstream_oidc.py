@@ -19,9 +19,12 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from authproxy._testing_idp import FakeIdP, generate_key, sign_jwt
 from authproxy.config import Config, config_from_mapping
-from authproxy.interfaces import (
+from authproxy.storage.memory import MemoryStorage
+from authproxy.storage.models import PendingAuthorization
+from authproxy.testing.idp import FakeIdP, generate_key, sign_jwt
+from authproxy.upstream.idtoken import verify_id_token
+from authproxy.upstream.interface import (
     IUpstreamProvider,
     UpstreamDenied,
     UpstreamError,
@@ -29,10 +32,7 @@ from authproxy.interfaces import (
     UpstreamLogin,
     UpstreamUnavailable,
 )
-from authproxy.storage.memory import MemoryStorage
-from authproxy.storage.models import PendingAuthorization
-from authproxy.upstream import make_upstream_provider, upstream_services
-from authproxy.upstream_idtoken import verify_id_token
+from authproxy.upstream.registry import make_upstream_provider, upstream_services
 
 ISSUER = "https://idp.example.test"
 SECRET = "idp-client-secret-value"

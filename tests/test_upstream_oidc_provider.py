@@ -19,11 +19,11 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from authproxy.config import config_from_mapping
-from authproxy.interfaces import UpstreamIdentity, UpstreamSessionEnded
 from authproxy.storage.memory import MemoryStorage
 from authproxy.storage.models import PendingAuthorization
-from authproxy.upstream import make_upstream_provider
-from authproxy.upstream_sessions import TokenEndpointError
+from authproxy.upstream.interface import UpstreamIdentity, UpstreamSessionEnded
+from authproxy.upstream.registry import make_upstream_provider
+from authproxy.upstream.sessions import TokenEndpointError
 from tests.e2e import procs
 
 PUBLIC_URL = "http://127.0.0.1:9"  # never fetched: the user agent stops at the callback

@@ -9,8 +9,8 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
-from authproxy.interfaces import UpstreamUnavailable
-from authproxy.upstream_reachability import ReachabilityProbe
+from authproxy.upstream.interface import UpstreamUnavailable
+from authproxy.upstream.reachability import ReachabilityProbe
 
 
 class ReachabilityProbeTests(TestCase):

@@ -11,12 +11,12 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from authproxy.config import config_from_mapping
-from authproxy.devlogin import DevelopmentProvider
-from authproxy.interfaces import UpstreamSessionEnded, UpstreamUnavailable
 from authproxy.storage.memory import MemoryStorage
 from authproxy.storage.models import UpstreamTokenSession
-from authproxy.upstream import make_upstream_provider
-from authproxy.upstream_sessions import REFRESH_MARGIN
+from authproxy.upstream.development import DevelopmentProvider
+from authproxy.upstream.interface import UpstreamSessionEnded, UpstreamUnavailable
+from authproxy.upstream.registry import make_upstream_provider
+from authproxy.upstream.sessions import REFRESH_MARGIN
 from tests.test_upstream_oidc import START, Harness, make_config
 
 

@@ -1,4 +1,4 @@
-"""Tests for authproxy.watcher: kubelet-style Secret updates via polling and via inotify."""
+"""Tests for authproxy.keys.watcher: kubelet-style Secret updates via polling and via inotify."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from authproxy.keys import KeyRing, KeySources, load_key_set
+from authproxy.keys.ring import KeyRing, KeySources, load_key_set
+from authproxy.keys.watcher import SecretWatcher
 from authproxy.testing import KubeletDir, ec_pem, ed_pem
-from authproxy.watcher import SecretWatcher
 
 
 def capture_log(test: SynchronousTestCase) -> list[dict]:

@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, unquote_plus
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from authproxy.httputil import (
+from authproxy.http.responses import (
     NO_STORE,
     AsyncResource,
     HTMLPageError,
@@ -17,9 +17,9 @@ from authproxy.httputil import (
     header_text,
     set_headers,
 )
-from authproxy.interfaces import IUpstreamProvider, UpstreamError, UpstreamUnavailable
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import RegisteredClient
+from authproxy.upstream.interface import IUpstreamProvider, UpstreamError, UpstreamUnavailable
 
 _log = Logger()
 

@@ -26,12 +26,18 @@ from authproxy.authserver._common import (
 from authproxy.authserver.limits import MAX_CLIENT_STATE, MAX_SCOPE_PARAMETER
 from authproxy.authserver.login_binding import LoginBinding
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
-from authproxy.httputil import AsyncResource, HTMLPageError, TrustedProxies, add_query, source_key
-from authproxy.interfaces import IUpstreamProvider, UpstreamError
-from authproxy.redirect_uri import redirect_uri_matches
+from authproxy.authserver.redirect_uri import redirect_uri_matches
+from authproxy.http.responses import (
+    AsyncResource,
+    HTMLPageError,
+    TrustedProxies,
+    add_query,
+    source_key,
+)
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization, RegisteredClient
 from authproxy.tokens import Clock, is_valid_s256_challenge
+from authproxy.upstream.interface import IUpstreamProvider, UpstreamError
 
 # How long a user may take at the upstream IdP (password, MFA, consent) before coming back.
 DEFAULT_PENDING_LIFESPAN = 600.0

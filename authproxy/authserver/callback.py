@@ -14,11 +14,11 @@ from twisted.web.server import Request
 from authproxy.authserver._common import query_pairs, redirect, upstream_error_page
 from authproxy.authserver.authorize import error_redirect_uri
 from authproxy.authserver.login_binding import LoginBinding
-from authproxy.httputil import AsyncResource, HTMLPageError, add_query
-from authproxy.interfaces import IUpstreamProvider, UpstreamDenied, UpstreamError
+from authproxy.http.responses import AsyncResource, HTMLPageError, add_query
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import AuthorizationCode, PendingAuthorization
 from authproxy.tokens import AUTHORIZATION_CODE, Clock, OpaqueTokens
+from authproxy.upstream.interface import IUpstreamProvider, UpstreamDenied, UpstreamError
 
 # IdP errors passed on as they are; anything else is the user (or the IdP) saying no.
 _PASSED_THROUGH_ERRORS = ("temporarily_unavailable", "server_error")

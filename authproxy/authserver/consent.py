@@ -38,8 +38,8 @@ from authproxy.authserver._common import redirect
 from authproxy.authserver.authorize import error_redirect_uri
 from authproxy.authserver.login_binding import HMACSecrets, cookie_prefix, short_hash
 from authproxy.config import Config
-from authproxy.httputil import AsyncResource, BadHeader, HTMLPageError, header_text
-from authproxy.pages import ConsentView, render_consent
+from authproxy.http.pages import ConsentView, render_consent
+from authproxy.http.responses import AsyncResource, BadHeader, HTMLPageError, header_text
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization, RegisteredClient
 from authproxy.tokens import b64url, b64url_decode

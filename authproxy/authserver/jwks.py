@@ -13,7 +13,7 @@ from twisted.web.http import CACHED
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from authproxy.keys import KeyRing
+from authproxy.keys.ring import KeyRing
 
 JWKS_MAX_AGE = 300
 

@@ -15,7 +15,7 @@ from twisted.web.server import Request
 
 from authproxy.authserver._common import preflight, set_cors
 from authproxy.config import Config
-from authproxy.keys import KeyRing
+from authproxy.keys.ring import KeyRing
 
 AUTHORIZATION_SERVER_WELL_KNOWN = "/.well-known/oauth-authorization-server"
 OPENID_CONFIGURATION_WELL_KNOWN = "/.well-known/openid-configuration"

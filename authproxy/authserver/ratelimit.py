@@ -17,7 +17,7 @@ import attrs
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from authproxy.httputil import OAuthError, TrustedProxies, source_key
+from authproxy.http.responses import OAuthError, TrustedProxies, source_key
 from authproxy.tokens import Clock
 
 _log = Logger()

@@ -16,7 +16,7 @@ import attrs
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from authproxy import redirect_uri
+from authproxy.authserver import redirect_uri
 from authproxy.authserver._common import (
     CrossOriginPost,
     media_type,
@@ -35,8 +35,8 @@ from authproxy.authserver.limits import (
     MAX_REGISTRATION_BODY,
 )
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
-from authproxy.httputil import NO_STORE, OAuthError, TrustedProxies, json_body, source_key
-from authproxy.jsonutil import loads_untrusted
+from authproxy.http.json import loads_untrusted
+from authproxy.http.responses import NO_STORE, OAuthError, TrustedProxies, json_body, source_key
 from authproxy.storage.interface import IStorage, StorageFull
 from authproxy.storage.models import RegisteredClient
 from authproxy.tokens import Clock

@@ -21,10 +21,10 @@ from authproxy.authserver._common import (
     set_cors,
 )
 from authproxy.authserver.ratelimit import ClientRequestLimits
-from authproxy.httputil import NO_STORE, OAuthError, set_headers
-from authproxy.interfaces import IUpstreamProvider
+from authproxy.http.responses import NO_STORE, OAuthError, set_headers
 from authproxy.storage.interface import IStorage
 from authproxy.tokens import REFRESH_TOKEN, AccessTokenIssuer, OpaqueTokens
+from authproxy.upstream.interface import IUpstreamProvider
 
 
 class RevocationResource(CrossOriginPost):

@@ -22,11 +22,11 @@ from authproxy.authserver.register import RegistrationResource
 from authproxy.authserver.revoke import RevocationResource
 from authproxy.authserver.token import TokenResource, TokenSettings
 from authproxy.config import Config, parse_rate
-from authproxy.httputil import TrustedProxies
-from authproxy.interfaces import IUpstreamProvider
-from authproxy.keys import KeyRing
+from authproxy.http.responses import TrustedProxies
+from authproxy.keys.ring import KeyRing
 from authproxy.storage.interface import IStorage
 from authproxy.tokens import AccessTokenIssuer, Clock, OpaqueTokens
+from authproxy.upstream.interface import IUpstreamProvider
 
 
 def auth_routes(

@@ -29,8 +29,7 @@ from authproxy.authserver._common import (
     split_scope,
 )
 from authproxy.authserver.ratelimit import ClientRequestLimits
-from authproxy.httputil import NO_STORE, OAuthError, json_body
-from authproxy.interfaces import IUpstreamProvider
+from authproxy.http.responses import NO_STORE, OAuthError, json_body
 from authproxy.storage.interface import IStorage, StorageFull
 from authproxy.storage.models import RefreshToken, RegisteredClient, TokenFamily
 from authproxy.tokens import (
@@ -42,6 +41,7 @@ from authproxy.tokens import (
     OpaqueTokens,
     verify_pkce,
 )
+from authproxy.upstream.interface import IUpstreamProvider
 
 
 def invalid_grant(description: str) -> OAuthError:

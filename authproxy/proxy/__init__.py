@@ -5,9 +5,9 @@ RFC 9728 metadata paths) and ``make_request_factory`` (the Site's request class 
 oversized bodies early).
 """
 
+from authproxy.http.request import LimitedRequest, make_request_factory
 from authproxy.proxy.guard import BearerError, BearerGuard, Principal
 from authproxy.proxy.metadata import ProtectedResourceMetadata, protected_resource_metadata
-from authproxy.proxy.request import LimitedRequest, make_request_factory
 from authproxy.proxy.resource import MCPProxy
 from authproxy.proxy.routes import make_proxy_resource, proxy_routes
 

@@ -45,9 +45,9 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
-from authproxy.backend import backend_host_header, backend_host_port
+from authproxy.http.writenow import no_delay, write_now
 from authproxy.proxy.headers import connection_tokens
-from authproxy.writenow import no_delay, write_now
+from authproxy.supervisor import backend_host_header, backend_host_port
 
 MAX_HEAD = 64 * 1024  # status line and headers
 NO_BODY_STATUS = frozenset({204, 304})

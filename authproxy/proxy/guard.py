@@ -26,8 +26,8 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from authproxy.config import Config
-from authproxy.jsonutil import loads_untrusted
-from authproxy.keys import KeyRing
+from authproxy.http.json import loads_untrusted
+from authproxy.keys.ring import KeyRing
 from authproxy.proxy.metadata import resource_url
 from authproxy.storage.interface import IStorage
 from authproxy.tokens import split_compact_jws

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import attrs
 from twisted.web.http_headers import Headers
 
-from authproxy.httputil import TrustedProxies
+from authproxy.http.responses import TrustedProxies
 
 # RFC 9110 §7.6.1 connection-specific fields, plus the legacy Proxy-* ones.
 HOP_BY_HOP = frozenset(

@@ -10,7 +10,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from authproxy.config import Config
-from authproxy.httputil import BadHeader, header_text, json_body
+from authproxy.http.responses import BadHeader, header_text, json_body
 
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
 # Never advertised: it is a request for a refresh token, not access to the resource.

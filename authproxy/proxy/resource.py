@@ -29,15 +29,9 @@ from twisted.web.iweb import IAgent, IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from authproxy.backend import backend_host_header
 from authproxy.config import Config
-from authproxy.httputil import NO_STORE, TrustedProxies, write_json
-from authproxy.interfaces import (
-    IUpstreamProvider,
-    UpstreamError,
-    UpstreamSessionEnded,
-    UpstreamUnavailable,
-)
+from authproxy.http.request import too_large_payload
+from authproxy.http.responses import NO_STORE, TrustedProxies, write_json
 from authproxy.proxy.backend_client import NO_BODY_STATUS, RESPONSE_DONE, BytesProducer
 from authproxy.proxy.guard import BearerError, BearerGuard, Challenge, Principal
 from authproxy.proxy.headers import (
@@ -49,13 +43,19 @@ from authproxy.proxy.headers import (
 )
 from authproxy.proxy.limits import ConnectionLimits
 from authproxy.proxy.metadata import metadata_url
-from authproxy.proxy.request import too_large_payload
 from authproxy.proxy.sessions import MemorySessionBindings, Owner, SessionBindings
 from authproxy.proxy.sse import (
     EndpointEventRewriter,
     EndpointURLMapper,
     announced_target,
     session_key,
+)
+from authproxy.supervisor import backend_host_header
+from authproxy.upstream.interface import (
+    IUpstreamProvider,
+    UpstreamError,
+    UpstreamSessionEnded,
+    UpstreamUnavailable,
 )
 
 SMALL_BODY = 64 * 1024

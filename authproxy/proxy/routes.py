@@ -8,13 +8,13 @@ from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 
 from authproxy.config import Config
-from authproxy.interfaces import IUpstreamProvider
-from authproxy.keys import KeyRing
+from authproxy.keys.ring import KeyRing
 from authproxy.proxy.backend_client import BackendAgent
 from authproxy.proxy.guard import BearerGuard
 from authproxy.proxy.metadata import WELL_KNOWN, ProtectedResourceMetadata
 from authproxy.proxy.resource import MCPProxy
 from authproxy.storage.interface import IStorage
+from authproxy.upstream.interface import IUpstreamProvider
 
 
 def proxy_routes(config: Config) -> dict[str, Resource]:

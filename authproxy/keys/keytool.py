@@ -25,7 +25,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from authproxy.keys import KeyFileError, KeyRing, KeySources, load_key_set, load_signing_key
+from authproxy.keys.ring import KeyFileError, KeyRing, KeySources, load_key_set, load_signing_key
 
 KEY_TYPES: dict[str, Callable[[], Any]] = {
     "ec-p256": lambda: ec.generate_private_key(ec.SECP256R1()),

@@ -1,8 +1,8 @@
 """The upstream identity provider client: pick and build the configured IUpstreamProvider.
 
-- ``oidc``: discovery, code exchange, id_token verification (authproxy.upstream_oidc);
-- ``oauth2``: explicit endpoints, identity from userinfo (authproxy.upstream_oauth2);
-- ``development``: the built-in login page, loopback only (authproxy.devlogin).
+- ``oidc``: discovery, code exchange, id_token verification (authproxy.upstream.oidc);
+- ``oauth2``: explicit endpoints, identity from userinfo (authproxy.upstream.oauth2);
+- ``development``: the built-in login page, loopback only (authproxy.upstream.development).
 
 Every provider has ``services()`` (attach them to the application: OIDC discovery runs as a
 Service) and ``readiness() -> (ok, detail)`` for ``/ready``.
@@ -15,12 +15,12 @@ from typing import Any
 from twisted.application.service import IService
 
 from authproxy.config import Config, ConfigError, development_listen_problems
-from authproxy.devlogin import DevelopmentProvider
-from authproxy.interfaces import IUpstreamProvider
 from authproxy.storage.interface import IStorage
-from authproxy.upstream_http import IdPHTTP, default_idp_http
-from authproxy.upstream_oauth2 import OAuth2Provider
-from authproxy.upstream_oidc import OIDCProvider
+from authproxy.upstream.development import DevelopmentProvider
+from authproxy.upstream.http import IdPHTTP, default_idp_http
+from authproxy.upstream.interface import IUpstreamProvider
+from authproxy.upstream.oauth2 import OAuth2Provider
+from authproxy.upstream.oidc import OIDCProvider
 
 __all__ = [
     "DevelopmentProvider",

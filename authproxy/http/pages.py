@@ -18,9 +18,9 @@ from http import HTTPStatus
 import attrs
 from twisted.web.server import Request
 
-from authproxy import httputil
-from authproxy.httputil import NO_STORE, HTMLPageError, set_headers
-from authproxy.redirect_uri import InvalidRedirectURI, parse_redirect_uri
+from authproxy.authserver.redirect_uri import InvalidRedirectURI, parse_redirect_uri
+from authproxy.http import responses as httputil
+from authproxy.http.responses import NO_STORE, HTMLPageError, set_headers
 
 # Colours meet WCAG AA (>= 4.5:1) for text and >= 3:1 for focus rings in both schemes.
 STYLE = """

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 
-from authproxy.httputil import TrustedProxies, source_key
+from authproxy.http.responses import TrustedProxies, source_key
 
 # Connections kept for /health and /ready once the rest are taken.
 MAX_RESERVE = 16

@@ -19,8 +19,8 @@ from typing import Any
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
-from authproxy.bounded_channel import BoundedChannel
-from authproxy.writenow import no_delay, write_now
+from authproxy.http.bounded_channel import BoundedChannel
+from authproxy.http.writenow import no_delay, write_now
 
 
 class ResponseChannel(BoundedChannel):

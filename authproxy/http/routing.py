@@ -17,8 +17,8 @@ from twisted.web.error import UnsupportedMethod
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
-from authproxy.httputil import json_body
-from authproxy.loopback import is_loopback_host
+from authproxy.http.loopback import is_loopback_host
+from authproxy.http.responses import json_body
 
 
 class JSONNotFound(Resource):

@@ -19,7 +19,7 @@ import io
 import json
 from typing import Any
 
-from authproxy.channel import HeadFlushingRequest
+from authproxy.http.channel import HeadFlushingRequest
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 

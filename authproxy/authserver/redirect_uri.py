@@ -30,7 +30,7 @@ import re
 
 import attrs
 
-from authproxy.loopback import is_loopback_host
+from authproxy.http.loopback import is_loopback_host
 
 WEB_SCHEMES = ("http", "https")
 # Schemes a browser runs or reads itself instead of handing to an app, and the other WHATWG

@@ -22,7 +22,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
-from authproxy.keys import KeyFileError, KeyRing, KeySources, fingerprint, load_key_set
+from authproxy.keys.ring import KeyFileError, KeyRing, KeySources, fingerprint, load_key_set
 
 try:
     from twisted.internet import inotify as _inotify

@@ -18,15 +18,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from authproxy.config import Config
-from authproxy.interfaces import (
+from authproxy.storage.interface import IStorage
+from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
+from authproxy.upstream.http import IdPResponse
+from authproxy.upstream.interface import (
     UpstreamError,
     UpstreamIdentity,
     UpstreamSessionEnded,
     UpstreamUnavailable,
 )
-from authproxy.storage.interface import IStorage
-from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
-from authproxy.upstream_http import IdPResponse
 
 #: Lifetime assumed for an access token whose response has no expires_in.
 DEFAULT_EXPIRES_IN = 3600.0

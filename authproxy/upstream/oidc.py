@@ -15,14 +15,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from authproxy.config import Config
-from authproxy.interfaces import IUpstreamProvider, UpstreamError, UpstreamUnavailable
-from authproxy.loopback import is_loopback_url
+from authproxy.http.loopback import is_loopback_url
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization
-from authproxy.upstream_codeflow import CodeFlowProvider, Identity
-from authproxy.upstream_http import IdPHTTP
-from authproxy.upstream_idtoken import JWKSCache, verify_id_token
-from authproxy.upstream_sessions import TokenResponse
+from authproxy.upstream.codeflow import CodeFlowProvider, Identity
+from authproxy.upstream.http import IdPHTTP
+from authproxy.upstream.idtoken import JWKSCache, verify_id_token
+from authproxy.upstream.interface import IUpstreamProvider, UpstreamError, UpstreamUnavailable
+from authproxy.upstream.sessions import TokenResponse
 
 #: id_token claims kept in the token session (the rest is not needed and may be large).
 KEPT_CLAIMS = ("sub", "name", "email", "email_verified", "preferred_username", "groups")

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from authproxy.keys import SigningKey
+from authproxy.keys.ring import SigningKey
 
 Signer = Callable[[bytes], bytes]
 _HASHES: dict[str, hashes.HashAlgorithm] = {

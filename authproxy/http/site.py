@@ -20,10 +20,10 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.web.server import Site
 
-from authproxy.channel import ResponseChannel
-from authproxy.connection_limits import ConnectionLimits
-from authproxy.logs import access_log_line
-from authproxy.metrics import AuthproxyMetrics
+from authproxy.http.channel import ResponseChannel
+from authproxy.http.connection_limits import ConnectionLimits
+from authproxy.ops.logs import access_log_line
+from authproxy.ops.metrics import AuthproxyMetrics
 
 _access = Logger(namespace="authproxy.access")
 

@@ -18,9 +18,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from authproxy.interfaces import UpstreamError
-from authproxy.jsonutil import loads_untrusted
-from authproxy.upstream_http import IdPHTTP
+from authproxy.http.json import loads_untrusted
+from authproxy.upstream.http import IdPHTTP
+from authproxy.upstream.interface import UpstreamError
 
 #: Accepted signature algorithms per key type (and curve).
 _RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})

@@ -24,19 +24,19 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from authproxy.config import Config
-from authproxy.httputil import add_query
-from authproxy.interfaces import (
+from authproxy.http.responses import add_query
+from authproxy.storage.interface import IStorage
+from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
+from authproxy.tokens import s256_challenge
+from authproxy.upstream.http import ConnectionPoolService, IdPHTTP, IdPResponse
+from authproxy.upstream.interface import (
     UpstreamDenied,
     UpstreamError,
     UpstreamIdentity,
     UpstreamLogin,
 )
-from authproxy.storage.interface import IStorage
-from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
-from authproxy.tokens import s256_challenge
-from authproxy.upstream_http import ConnectionPoolService, IdPHTTP, IdPResponse
-from authproxy.upstream_reachability import ReachabilityProbe
-from authproxy.upstream_sessions import (
+from authproxy.upstream.reachability import ReachabilityProbe
+from authproxy.upstream.sessions import (
     TokenEndpointError,
     TokenResponse,
     TokenSessions,

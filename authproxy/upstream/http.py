@@ -23,8 +23,8 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IResponse
 
-from authproxy.interfaces import UpstreamError, UpstreamUnavailable
-from authproxy.jsonutil import loads_untrusted
+from authproxy.http.json import loads_untrusted
+from authproxy.upstream.interface import UpstreamError, UpstreamUnavailable
 
 #: IdP documents (discovery, JWKS, token, userinfo answers) are small; refuse anything bigger.
 MAX_BODY = 1024 * 1024

@@ -23,19 +23,19 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from authproxy import pages
 from authproxy.config import Config
-from authproxy.httputil import add_query
-from authproxy.interfaces import (
+from authproxy.http import pages
+from authproxy.http.responses import add_query
+from authproxy.storage.interface import IStorage
+from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
+from authproxy.upstream.interface import (
     IUpstreamProvider,
     UpstreamDenied,
     UpstreamError,
     UpstreamIdentity,
     UpstreamLogin,
 )
-from authproxy.storage.interface import IStorage
-from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
-from authproxy.upstream_sessions import TokenResponse, TokenSessions
+from authproxy.upstream.sessions import TokenResponse, TokenSessions
 
 LOGIN_PATH = "/oauth/dev-login"
 #: How long the code from the login page stays redeemable at the callback.

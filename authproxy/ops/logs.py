@@ -77,7 +77,7 @@ def make_observer(fmt: str, level: str, out: IO[str] | None = None) -> ILogObser
 
 
 # makeService runs before twistd starts logging; it records [logging] here so that the
-# observer factory named by `twistd --logger authproxy.logs.observer` can honour it.
+# observer factory named by `twistd --logger authproxy.ops.logs.observer` can honour it.
 _configured: dict[str, str] = {"format": "text", "level": "info"}
 
 
@@ -89,7 +89,7 @@ def configure(fmt: str, level: str) -> None:
 
 
 def observer() -> ILogObserver:
-    """The factory for ``twistd --logger authproxy.logs.observer``: writes to stdout."""
+    """The factory for ``twistd --logger authproxy.ops.logs.observer``: writes to stdout."""
     _installed.append(True)
     return make_observer(_configured["format"], _configured["level"], sys.stdout)
 
@@ -99,7 +99,7 @@ def warn_if_not_installed(fmt: str, level: str) -> None:
     if not _installed and (fmt != "text" or level.lower() != "info"):
         Logger().warn(
             "[logging] format={fmt} level={lvl} needs "
-            "`twistd --logger authproxy.logs.observer`; logging as twistd's default text",
+            "`twistd --logger authproxy.ops.logs.observer`; logging as twistd's default text",
             fmt=fmt,
             lvl=level,
         )

@@ -30,11 +30,11 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from authproxy.config import Config, config_from_mapping
-from authproxy.interfaces import IUpstreamProvider, UpstreamSessionEnded
-from authproxy.keys import KeyRing, KeySet, SigningKey, generate_ephemeral_key
+from authproxy.http.routing import PrefixTable
+from authproxy.keys.ring import KeyRing, KeySet, SigningKey, generate_ephemeral_key
 from authproxy.proxy.routes import make_proxy_resource, proxy_routes
 from authproxy.storage.memory import MemoryStorage
-from authproxy.web import PrefixTable
+from authproxy.upstream.interface import IUpstreamProvider, UpstreamSessionEnded
 
 
 @attrs.frozen

@@ -9,12 +9,12 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from authproxy.config import Config, UserinfoConfig
-from authproxy.interfaces import IUpstreamProvider, UpstreamError
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization
-from authproxy.upstream_codeflow import CodeFlowProvider, Identity
-from authproxy.upstream_http import IdPHTTP
-from authproxy.upstream_sessions import TokenResponse
+from authproxy.upstream.codeflow import CodeFlowProvider, Identity
+from authproxy.upstream.http import IdPHTTP
+from authproxy.upstream.interface import IUpstreamProvider, UpstreamError
+from authproxy.upstream.sessions import TokenResponse
 
 
 def first_field(document: Mapping[str, Any], fields: Sequence[str]) -> str | None:

@@ -27,7 +27,8 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from authproxy.interfaces import (
+from authproxy.storage.models import PendingAuthorization
+from authproxy.upstream.interface import (
     IUpstreamProvider,
     UpstreamError,
     UpstreamIdentity,
@@ -35,7 +36,6 @@ from authproxy.interfaces import (
     UpstreamSessionEnded,
     UpstreamUnavailable,
 )
-from authproxy.storage.models import PendingAuthorization
 
 FAKE_IDP_PATH = "/_fake_idp/authorize"
 
@@ -229,10 +229,10 @@ class AuthServerHarness:
         from authproxy.authserver.login_binding import LoginBinding
         from authproxy.authserver.routes import auth_routes
         from authproxy.config import config_from_mapping
-        from authproxy.keys import KeyRing, KeySources
+        from authproxy.http.routing import PrefixTable
+        from authproxy.keys.ring import KeyRing, KeySources
         from authproxy.storage.memory import MemoryStorage
         from authproxy.tokens import OpaqueTokens
-        from authproxy.web import PrefixTable
 
         if clock is None:
             clock = Clock()

@@ -3,6 +3,6 @@
 Implementation lives in private modules; this module re-exports the supported names.
 """
 
-from authproxy._testing_keys import KubeletDir, ec_pem, ed_pem, hmac_secret
+from authproxy.testing.keys import KubeletDir, ec_pem, ed_pem, hmac_secret
 
 __all__ = ["KubeletDir", "ec_pem", "ed_pem", "hmac_secret"]

@@ -18,7 +18,7 @@ from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IReactorTCP
 from twisted.internet.protocol import Factory, Protocol
 
-from authproxy.interfaces import UpstreamUnavailable
+from authproxy.upstream.interface import UpstreamUnavailable
 
 
 class ReachabilityProbe:

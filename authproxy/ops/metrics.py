@@ -17,8 +17,8 @@ from prometheus_client.registry import Collector
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from authproxy.keys import KeyRing
-from authproxy.web import Readiness
+from authproxy.http.routing import Readiness
+from authproxy.keys.ring import KeyRing
 
 
 class AuthproxyMetrics:

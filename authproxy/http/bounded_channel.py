@@ -30,7 +30,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
-from authproxy.connection_limits import Admission, ConnectionLimits
+from authproxy.http.connection_limits import Admission, ConnectionLimits
 
 CONNECTION_DONE = Failure(ConnectionDone())
 PROBE_PATHS = frozenset({b"/health", b"/ready"})

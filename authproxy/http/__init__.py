@@ -1,0 +1,1 @@
+"""HTTP plumbing: the Site, its channel, routing, responses and pages."""

@@ -1,0 +1,1 @@
+"""The upstream identity provider: OIDC, plain OAuth2 and the development login."""
