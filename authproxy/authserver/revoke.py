@@ -23,7 +23,7 @@ from authproxy.authserver._common import (
 from authproxy.authserver.ratelimit import ClientRequestLimits
 from authproxy.http.responses import NO_STORE, OAuthError, set_headers
 from authproxy.storage.interface import IStorage
-from authproxy.tokens import REFRESH_TOKEN, AccessTokenIssuer, OpaqueTokens
+from authproxy.tokens import REFRESH_TOKEN, AccessTokenVerifier, OpaqueTokens
 from authproxy.upstream.interface import IUpstreamProvider
 
 
@@ -37,7 +37,7 @@ class RevocationResource(CrossOriginPost):
         *,
         storage: IStorage,
         provider: IUpstreamProvider,
-        issuer: AccessTokenIssuer,
+        verifier: AccessTokenVerifier,
         opaque: OpaqueTokens,
         limits: ClientRequestLimits | None = None,
     ) -> None:
@@ -45,7 +45,7 @@ class RevocationResource(CrossOriginPost):
         self.limits = limits
         self.storage = storage
         self.provider = provider
-        self.issuer = issuer
+        self.verifier = verifier  # the guard's: revocable exactly when the guard would verify it
         self.opaque = opaque
 
     async def handle_POST(self, request: Request) -> bytes:
@@ -83,7 +83,7 @@ class RevocationResource(CrossOriginPost):
         )
 
     async def _revoke_access_token(self, token: str, client_id: str) -> None:
-        claims = self.issuer.verified_claims(token)
+        claims = self.verifier.claims(token)
         if claims is None or claims.get("client_id") != client_id:
             return
         jti, exp = claims.get("jti"), claims.get("exp")

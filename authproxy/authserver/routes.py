@@ -25,7 +25,7 @@ from authproxy.config import Config, parse_rate
 from authproxy.http.responses import TrustedProxies
 from authproxy.keys.ring import KeyRing
 from authproxy.storage.interface import IStorage
-from authproxy.tokens import AccessTokenIssuer, Clock, OpaqueTokens
+from authproxy.tokens import AccessTokenIssuer, AccessTokenVerifier, Clock, OpaqueTokens
 from authproxy.upstream.interface import IUpstreamProvider
 
 
@@ -104,7 +104,11 @@ def auth_routes(
         limits=limits,
     )
     routes[REVOKE_PATH] = RevocationResource(
-        storage=storage, provider=provider, issuer=issuer, opaque=opaque, limits=limits
+        storage=storage,
+        provider=provider,
+        verifier=AccessTokenVerifier(ring, auth.issuer),
+        opaque=opaque,
+        limits=limits,
     )
     for path, resource in provider.routes().items():
         if path in routes:
