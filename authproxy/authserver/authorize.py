@@ -23,6 +23,7 @@ from authproxy.authserver._common import (
     split_scope,
     upstream_error_page,
 )
+from authproxy.authserver.clients import ClientResolver
 from authproxy.authserver.limits import MAX_CLIENT_STATE, MAX_SCOPE_PARAMETER
 from authproxy.authserver.login_binding import LoginBinding
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
@@ -104,9 +105,11 @@ class AuthorizeResource(AsyncResource):
         consent: ConsentGate | None = None,
         limiter: TokenBucketLimiter | None = None,
         trusted_proxies: Sequence[str] = (),
+        clients: ClientResolver | None = None,
     ) -> None:
         super().__init__()
         self.storage = storage
+        self.clients = clients or ClientResolver(storage)
         self.provider = provider
         self.clock = clock
         self.issuer = issuer
@@ -178,7 +181,7 @@ class AuthorizeResource(AsyncResource):
         redirect_uris = [value for name, value in pairs if name == "redirect_uri"]
         if len(client_ids) != 1 or not client_ids[0]:
             raise bad_request_page("The request does not name exactly one application (client_id).")
-        client = await self.storage.get_client(client_ids[0])
+        client = await self.clients.resolve(client_ids[0])
         if client is None:
             raise bad_request_page(
                 "The application that sent you here is not registered with this server, "

@@ -15,11 +15,11 @@ from twisted.web.server import Request
 
 from authproxy.authserver._common import (
     CrossOriginPost,
-    authenticated_client,
     end_token_family,
     form_params,
     set_cors,
 )
+from authproxy.authserver.clients import ClientResolver, authenticated_client
 from authproxy.authserver.ratelimit import ClientRequestLimits
 from authproxy.http.responses import NO_STORE, OAuthError, set_headers
 from authproxy.storage.interface import IStorage
@@ -40,8 +40,10 @@ class RevocationResource(CrossOriginPost):
         verifier: AccessTokenVerifier,
         opaque: OpaqueTokens,
         limits: ClientRequestLimits | None = None,
+        clients: ClientResolver | None = None,
     ) -> None:
         super().__init__()
+        self.clients = clients or ClientResolver(storage)
         self.limits = limits
         self.storage = storage
         self.provider = provider
@@ -53,7 +55,7 @@ class RevocationResource(CrossOriginPost):
         if self.limits is not None:  # shared with the token endpoint: refresh-and-revoke
             self.limits.check_source(request, "Revocation")
         params = form_params(request)
-        client_id = (await authenticated_client(self.storage, request, params)).client_id
+        client_id = (await authenticated_client(self.clients, request, params)).client_id
         if self.limits is not None:
             self.limits.check_client(client_id, "Revocation")
         token = params.get("token")

@@ -6,6 +6,7 @@ from twisted.web.resource import IResource
 
 from authproxy.authserver.authorize import AuthorizeResource
 from authproxy.authserver.callback import CallbackResource
+from authproxy.authserver.clients import ClientResolver
 from authproxy.authserver.consent import ConsentResource, ConsentStep
 from authproxy.authserver.login_binding import LoginBinding
 from authproxy.authserver.metadata import (
@@ -46,6 +47,7 @@ def auth_routes(
     auth = config.auth_server
     issuer = AccessTokenIssuer(ring=ring, clock=clock, issuer=auth.issuer)
     opaque = OpaqueTokens(ring=ring)
+    clients = ClientResolver(storage)
     limiter = TokenBucketLimiter(clock, auth.registration.rate_count, auth.registration.rate_period)
     routes: dict[str, IResource] = dict(metadata_routes(config, ring))
     routes[REGISTER_PATH] = RegistrationResource(
@@ -68,6 +70,7 @@ def auth_routes(
         consent=ConsentStep(config, storage, ring, clock) if consent else None,
         limiter=TokenBucketLimiter(clock, *parse_rate(auth.authorize_rate)),
         trusted_proxies=config.server.trusted_proxies,
+        clients=clients,
     )
     routes[AUTHORIZE_PATH] = authorize
     if consent:
@@ -102,6 +105,7 @@ def auth_routes(
             allowed_audiences=auth.allowed_audiences,
         ),
         limits=limits,
+        clients=clients,
     )
     routes[REVOKE_PATH] = RevocationResource(
         storage=storage,
@@ -109,6 +113,7 @@ def auth_routes(
         verifier=AccessTokenVerifier(ring, auth.issuer),
         opaque=opaque,
         limits=limits,
+        clients=clients,
     )
     for path, resource in provider.routes().items():
         if path in routes:

@@ -22,12 +22,12 @@ from twisted.web.server import Request
 
 from authproxy.authserver._common import (
     CrossOriginPost,
-    authenticated_client,
     end_token_family,
     form_params,
     set_cors,
     split_scope,
 )
+from authproxy.authserver.clients import ClientResolver, authenticated_client
 from authproxy.authserver.ratelimit import ClientRequestLimits
 from authproxy.http.responses import NO_STORE, OAuthError, json_body
 from authproxy.storage.interface import IStorage, StorageFull
@@ -96,8 +96,10 @@ class TokenResource(CrossOriginPost):
         opaque: OpaqueTokens,
         settings: TokenSettings,
         limits: ClientRequestLimits | None = None,
+        clients: ClientResolver | None = None,
     ) -> None:
         super().__init__()
+        self.clients = clients or ClientResolver(storage)
         self.limits = limits
         self.storage = storage
         self.provider = provider
@@ -111,7 +113,7 @@ class TokenResource(CrossOriginPost):
         if self.limits is not None:
             self.limits.check_source(request, "Token request")
         params = form_params(request)
-        client = await authenticated_client(self.storage, request, params)
+        client = await authenticated_client(self.clients, request, params)
         if self.limits is not None:
             self.limits.check_client(client.client_id, "Token request")
         grant_type = params.get("grant_type")
