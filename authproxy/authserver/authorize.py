@@ -23,6 +23,7 @@ from authproxy.authserver._common import (
     split_scope,
     upstream_error_page,
 )
+from authproxy.authserver.audience import InvalidTarget, ResourceIndicators
 from authproxy.authserver.clients import ClientResolver
 from authproxy.authserver.limits import MAX_CLIENT_STATE, MAX_SCOPE_PARAMETER
 from authproxy.authserver.login_binding import LoginBinding
@@ -113,7 +114,7 @@ class AuthorizeResource(AsyncResource):
         self.provider = provider
         self.clock = clock
         self.issuer = issuer
-        self.allowed_audiences = tuple(allowed_audiences)
+        self.resources = ResourceIndicators(allowed_audiences)
         self.limiter = limiter
         self._trusted = TrustedProxies.from_cidrs(trusted_proxies)
         self.scopes_supported = tuple(scopes_supported)
@@ -299,14 +300,10 @@ class AuthorizeResource(AsyncResource):
         return scopes
 
     def _resource(self, requested: str | None) -> str:
-        if requested is None:
-            # With several audiences the client must say which one at the token endpoint.
-            return self.allowed_audiences[0] if len(self.allowed_audiences) == 1 else ""
-        if requested not in self.allowed_audiences:
-            raise AuthorizationRedirectError(
-                "invalid_target", "the requested resource is not served by this server"
-            )
-        return requested
+        try:
+            return self.resources.at_authorization(requested)
+        except InvalidTarget as e:
+            raise AuthorizationRedirectError("invalid_target", str(e)) from None
 
     async def _hand_off(
         self, request: Request, pending: PendingAuthorization, client: RegisteredClient

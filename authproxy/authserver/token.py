@@ -27,6 +27,7 @@ from authproxy.authserver._common import (
     set_cors,
     split_scope,
 )
+from authproxy.authserver.audience import InvalidTarget, ResourceIndicators
 from authproxy.authserver.clients import ClientResolver, authenticated_client
 from authproxy.authserver.ratelimit import ClientRequestLimits
 from authproxy.http.responses import NO_STORE, OAuthError, json_body
@@ -107,6 +108,7 @@ class TokenResource(CrossOriginPost):
         self.issuer = issuer
         self.opaque = opaque
         self.settings = settings
+        self.resources = ResourceIndicators(settings.allowed_audiences)
 
     async def handle_POST(self, request: Request) -> bytes:
         set_cors(request, self._METHODS)
@@ -312,24 +314,10 @@ class TokenResource(CrossOriginPost):
     # -- shared ------------------------------------------------------------------------------
     def _resource(self, requested: str | None, granted: str) -> str:
         """The audience of the access token (RFC 8707)."""
-        audiences = self.settings.allowed_audiences
-        if requested is not None:
-            if requested not in audiences:
-                raise OAuthError(
-                    "invalid_target", "the requested resource is not served by this server"
-                )
-            if granted and requested != granted:
-                raise OAuthError(
-                    "invalid_target", "the requested resource is not the one authorized"
-                )
-            return requested
-        if granted:
-            if granted not in audiences:
-                raise OAuthError("invalid_target", "the authorized resource is no longer served")
-            return granted
-        if len(audiences) == 1:
-            return audiences[0]
-        raise OAuthError("invalid_target", "resource is required: this server has several")
+        try:
+            return self.resources.at_token(requested, granted)
+        except InvalidTarget as e:
+            raise OAuthError("invalid_target", str(e)) from None
 
     def _mint(self, grant: _Grant) -> _Minted:
         """A new access token, and a refresh token when the client registered that grant."""
