@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import urllib.request
@@ -14,7 +13,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from authproxy.tap import Options, makeService
-from tests.e2e.procs import twistd_authproxy
+from tests.processes import free_port, twistd_authproxy
 
 CONFIG = """
 [server]
@@ -31,12 +30,6 @@ def write_config(case: SynchronousTestCase, port: int, listen: list[str]) -> str
     path = Path(case.mktemp() + ".toml")
     path.write_text(CONFIG.format(port=port, listen=", ".join(json.dumps(x) for x in listen)))
     return str(path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class OptionsTests(SynchronousTestCase):

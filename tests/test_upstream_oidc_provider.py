@@ -24,7 +24,7 @@ from authproxy.storage.models import PendingAuthorization
 from authproxy.upstream.interface import UpstreamIdentity, UpstreamSessionEnded
 from authproxy.upstream.registry import make_upstream_provider
 from authproxy.upstream.sessions import TokenEndpointError
-from tests.e2e import procs
+from tests import processes as procs
 
 PUBLIC_URL = "http://127.0.0.1:9"  # never fetched: the user agent stops at the callback
 REDIRECT_URI = PUBLIC_URL + "/oauth/callback"
