@@ -1,7 +1,7 @@
 """Compact JWS signing with ``cryptography`` directly, for the algorithms authproxy issues.
 
-jwcrypto's ``JWS`` builds header registries and re-validates on every signature; for the
-token endpoint that was a third of the cost of a refresh grant. Verification stays with
+jwcrypto's ``JWS`` builds header registries and re-validates on every signature, a large
+share of the token endpoint's cost (benchmarks/README.md, P3). Verification stays with
 jwcrypto (the guard verifies each token once and caches the result).
 """
 

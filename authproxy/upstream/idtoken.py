@@ -54,7 +54,6 @@ class JWKSCache:
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
         self._fetch_waiters: list[Deferred[None]] | None = None
-        self.fetches = 0
 
     def _now(self) -> float:
         return cast(Any, self._clock).seconds()
@@ -112,7 +111,6 @@ class JWKSCache:
 
     async def _fetch(self) -> None:
         self._attempted_at = self._now()
-        self.fetches += 1
         response = await self._http.request(
             "GET", self._jwks_uri(), headers={"Accept": "application/json"}
         )
