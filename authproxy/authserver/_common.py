@@ -17,7 +17,8 @@ from authproxy.http.responses import (
     header_text,
     set_headers,
 )
-from authproxy.storage.interface import IStorage
+from authproxy.storage.clients import IClients
+from authproxy.storage.families import ITokenFamilies
 from authproxy.storage.models import RegisteredClient
 from authproxy.upstream.interface import IUpstreamProvider, UpstreamError, UpstreamUnavailable
 
@@ -142,13 +143,13 @@ def upstream_error_page(request: Request, error: UpstreamError) -> HTMLPageError
 
 
 async def authenticated_client(
-    storage: IStorage, request: Request, params: Mapping[str, str]
+    clients: IClients, request: Request, params: Mapping[str, str]
 ) -> RegisteredClient:
     """The registered public client making a token or revocation request (401 otherwise)."""
     client_id, basic = client_id_from(request, params)
     if client_id is None:
         raise invalid_client("client_id is required", basic=basic)
-    client = await storage.get_client(client_id)
+    client = await clients.get_client(client_id)
     if client is None:
         raise invalid_client("unknown client", basic=basic)
     return client
@@ -188,7 +189,7 @@ def invalid_client(description: str, *, basic: bool = False) -> OAuthError:
 
 
 async def end_token_family(
-    storage: IStorage, provider: IUpstreamProvider, family_id: str | None, tsid: str
+    families: ITokenFamilies, provider: IUpstreamProvider, family_id: str | None, tsid: str
 ) -> None:
     """Revoke a token family (its access tokens go on the deny list) and its upstream session.
 
@@ -196,7 +197,7 @@ async def end_token_family(
     is revoked nothing may use the session again.
     """
     if family_id is not None:
-        await storage.revoke_family(family_id)
+        await families.revoke_family(family_id)
     try:
         await provider.end_session(tsid)
     except Exception:

@@ -30,7 +30,7 @@ from authproxy.authserver._common import (
 )
 from authproxy.authserver.ratelimit import ClientRequestLimits
 from authproxy.http.responses import NO_STORE, OAuthError, json_body
-from authproxy.storage.interface import IStorage, StorageFull
+from authproxy.storage import Storage, StorageFull
 from authproxy.storage.models import RefreshToken, RegisteredClient, TokenFamily
 from authproxy.tokens import (
     AUTHORIZATION_CODE,
@@ -89,7 +89,7 @@ class TokenResource(CrossOriginPost):
     def __init__(
         self,
         *,
-        storage: IStorage,
+        storage: Storage,
         provider: IUpstreamProvider,
         clock: Clock,
         issuer: AccessTokenIssuer,
@@ -109,11 +109,11 @@ class TokenResource(CrossOriginPost):
     async def handle_POST(self, request: Request) -> bytes:
         set_cors(request, self._METHODS)
         if self.limits is not None:
-            self.limits.check_source(request, "Token request")
+            await self.limits.check_source(request, "Token request")
         params = form_params(request)
-        client = await authenticated_client(self.storage, request, params)
+        client = await authenticated_client(self.storage.clients, request, params)
         if self.limits is not None:
-            self.limits.check_client(client.client_id, "Token request")
+            await self.limits.check_client(client.client_id, "Token request")
         grant_type = params.get("grant_type")
         if not grant_type:
             raise OAuthError("invalid_request", "grant_type is required")
@@ -128,7 +128,7 @@ class TokenResource(CrossOriginPost):
             response = await self._authorization_code(client, params)
         else:
             response = await self._refresh_token(client, params)
-        await self.storage.touch_client(client.client_id)
+        await self.storage.clients.touch_client(client.client_id)
         return json_body(request, 200, response, NO_STORE)
 
     async def _check_room(self, client_id: str, new_family: bool) -> None:
@@ -136,7 +136,7 @@ class TokenResource(CrossOriginPost):
         unrotated) when storage is full: storage forgets no revocation and no other user's
         login to make room, so the client retries once entries expire."""
         try:
-            await self.storage.issuance_room(client_id, new_family)
+            await self.storage.families.issuance_room(client_id, new_family)
         except StorageFull as e:
             retry_after = 60.0 if e.retry_after is None else e.retry_after
             raise OAuthError(
@@ -156,7 +156,7 @@ class TokenResource(CrossOriginPost):
         code_id = self.opaque.verify(code, AUTHORIZATION_CODE)
         if code_id is None:
             raise invalid_grant("the authorization code is invalid")
-        record = await self.storage.redeem_code(code_id)
+        record = await self.storage.codes.redeem_code(code_id)
         if record is None:
             raise invalid_grant("the authorization code is unknown or expired")
         if record.redeemed:
@@ -164,7 +164,9 @@ class TokenResource(CrossOriginPost):
                 "Authorization code of client {client_id} presented again: revoking its tokens",
                 client_id=record.client_id,
             )
-            await end_token_family(self.storage, self.provider, record.family_id, record.tsid)
+            await end_token_family(
+                self.storage.families, self.provider, record.family_id, record.tsid
+            )
             raise invalid_grant("the authorization code was already used")
         # From here on the code is spent: a failed attempt burns it and its upstream session.
         problem = None
@@ -179,7 +181,7 @@ class TokenResource(CrossOriginPost):
         elif not verify_pkce(params["code_verifier"], record.code_challenge):
             problem = "code_verifier does not match the code_challenge"
         if problem is not None:
-            await end_token_family(self.storage, self.provider, None, record.tsid)
+            await end_token_family(self.storage.families, self.provider, None, record.tsid)
             raise invalid_grant(problem)
         resource = self._resource(params.get("resource"), record.resource)
 
@@ -201,7 +203,7 @@ class TokenResource(CrossOriginPost):
             name=record.name,
             email=record.email,
         )
-        await self.storage.put_family(
+        await self.storage.families.put_family(
             TokenFamily(
                 family_id=grant.family_id,
                 client_id=client.client_id,
@@ -211,11 +213,11 @@ class TokenResource(CrossOriginPost):
             )
         )
         # Linked before anything is handed out, so a concurrent replay finds what to revoke.
-        await self.storage.set_code_family(code_id, grant.family_id)
+        await self.storage.codes.set_code_family(code_id, grant.family_id)
         minted = self._mint(grant)
         if minted.refresh is not None:
-            await self.storage.put_refresh_token(minted.refresh)
-        await self.storage.add_family_access_token(
+            await self.storage.families.put_refresh_token(minted.refresh)
+        await self.storage.families.add_family_access_token(
             grant.family_id, minted.access.jti, float(minted.access.exp)
         )
         self.log.info(
@@ -235,12 +237,12 @@ class TokenResource(CrossOriginPost):
         token_id = self.opaque.verify(token, REFRESH_TOKEN)
         if token_id is None:
             raise invalid_grant("the refresh token is invalid")
-        record = await self.storage.get_refresh_token(token_id)
+        record = await self.storage.families.get_refresh_token(token_id)
         if record is None:
             raise invalid_grant("the refresh token is unknown or expired")
         if record.client_id != client.client_id:
             raise invalid_grant("the refresh token was issued to another client")
-        family = await self.storage.get_family(record.family_id)
+        family = await self.storage.families.get_family(record.family_id)
         if family is None or family.revoked:
             raise invalid_grant("the refresh token was revoked")
 
@@ -258,7 +260,9 @@ class TokenResource(CrossOriginPost):
                 "Rotated refresh token of client {client_id} reused: revoking its family",
                 client_id=client.client_id,
             )
-            await end_token_family(self.storage, self.provider, record.family_id, record.tsid)
+            await end_token_family(
+                self.storage.families, self.provider, record.family_id, record.tsid
+            )
             raise invalid_grant("the refresh token was already used; sign in again")
 
         scopes = record.scopes
@@ -284,16 +288,16 @@ class TokenResource(CrossOriginPost):
         )
         minted = self._mint(grant)
         sealed = self.opaque.seal(token, REFRESH_TOKEN, minted.response)
-        if not await self.storage.mark_rotated(token_id, now, sealed):
+        if not await self.storage.families.mark_rotated(token_id, now, sealed):
             # A concurrent request rotated it first: answer as its retry.
-            winner = await self.storage.get_refresh_token(token_id)
+            winner = await self.storage.families.get_refresh_token(token_id)
             retry = None if winner is None else self._retry_response(token, winner, now)
             if retry is None:
                 raise invalid_grant("the refresh token was already used")
             return retry
         if minted.refresh is not None:
-            await self.storage.put_refresh_token(minted.refresh)
-        await self.storage.add_family_access_token(
+            await self.storage.families.put_refresh_token(minted.refresh)
+        await self.storage.families.add_family_access_token(
             grant.family_id, minted.access.jti, float(minted.access.exp)
         )
         return minted.response

@@ -29,7 +29,7 @@ from authproxy.config import Config
 from authproxy.http.json import loads_untrusted
 from authproxy.keys.ring import KeyRing
 from authproxy.proxy.metadata import resource_url
-from authproxy.storage.interface import IStorage
+from authproxy.storage.revocations import IRevocations
 from authproxy.tokens import split_compact_jws
 
 LEEWAY = 60.0
@@ -129,7 +129,7 @@ class BearerGuard:
         self,
         *,
         ring: KeyRing,
-        storage: IStorage,
+        revocations: IRevocations,
         clock: IReactorTime,
         issuer: str,
         audiences: Iterable[str],
@@ -138,7 +138,7 @@ class BearerGuard:
         leeway: float = LEEWAY,
     ) -> None:
         self._ring = ring
-        self._storage = storage
+        self._revocations = revocations
         self._clock = clock
         self._issuer = issuer
         self._audiences = frozenset(audiences)
@@ -150,7 +150,7 @@ class BearerGuard:
 
     @classmethod
     def from_config(
-        cls, config: Config, ring: KeyRing, storage: IStorage, clock: IReactorTime
+        cls, config: Config, ring: KeyRing, revocations: IRevocations, clock: IReactorTime
     ) -> BearerGuard:
         # The token must be for this resource (public_url + backend.path). Only when the
         # operator named other audiences instead (e.g. "api://mcp") do those stand for it.
@@ -158,7 +158,7 @@ class BearerGuard:
         allowed = config.auth_server.allowed_audiences
         return cls(
             ring=ring,
-            storage=storage,
+            revocations=revocations,
             clock=clock,
             issuer=config.auth_server.issuer,
             audiences=(resource,) if resource in allowed else allowed,
@@ -224,7 +224,7 @@ class BearerGuard:
         now = self._clock.seconds()
         self._check_generation()
         key = token_hash(token)
-        revocations = self._storage.revocation_generation()
+        revocations = self._revocations.generation
         cached = self._cache.get(key)
         if cached is not None:
             if cached.principal.exp + self._leeway <= now:
@@ -238,7 +238,7 @@ class BearerGuard:
             principal = verified
         else:
             principal = self._verify_signed(token, now)
-        if await self._storage.is_jti_revoked(principal.jti):
+        if await self._revocations.is_jti_revoked(principal.jti):
             self._cache.pop(key, None)
             raise invalid_token("the access token has been revoked")
         if self._ring.generation == self._cache_generation:
