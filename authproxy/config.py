@@ -25,6 +25,7 @@ import cattrs
 from cattrs.errors import ForbiddenExtraKeysError
 
 from authproxy.http.loopback import is_loopback_host, listen_is_loopback
+from authproxy.storage.factory import STORAGE_TYPES
 
 Duration = NewType("Duration", float)
 Size = NewType("Size", int)
@@ -496,8 +497,9 @@ def _validate(config: Config, environ: Mapping[str, str], reactor: Any) -> tuple
             "storage.max_refresh_tokens: must exceed max_logins (each login holds a current "
             "refresh token, and rotated ones are kept to detect reuse)"
         )
-    if config.storage.type != "memory":
-        problems.append(f'storage.type: "{config.storage.type}" is not supported (use "memory")')
+    if config.storage.type not in STORAGE_TYPES:
+        known = ", ".join(f'"{name}"' for name in sorted(STORAGE_TYPES))
+        problems.append(f'storage.type: "{config.storage.type}" is not supported (use {known})')
     if config.logging.format not in ("text", "json"):
         problems.append(f'logging.format: "{config.logging.format}" is not text or json')
     if config.logging.level.lower() not in (

@@ -25,8 +25,8 @@ from twisted.python.failure import Failure
 
 from authproxy.config import Config
 from authproxy.http.responses import add_query
-from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
+from authproxy.storage.sessions import IUpstreamSessions
 from authproxy.tokens import s256_challenge
 from authproxy.upstream.http import ConnectionPoolService, IdPHTTP, IdPResponse
 from authproxy.upstream.interface import (
@@ -65,9 +65,9 @@ class CodeFlowProvider(TokenSessions):
     uses_nonce = False
 
     def __init__(
-        self, config: Config, storage: IStorage, clock: IReactorTime, http: IdPHTTP
+        self, config: Config, sessions: IUpstreamSessions, clock: IReactorTime, http: IdPHTTP
     ) -> None:
-        super().__init__(config, storage, clock)
+        super().__init__(config, sessions, clock)
         upstream = config.upstream
         self._http = http
         self._client_id = upstream.client_id or ""
@@ -226,7 +226,7 @@ class CodeFlowProvider(TokenSessions):
         return ensureDeferred(self._end_session(tsid))
 
     async def _end_session(self, tsid: str) -> None:
-        session = await self._storage.get_upstream_session(tsid)
+        session = await self._sessions.get_upstream_session(tsid)
         await super().end_session(tsid)
         if session is None:
             return

@@ -26,8 +26,8 @@ from zope.interface import implementer
 from authproxy.config import Config
 from authproxy.http import pages
 from authproxy.http.responses import add_query
-from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
+from authproxy.storage.sessions import IUpstreamSessions
 from authproxy.upstream.interface import (
     IUpstreamProvider,
     UpstreamDenied,
@@ -67,8 +67,8 @@ def valid_username(username: str) -> bool:
 class DevelopmentProvider(TokenSessions):
     """The built-in development IdP: the login page names the user, nothing is checked."""
 
-    def __init__(self, config: Config, storage: IStorage, clock: IReactorTime) -> None:
-        super().__init__(config, storage, clock)
+    def __init__(self, config: Config, sessions: IUpstreamSessions, clock: IReactorTime) -> None:
+        super().__init__(config, sessions, clock)
         self.login_url = config.server.public_url.rstrip("/") + LOGIN_PATH
         self._callback_url = config.upstream.redirect_uri
         self._codes: dict[str, _DevCode] = {}

@@ -9,8 +9,8 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from authproxy.config import Config, UserinfoConfig
-from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization
+from authproxy.storage.sessions import IUpstreamSessions
 from authproxy.upstream.codeflow import CodeFlowProvider, Identity
 from authproxy.upstream.http import IdPHTTP
 from authproxy.upstream.interface import IUpstreamProvider, UpstreamError
@@ -54,9 +54,9 @@ class OAuth2Provider(CodeFlowProvider):
     """An OAuth2 server with configured endpoints; the user is whoever userinfo names."""
 
     def __init__(
-        self, config: Config, storage: IStorage, clock: IReactorTime, http: IdPHTTP
+        self, config: Config, sessions: IUpstreamSessions, clock: IReactorTime, http: IdPHTTP
     ) -> None:
-        super().__init__(config, storage, clock, http)
+        super().__init__(config, sessions, clock, http)
         upstream = config.upstream
         assert upstream.authorization_endpoint and upstream.token_endpoint and upstream.userinfo
         self._authorization_url = upstream.authorization_endpoint

@@ -16,8 +16,8 @@ from zope.interface import implementer
 
 from authproxy.config import Config
 from authproxy.http.loopback import is_loopback_url
-from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization
+from authproxy.storage.sessions import IUpstreamSessions
 from authproxy.upstream.codeflow import CodeFlowProvider, Identity
 from authproxy.upstream.http import IdPHTTP
 from authproxy.upstream.idtoken import JWKSCache, verify_id_token
@@ -204,14 +204,14 @@ class OIDCProvider(CodeFlowProvider):
     def __init__(
         self,
         config: Config,
-        storage: IStorage,
+        sessions: IUpstreamSessions,
         clock: IReactorTime,
         http: IdPHTTP,
         *,
         discovery: OIDCDiscovery | None = None,
         jwks: JWKSCache | None = None,
     ) -> None:
-        super().__init__(config, storage, clock, http)
+        super().__init__(config, sessions, clock, http)
         issuer_url = config.upstream.issuer_url
         assert issuer_url is not None
         self.discovery = discovery or OIDCDiscovery(issuer_url, http, clock)

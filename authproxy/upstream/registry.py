@@ -15,7 +15,7 @@ from typing import Any
 from twisted.application.service import IService
 
 from authproxy.config import Config, ConfigError, development_listen_problems
-from authproxy.storage.interface import IStorage
+from authproxy.storage.sessions import IUpstreamSessions
 from authproxy.upstream.development import DevelopmentProvider
 from authproxy.upstream.http import IdPHTTP, default_idp_http
 from authproxy.upstream.interface import IUpstreamProvider
@@ -38,7 +38,7 @@ def upstream_services(provider: IUpstreamProvider) -> list[IService]:
 
 
 def make_upstream_provider(
-    config: Config, storage: IStorage, reactor: Any, http: Any = None
+    config: Config, sessions: IUpstreamSessions, reactor: Any, http: Any = None
 ) -> IUpstreamProvider:
     """The provider for ``config.upstream.type``.
 
@@ -53,14 +53,14 @@ def make_upstream_provider(
         problems = development_listen_problems(config.server.listen)
         if problems:
             raise ConfigError(problems)
-        return DevelopmentProvider(config, storage, reactor)
+        return DevelopmentProvider(config, sessions, reactor)
     idp_http = (
         default_idp_http(reactor, upstream.timeout)
         if http is None
         else IdPHTTP(http, reactor, upstream.timeout)
     )
     if upstream.type == "oidc":
-        return OIDCProvider(config, storage, reactor, idp_http)
+        return OIDCProvider(config, sessions, reactor, idp_http)
     if upstream.type == "oauth2":
-        return OAuth2Provider(config, storage, reactor, idp_http)
+        return OAuth2Provider(config, sessions, reactor, idp_http)
     raise ConfigError([f'upstream.type: "{upstream.type}" is not oidc, oauth2 or development'])
