@@ -21,7 +21,7 @@ from authproxy.authserver.ratelimit import ClientRequestLimits, TokenBucketLimit
 from authproxy.authserver.register import RegistrationResource
 from authproxy.authserver.revoke import RevocationResource
 from authproxy.authserver.token import TokenResource, TokenSettings
-from authproxy.config import Config, parse_rate
+from authproxy.config import Config
 from authproxy.http.responses import TrustedProxies
 from authproxy.keys.ring import KeyRing
 from authproxy.storage.interface import IStorage
@@ -46,7 +46,9 @@ def auth_routes(
     auth = config.auth_server
     issuer = AccessTokenIssuer(ring=ring, clock=clock, issuer=auth.issuer)
     opaque = OpaqueTokens(ring=ring)
-    limiter = TokenBucketLimiter(clock, auth.registration.rate_count, auth.registration.rate_period)
+    limiter = TokenBucketLimiter(
+        clock, auth.registration.rate.events, auth.registration.rate.period
+    )
     routes: dict[str, IResource] = dict(metadata_routes(config, ring))
     routes[REGISTER_PATH] = RegistrationResource(
         storage,
@@ -66,7 +68,7 @@ def auth_routes(
         scopes_supported=auth.scopes_supported,
         binding=binding,
         consent=ConsentStep(config, storage, ring, clock) if consent else None,
-        limiter=TokenBucketLimiter(clock, *parse_rate(auth.authorize_rate)),
+        limiter=TokenBucketLimiter(clock, auth.authorize_rate.events, auth.authorize_rate.period),
         trusted_proxies=config.server.trusted_proxies,
     )
     routes[AUTHORIZE_PATH] = authorize
@@ -85,8 +87,10 @@ def auth_routes(
         require_consent=consent,
     )
     limits = ClientRequestLimits(
-        per_client=TokenBucketLimiter(clock, *parse_rate(auth.token_rate)),
-        per_source=TokenBucketLimiter(clock, *parse_rate(auth.token_source_rate)),
+        per_client=TokenBucketLimiter(clock, auth.token_rate.events, auth.token_rate.period),
+        per_source=TokenBucketLimiter(
+            clock, auth.token_source_rate.events, auth.token_source_rate.period
+        ),
         trusted=TrustedProxies.from_cidrs(config.server.trusted_proxies),
     )
     routes[TOKEN_PATH] = TokenResource(
