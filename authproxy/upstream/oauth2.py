@@ -12,7 +12,7 @@ from authproxy.config import Config, UserinfoConfig, check_url
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization
 from authproxy.upstream.codeflow import CodeFlowProvider, Identity
-from authproxy.upstream.http import IdPHTTP, idp_http_for
+from authproxy.upstream.http import IdPHTTP
 from authproxy.upstream.interface import IUpstreamProvider, UpstreamError
 from authproxy.upstream.kind import UpstreamType, optional_urls, required_client_id, required_urls
 from authproxy.upstream.sessions import TokenResponse
@@ -107,15 +107,10 @@ def _config_problems(config: Config) -> list[str]:
     ]
 
 
-def _build(config: Config, storage: IStorage, reactor: Any, http: Any) -> IUpstreamProvider:
-    idp_http = idp_http_for(reactor, config.upstream.timeout, http)
-    return OAuth2Provider(config, storage, reactor, idp_http)
-
-
 #: ``[upstream] type = "oauth2"``: configured endpoints, and the user from userinfo.
 OAUTH2 = UpstreamType(
     "oauth2",
     fields=("authorization_endpoint", "token_endpoint", "userinfo", "revocation_endpoint"),
     config_problems=_config_problems,
-    build=_build,
+    build=OAuth2Provider.build,
 )

@@ -19,7 +19,7 @@ from authproxy.http.loopback import is_loopback_url
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization
 from authproxy.upstream.codeflow import CodeFlowProvider, Identity
-from authproxy.upstream.http import IdPHTTP, idp_http_for
+from authproxy.upstream.http import IdPHTTP
 from authproxy.upstream.idtoken import JWKSCache, verify_id_token
 from authproxy.upstream.interface import IUpstreamProvider, UpstreamError, UpstreamUnavailable
 from authproxy.upstream.kind import UpstreamType, optional_urls, required_client_id, required_urls
@@ -289,15 +289,10 @@ def _config_problems(config: Config) -> list[str]:
     ]
 
 
-def _build(config: Config, storage: IStorage, reactor: Any, http: Any) -> IUpstreamProvider:
-    idp_http = idp_http_for(reactor, config.upstream.timeout, http)
-    return OIDCProvider(config, storage, reactor, idp_http)
-
-
 #: ``[upstream] type = "oidc"``: the endpoints come from the issuer's discovery document.
 OIDC = UpstreamType(
     "oidc",
     fields=("issuer_url", "revocation_endpoint"),
     config_problems=_config_problems,
-    build=_build,
+    build=OIDCProvider.build,
 )
