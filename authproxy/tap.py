@@ -16,6 +16,7 @@ from twisted.application import service, strports
 from twisted.python import usage
 
 from authproxy.config import Config, ConfigError, load_config
+from authproxy.ops.logs import TwistdLogging
 
 
 class Options(usage.Options):
@@ -40,6 +41,11 @@ def _fail(problems: list[str]) -> None:
 
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> service.MultiService:
+    """twistd's entry point. Without ``reactor`` (twistd never passes one) the process is
+    authproxy's own: its garbage collector is tuned for it (``HeapTuning``) and
+    ``[logging]`` is handed to twistd's ``--logger`` factory (``logs.TWISTD``). A caller that
+    passes a reactor (a test, an embedding program) keeps its process as it is."""
+    own_process = reactor is None
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
@@ -49,17 +55,21 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
     except ConfigError as e:
         _fail(e.problems)
         raise  # unreachable
-    return build_service(config, reactor)
+    from authproxy.ops import logs
+
+    top = build_service(config, reactor, logs.TWISTD if own_process else None)
+    if own_process:
+        HeapTuning().setServiceParent(top)
+    return top
 
 
-class _Top(service.MultiService):
-    logging_config = ("text", "info")
+class HeapTuning(service.Service):
+    """Tunes the garbage collector for a long-running daemon, once everything is built.
+
+    Process-wide, so only the twistd path adds it (``makeService`` without a reactor).
+    """
 
     def startService(self) -> None:
-        from authproxy.ops import logs
-
-        # twistd installs its log observer after makeService: only now can we tell.
-        logs.warn_if_not_installed(*self.logging_config)
         super().startService()
         # Everything built so far lives as long as the process. Freezing it keeps the
         # garbage collector's full passes (pauses that show up as request latency) from
@@ -72,19 +82,36 @@ class _Top(service.MultiService):
         gc.set_threshold(20_000, 20, 20)
 
 
-def build_service(config: Config, reactor: Any) -> service.MultiService:
-    """The whole daemon for a validated ``config``."""
-    from authproxy.application import build_application
-    from authproxy.ops import logs
+class _Top(service.MultiService):
+    def __init__(self, logging: TwistdLogging, logging_config: tuple[str, str]) -> None:
+        super().__init__()
+        self._logging = logging
+        self._logging_config = logging_config
 
-    logs.configure(config.logging.format, config.logging.level)
+    def startService(self) -> None:
+        # twistd installs its log observer after makeService: only now can we tell.
+        self._logging.warn_if_not_installed(*self._logging_config)
+        super().startService()
+
+
+def build_service(
+    config: Config, reactor: Any, logging: TwistdLogging | None = None
+) -> service.MultiService:
+    """The whole daemon for a validated ``config``.
+
+    ``logging`` receives ``[logging]`` for twistd's ``--logger`` factory; without it a
+    private one does (nothing outside the returned service changes).
+    """
+    from authproxy.application import build_application
+
+    logging = logging or TwistdLogging()
+    logging.configure(config.logging.format, config.logging.level)
     try:
         app = build_application(config, reactor)
     except ConfigError as e:
         _fail(e.problems)
         raise
-    top = _Top()
-    top.logging_config = (config.logging.format, config.logging.level)
+    top = _Top(logging, (config.logging.format, config.logging.level))
     for child in app.services:
         child.setServiceParent(top)
     for description in config.server.listen:

@@ -27,6 +27,7 @@ from jwcrypto.common import JWException
 from jwcrypto.jws import JWS
 
 from authproxy.http.json import loads_untrusted
+from authproxy.keys.algorithms import ASYMMETRIC_ALGS
 from authproxy.keys.ring import KeyRing
 from authproxy.keys.signing import b64url as b64url_bytes
 from authproxy.keys.signing import sign_compact
@@ -269,27 +270,89 @@ class AccessTokenIssuer:
     def verified_claims(self, token: str) -> dict[str, Any] | None:
         """The claims of a token this server signed (any key still in the ring), else None.
 
-        Checks signature, ``typ``, ``alg`` against the key and ``iss``, but not ``exp``:
-        revocation wants the claims of expired tokens too. Not the guard's check.
+        :class:`AccessTokenVerifier`'s check: signature, ``typ``, ``alg`` and ``iss``, not
+        ``exp`` (revocation wants the claims of expired tokens too).
         """
-        if len(token) > 16384:
-            return None
+        return AccessTokenVerifier(self.ring, self.issuer).claims(token)
+
+
+#: RFC 9068 §2.1 names ``at+jwt``; RFC 7515 §4.1.9 makes ``typ`` case-insensitive and lets
+#: the ``application/`` prefix be omitted, so both spellings are the same type.
+ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+MAX_ACCESS_TOKEN_LENGTH = 16384
+
+
+class InvalidAccessToken(ValueError):
+    """Not an access token this server signed; ``str()`` says why, for the guard's 401."""
+
+
+@attrs.frozen
+class AccessTokenVerifier:
+    """The one check that a JWT is an access token authproxy signed: used by the guard and by
+    revocation, so a token is revocable exactly when its signature would pass the guard.
+
+    Checks the canonical compact form, ``alg`` (asymmetric, from the shared table, and the
+    one of the key named by ``kid``: the key fixes the algorithm, never the token), ``typ``,
+    the signature against any key still in the ring, and ``iss``. It leaves ``aud``, ``exp``,
+    ``nbf`` and the subject to the guard: revocation wants the claims of expired tokens too.
+
+    ``typ``: the guard accepted ``at+jwt`` and ``application/at+jwt`` in any case, the old
+    revocation check only ``at+jwt`` exactly. authproxy signs nothing but ``at+jwt``, so the
+    two agreed on every token it issued; the guard's (RFC 7515) reading is the rule for both,
+    so that no token the guard lets through is refused at revocation.
+    """
+
+    ring: KeyRing
+    issuer: str
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """The claims of ``token``; raises InvalidAccessToken otherwise."""
+        if len(token) > MAX_ACCESS_TOKEN_LENGTH:
+            raise InvalidAccessToken("the access token is too long")
         try:
-            header = loads_untrusted(split_compact_jws(token)[0])
+            # Canonical base64url only: one token, one spelling, in the guard and revocation.
+            raw_header = split_compact_jws(token)[0]
         except ValueError:
-            return None
-        if not isinstance(header, dict) or header.get("typ") != "at+jwt":
-            return None
-        key = self.ring.key_for_kid(str(header.get("kid", "")))
-        if key is None or header.get("alg") != key.alg:
-            return None
+            raise InvalidAccessToken(
+                "the access token is not a JWT in canonical base64url"
+            ) from None
         try:
-            jws = JWS()
+            header = loads_untrusted(raw_header)
+        except ValueError:  # UnicodeDecodeError included
+            raise InvalidAccessToken("the access token is not a JWT") from None
+        if not isinstance(header, dict):
+            raise InvalidAccessToken("the access token is not a JWT")
+        alg = header.get("alg")
+        if alg not in ASYMMETRIC_ALGS:
+            raise InvalidAccessToken(f"the signing algorithm {str(alg)[:20]!r} is not accepted")
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES:
+            raise InvalidAccessToken("the token is not an access token (typ must be at+jwt)")
+        kid = header.get("kid")
+        signing_key = self.ring.key_for_kid(kid) if isinstance(kid, str) else None
+        if signing_key is None:
+            raise InvalidAccessToken("the access token was signed by an unknown key")
+        if signing_key.alg != alg:
+            raise InvalidAccessToken("the signing algorithm does not match the key")
+        jws = JWS()
+        try:
             jws.deserialize(token)
-            jws.verify(key.jwk, alg=key.alg)
+            jws.verify(signing_key.jwk, alg=signing_key.alg)
+        except (JWException, ValueError, TypeError, RecursionError):
+            raise InvalidAccessToken("the access token signature is invalid") from None
+        try:
             claims = loads_untrusted(jws.payload)
-        except (JWException, ValueError, RecursionError):
-            return None
-        if not isinstance(claims, dict) or claims.get("iss") != self.issuer:
-            return None
+        except ValueError:
+            raise InvalidAccessToken("the access token claims are not JSON") from None
+        if not isinstance(claims, dict):
+            raise InvalidAccessToken("the access token claims are not a JSON object")
+        if claims.get("iss") != self.issuer:
+            raise InvalidAccessToken("the access token was issued by another issuer")
         return claims
+
+    def claims(self, token: str) -> dict[str, Any] | None:
+        """The claims of ``token``, or None when :meth:`verify` refuses it."""
+        try:
+            return self.verify(token)
+        except InvalidAccessToken:
+            return None

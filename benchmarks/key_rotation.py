@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jwcrypto import jwk  # noqa: E402
 
-from tests.e2e import procs  # noqa: E402
+from tests import processes as procs  # noqa: E402
 from tests.e2e.harness import Authproxy, KeyDirs, write_config  # noqa: E402
 
 

@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from authproxy.config import BackendConfig
 from authproxy.supervisor import backend_environment, backend_services, command_argv
-from tests.e2e.procs import free_port
+from tests.processes import free_port
 
 # A tiny backend: listens, says so, serves until killed.
 SERVER = """
@@ -93,4 +93,6 @@ class SupervisionTests(TestCase):
                 and probe.readiness()[0]
             )
         )
+        # The port opens before the child's "up" line has passed through procmon to the log.
+        yield self.until(lambda: sum("tiny backend up" in line for line in lines) >= 2)
         self.assertEqual(sum("tiny backend up" in line for line in lines), 2, lines)

@@ -65,14 +65,14 @@ class ObserverHintTests(SynchronousTestCase):
         events: list[dict] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        self.patch(logs, "_installed", [])
-        logs.warn_if_not_installed("text", "info")
+        handoff = logs.TwistdLogging()
+        handoff.warn_if_not_installed("text", "info")
         self.assertEqual(events, [])
-        logs.warn_if_not_installed("json", "info")
+        handoff.warn_if_not_installed("json", "info")
         self.assertIn("--logger authproxy.ops.logs.observer", events[-1]["log_format"])
-        logs.observer()
+        handoff.observer()
         count = len(events)
-        logs.warn_if_not_installed("json", "debug")
+        handoff.warn_if_not_installed("json", "debug")
         self.assertEqual(len(events), count)
 
     def test_session_id_and_cookies_are_not_logged(self) -> None:

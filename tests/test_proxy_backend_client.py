@@ -319,6 +319,40 @@ class BackendClientTests(SynchronousTestCase):
         assert collect.reason is not None
         self.assertTrue(collect.reason.check(ResponseDone))
 
+    def test_transfer_encoding_wins_over_content_length_and_the_connection_is_dropped(
+        self,
+    ) -> None:
+        # RFC 9112 §6.3: chunked framing, and the connection is a smuggling risk: not reused.
+        for order in (
+            b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+            b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+        ):
+            self.endpoint.connections.clear()
+            d = self.send()
+            protocol, transport = self.answer(b"HTTP/1.1 200 OK\r\n" + order + b"\r\n")
+            collect = self.body_of(d)
+            self.assertEqual(self.response.length, UNKNOWN_LENGTH)
+            protocol.dataReceived(b"5\r\nhello\r\n0\r\n\r\n")
+            self.assertEqual(collect.data, b"hello")
+            assert collect.reason is not None
+            self.assertTrue(collect.reason.check(ResponseDone))
+            self.assertTrue(transport.disconnecting or transport.disconnected, order)
+            self.send(b"GET", None)
+            self.assertEqual(len(self.endpoint.connections), 2, "not reused")
+
+    def test_non_chunked_transfer_encoding_reads_until_close(self) -> None:
+        d = self.send()
+        protocol, transport = self.answer(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\n"
+        )
+        collect = self.body_of(d)
+        protocol.dataReceived(b"more than two")
+        self.assertIsNone(collect.reason)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(collect.data, b"more than two")
+        assert collect.reason is not None
+        self.assertTrue(collect.reason.check(PotentialDataLoss))
+
     def test_cancel_aborts_the_connection(self) -> None:
         d = self.send()
         d.cancel()

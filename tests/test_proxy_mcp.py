@@ -30,7 +30,7 @@ from authproxy.storage.memory import MemoryStorage
 from authproxy.testing.backend import FakeUpstreamTokens, make_test_ring, mint_token
 
 try:
-    from tests.e2e.procs import MCPServerProcess, start_mcp_server
+    from tests.processes import MCPServerProcess, start_mcp_server
 except ImportError:  # pragma: no cover
     start_mcp_server = None  # type: ignore[assignment]
 
@@ -61,7 +61,7 @@ class ProxyOverRealMCP(TestCase):
 
     def setUp(self) -> None:
         if start_mcp_server is None or not os.path.exists("/proc/net/tcp"):
-            raise SkipTest("needs tests/e2e/procs.py and Linux /proc")
+            raise SkipTest("needs tests/processes.py and Linux /proc")
         self.backend: MCPServerProcess = start_mcp_server(self.transport)
         self.addCleanup(lambda: self.backend.stop())
         self.root = PrefixTable()

@@ -420,11 +420,22 @@ class StreamingTests(RelayTestCase):
         self.assertEqual(h.backend.streams, [])
         self.assertEqual(h.backend.streams_lost, 1)
 
+    def test_flush_runs_stream_batching_waits_and_refuses_to_spin_forever(self) -> None:
+        h = self.harness()
+        _, chunks, _ = self.open_stream(h)
+        for n in range(5):  # separate small reads at one instant: a burst the client batches
+            h.backend.send_event(str(n))
+            h.backend_endpoint.pump()
+        h.flush()
+        self.assertEqual(b"".join(chunks), b"".join(b"data: %d\n\n" % n for n in range(5)))
+        h.backend_endpoint.pump = lambda: True  # type: ignore[method-assign]
+        self.assertRaises(AssertionError, h.flush)
+
     def test_slow_client_pauses_backend(self) -> None:
         h = self.harness()
         self.open_stream(h)
         # The proxy's end of its backend connection, and of the client's connection.
-        backend_side = next(iter(h.backend_agent._pumps)).clientIO
+        backend_side = h.backend_endpoint.pumps[0].clientIO
         calls: list[str] = []
         backend_side.pauseProducing = lambda: calls.append("pause")
         backend_side.resumeProducing = lambda: calls.append("resume")

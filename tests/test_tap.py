@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import gc
 import json
-import socket
 import subprocess
 import time
 import urllib.request
@@ -13,8 +13,9 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy.tap import Options, makeService
-from tests.e2e.procs import twistd_authproxy
+from authproxy.ops import logs
+from authproxy.tap import HeapTuning, Options, makeService
+from tests.processes import free_port, twistd_authproxy
 
 CONFIG = """
 [server]
@@ -31,12 +32,6 @@ def write_config(case: SynchronousTestCase, port: int, listen: list[str]) -> str
     path = Path(case.mktemp() + ".toml")
     path.write_text(CONFIG.format(port=port, listen=", ".join(json.dumps(x) for x in listen)))
     return str(path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class OptionsTests(SynchronousTestCase):
@@ -64,6 +59,23 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(ports, [(8080, "127.0.0.1"), (8081, "127.0.0.1")])
         sites = {factory for _, factory, _, _ in reactor.tcpServers}
         self.assertEqual(len(sites), 1, "every endpoint serves one Site")
+
+    def test_starting_it_leaves_the_process_alone(self) -> None:
+        # With a reactor passed in (tests, embedding), no GC tuning and no logging handoff.
+        path = write_config(self, 8080, ["tcp:8080:interface=127.0.0.1"])
+        thresholds, frozen = gc.get_threshold(), gc.get_freeze_count()
+        handoff = (logs.TWISTD.format, logs.TWISTD.level, logs.TWISTD.installed)
+        service = makeService({"config": path}, reactor=MemoryReactorClock())
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual((gc.get_threshold(), gc.get_freeze_count()), (thresholds, frozen))
+        self.assertEqual((logs.TWISTD.format, logs.TWISTD.level, logs.TWISTD.installed), handoff)
+        self.assertFalse(any(isinstance(s, HeapTuning) for s in service))
+
+    def test_twistd_path_tunes_the_heap(self) -> None:
+        path = write_config(self, 8080, ["tcp:8080:interface=127.0.0.1"])
+        service = makeService({"config": path})  # not started: that would tune this process
+        self.assertEqual(sum(isinstance(s, HeapTuning) for s in service), 1)
 
     def test_bad_config_exits_1(self) -> None:
         path = Path(self.mktemp() + ".toml")

@@ -23,6 +23,8 @@ from authproxy.authserver._common import (
     split_scope,
     upstream_error_page,
 )
+from authproxy.authserver.audience import InvalidTarget, ResourceIndicators
+from authproxy.authserver.clients import ClientResolver
 from authproxy.authserver.limits import MAX_CLIENT_STATE, MAX_SCOPE_PARAMETER
 from authproxy.authserver.login_binding import LoginBinding
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
@@ -104,13 +106,15 @@ class AuthorizeResource(AsyncResource):
         consent: ConsentGate | None = None,
         limiter: TokenBucketLimiter | None = None,
         trusted_proxies: Sequence[str] = (),
+        clients: ClientResolver | None = None,
     ) -> None:
         super().__init__()
         self.storage = storage
+        self.clients = clients or ClientResolver(storage)
         self.provider = provider
         self.clock = clock
         self.issuer = issuer
-        self.allowed_audiences = tuple(allowed_audiences)
+        self.resources = ResourceIndicators(allowed_audiences)
         self.limiter = limiter
         self._trusted = TrustedProxies.from_cidrs(trusted_proxies)
         self.scopes_supported = tuple(scopes_supported)
@@ -178,7 +182,7 @@ class AuthorizeResource(AsyncResource):
         redirect_uris = [value for name, value in pairs if name == "redirect_uri"]
         if len(client_ids) != 1 or not client_ids[0]:
             raise bad_request_page("The request does not name exactly one application (client_id).")
-        client = await self.storage.get_client(client_ids[0])
+        client = await self.clients.resolve(client_ids[0])
         if client is None:
             raise bad_request_page(
                 "The application that sent you here is not registered with this server, "
@@ -296,14 +300,10 @@ class AuthorizeResource(AsyncResource):
         return scopes
 
     def _resource(self, requested: str | None) -> str:
-        if requested is None:
-            # With several audiences the client must say which one at the token endpoint.
-            return self.allowed_audiences[0] if len(self.allowed_audiences) == 1 else ""
-        if requested not in self.allowed_audiences:
-            raise AuthorizationRedirectError(
-                "invalid_target", "the requested resource is not served by this server"
-            )
-        return requested
+        try:
+            return self.resources.at_authorization(requested)
+        except InvalidTarget as e:
+            raise AuthorizationRedirectError("invalid_target", str(e)) from None
 
     async def _hand_off(
         self, request: Request, pending: PendingAuthorization, client: RegisteredClient

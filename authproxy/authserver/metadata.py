@@ -14,6 +14,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from authproxy.authserver._common import preflight, set_cors
+from authproxy.authserver.grants import GRANTS
 from authproxy.config import Config
 from authproxy.keys.ring import KeyRing
 
@@ -43,7 +44,7 @@ def server_metadata(config: Config) -> dict[str, Any]:
         "jwks_uri": base + JWKS_PATH,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": list(GRANTS.grant_types),
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["none"],
         "revocation_endpoint_auth_methods_supported": ["none"],

@@ -24,6 +24,7 @@ from authproxy.authserver._common import (
     set_cors,
     split_scope,
 )
+from authproxy.authserver.grants import GRANTS
 from authproxy.authserver.limits import (
     MAX_CLIENT_NAME,
     MAX_CONTACT_LENGTH,
@@ -41,7 +42,7 @@ from authproxy.storage.interface import IStorage, StorageFull
 from authproxy.storage.models import RegisteredClient
 from authproxy.tokens import Clock
 
-SUPPORTED_GRANT_TYPES = ("authorization_code", "refresh_token")
+SUPPORTED_GRANT_TYPES = GRANTS.grant_types
 
 # Informational RFC 7591 metadata kept and echoed back (strings only, bounded).
 _METADATA_URIS = ("client_uri", "logo_uri", "tos_uri", "policy_uri")

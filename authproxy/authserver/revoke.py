@@ -15,15 +15,15 @@ from twisted.web.server import Request
 
 from authproxy.authserver._common import (
     CrossOriginPost,
-    authenticated_client,
     end_token_family,
     form_params,
     set_cors,
 )
+from authproxy.authserver.clients import ClientResolver, authenticated_client
 from authproxy.authserver.ratelimit import ClientRequestLimits
 from authproxy.http.responses import NO_STORE, OAuthError, set_headers
 from authproxy.storage.interface import IStorage
-from authproxy.tokens import REFRESH_TOKEN, AccessTokenIssuer, OpaqueTokens
+from authproxy.tokens import REFRESH_TOKEN, AccessTokenVerifier, OpaqueTokens
 from authproxy.upstream.interface import IUpstreamProvider
 
 
@@ -37,15 +37,17 @@ class RevocationResource(CrossOriginPost):
         *,
         storage: IStorage,
         provider: IUpstreamProvider,
-        issuer: AccessTokenIssuer,
+        verifier: AccessTokenVerifier,
         opaque: OpaqueTokens,
         limits: ClientRequestLimits | None = None,
+        clients: ClientResolver | None = None,
     ) -> None:
         super().__init__()
+        self.clients = clients or ClientResolver(storage)
         self.limits = limits
         self.storage = storage
         self.provider = provider
-        self.issuer = issuer
+        self.verifier = verifier  # the guard's: revocable exactly when the guard would verify it
         self.opaque = opaque
 
     async def handle_POST(self, request: Request) -> bytes:
@@ -53,7 +55,7 @@ class RevocationResource(CrossOriginPost):
         if self.limits is not None:  # shared with the token endpoint: refresh-and-revoke
             self.limits.check_source(request, "Revocation")
         params = form_params(request)
-        client_id = (await authenticated_client(self.storage, request, params)).client_id
+        client_id = (await authenticated_client(self.clients, request, params)).client_id
         if self.limits is not None:
             self.limits.check_client(client_id, "Revocation")
         token = params.get("token")
@@ -83,7 +85,7 @@ class RevocationResource(CrossOriginPost):
         )
 
     async def _revoke_access_token(self, token: str, client_id: str) -> None:
-        claims = self.issuer.verified_claims(token)
+        claims = self.verifier.claims(token)
         if claims is None or claims.get("client_id") != client_id:
             return
         jti, exp = claims.get("jti"), claims.get("exp")

@@ -6,6 +6,7 @@ from twisted.web.resource import IResource
 
 from authproxy.authserver.authorize import AuthorizeResource
 from authproxy.authserver.callback import CallbackResource
+from authproxy.authserver.clients import ClientResolver
 from authproxy.authserver.consent import ConsentResource, ConsentStep
 from authproxy.authserver.login_binding import LoginBinding
 from authproxy.authserver.metadata import (
@@ -25,7 +26,7 @@ from authproxy.config import Config
 from authproxy.http.responses import TrustedProxies
 from authproxy.keys.ring import KeyRing
 from authproxy.storage.interface import IStorage
-from authproxy.tokens import AccessTokenIssuer, Clock, OpaqueTokens
+from authproxy.tokens import AccessTokenIssuer, AccessTokenVerifier, Clock, OpaqueTokens
 from authproxy.upstream.interface import IUpstreamProvider
 
 
@@ -46,6 +47,7 @@ def auth_routes(
     auth = config.auth_server
     issuer = AccessTokenIssuer(ring=ring, clock=clock, issuer=auth.issuer)
     opaque = OpaqueTokens(ring=ring)
+    clients = ClientResolver(storage)
     limiter = TokenBucketLimiter(
         clock, auth.registration.rate.events, auth.registration.rate.period
     )
@@ -70,6 +72,7 @@ def auth_routes(
         consent=ConsentStep(config, storage, ring, clock) if consent else None,
         limiter=TokenBucketLimiter(clock, auth.authorize_rate.events, auth.authorize_rate.period),
         trusted_proxies=config.server.trusted_proxies,
+        clients=clients,
     )
     routes[AUTHORIZE_PATH] = authorize
     if consent:
@@ -106,9 +109,15 @@ def auth_routes(
             allowed_audiences=auth.allowed_audiences,
         ),
         limits=limits,
+        clients=clients,
     )
     routes[REVOKE_PATH] = RevocationResource(
-        storage=storage, provider=provider, issuer=issuer, opaque=opaque, limits=limits
+        storage=storage,
+        provider=provider,
+        verifier=AccessTokenVerifier(ring, auth.issuer),
+        opaque=opaque,
+        limits=limits,
+        clients=clients,
     )
     for path, resource in provider.routes().items():
         if path in routes:

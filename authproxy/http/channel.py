@@ -3,7 +3,7 @@
 twisted.web's ``HTTPChannel`` puts the status line and headers, then the body, into the
 transport's buffer, and the reactor sends the buffer on its next iteration, after it has
 served every other socket that was ready. Under a burst each response waited for all the
-other requests of that iteration to be handled (the P1 tail, benchmarks/README.md).
+other requests of that iteration to be handled (the P1 tail).
 
 ``ResponseChannel`` holds the head until the first body bytes, the end of the response or
 an explicit ``flush_head()`` (a stream's head must go before its first event), then writes

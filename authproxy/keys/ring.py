@@ -23,21 +23,21 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from jwcrypto.jwk import JWK
 from twisted.logger import Logger
+
+from authproxy.keys.algorithms import signing_alg
 
 if TYPE_CHECKING:
     from authproxy.config import AuthServerConfig
 
 _log = Logger()
 
-MIN_RSA_BITS = 2048
 MIN_HMAC_BYTES = 32
 EPHEMERAL = "ephemeral"
 EPHEMERAL_WARNING = "tokens will not survive a restart"
 
-_EC_ALGS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 _KEY_NAME = re.compile(r"^key-(\d+)\.pem$")
 _HMAC_NAME = re.compile(r"^hmac-(\d+)$")
 # Members that only a private JWK carries; the JWKS must never contain any of them.
@@ -79,31 +79,12 @@ class SigningKey:
     @classmethod
     def from_private_key(cls, key: Any, source: str) -> SigningKey:
         """Wrap a ``cryptography`` private key object; raises ValueError if not acceptable."""
-        alg = _alg_for(key)
+        alg = signing_alg(key)
         jwk = JWK.from_pyca(key)
         kid = jwk.thumbprint()
         # Carry kid/alg/use on the JWK itself so signers can put kid in the JWS header.
         jwk = JWK(**{**jwk.export_private(as_dict=True), "kid": kid, "alg": alg, "use": "sig"})
         return cls(kid=kid, alg=alg, jwk=jwk, source=source)
-
-
-def _alg_for(key: Any) -> str:
-    if isinstance(key, rsa.RSAPrivateKey):
-        if key.key_size < MIN_RSA_BITS:
-            raise ValueError(
-                f"RSA key has {key.key_size} bits; at least {MIN_RSA_BITS} are required"
-            )
-        return "RS256"
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        alg = _EC_ALGS.get(key.curve.name)
-        if alg is None:
-            raise ValueError(
-                f"EC curve {key.curve.name} is not supported (use P-256, P-384 or P-521)"
-            )
-        return alg
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return "EdDSA"
-    raise ValueError(f"unsupported key type {type(key).__name__} (use RSA, EC or Ed25519)")
 
 
 # Key and secret files are a few KiB; a bigger file is a mistake, not a key.

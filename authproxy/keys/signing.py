@@ -1,7 +1,7 @@
 """Compact JWS signing with ``cryptography`` directly, for the algorithms authproxy issues.
 
-jwcrypto's ``JWS`` builds header registries and re-validates on every signature; for the
-token endpoint that was a third of the cost of a refresh grant. Verification stays with
+jwcrypto's ``JWS`` builds header registries and re-validates on every signature, a large
+share of the token endpoint's cost (benchmarks/README.md, P3). Verification stays with
 jwcrypto (the guard verifies each token once and caches the result).
 """
 
@@ -14,14 +14,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from authproxy.keys.algorithms import EC_HASHES
 from authproxy.keys.ring import SigningKey
 
 Signer = Callable[[bytes], bytes]
-_HASHES: dict[str, hashes.HashAlgorithm] = {
-    "ES256": hashes.SHA256(),
-    "ES384": hashes.SHA384(),
-    "ES512": hashes.SHA512(),
-}
 _signers: dict[str, Signer] = {}
 
 
@@ -46,9 +42,9 @@ def _make_signer(key: SigningKey) -> Signer:
     if key.alg == "RS256" and isinstance(private, rsa.RSAPrivateKey):
         rsa_key = private
         return lambda data: rsa_key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-    if key.alg in ("ES256", "ES384", "ES512") and isinstance(private, ec.EllipticCurvePrivateKey):
+    if key.alg in EC_HASHES and isinstance(private, ec.EllipticCurvePrivateKey):
         ec_key = private
-        algorithm = ec.ECDSA(_HASHES[key.alg])
+        algorithm = ec.ECDSA(EC_HASHES[key.alg])
         size = (ec_key.curve.key_size + 7) // 8
 
         def sign_ec(data: bytes) -> bytes:

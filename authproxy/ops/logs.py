@@ -76,33 +76,47 @@ def make_observer(fmt: str, level: str, out: IO[str] | None = None) -> ILogObser
     return FilteringLogObserver(base, [predicate])
 
 
-# makeService runs before twistd starts logging; it records [logging] here so that the
-# observer factory named by `twistd --logger authproxy.ops.logs.observer` can honour it.
-_configured: dict[str, str] = {"format": "text", "level": "info"}
+class TwistdLogging:
+    """What ``makeService`` tells twistd's ``--logger`` factory about ``[logging]``.
+
+    makeService runs before twistd starts logging, and twistd builds the observer by
+    calling a factory it imported by name, with no arguments: the two meet here. The
+    daemon uses the one instance ``TWISTD`` (behind ``observer``); tests and embedding
+    programs build their own, so wiring a service never changes module state.
+    """
+
+    def __init__(self) -> None:
+        self.format = "text"
+        self.level = "info"
+        self.installed = False
+
+    def configure(self, fmt: str, level: str) -> None:
+        """Record ``[logging]`` for the observer twistd builds later."""
+        self.format, self.level = fmt, level
+
+    def observer(self) -> ILogObserver:
+        """The configured observer, writing to stdout."""
+        self.installed = True
+        return make_observer(self.format, self.level, sys.stdout)
+
+    def warn_if_not_installed(self, fmt: str, level: str) -> None:
+        """Say so when ``[logging]`` asks for something twistd's default observer ignores."""
+        if not self.installed and (fmt != "text" or level.lower() != "info"):
+            Logger().warn(
+                "[logging] format={fmt} level={lvl} needs "
+                "`twistd --logger authproxy.ops.logs.observer`; logging as twistd's default text",
+                fmt=fmt,
+                lvl=level,
+            )
 
 
-_installed: list[bool] = []
-
-
-def configure(fmt: str, level: str) -> None:
-    _configured.update(format=fmt, level=level)
+#: The daemon's handoff (see TwistdLogging); only twistd's path through makeService uses it.
+TWISTD = TwistdLogging()
 
 
 def observer() -> ILogObserver:
     """The factory for ``twistd --logger authproxy.ops.logs.observer``: writes to stdout."""
-    _installed.append(True)
-    return make_observer(_configured["format"], _configured["level"], sys.stdout)
-
-
-def warn_if_not_installed(fmt: str, level: str) -> None:
-    """Say so when ``[logging]`` asks for something twistd's default observer ignores."""
-    if not _installed and (fmt != "text" or level.lower() != "info"):
-        Logger().warn(
-            "[logging] format={fmt} level={lvl} needs "
-            "`twistd --logger authproxy.ops.logs.observer`; logging as twistd's default text",
-            fmt=fmt,
-            lvl=level,
-        )
+    return TWISTD.observer()
 
 
 def access_log_line(timestamp: str, request: Any) -> str:

@@ -2,7 +2,7 @@
 
 twisted.web's ``Agent`` is general (any host, retries, redirects, proxies) and that
 generality costs more CPU per request than everything else authproxy does on the proxy
-path (see benchmarks/README.md, P1). authproxy talks to exactly one origin, so this client
+path (benchmarks/README.md, "Why the code is shaped this way"). authproxy talks to exactly one origin, so this client
 keeps a pool of keep-alive connections to it, writes each request in one ``write``, parses
 the response head itself and streams the body (Content-Length, chunked, or until close) to
 the ``IProtocol`` given to ``deliverBody``, exactly as ``Agent`` would: the connection is the
@@ -15,11 +15,14 @@ Requests leave at once (``writenow.write_now``), not on the reactor's next itera
 A stream that arrives in many small reads (more than one per ``STREAM_BURST_GAP``) is read
 in batches: after such a read the connection stops reading for ``STREAM_COALESCE`` (1 ms), so
 the events that arrive meanwhile are relayed in one read and one client write. Reading each
-event as it lands made every read, write and wake-up per event, for authproxy and for the
-backend and client alike (benchmarks/README.md, P2: five interleaved streams each, 125-262k
-events/s without, 161-607k with). A stream slower than one read per 0.2 ms (every ordinary MCP stream,
+event as it lands makes every read, write and wake-up per event, for authproxy and for the
+backend and client alike (benchmarks/README.md, P2). A stream slower than one read per 0.2 ms (every ordinary MCP stream,
 and P2's 1,000 events/s latency stream) is never delayed; a burst's events wait at most the
 coalescing time; bodies of known length and large reads never wait.
+
+A response with both ``Transfer-Encoding`` and ``Content-Length`` is framed by
+``Transfer-Encoding`` (RFC 9112 §6.3) and its connection is not reused: the backend and
+another reader might disagree on where it ends, the shape of a response-smuggling attempt.
 
 A request on a reused connection that dies before any byte of the answer arrived (the
 backend closed it while idle) is retried once on a new connection, for methods without side
@@ -30,6 +33,7 @@ keep-alive timeouts (uvicorn's is 5 s), to make that race rare.
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
@@ -56,6 +60,15 @@ RESPONSE_DONE = Failure(ResponseDone())
 STREAM_BURST_GAP = 0.0002  # seconds between two small stream reads that make a burst
 STREAM_COALESCE = 0.001  # how long a bursting stream's reads wait for more to arrive
 SMALL_READ = 8192  # bytes; a larger read is already a batch
+
+
+class _Chunked(Enum):
+    """Where a chunked body's parser stands between reads."""
+
+    SIZE_LINE = "a chunk-size line is due"
+    DATA = "chunk data is due (``_chunk_left`` bytes)"
+    DATA_END = "the CRLF after the chunk data is due"
+    TRAILERS = "trailer lines, then the blank line that ends the body, are due"
 
 
 @implementer(IBodyProducer)
@@ -166,19 +179,18 @@ class BackendConnection(Protocol):
         self._pending_body: list[bytes] = []
         self._remaining: int | None = None  # Content-Length bytes left
         self._chunked = False
-        self._chunk_left = 0  # bytes of chunk data left; -1 when a chunk-size line is due
+        self._chunk_state = _Chunked.SIZE_LINE
+        self._chunk_left = 0  # bytes of chunk data left (in _Chunked.DATA)
         self._until_close = False
         self._keep_alive = True
         self._state = "idle"  # idle | head | body | closed
         self._idle_call: Any = None
-        self.connected_ok = False
         self.client_paused = False  # the client's socket is full (flow control)
         self._coalescing: Any = None  # the call that ends a burst's pause
         self._last_stream_read = -1.0
 
     # -- connection lifecycle -----------------------------------------------------------------
     def connectionMade(self) -> None:
-        self.connected_ok = True
         no_delay(self.transport)
 
     def send(self, exchange: _Exchange) -> None:
@@ -300,6 +312,7 @@ class BackendConnection(Protocol):
         headers = Headers()
         length: int | None = None
         chunked = False
+        transfer_encoded = False
         connection_header: list[bytes] = []
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
@@ -318,6 +331,7 @@ class BackendConnection(Protocol):
                     raise BackendProtocolError("negative Content-Length")
                 continue
             if lower == b"transfer-encoding":
+                transfer_encoded = True
                 chunked = value.lower().endswith(b"chunked")
                 continue
             connection_header.append(value)  # the remaining special header: Connection
@@ -325,9 +339,15 @@ class BackendConnection(Protocol):
         assert exchange is not None
         tokens = connection_tokens(connection_header)
         self._keep_alive = version == b"HTTP/1.1" and b"close" not in tokens
+        if transfer_encoded:
+            # RFC 9112 §6.3: Transfer-Encoding frames the body (chunked, else until close);
+            # a Content-Length beside it is ignored, and the connection is not trusted again.
+            if length is not None:
+                self._keep_alive = False
+            length = None
         no_body = exchange.method == b"HEAD" or code in NO_BODY_STATUS
         self._chunked = chunked and not no_body
-        self._chunk_left = -1
+        self._chunk_state = _Chunked.SIZE_LINE
         self._remaining = None if no_body or self._chunked else length
         self._until_close = not no_body and not self._chunked and length is None
         if self._until_close:
@@ -343,8 +363,8 @@ class BackendConnection(Protocol):
         response = BackendResponse(self, code, phrase, headers, response_length, tokens)
         exchange.response_d.callback(response)
         # Hold the rest of the body until deliverBody, as Agent does. The proxy asks for it
-        # within the callback above, so this pause (two epoll_ctl calls with its resume, 5 %
-        # of a small request's CPU) happens only for a consumer that waits.
+        # within the callback above, so this pause (two epoll_ctl calls with its resume)
+        # happens only for a consumer that waits.
         if self._state == "body" and self._body is None and self.transport is not None:
             self.transport.pauseProducing()  # type: ignore[attr-defined]
 
@@ -389,13 +409,13 @@ class BackendConnection(Protocol):
         pieces: list[bytes] = []
         try:
             while pos < size:
-                if self._chunk_left > 0:
+                if self._chunk_state is _Chunked.DATA:
                     take = min(self._chunk_left, size - pos)
                     pieces.append(buffer[pos : pos + take])
                     pos += take
                     self._chunk_left -= take
                     if self._chunk_left == 0:
-                        self._chunk_left = -2  # the CRLF after the chunk data is due
+                        self._chunk_state = _Chunked.DATA_END
                     continue
                 end = buffer.find(b"\r\n", pos)
                 if end < 0:
@@ -404,11 +424,11 @@ class BackendConnection(Protocol):
                     self._buffer = buffer[pos:]
                     break
                 line, pos = buffer[pos:end], end + 2
-                if self._chunk_left == -2:
+                if self._chunk_state is _Chunked.DATA_END:
                     if line:
                         raise BackendProtocolError("chunk data longer than its size")
-                    self._chunk_left = -1
-                elif self._chunk_left == -3:
+                    self._chunk_state = _Chunked.SIZE_LINE
+                elif self._chunk_state is _Chunked.TRAILERS:
                     if not line:  # the blank line after the last chunk (and any trailers)
                         if pos < size:
                             self._keep_alive = False
@@ -416,8 +436,8 @@ class BackendConnection(Protocol):
                         self._end_body(RESPONSE_DONE)
                         return
                 else:
-                    chunk = _chunk_size(line)
-                    self._chunk_left = chunk if chunk > 0 else -3
+                    self._chunk_left = _chunk_size(line)
+                    self._chunk_state = _Chunked.DATA if self._chunk_left else _Chunked.TRAILERS
         except BackendProtocolError as e:
             self._deliver(pieces)
             self._keep_alive = False

@@ -1,8 +1,8 @@
 """The bearer guard: verify authproxy's JWT access tokens on every proxied request.
 
-Tokens are verified against the in-process KeyRing (no JWKS fetch), by ``kid``, with the
-algorithm fixed by the key (never by the token: ``none`` and HS* are refused, so the
-HS256-with-the-public-key trick cannot work). Verified tokens are cached under the SHA-256
+Tokens are verified against the in-process KeyRing (no JWKS fetch) by the
+AccessTokenVerifier that revocation uses too (tokens.py): by ``kid``, with the algorithm
+fixed by the key, never by the token. The guard adds audience, expiry and subject. Verified tokens are cached under the SHA-256
 of the token until their ``exp``: the signature is checked once per token, not per request.
 The cache is dropped whenever the ring's generation changes (a key was added or removed),
 and a cached token is re-checked against the revocation deny list whenever the storage's
@@ -19,26 +19,19 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import attrs
-from jwcrypto.common import JWException
-from jwcrypto.jws import JWS
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.server import Request
 
 from authproxy.config import Config
-from authproxy.http.json import loads_untrusted
 from authproxy.keys.ring import KeyRing
 from authproxy.proxy.metadata import resource_url
 from authproxy.storage.interface import IStorage
-from authproxy.tokens import split_compact_jws
+from authproxy.tokens import MAX_ACCESS_TOKEN_LENGTH, AccessTokenVerifier, InvalidAccessToken
 
 LEEWAY = 60.0
-MAX_TOKEN_LENGTH = 16384
+MAX_TOKEN_LENGTH = MAX_ACCESS_TOKEN_LENGTH
 CACHE_SIZE = 10_000
-_ASYMMETRIC_ALGS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
-_ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 
 
 @attrs.frozen
@@ -140,7 +133,7 @@ class BearerGuard:
         self._ring = ring
         self._storage = storage
         self._clock = clock
-        self._issuer = issuer
+        self._verifier = AccessTokenVerifier(ring, issuer)
         self._audiences = frozenset(audiences)
         self.required_scopes = tuple(required_scopes)
         self._cache: OrderedDict[bytes, _Verified] = OrderedDict()
@@ -249,45 +242,12 @@ class BearerGuard:
 
     def _verify_signed(self, token: str, now: float) -> Principal:
         try:
-            # Canonical base64url only: one token, one spelling, the same as /oauth/revoke.
-            raw_header = split_compact_jws(token)[0]
-        except ValueError:
-            raise invalid_token("the access token is not a JWT in canonical base64url") from None
-        try:
-            header = loads_untrusted(raw_header)
-        except (ValueError, UnicodeDecodeError):
-            raise invalid_token("the access token is not a JWT") from None
-        if not isinstance(header, dict):
-            raise invalid_token("the access token is not a JWT")
-        alg = header.get("alg")
-        if alg not in _ASYMMETRIC_ALGS:
-            raise invalid_token(f"the signing algorithm {str(alg)[:20]!r} is not accepted")
-        typ = header.get("typ")
-        if not isinstance(typ, str) or typ.lower() not in _ACCESS_TOKEN_TYPES:
-            raise invalid_token("the token is not an access token (typ must be at+jwt)")
-        kid = header.get("kid")
-        signing_key = self._ring.key_for_kid(kid) if isinstance(kid, str) else None
-        if signing_key is None:
-            raise invalid_token("the access token was signed by an unknown key")
-        if signing_key.alg != alg:
-            raise invalid_token("the signing algorithm does not match the key")
-        jws = JWS()
-        try:
-            jws.deserialize(token)
-            jws.verify(signing_key.jwk, alg=signing_key.alg)
-        except (JWException, ValueError, TypeError, RecursionError):
-            raise invalid_token("the access token signature is invalid") from None
-        try:
-            claims = loads_untrusted(jws.payload)
-        except (ValueError, UnicodeDecodeError):
-            raise invalid_token("the access token claims are not JSON") from None
-        if not isinstance(claims, dict):
-            raise invalid_token("the access token claims are not a JSON object")
+            claims = self._verifier.verify(token)
+        except InvalidAccessToken as e:
+            raise invalid_token(str(e)) from None
         return self._check_claims(claims, now)
 
     def _check_claims(self, claims: dict[str, Any], now: float) -> Principal:
-        if claims.get("iss") != self._issuer:
-            raise invalid_token("the access token was issued by another issuer")
         aud = claims.get("aud")
         listed = aud if isinstance(aud, list) else [aud]
         if not all(isinstance(a, str) for a in listed):

@@ -1,7 +1,7 @@
 """The streaming reverse proxy: guard, then relay to the backend MCP server without buffering.
 
-The backend is reached through a twisted.web ``Agent`` over a persistent, bounded
-``HTTPConnectionPool``. The response is relayed with ``response.deliverBody``: each chunk is
+The backend is reached through the ``IAgent`` of backend_client.py, with its bounded pool
+of keep-alive connections. The response is relayed with ``response.deliverBody``: each chunk is
 written to the client as it arrives, and the backend connection is registered as the
 client request's producer, so a slow client pauses the backend read (backpressure) instead
 of growing a buffer. Only the wait for the response headers has a timeout; a stream may run
@@ -37,7 +37,6 @@ from authproxy.proxy.guard import BearerError, BearerGuard, Challenge, Principal
 from authproxy.proxy.headers import (
     OriginPolicy,
     backend_request_headers,
-    connection_tokens,
     end_to_end,
     request_owned,
 )
@@ -657,21 +656,10 @@ class _Discard(Protocol):
 def _connection_listed(response: IResponse) -> frozenset[bytes]:
     """The header names the backend's ``Connection`` header lists (hop-by-hop for this hop).
 
-    Twisted's client parser keeps ``Connection`` out of ``response.headers``; it is still on
-    the parser while the body is being received (always for streams). When the whole response
-    was already read, the parser is gone and only the fixed hop-by-hop set is removed.
+    The backend client keeps them on the response; another ``IAgent`` (a test double) that
+    does not is taken to list none, and only the fixed hop-by-hop set is removed.
     """
-    listed = getattr(response, "connection_tokens", None)
-    if listed is not None:  # authproxy's own backend client keeps them
-        return frozenset(listed)
-    try:
-        transport = response._transport._producer  # type: ignore[attr-defined]
-        protocol = transport.protocol
-        # Endpoints wrap the client protocol (twisted.internet.endpoints._WrappingProtocol).
-        protocol = getattr(protocol, "_wrappedProtocol", protocol)
-        return connection_tokens(protocol._parser.connHeaders.getRawHeaders(b"connection", ()))
-    except AttributeError:
-        return frozenset()
+    return frozenset(getattr(response, "connection_tokens", ()))
 
 
 def _disconnected(request: Request) -> bool:

@@ -43,8 +43,8 @@ def make_proxy_resource(
 ) -> MCPProxy:
     """The guarded streaming proxy, to mount as the root prefix table's fallback.
 
-    Without ``agent`` a pooled Agent is built; ``close()`` on the result closes its idle
-    connections (call it when the service stops).
+    Without ``agent`` the backend client (backend_client.py) is built; ``close()`` on the
+    result closes its idle connections (call it when the service stops).
     """
     pool: BackendAgent | None = None
     if agent is None:

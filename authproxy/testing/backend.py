@@ -21,17 +21,21 @@ from typing import Any
 
 import attrs
 from jwcrypto.jws import JWS
-from treq.testing import RequestTraversalAgent, StubTreq
+from treq.testing import StubTreq
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.test import iosim
 from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
 from authproxy.config import Config, config_from_mapping
 from authproxy.http.routing import PrefixTable
 from authproxy.keys.ring import KeyRing, KeySet, SigningKey, generate_ephemeral_key
+from authproxy.proxy.backend_client import STREAM_COALESCE, BackendAgent
 from authproxy.proxy.routes import make_proxy_resource, proxy_routes
 from authproxy.storage.memory import MemoryStorage
 from authproxy.upstream.interface import IUpstreamProvider, UpstreamSessionEnded
@@ -164,7 +168,7 @@ class FakeMCPBackend(Resource):
             transport.abortConnection()
 
 
-# -- an in-memory harness: StubTreq -> proxy -> RequestTraversalAgent -> FakeMCPBackend ---------
+# -- an in-memory harness: StubTreq -> proxy -> BackendAgent -> SiteEndpoint -> FakeMCPBackend ---
 
 
 def make_test_ring() -> KeyRing:
@@ -242,6 +246,52 @@ def proxy_config(**sections: dict[str, Any]) -> Config:
     return config_from_mapping(data, environ={})
 
 
+class SiteEndpoint:
+    """A client endpoint whose connections reach ``resource`` through an in-memory Site.
+
+    The proxy's own backend client connects through it, so tests exercise the real client;
+    :meth:`pump` moves the bytes waiting on every connection.
+    """
+
+    _server_address = IPv4Address("TCP", "127.0.0.1", 9000)
+    _client_address = IPv4Address("TCP", "127.0.0.1", 31337)
+
+    def __init__(self, resource: Resource) -> None:
+        self._site = Site(resource, reactor=MemoryReactorClock())
+        self.pumps: list[iosim.IOPump] = []
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        server = self._site.buildProtocol(self._client_address)
+        client = factory.buildProtocol(self._server_address)
+        server_io = iosim.FakeTransport(
+            server,
+            isServer=True,
+            hostAddress=self._server_address,
+            peerAddress=self._client_address,
+        )
+        client_io = iosim.FakeTransport(
+            client,
+            isServer=False,
+            hostAddress=self._client_address,
+            peerAddress=self._server_address,
+        )
+        self.pumps.append(iosim.connect(server, server_io, client, client_io, greet=False))
+        return succeed(client)
+
+    def pump(self) -> bool:
+        """Move the bytes (and closes) waiting on every connection once; True if any moved."""
+        moved = False
+        for pump in list(self.pumps):
+            moved = pump.pump() or moved
+            if pump.clientIO.disconnected and pump.serverIO.disconnected:
+                self.pumps.remove(pump)
+        return moved
+
+
+#: How many rounds ``ProxyHarness.flush`` may take before it gives up on getting quiet.
+MAX_FLUSH_ROUNDS = 1000
+
+
 class ProxyHarness:
     """The proxy in memory: ``client`` (StubTreq) in front, ``backend`` (FakeMCPBackend) behind.
 
@@ -264,7 +314,13 @@ class ProxyHarness:
         self.provider.tokens["tsid-1"] = "upstream-token-1"
         sse_path = self.config.backend.path if self.config.backend.transport == "sse" else "/sse"
         self.backend = backend or FakeMCPBackend(sse_path=sse_path)
-        self.backend_agent = RequestTraversalAgent(self.backend)
+        self.backend_endpoint = SiteEndpoint(self.backend)
+        # The backend client's own clock: its stream batching waits are run by flush(), and
+        # the tests' clock (token expiry, the response-header timeout) stays theirs.
+        self.backend_clock = MemoryReactorClock()
+        self.backend_agent = BackendAgent(
+            self.backend_clock, self.config.backend.url, endpoint=self.backend_endpoint
+        )
         self.proxy = make_proxy_resource(
             self.config,
             self.ring,
@@ -310,7 +366,21 @@ class ProxyHarness:
         return {"Authorization": f"Bearer {token or self.token()}"}
 
     def flush(self) -> None:
-        """Move every pending byte through both in-memory connections."""
-        for _ in range(20):
-            self.client.flush()
-            self.backend_agent.flush()
+        """Move bytes through both in-memory connections until none are left to move.
+
+        The backend client's stream batching waits (``STREAM_COALESCE``) are run as they
+        come due; ``AssertionError`` if the connections never get quiet.
+        """
+        for _ in range(MAX_FLUSH_ROUNDS):
+            self.client.flush()  # treq pumps the client's connection until it is quiet
+            if self.backend_endpoint.pump():
+                continue
+            batching = [
+                c
+                for c in self.backend_clock.getDelayedCalls()
+                if c.getTime() <= (self.backend_clock.seconds() + STREAM_COALESCE)
+            ]
+            if not batching:
+                return
+            self.backend_clock.advance(STREAM_COALESCE)
+        raise AssertionError(f"still not quiet after {MAX_FLUSH_ROUNDS} rounds")

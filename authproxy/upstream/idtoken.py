@@ -19,32 +19,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from authproxy.http.json import loads_untrusted
+from authproxy.keys.algorithms import ASYMMETRIC_ALGS, key_accepts
 from authproxy.upstream.http import IdPHTTP
 from authproxy.upstream.interface import UpstreamError
 
-#: Accepted signature algorithms per key type (and curve).
-_RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
-_EC_ALGS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
-_OKP_CURVES = frozenset({"Ed25519", "Ed448"})
-ALLOWED_ALGS = _RSA_ALGS | frozenset(_EC_ALGS.values()) | {"EdDSA"}
-
 #: Seconds of clock skew tolerated on exp and iat.
 LEEWAY = 120.0
-
-
-def key_accepts(key: JWK, alg: str) -> bool:
-    """Whether ``key`` may verify a signature made with ``alg`` (type, curve and its own alg)."""
-    declared = key.get("alg")
-    if declared and declared != alg:
-        return False
-    kty = key.get("kty")
-    if kty == "RSA":
-        return alg in _RSA_ALGS
-    if kty == "EC":
-        return _EC_ALGS.get(key.get("crv", "")) == alg
-    if kty == "OKP":
-        return alg == "EdDSA" and key.get("crv") in _OKP_CURVES
-    return False
 
 
 class JWKSCache:
@@ -74,7 +54,6 @@ class JWKSCache:
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
         self._fetch_waiters: list[Deferred[None]] | None = None
-        self.fetches = 0
 
     def _now(self) -> float:
         return cast(Any, self._clock).seconds()
@@ -132,7 +111,6 @@ class JWKSCache:
 
     async def _fetch(self) -> None:
         self._attempted_at = self._now()
-        self.fetches += 1
         response = await self._http.request(
             "GET", self._jwks_uri(), headers={"Accept": "application/json"}
         )
@@ -177,7 +155,7 @@ async def verify_id_token(
     except (JWException, ValueError, TypeError, RecursionError):
         raise UpstreamError("the id_token is malformed") from None
     alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in ALLOWED_ALGS:
+    if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGS:
         raise UpstreamError(f"the id_token alg {str(alg)[:16]!r} is not allowed")
     if "crit" in header:
         raise UpstreamError("the id_token has critical header parameters authproxy does not know")

@@ -20,7 +20,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 from authproxy.testing import KubeletDir, ec_pem, hmac_secret
-from tests.e2e import procs
+from tests import processes as procs
 from tests.e2e.useragent import BrowserLogin, UserAgent
 
 T = TypeVar("T")

@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from tests.e2e import procs
+from tests import processes as procs
 
 ARTIFACTS = procs.REPO_ROOT / "tests" / "artifacts"
 UPSTREAM_SECRET = "browser-test-upstream-secret"

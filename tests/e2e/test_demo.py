@@ -15,7 +15,7 @@ import httpx2
 import pytest
 from mcp.client import Client
 
-from tests.e2e import procs
+from tests import processes as procs
 from tests.e2e.harness import Authproxy, Deployment, MCPUser
 
 DEMO = procs.REPO_ROOT / "etc" / "demo.toml"

@@ -22,7 +22,7 @@ from mcp.client import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.e2e import procs
+from tests import processes as procs
 from tests.e2e.useragent import UserAgent, UserAgentError, callback_params, parse_forms
 
 REDIRECT_URI = "http://127.0.0.1:9/oauth/callback"

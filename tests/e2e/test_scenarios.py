@@ -18,7 +18,7 @@ from jwcrypto import jwk, jws
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.e2e import procs
+from tests import processes as procs
 from tests.e2e.harness import Deployment, MCPUser, deploy
 from tests.e2e.useragent import UserAgentError
 

@@ -1,4 +1,7 @@
-"""Start and stop the real processes of the end-to-end tests, on loopback only.
+"""Start and stop real processes (twistd, the OpenID provider, MCP servers) on loopback only.
+
+The end-to-end tests and the unit tests that need a real process share these; nothing here
+depends on pytest, so trial runs them too.
 
 Every process gets its combined stdout and stderr written, line by line as it arrives, to a log
 file (kept for debugging; its tail is quoted when a process fails to start). Readiness is a line
@@ -20,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import unittest
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -27,9 +31,8 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 import attrs
-import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 OIDC_DIR = REPO_ROOT / "tests" / "oidc"
 
 #: The password of every account at the test OpenID provider.
@@ -295,8 +298,8 @@ def ensure_oidc_fixture() -> Path:
         missing = f"oidc-provider is not installed: run `npm ci` in {OIDC_DIR}"
     if missing is not None:
         if os.environ.get("CI"):
-            pytest.fail(missing)
-        pytest.skip(missing)
+            raise AssertionError(missing)
+        raise unittest.SkipTest(missing)
     return OIDC_DIR
 
 

@@ -1,0 +1,102 @@
+"""The ``refresh_token`` grant (RFC 6749 §6, rotated per OAuth 2.1 §4.3.1).
+
+A refresh token rotates on every use; presenting it again within ``refresh_reuse_grace`` is
+a retry that returns the same successor (a response lost on the network must not log the
+user out), and after the grace it is reuse, which revokes the whole family. A family lives
+``refresh_token_lifespan`` from the login: rotation hands out new values, not more time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from authproxy.authserver._common import end_token_family, split_scope
+from authproxy.authserver.grants.issuance import GrantHandler, Issuance, invalid_grant
+from authproxy.http.responses import OAuthError
+from authproxy.storage.models import RefreshToken, RegisteredClient
+from authproxy.tokens import REFRESH_TOKEN
+
+
+class RefreshTokenGrant(GrantHandler):
+    """Rotate a refresh token: new tokens in the same family."""
+
+    grant_type: ClassVar[str] = "refresh_token"
+    creates_family: ClassVar[bool] = False
+
+    async def exchange(self, client: RegisteredClient, params: dict[str, str]) -> dict[str, Any]:
+        token, token_id = self.tokens.opaque_param(
+            params, "refresh_token", REFRESH_TOKEN, "refresh token"
+        )
+        record = await self.tokens.storage.get_refresh_token(token_id)
+        if record is None:
+            raise invalid_grant("the refresh token is unknown or expired")
+        if record.client_id != client.client_id:
+            raise invalid_grant("the refresh token was issued to another client")
+        family = await self.tokens.storage.get_family(record.family_id)
+        if family is None or family.revoked:
+            raise invalid_grant("the refresh token was revoked")
+
+        now = self.tokens.clock.seconds()
+        if record.rotated_at is not None:
+            retry = self._retry_response(token, record, now)
+            if retry is not None:
+                self.tokens.log.info(
+                    "Refresh token of client {client_id} presented again within the grace: "
+                    "same successor",
+                    client_id=client.client_id,
+                )
+                return retry
+            self.tokens.log.warn(
+                "Rotated refresh token of client {client_id} reused: revoking its family",
+                client_id=client.client_id,
+            )
+            await end_token_family(
+                self.tokens.storage, self.tokens.provider, record.family_id, record.tsid
+            )
+            raise invalid_grant("the refresh token was already used; sign in again")
+
+        scopes = record.scopes
+        if params.get("scope") is not None:
+            scopes = split_scope(params["scope"])
+            if wider := [s for s in scopes if s not in record.scopes]:
+                raise OAuthError(
+                    "invalid_scope", f"scope beyond the original grant: {' '.join(wider)}"
+                )
+            if not scopes:
+                scopes = record.scopes
+        grant = Issuance(
+            client=client,
+            user_id=record.user_id,
+            tsid=record.tsid,
+            scopes=scopes,
+            refresh_scopes=record.scopes,
+            resource=self.tokens.audience(params.get("resource"), record.resource),
+            family_id=record.family_id,
+            family_expires_at=record.expires_at,
+            name=record.name,
+            email=record.email,
+        )
+        minted = self.tokens.mint(grant)
+        sealed = self.tokens.opaque.seal(token, REFRESH_TOKEN, minted.response)
+        if not await self.tokens.storage.mark_rotated(token_id, now, sealed):
+            # A concurrent request rotated it first: answer as its retry.
+            winner = await self.tokens.storage.get_refresh_token(token_id)
+            retry = None if winner is None else self._retry_response(token, winner, now)
+            if retry is None:
+                raise invalid_grant("the refresh token was already used")
+            return retry
+        if minted.refresh is not None:
+            await self.tokens.storage.put_refresh_token(minted.refresh)
+        await self.tokens.storage.add_family_access_token(
+            grant.family_id, minted.access.jti, float(minted.access.exp)
+        )
+        return minted.response
+
+    def _retry_response(
+        self, token: str, record: RefreshToken, now: float
+    ) -> dict[str, Any] | None:
+        if record.rotated_at is None or record.successor_response is None:
+            return None
+        if now - record.rotated_at > self.tokens.settings.refresh_reuse_grace:
+            return None
+        return self.tokens.opaque.unseal(token, REFRESH_TOKEN, record.successor_response)
