@@ -13,12 +13,17 @@ from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from authproxy.config import Config, ConfigError, config_from_mapping, development_listen_problems
+from authproxy.config import Config, ConfigError, config_from_mapping
 from authproxy.http.loopback import listen_is_loopback
 from authproxy.http.routing import PrefixTable
 from authproxy.storage.memory import memory_storage
 from authproxy.storage.models import PendingAuthorization
-from authproxy.upstream.development import CODE_LIFETIME, LOGIN_PATH, DevelopmentProvider
+from authproxy.upstream.development import (
+    CODE_LIFETIME,
+    LOGIN_PATH,
+    DevelopmentProvider,
+    development_listen_problems,
+)
 from authproxy.upstream.interface import (
     IUpstreamProvider,
     UpstreamDenied,

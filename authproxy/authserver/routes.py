@@ -22,7 +22,7 @@ from authproxy.authserver.ratelimit import ClientRequestLimits, TokenBucketLimit
 from authproxy.authserver.register import RegistrationResource
 from authproxy.authserver.revoke import RevocationResource
 from authproxy.authserver.token import TokenResource, TokenSettings
-from authproxy.config import Config, parse_rate
+from authproxy.config import Config
 from authproxy.http.responses import TrustedProxies
 from authproxy.keys.ring import KeyRing
 from authproxy.storage import Storage
@@ -51,7 +51,7 @@ def auth_routes(
     counters = storage.rate_counters
     registration = auth.registration
     limiter = TokenBucketLimiter(
-        counters, registration.rate_count, registration.rate_period, "registration"
+        counters, registration.rate.events, registration.rate.period, "registration"
     )
     routes: dict[str, IResource] = dict(metadata_routes(config, ring))
     routes[REGISTER_PATH] = RegistrationResource(
@@ -72,7 +72,9 @@ def auth_routes(
         scopes_supported=auth.scopes_supported,
         binding=binding,
         consent=ConsentStep(config, storage.logins, ring, clock) if consent else None,
-        limiter=TokenBucketLimiter(counters, *parse_rate(auth.authorize_rate), "authorize"),
+        limiter=TokenBucketLimiter(
+            counters, auth.authorize_rate.events, auth.authorize_rate.period, "authorize"
+        ),
         trusted_proxies=config.server.trusted_proxies,
         clients=clients,
     )
@@ -92,9 +94,11 @@ def auth_routes(
         require_consent=consent,
     )
     limits = ClientRequestLimits(
-        per_client=TokenBucketLimiter(counters, *parse_rate(auth.token_rate), "token-client"),
+        per_client=TokenBucketLimiter(
+            counters, auth.token_rate.events, auth.token_rate.period, "token-client"
+        ),
         per_source=TokenBucketLimiter(
-            counters, *parse_rate(auth.token_source_rate), "token-source"
+            counters, auth.token_source_rate.events, auth.token_source_rate.period, "token-source"
         ),
         trusted=TrustedProxies.from_cidrs(config.server.trusted_proxies),
     )

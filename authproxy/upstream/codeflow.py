@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import secrets
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 import attrs
@@ -28,7 +28,7 @@ from authproxy.http.responses import add_query
 from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
 from authproxy.storage.sessions import IUpstreamSessions
 from authproxy.tokens import s256_challenge
-from authproxy.upstream.http import ConnectionPoolService, IdPHTTP, IdPResponse
+from authproxy.upstream.http import ConnectionPoolService, IdPHTTP, IdPResponse, idp_http_for
 from authproxy.upstream.interface import (
     UpstreamDenied,
     UpstreamError,
@@ -78,6 +78,17 @@ class CodeFlowProvider(TokenSessions):
         self._configured_revocation = upstream.revocation_endpoint
         self.revocations = []
         self._reachability = ReachabilityProbe(clock)
+
+    @classmethod
+    def build(
+        cls, config: Config, sessions: IUpstreamSessions, reactor: Any, http: Any = None
+    ) -> Self:
+        """The provider for a validated ``config``: its ``UpstreamType.build``.
+
+        ``http`` is a treq client (or ``StubTreq``), None for treq over a persistent pool;
+        every request to the IdP is bounded by ``upstream.timeout``.
+        """
+        return cls(config, sessions, reactor, idp_http_for(reactor, config.upstream.timeout, http))
 
     def services(self) -> list[IService]:
         """Services to attach to the application (the connection pool's closer)."""

@@ -22,6 +22,7 @@ from authproxy.upstream.codeflow import CodeFlowProvider, Identity
 from authproxy.upstream.http import IdPHTTP
 from authproxy.upstream.idtoken import JWKSCache, verify_id_token
 from authproxy.upstream.interface import IUpstreamProvider, UpstreamError, UpstreamUnavailable
+from authproxy.upstream.kind import UpstreamType, optional_urls, required_client_id, required_urls
 from authproxy.upstream.sessions import TokenResponse
 
 #: id_token claims kept in the token session (the rest is not needed and may be large).
@@ -277,3 +278,21 @@ class OIDCProvider(CodeFlowProvider):
             email=email if isinstance(email, str) else None,
             claims={k: claims[k] for k in KEPT_CLAIMS if k in claims},
         )
+
+
+def _config_problems(config: Config) -> list[str]:
+    upstream = config.upstream
+    return [
+        *required_urls(upstream, "issuer_url"),
+        *required_client_id(upstream),
+        *optional_urls(upstream, "revocation_endpoint"),
+    ]
+
+
+#: ``[upstream] type = "oidc"``: the endpoints come from the issuer's discovery document.
+OIDC = UpstreamType(
+    "oidc",
+    fields=("issuer_url", "revocation_endpoint"),
+    config_problems=_config_problems,
+    build=OIDCProvider.build,
+)
