@@ -9,14 +9,10 @@ from urllib.parse import parse_qsl, unquote_plus
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from authproxy.http.responses import (
-    NO_STORE,
-    AsyncResource,
-    HTMLPageError,
-    OAuthError,
-    header_text,
-    set_headers,
-)
+from authproxy.http.errors import HTMLPageError, OAuthError
+from authproxy.http.request_headers import header_text
+from authproxy.http.resource import AsyncResource
+from authproxy.http.responses import NO_STORE, set_headers
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import RegisteredClient
 from authproxy.upstream.interface import IUpstreamProvider, UpstreamError, UpstreamUnavailable
@@ -125,12 +121,12 @@ def split_scope(value: str) -> tuple[str, ...]:
 def upstream_error_page(request: Request, error: UpstreamError) -> HTMLPageError:
     """The page shown when the upstream IdP failed; transient failures suggest a retry time."""
     if isinstance(error, UpstreamUnavailable):
-        request.setHeader("Retry-After", str(error.retry_after))
         return HTMLPageError(
             502,
             "Sign-in is temporarily unavailable",
             "The identity provider could not be reached.",
             "Wait a moment, then go back to your application and sign in again.",
+            headers={"Retry-After": str(error.retry_after)},
         )
     return HTMLPageError(
         502,

@@ -27,13 +27,9 @@ from authproxy.authserver.limits import MAX_CLIENT_STATE, MAX_SCOPE_PARAMETER
 from authproxy.authserver.login_binding import LoginBinding
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
 from authproxy.authserver.redirect_uri import redirect_uri_matches
-from authproxy.http.responses import (
-    AsyncResource,
-    HTMLPageError,
-    TrustedProxies,
-    add_query,
-    source_key,
-)
+from authproxy.http.errors import HTMLPageError
+from authproxy.http.resource import AsyncResource
+from authproxy.http.responses import TrustedProxies, add_query, source_key
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization, RegisteredClient
 from authproxy.tokens import Clock, is_valid_s256_challenge

@@ -14,7 +14,9 @@ from twisted.web.server import Request
 from authproxy.authserver._common import query_pairs, redirect, upstream_error_page
 from authproxy.authserver.authorize import error_redirect_uri
 from authproxy.authserver.login_binding import LoginBinding
-from authproxy.http.responses import AsyncResource, HTMLPageError, add_query
+from authproxy.http.errors import HTMLPageError
+from authproxy.http.resource import AsyncResource
+from authproxy.http.responses import add_query
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import AuthorizationCode, PendingAuthorization
 from authproxy.tokens import AUTHORIZATION_CODE, Clock, OpaqueTokens

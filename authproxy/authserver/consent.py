@@ -38,8 +38,10 @@ from authproxy.authserver._common import redirect
 from authproxy.authserver.authorize import error_redirect_uri
 from authproxy.authserver.login_binding import HMACSecrets, cookie_prefix, short_hash
 from authproxy.config import Config
+from authproxy.http.errors import BadHeader, HTMLPageError
 from authproxy.http.pages import ConsentView, render_consent
-from authproxy.http.responses import AsyncResource, BadHeader, HTMLPageError, header_text
+from authproxy.http.request_headers import header_text
+from authproxy.http.resource import AsyncResource
 from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization, RegisteredClient
 from authproxy.tokens import b64url, b64url_decode
@@ -289,12 +291,12 @@ class ConsentResource(AsyncResource):
 
     async def handle_GET(self, request: Request) -> bytes:
         # A reload or a bookmark of the form's target: explain in HTML rather than JSON.
-        request.setHeader("Allow", "POST")
         raise HTMLPageError(
             405,
             "Nothing to see here",
             "This address only receives the answer of the consent page.",
             "Go back to your application and start signing in again.",
+            headers={"Allow": "POST"},
         )
 
     async def handle_POST(self, request: Request) -> bytes | None:

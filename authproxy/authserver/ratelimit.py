@@ -17,7 +17,8 @@ import attrs
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from authproxy.http.responses import OAuthError, TrustedProxies, source_key
+from authproxy.http.errors import OAuthError
+from authproxy.http.responses import TrustedProxies, source_key
 from authproxy.tokens import Clock
 
 _log = Logger()

@@ -35,8 +35,9 @@ from authproxy.authserver.limits import (
     MAX_REGISTRATION_BODY,
 )
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
+from authproxy.http.errors import OAuthError
 from authproxy.http.json import loads_untrusted
-from authproxy.http.responses import NO_STORE, OAuthError, TrustedProxies, json_body, source_key
+from authproxy.http.responses import NO_STORE, TrustedProxies, json_body, source_key
 from authproxy.storage.interface import IStorage, StorageFull
 from authproxy.storage.models import RegisteredClient
 from authproxy.tokens import Clock

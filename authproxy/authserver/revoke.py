@@ -21,7 +21,8 @@ from authproxy.authserver._common import (
     set_cors,
 )
 from authproxy.authserver.ratelimit import ClientRequestLimits
-from authproxy.http.responses import NO_STORE, OAuthError, set_headers
+from authproxy.http.errors import OAuthError
+from authproxy.http.responses import NO_STORE, set_headers
 from authproxy.storage.interface import IStorage
 from authproxy.tokens import REFRESH_TOKEN, AccessTokenIssuer, OpaqueTokens
 from authproxy.upstream.interface import IUpstreamProvider

@@ -29,7 +29,8 @@ from authproxy.authserver._common import (
     split_scope,
 )
 from authproxy.authserver.ratelimit import ClientRequestLimits
-from authproxy.http.responses import NO_STORE, OAuthError, json_body
+from authproxy.http.errors import OAuthError
+from authproxy.http.responses import NO_STORE, json_body
 from authproxy.storage.interface import IStorage, StorageFull
 from authproxy.storage.models import RefreshToken, RegisteredClient, TokenFamily
 from authproxy.tokens import (

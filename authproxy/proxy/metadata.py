@@ -10,7 +10,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from authproxy.config import Config
-from authproxy.http.responses import BadHeader, header_text, json_body
+from authproxy.http.errors import BadHeader, render_error
+from authproxy.http.request_headers import header_text
 
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
 # Never advertised: it is a request for a refresh token, not access to the resource.
@@ -67,7 +68,7 @@ class ProtectedResourceMetadata(Resource):
         try:
             return bytes(super().render(request))
         except BadHeader as e:
-            return json_body(request, e.status, e.payload())
+            return render_error(request, e)
 
     def render_GET(self, request: Request) -> bytes:
         self._cors(request)
