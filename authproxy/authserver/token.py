@@ -20,16 +20,13 @@ import attrs
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from authproxy.authserver._common import (
-    CrossOriginPost,
-    authenticated_client,
-    end_token_family,
-    form_params,
-    set_cors,
-    split_scope,
-)
+from authproxy.authserver._common import authenticated_client
 from authproxy.authserver.ratelimit import ClientRequestLimits
+from authproxy.authserver.scopes import split_scope
+from authproxy.authserver.token_families import end_token_family
+from authproxy.http.cors import CrossOriginPost
 from authproxy.http.errors import OAuthError
+from authproxy.http.forms import OAUTH_FORM
 from authproxy.http.responses import NO_STORE, json_body
 from authproxy.storage.interface import IStorage, StorageFull
 from authproxy.storage.models import RefreshToken, RegisteredClient, TokenFamily
@@ -108,10 +105,10 @@ class TokenResource(CrossOriginPost):
         self.settings = settings
 
     async def handle_POST(self, request: Request) -> bytes:
-        set_cors(request, self._METHODS)
+        self.cors.allow(request)
         if self.limits is not None:
             self.limits.check_source(request, "Token request")
-        params = form_params(request)
+        params = OAUTH_FORM.read(request)
         client = await authenticated_client(self.storage, request, params)
         if self.limits is not None:
             self.limits.check_client(client.client_id, "Token request")

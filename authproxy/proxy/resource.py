@@ -30,6 +30,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from authproxy.config import Config
+from authproxy.http.cors import AllowedOriginsCORS, OriginPolicy
 from authproxy.http.errors import (
     HTTPError,
     ProxyError,
@@ -42,7 +43,6 @@ from authproxy.http.responses import TrustedProxies
 from authproxy.proxy.backend_client import NO_BODY_STATUS, RESPONSE_DONE, BytesProducer
 from authproxy.proxy.guard import BearerError, BearerGuard, Challenge, Principal
 from authproxy.proxy.headers import (
-    OriginPolicy,
     backend_request_headers,
     connection_tokens,
     end_to_end,
@@ -67,10 +67,6 @@ from authproxy.upstream.interface import (
 
 SMALL_BODY = 64 * 1024
 PROXIED_METHODS = (b"GET", b"POST", b"DELETE")
-_CORS_ALLOW_HEADERS = (
-    "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID"
-)
-_CORS_EXPOSE_HEADERS = "Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate"
 RETRY_AFTER = "5"  # seconds, when a connection or session cap refuses a request
 
 
@@ -265,8 +261,12 @@ class MCPProxy(Resource):
         self._agent = agent
         self._clock = clock
         self._provider = provider
-        self._origins = OriginPolicy.from_config(
-            config.server.public_url, config.server.allowed_origins
+        self._cors = AllowedOriginsCORS(
+            OriginPolicy.from_config(config.server.public_url, config.server.allowed_origins),
+            methods="GET, POST, DELETE",
+            allow_headers="Authorization, Content-Type, Accept, Mcp-Session-Id, "
+            "MCP-Protocol-Version, Last-Event-ID",
+            expose_headers="Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate",
         )
         self._trusted = TrustedProxies.from_cidrs(config.server.trusted_proxies)
         self._max_body = config.server.max_request_body
@@ -313,18 +313,16 @@ class MCPProxy(Resource):
     async def _handle(self, request: Request) -> None:
         request.defaultContentType = None  # type: ignore[assignment]
         origin = request.requestHeaders.getRawHeaders(b"origin", [None])[0]
-        if not self._origins.permits(origin):
+        if not self._cors.permits(origin):
             raise ProxyError(403, "forbidden_origin", "this Origin is not allowed")
         if origin is not None:
-            self._cors(request, origin)
+            self._cors.allow(request, origin)
         method = request.method
         if method == b"OPTIONS":
             request.setResponseCode(204)
             request.setHeader("Allow", "GET, POST, DELETE, OPTIONS")
             if origin is not None:
-                request.setHeader("Access-Control-Allow-Methods", "GET, POST, DELETE")
-                request.setHeader("Access-Control-Allow-Headers", _CORS_ALLOW_HEADERS)
-                request.setHeader("Access-Control-Max-Age", "600")
+                self._cors.preflight_headers(request)
             request.finish()
             return
         if method not in PROXIED_METHODS:
@@ -430,11 +428,6 @@ class MCPProxy(Resource):
         elif response.code == 404 or (method == b"DELETE" and 200 <= response.code < 300):
             self.sessions.end(session_id)
         return True
-
-    def _cors(self, request: Request, origin: bytes) -> None:
-        request.setHeader(b"Access-Control-Allow-Origin", origin)
-        request.setHeader("Access-Control-Expose-Headers", _CORS_EXPOSE_HEADERS)
-        request.responseHeaders.addRawHeader(b"vary", b"Origin")
 
     def _read_body(self, request: Request) -> bytes | None:
         """The request body, or None when it is larger than server.max_request_body."""
