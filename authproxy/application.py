@@ -18,7 +18,6 @@ from twisted.logger import Logger
 from authproxy.authserver.jwks import JWKSResource
 from authproxy.authserver.routes import auth_routes
 from authproxy.config import Config, ConfigError
-from authproxy.http import pages
 from authproxy.http.connection_limits import ConnectionLimits
 from authproxy.http.responses import TrustedProxies
 from authproxy.http.routing import HealthResource, PrefixTable, Readiness, ReadyResource
@@ -107,7 +106,6 @@ def build_application(config: Config, reactor: Any) -> Application:
     services.extend(upstream_services(provider))
     readiness.register("upstream", provider.readiness)
 
-    pages.install_error_renderer()
     root.mount_all(auth_routes(config, ring, storage, provider, reactor))
     root.mount_all(proxy_routes(config))
     proxy = make_proxy_resource(config, ring, storage.revocations, provider, reactor)

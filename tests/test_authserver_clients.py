@@ -8,7 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from authproxy.authserver.clients import ClientResolver, authenticated_client
-from authproxy.http.responses import OAuthError
+from authproxy.http.errors import OAuthError
 from authproxy.storage.memory import memory_storage
 from authproxy.storage.models import RegisteredClient
 

@@ -17,7 +17,7 @@ from authproxy.authserver.limits import (
 )
 from authproxy.authserver.ratelimit import TokenBucketLimiter
 from authproxy.authserver.register import check_redirect_uri, validate_client_metadata
-from authproxy.http.responses import OAuthError
+from authproxy.http.errors import OAuthError
 from authproxy.storage.memory.rates import MemoryRateCounters
 from authproxy.testing.upstream import AuthServerHarness, s256_pair
 

@@ -14,8 +14,7 @@ from twisted.web.server import Request
 
 from authproxy.authserver.consent import ConsentCookies, ConsentResource, ConsentStep
 from authproxy.config import Config, config_from_mapping
-from authproxy.http.pages import install_error_renderer
-from authproxy.http.responses import AsyncResource
+from authproxy.http.resource import AsyncResource
 from authproxy.http.routing import PrefixTable
 from authproxy.keys.ring import KeyRing, KeySet, generate_ephemeral_key
 from authproxy.storage import Storage
@@ -101,7 +100,6 @@ class FakeAuthorize(AsyncResource):
 
 class ConsentTests(SynchronousTestCase):
     def setUp(self) -> None:
-        install_error_renderer()
         self.clock = Clock()
         self.clock.advance(START)
         self.ring = make_ring(SECRET_A)

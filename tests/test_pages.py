@@ -13,15 +13,14 @@ from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyRequest
 
 from authproxy.http import pages
-from authproxy.http import responses as httputil
+from authproxy.http.errors import HTMLPageError, render_error
 from authproxy.http.pages import (
     ConsentView,
     redirect_target,
     render_consent,
-    render_error,
     render_page,
 )
-from authproxy.http.responses import AsyncResource, HTMLPageError
+from authproxy.http.resource import AsyncResource
 
 
 def header(request: DummyRequest, name: str) -> str | None:
@@ -168,9 +167,6 @@ class PageTests(SynchronousTestCase):
         self.assertIn("Start again.", body)
 
     def test_installed_renderer_used_by_async_resources(self) -> None:
-        previous = httputil.html_error_renderer
-        self.addCleanup(setattr, httputil, "html_error_renderer", previous)
-        pages.install_error_renderer()
         treq = StubTreq(Failing(HTMLPageError(502, "Sign-in failed", "IdP down.", "Retry.")))
         response = self.successResultOf(treq.get("http://x/"))
         body = self.successResultOf(response.content()).decode()

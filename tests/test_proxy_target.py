@@ -7,7 +7,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
-from authproxy.proxy.headers import OriginPolicy, origin_of
+from authproxy.http.cors import OriginPolicy, origin_of
 from authproxy.proxy.resource import origin_form_target
 from authproxy.testing.backend import ProxyHarness, proxy_config
 

@@ -17,25 +17,18 @@ import attrs
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from authproxy.authserver._common import (
-    query_pairs,
-    redirect,
-    split_scope,
-    upstream_error_page,
-)
 from authproxy.authserver.audience import InvalidTarget, ResourceIndicators
 from authproxy.authserver.clients import ClientResolver
 from authproxy.authserver.limits import MAX_CLIENT_STATE, MAX_SCOPE_PARAMETER
 from authproxy.authserver.login_binding import LoginBinding
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
 from authproxy.authserver.redirect_uri import redirect_uri_matches
-from authproxy.http.responses import (
-    AsyncResource,
-    HTMLPageError,
-    TrustedProxies,
-    add_query,
-    source_key,
-)
+from authproxy.authserver.scopes import split_scope
+from authproxy.authserver.upstream_failure import upstream_error_page
+from authproxy.http.errors import HTMLPageError
+from authproxy.http.forms import query_pairs
+from authproxy.http.resource import AsyncResource
+from authproxy.http.responses import TrustedProxies, add_query, redirect, source_key
 from authproxy.storage import Storage
 from authproxy.storage.models import PendingAuthorization, RegisteredClient
 from authproxy.tokens import Clock, is_valid_s256_challenge
@@ -331,7 +324,7 @@ class AuthorizeResource(AsyncResource):
             login = self.provider.start_login(pending.state)
         except UpstreamError as e:
             self.log.warn("Upstream login could not start: {error}", error=str(e))
-            raise upstream_error_page(request, e) from None
+            raise upstream_error_page(e) from None
         await self.storage.logins.update_pending(
             attrs.evolve(
                 pending, upstream_code_verifier=login.code_verifier, upstream_nonce=login.nonce

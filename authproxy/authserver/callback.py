@@ -11,10 +11,13 @@ from __future__ import annotations
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from authproxy.authserver._common import query_pairs, redirect, upstream_error_page
 from authproxy.authserver.authorize import error_redirect_uri
 from authproxy.authserver.login_binding import LoginBinding
-from authproxy.http.responses import AsyncResource, HTMLPageError, add_query
+from authproxy.authserver.upstream_failure import upstream_error_page
+from authproxy.http.errors import HTMLPageError
+from authproxy.http.forms import query_pairs
+from authproxy.http.resource import AsyncResource
+from authproxy.http.responses import add_query, redirect
 from authproxy.storage import Storage
 from authproxy.storage.models import AuthorizationCode, PendingAuthorization
 from authproxy.tokens import AUTHORIZATION_CODE, Clock, OpaqueTokens
@@ -122,7 +125,7 @@ class CallbackResource(AsyncResource):
             )
         except UpstreamError as e:
             self.log.warn("Upstream login failed: {error}", error=str(e))
-            raise upstream_error_page(request, e) from None
+            raise upstream_error_page(e) from None
 
         user_id = await self.storage.users.user_id_for(self.provider.name, identity.subject)
         code, code_id = self.opaque.mint(AUTHORIZATION_CODE)

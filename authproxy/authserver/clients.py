@@ -16,7 +16,8 @@ from urllib.parse import unquote_plus
 
 from twisted.web.server import Request
 
-from authproxy.http.responses import OAuthError, header_text
+from authproxy.http.errors import OAuthError
+from authproxy.http.request_headers import header_text
 from authproxy.storage.clients import IClients
 from authproxy.storage.models import RegisteredClient
 

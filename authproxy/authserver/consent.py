@@ -28,18 +28,21 @@ import hmac
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import attrs
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from authproxy.authserver._common import redirect
 from authproxy.authserver.authorize import error_redirect_uri
 from authproxy.authserver.login_binding import HMACSecrets, cookie_prefix, short_hash
 from authproxy.config import Config
+from authproxy.http.errors import BadHeader, HTMLPageError
+from authproxy.http.forms import FormReader
 from authproxy.http.pages import ConsentView, render_consent
-from authproxy.http.responses import AsyncResource, BadHeader, HTMLPageError, header_text
+from authproxy.http.request_headers import header_text
+from authproxy.http.resource import AsyncResource
+from authproxy.http.responses import redirect
 from authproxy.storage.logins import ILogins
 from authproxy.storage.models import PendingAuthorization, RegisteredClient
 from authproxy.tokens import b64url, b64url_decode
@@ -289,12 +292,12 @@ class ConsentResource(AsyncResource):
 
     async def handle_GET(self, request: Request) -> bytes:
         # A reload or a bookmark of the form's target: explain in HTML rather than JSON.
-        request.setHeader("Allow", "POST")
         raise HTMLPageError(
             405,
             "Nothing to see here",
             "This address only receives the answer of the consent page.",
             "Go back to your application and start signing in again.",
+            headers={"Allow": "POST"},
         )
 
     async def handle_POST(self, request: Request) -> bytes | None:
@@ -306,7 +309,7 @@ class ConsentResource(AsyncResource):
         if origin is not None and origin not in ("null", self.public_origin):
             log.warn("Consent POST from foreign origin refused")
             raise forged_request_page()
-        form = _read_form(request)
+        form = APPROVAL_FORM.read(request)
         state, token, decision = form.get("state"), form.get("csrf_token"), form.get("decision")
         if not state or token is None or decision is None:
             raise _bad_form_page("The approval form arrived incomplete.")
@@ -357,31 +360,26 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _read_form(request: Request) -> dict[str, str]:
-    """The form fields, or an HTML 400 (wrong type, too large, repeated or undecodable)."""
-    try:
-        raw_type = header_text(request, "Content-Type") or ""
-    except BadHeader:
-        raise _bad_form_page(
-            "The approval form's Content-Type header is not valid UTF-8."
-        ) from None
-    media = raw_type.split(";", 1)[0].strip().lower()
-    if media != "application/x-www-form-urlencoded":
-        raise _bad_form_page("The approval was not sent as a form.")
-    content = request.content
-    body = b""
-    if content is not None:
-        content.seek(0)
-        body = content.read(MAX_CONSENT_BODY + 1)
-    if len(body) > MAX_CONSENT_BODY:
-        raise _bad_form_page("The approval form was too large.")
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
-    except (UnicodeDecodeError, ValueError):
-        raise _bad_form_page("The approval form could not be decoded.") from None
-    fields: dict[str, str] = {}
-    for name, value in pairs:
-        if name in fields:
-            raise _bad_form_page(f"The approval form repeated the field {name}.")
-        fields[name] = value
-    return fields
+class _ApprovalFormRefusals:
+    """How the consent form is refused: an HTML page saying what was wrong with it."""
+
+    def bad_header(self, error: BadHeader) -> Exception:
+        return _bad_form_page("The approval form's Content-Type header is not valid UTF-8.")
+
+    def not_a_form(self) -> Exception:
+        return _bad_form_page("The approval was not sent as a form.")
+
+    def in_query(self) -> Exception:  # not asked: the form's action carries no query
+        return _bad_form_page("The approval form arrived incomplete.")
+
+    def too_large(self, limit: int) -> Exception:
+        return _bad_form_page("The approval form was too large.")
+
+    def undecodable(self) -> Exception:
+        return _bad_form_page("The approval form could not be decoded.")
+
+    def repeated(self, name: str) -> Exception:
+        return _bad_form_page(f"The approval form repeated the field {name}.")
+
+
+APPROVAL_FORM = FormReader(MAX_CONSENT_BODY, _ApprovalFormRefusals())

@@ -13,6 +13,7 @@ from twisted.web.http import CACHED
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from authproxy.http.cors import PublicCORS
 from authproxy.keys.ring import KeyRing
 
 JWKS_MAX_AGE = 300
@@ -22,6 +23,8 @@ class JWKSResource(Resource):
     """Serves the ring's JWKS (rebuilt only when the ring's key set changes)."""
 
     isLeaf = True
+    # For browser-based MCP clients: the key set is public; no request headers to allow.
+    _CORS = PublicCORS("GET, HEAD, OPTIONS", on_every_response=False)
 
     def __init__(self, ring: KeyRing) -> None:
         super().__init__()
@@ -29,7 +32,7 @@ class JWKSResource(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader("Content-Type", "application/json")
-        request.setHeader("Access-Control-Allow-Origin", "*")
+        self._CORS.allow(request)
         request.setHeader("Cache-Control", f"public, max-age={JWKS_MAX_AGE}")
         if request.setETag(f'"{self._ring.jwks_etag()}"'.encode("ascii")) == CACHED:
             return b""
@@ -39,9 +42,4 @@ class JWKSResource(Resource):
         return self.render_GET(request)
 
     def render_OPTIONS(self, request: Request) -> bytes:
-        # CORS preflight from browser-based MCP clients.
-        request.setHeader("Access-Control-Allow-Origin", "*")
-        request.setHeader("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
-        request.setHeader("Access-Control-Max-Age", "86400")
-        request.setResponseCode(204)
-        return b""
+        return self._CORS.preflight(request)

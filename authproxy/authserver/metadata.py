@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from authproxy.authserver._common import preflight, set_cors
 from authproxy.authserver.grants import GRANTS
 from authproxy.config import Config
+from authproxy.http.cors import CLIENT_REQUEST_HEADERS, PublicCORS
 from authproxy.keys.ring import KeyRing
 
 AUTHORIZATION_SERVER_WELL_KNOWN = "/.well-known/oauth-authorization-server"
@@ -90,7 +90,7 @@ class MetadataResource(Resource):
     """
 
     isLeaf = True
-    _METHODS = "GET, HEAD, OPTIONS"
+    _CORS = PublicCORS("GET, HEAD, OPTIONS", CLIENT_REQUEST_HEADERS)
 
     def __init__(self, config: Config, ring: KeyRing, *, openid: bool) -> None:
         super().__init__()
@@ -111,7 +111,7 @@ class MetadataResource(Resource):
         return self._cached[1]
 
     def render_GET(self, request: Request) -> bytes:
-        set_cors(request, self._METHODS)
+        self._CORS.allow(request)
         request.setHeader("Content-Type", "application/json")
         request.setHeader("Cache-Control", f"public, max-age={METADATA_MAX_AGE}")
         return self._body()
@@ -120,7 +120,7 @@ class MetadataResource(Resource):
         return self.render_GET(request)
 
     def render_OPTIONS(self, request: Request) -> bytes:
-        return preflight(request, self._METHODS)
+        return self._CORS.preflight(request)
 
 
 def metadata_routes(config: Config, ring: KeyRing) -> dict[str, Resource]:

@@ -17,7 +17,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from authproxy.http.responses import OAuthError, TrustedProxies, source_key
+from authproxy.http.errors import OAuthError
+from authproxy.http.responses import TrustedProxies, source_key
 from authproxy.storage.rates import IRateCounters
 
 _log = Logger()

@@ -17,13 +17,6 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from authproxy.authserver import redirect_uri
-from authproxy.authserver._common import (
-    CrossOriginPost,
-    media_type,
-    read_body,
-    set_cors,
-    split_scope,
-)
 from authproxy.authserver.grants import GRANTS
 from authproxy.authserver.limits import (
     MAX_CLIENT_NAME,
@@ -36,8 +29,12 @@ from authproxy.authserver.limits import (
     MAX_REGISTRATION_BODY,
 )
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
+from authproxy.authserver.scopes import split_scope
+from authproxy.http.cors import CrossOriginPost
+from authproxy.http.errors import OAuthError
+from authproxy.http.forms import OAUTH_REFUSALS, media_type, read_body
 from authproxy.http.json import loads_untrusted
-from authproxy.http.responses import NO_STORE, OAuthError, TrustedProxies, json_body, source_key
+from authproxy.http.responses import NO_STORE, TrustedProxies, json_body, source_key
 from authproxy.storage import StorageFull
 from authproxy.storage.clients import IClients
 from authproxy.storage.models import RegisteredClient
@@ -229,7 +226,7 @@ class RegistrationResource(CrossOriginPost):
         self._trusted = TrustedProxies.from_cidrs(trusted_proxies)
 
     async def handle_POST(self, request: Request) -> bytes:
-        set_cors(request, self._METHODS)
+        self.cors.allow(request)
         address = source_address(request, self._trusted)
         retry_after = await self._limiter.refuse(address, "Registration")
         if retry_after is not None:
@@ -241,7 +238,7 @@ class RegistrationResource(CrossOriginPost):
             )
         if media_type(request) != "application/json":
             raise _invalid("the body must be application/json")
-        body = read_body(request, MAX_REGISTRATION_BODY)
+        body = read_body(request, MAX_REGISTRATION_BODY, OAUTH_REFUSALS.too_large)
         try:
             document = loads_untrusted(body)
         except (ValueError, UnicodeDecodeError):

@@ -13,15 +13,13 @@ from __future__ import annotations
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from authproxy.authserver._common import (
-    CrossOriginPost,
-    end_token_family,
-    form_params,
-    set_cors,
-)
 from authproxy.authserver.clients import ClientResolver, authenticated_client
 from authproxy.authserver.ratelimit import ClientRequestLimits
-from authproxy.http.responses import NO_STORE, OAuthError, set_headers
+from authproxy.authserver.token_families import end_token_family
+from authproxy.http.cors import CrossOriginPost
+from authproxy.http.errors import OAuthError
+from authproxy.http.forms import OAUTH_FORM
+from authproxy.http.responses import NO_STORE, set_headers
 from authproxy.storage import Storage
 from authproxy.tokens import REFRESH_TOKEN, AccessTokenVerifier, OpaqueTokens
 from authproxy.upstream.interface import IUpstreamProvider
@@ -51,10 +49,10 @@ class RevocationResource(CrossOriginPost):
         self.opaque = opaque
 
     async def handle_POST(self, request: Request) -> bytes:
-        set_cors(request, self._METHODS)
+        self.cors.allow(request)
         if self.limits is not None:  # shared with the token endpoint: refresh-and-revoke
             await self.limits.check_source(request, "Revocation")
-        params = form_params(request)
+        params = OAUTH_FORM.read(request)
         client_id = (await authenticated_client(self.clients, request, params)).client_id
         if self.limits is not None:
             await self.limits.check_client(client_id, "Revocation")

@@ -12,12 +12,14 @@ import math
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from authproxy.authserver._common import CrossOriginPost, form_params, set_cors
 from authproxy.authserver.clients import ClientResolver, authenticated_client
 from authproxy.authserver.grants import GRANTS, GrantRegistry
 from authproxy.authserver.grants.issuance import TokenIssuance, TokenSettings
 from authproxy.authserver.ratelimit import ClientRequestLimits
-from authproxy.http.responses import NO_STORE, OAuthError, json_body
+from authproxy.http.cors import CrossOriginPost
+from authproxy.http.errors import OAuthError
+from authproxy.http.forms import OAUTH_FORM
+from authproxy.http.responses import NO_STORE, json_body
 from authproxy.storage import Storage, StorageFull
 from authproxy.tokens import AccessTokenIssuer, Clock, OpaqueTokens
 from authproxy.upstream.interface import IUpstreamProvider
@@ -51,10 +53,10 @@ class TokenResource(CrossOriginPost):
         self.grants = grants.handlers(tokens)
 
     async def handle_POST(self, request: Request) -> bytes:
-        set_cors(request, self._METHODS)
+        self.cors.allow(request)
         if self.limits is not None:
             await self.limits.check_source(request, "Token request")
-        params = form_params(request)
+        params = OAUTH_FORM.read(request)
         client = await authenticated_client(self.clients, request, params)
         if self.limits is not None:
             await self.limits.check_client(client.client_id, "Token request")

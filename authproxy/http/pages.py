@@ -2,8 +2,8 @@
 
 Every page is self-contained (one inline style sheet, no script, no image, no third-party
 asset), escapes every value it shows, and goes out with headers that forbid framing,
-caching, MIME sniffing and referrers. ``render_error`` is what ``httputil.AsyncResource``
-uses for ``HTMLPageError`` once :func:`install_error_renderer` ran.
+caching, MIME sniffing and referrers. An ``HTMLPageError`` (http/errors.py) is shown as a
+:func:`message_page`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import attrs
 from twisted.web.server import Request
 
 from authproxy.authserver.redirect_uri import InvalidRedirectURI, parse_redirect_uri
-from authproxy.http import responses as httputil
-from authproxy.http.responses import NO_STORE, HTMLPageError, set_headers
+from authproxy.http.responses import NO_STORE, set_headers
 
 # Colours meet WCAG AA (>= 4.5:1) for text and >= 3:1 for focus rings in both schemes.
 STYLE = """
@@ -91,10 +90,18 @@ PAGE_HEADERS = {
 }
 
 
-def set_page_headers(request: Request, *, has_form: bool = False) -> None:
+_FORM_PAGE_HEADERS = {**PAGE_HEADERS, "Content-Security-Policy": CSP_WITH_FORM}
+_PLAIN_PAGE_HEADERS = {**PAGE_HEADERS, "Content-Security-Policy": CSP_WITHOUT_FORMS}
+
+
+def page_headers(*, has_form: bool = False) -> dict[str, str]:
     """The security headers every HTML page carries (framing, caching, sniffing, CSP)."""
-    set_headers(request, PAGE_HEADERS)
-    request.setHeader("Content-Security-Policy", CSP_WITH_FORM if has_form else CSP_WITHOUT_FORMS)
+    return _FORM_PAGE_HEADERS if has_form else _PLAIN_PAGE_HEADERS
+
+
+def set_page_headers(request: Request, *, has_form: bool = False) -> None:
+    """Put :func:`page_headers` on ``request``."""
+    set_headers(request, page_headers(has_form=has_form))
 
 
 def page_document(title: str, body_html: str, eyebrow: str = "") -> str:
@@ -145,22 +152,19 @@ def render_page(
     """
     request.setResponseCode(status)
     set_page_headers(request)
+    return message_page(title, message, advice, status, eyebrow=eyebrow)
+
+
+def message_page(
+    title: str, message: str, advice: str = "", status: int = 200, *, eyebrow: str | None = None
+) -> bytes:
+    """The document of :func:`render_page` (what an ``HTMLPageError`` shows)."""
     parts = [f'<p class="lead">{escape(message)}</p>']
     if advice:
         parts.append(f'<h2 id="advice-heading">What you can do</h2>\n<p>{escape(advice)}</p>')
     if eyebrow is None:
         eyebrow = _status_eyebrow(status) if status >= 400 else ""
     return utf8(page_document(title, "\n".join(parts), eyebrow))
-
-
-def render_error(request: Request, error: HTMLPageError) -> bytes:
-    """An ``HTMLPageError`` as a page: its status, title, message and advice (nothing else)."""
-    return render_page(request, error.title, error.message, error.advice, error.status)
-
-
-def install_error_renderer() -> None:
-    """Make every ``HTMLPageError`` raised in an ``AsyncResource`` render with these pages."""
-    httputil.html_error_renderer = render_error
 
 
 # -- the consent page -------------------------------------------------------------------------

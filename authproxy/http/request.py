@@ -16,19 +16,17 @@ is the one it would get anyway: a proxied request without a valid token gets the
 from __future__ import annotations
 
 import io
-import json
 from typing import Any
 
 from authproxy.http.channel import HeadFlushingRequest
+from authproxy.http.errors import JSONError, render_error_bytes
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 
 
-def too_large_payload(limit: int) -> dict[str, str]:
-    return {
-        "error": "request_too_large",
-        "error_description": f"the request body exceeds the limit of {limit} bytes",
-    }
+def too_large_description(limit: int) -> str:
+    """What a 413 says, here and at the proxy (which checks the body it was handed)."""
+    return f"the request body exceeds the limit of {limit} bytes"
 
 
 class LimitedRequest(HeadFlushingRequest):
@@ -93,16 +91,17 @@ class LimitedRequest(HeadFlushingRequest):
         self.content = io.BytesIO()
         # No "100 Continue" after a refusal: the channel sends it after gotLength returns.
         self.requestHeaders.removeHeader(b"expect")
-        body = json.dumps(too_large_payload(self.max_body), separators=(",", ":")).encode()
-        head = (
-            b"HTTP/1.1 413 Content Too Large\r\n"
-            b"Content-Type: application/json\r\n"
-            b"Cache-Control: no-store\r\n"
-            b"Connection: close\r\n"
-            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
-        )
         if self.channel is not None and self.channel.transport is not None:
-            self.channel.transport.write(head + body)
+            self.channel.transport.write(render_error_bytes(self._too_large()))
+
+    def _too_large(self) -> JSONError:
+        # Written before the request exists for twisted.web: only the connection's no-store.
+        return JSONError(
+            413,
+            "request_too_large",
+            too_large_description(self.max_body),
+            {"Cache-Control": "no-store"},
+        )
 
 
 def make_request_factory(max_body: int) -> type[LimitedRequest]:

@@ -1,26 +1,18 @@
-"""Small HTTP helpers shared by every Resource: JSON bodies, OAuth errors, async rendering.
+"""Small HTTP helpers shared by every Resource: JSON bodies, response headers, source keys.
 
-``AsyncResource`` follows Synapse's shape: ``render`` starts a coroutine and returns
-NOT_DONE_YET; exceptions end in one place that turns them into error responses, so a bad
-request can never kill the daemon or leave a connection hanging.
+Error responses are not made here: resources raise an ``HTTPError`` (http/errors.py).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
 import attrs
-from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
-
-log = Logger()
+from twisted.web.server import Request
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -91,141 +83,13 @@ class TrustedProxies:
         return any(address in network for network in self.networks)
 
 
-class OAuthError(Exception):
-    """An RFC 6749 §5.2 style error, rendered as JSON ``{"error", "error_description"}``."""
-
-    def __init__(
-        self,
-        error: str,
-        description: str,
-        status: int = 400,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(f"{error}: {description}")
-        self.error = error
-        self.description = description
-        self.status = status
-        self.headers = dict(headers or {})
-
-    def payload(self) -> dict[str, str]:
-        return {"error": self.error, "error_description": self.description}
-
-
-class BadHeader(OAuthError):
-    """A request header whose bytes are not UTF-8: 400 invalid_request naming the header."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__("invalid_request", f"the {name} header is not valid UTF-8")
-        self.header = name
-
-
-def header_text(request: Request, name: str) -> str | None:
-    """The last value of request header ``name`` as text, or None when it is absent.
-
-    Every header read by name goes through here: Twisted's ``getHeader("name")`` decodes
-    UTF-8 strictly and raises on other bytes, which became a 500 with a traceback. This
-    raises :class:`BadHeader` instead, an OAuthError that AsyncResource answers with 400.
-    """
-    values = request.requestHeaders.getRawHeaders(name.encode("ascii"))
-    if not values:
-        return None
-    try:
-        return values[-1].decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadHeader(name) from None
-
-
-class HTMLPageError(Exception):
-    """An error shown to a person in a browser (never redirected to a client)."""
-
-    def __init__(self, status: int, title: str, message: str, advice: str = "") -> None:
-        super().__init__(f"{title}: {message}")
-        self.status = status
-        self.title = title
-        self.message = message
-        self.advice = advice
-
-
-def write_json(
-    request: Request,
-    status: int,
-    payload: Any,
-    headers: Mapping[str, str] | None = None,
-) -> None:
-    """Write a complete JSON response to a request rendered with NOT_DONE_YET."""
-    body = json_body(request, status, payload, headers)
-    if not request.finished and not getattr(request, "_disconnected", False):
-        request.write(body)
-        request.finish()
-
-
-# Rendering of HTMLPageError is pluggable so the page templates (consent issue) own the look.
-html_error_renderer: Callable[[Request, HTMLPageError], bytes] | None = None
-
-
-def render_html_error(request: Request, error: HTMLPageError) -> bytes:
-    if html_error_renderer is not None:
-        return html_error_renderer(request, error)
-    from html import escape
-
-    request.setResponseCode(error.status)
-    request.setHeader("Content-Type", "text/html; charset=utf-8")
+def redirect(request: Request, location: str, headers: Mapping[str, str] | None = None) -> bytes:
+    """A 302 to ``location`` that no cache keeps and that leaks no Referer."""
+    request.setResponseCode(302)
+    request.setHeader("Location", location)
+    request.setHeader("Referrer-Policy", "no-referrer")
     set_headers(request, NO_STORE)
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(error.title)}</title>"
-        f"</head><body><h1>{escape(error.title)}</h1><p>{escape(error.message)}</p>"
-        f"<p>{escape(error.advice)}</p></body></html>"
-    ).encode()
-
-
-class AsyncResource(Resource):
-    """A leaf Resource whose handlers are coroutines ``async def handle_GET(request) -> bytes | None``.
-
-    Returning bytes writes them and finishes; returning None means the handler finished the
-    request itself (or is streaming). OAuthError and HTMLPageError become their responses;
-    anything else is logged and answered 500 without details.
-    """
-
-    isLeaf = True
-
-    def render(self, request: Request) -> Any:
-        method = request.method.decode("ascii", "replace")
-        handler: Callable[[Request], Coroutine[Any, Any, bytes | None]] | None = getattr(
-            self, f"handle_{method}", None
-        )
-        if method == "HEAD" and handler is None:
-            handler = getattr(self, "handle_GET", None)
-        if handler is None:
-            allowed = sorted(
-                name[len("handle_") :] for name in dir(self) if name.startswith("handle_")
-            )
-            request.setHeader("Allow", ", ".join(allowed))
-            return json_body(
-                request,
-                405,
-                {"error": "method_not_allowed", "error_description": f"{method} is not allowed"},
-            )
-        d: Deferred[bytes | None] = ensureDeferred(handler(request))
-        d.addCallbacks(self._finish, self._fail, callbackArgs=(request,), errbackArgs=(request,))
-        return NOT_DONE_YET
-
-    def _finish(self, body: bytes | None, request: Request) -> None:
-        if body is None or request.finished or getattr(request, "_disconnected", False):
-            return
-        request.write(body)
-        request.finish()
-
-    def _fail(self, failure: Failure, request: Request) -> None:
-        err = failure.value
-        if isinstance(err, OAuthError):
-            body = json_body(request, err.status, err.payload(), {**NO_STORE, **err.headers})
-        elif isinstance(err, HTMLPageError):
-            body = render_html_error(request, err)
-        else:
-            log.failure("Unhandled error rendering {path}", failure, path=request.path)
-            body = json_body(
-                request,
-                500,
-                {"error": "server_error", "error_description": "internal error"},
-            )
-        self._finish(body, request)
+    if headers:
+        set_headers(request, headers)
+    request.setHeader("Content-Type", "text/plain; charset=utf-8")
+    return b""

@@ -17,6 +17,8 @@ from twisted.web.error import UnsupportedMethod
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
+from authproxy.http.errors import method_not_allowed as method_not_allowed_error
+from authproxy.http.errors import not_found, render_error
 from authproxy.http.loopback import is_loopback_host
 from authproxy.http.responses import json_body
 
@@ -27,11 +29,7 @@ class JSONNotFound(Resource):
     isLeaf = True
 
     def render(self, request: Request) -> bytes:
-        return json_body(
-            request,
-            404,
-            {"error": "not_found", "error_description": "no such path on this server"},
-        )
+        return render_error(request, not_found())
 
 
 @attrs.define
@@ -95,13 +93,8 @@ class PrefixTable(Resource):
 def method_not_allowed(request: Request, allowed: Iterable[bytes]) -> bytes:
     """A JSON 405 with the ``Allow`` header naming the route's methods."""
     names = sorted({m.decode("ascii", "replace") for m in allowed})
-    request.setHeader("Allow", ", ".join(names))
     method = request.method.decode("ascii", "replace")[:20]
-    return json_body(
-        request,
-        405,
-        {"error": "method_not_allowed", "error_description": f"{method} is not allowed here"},
-    )
+    return render_error(request, method_not_allowed_error(names, f"{method} is not allowed here"))
 
 
 Check = Callable[[], tuple[bool, Any]]

@@ -24,6 +24,8 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from authproxy.config import Config
+from authproxy.http.errors import ErrorResponse, HTTPError, json_response
+from authproxy.http.responses import NO_STORE
 from authproxy.keys.ring import KeyRing
 from authproxy.proxy.metadata import resource_url
 from authproxy.storage.revocations import IRevocations
@@ -47,8 +49,9 @@ class Principal:
     claims: Mapping[str, Any] = attrs.field(repr=False, eq=False)
 
 
-class BearerError(Exception):
-    """The request may not pass; rendered as JSON with a ``WWW-Authenticate`` challenge.
+class BearerError(HTTPError):
+    """The request may not pass; rendered as JSON with a ``WWW-Authenticate`` challenge
+    (which the protected resource adds: :meth:`Challenge.challenge`).
 
     ``error`` is None for a request that carried no token at all (RFC 6750 §3.1: then the
     challenge names no error).
@@ -68,6 +71,15 @@ class BearerError(Exception):
         self.description = description
         self.scope = tuple(scope)
         self.headers = dict(headers or {})
+
+    def payload(self) -> dict[str, str]:
+        body = {"error": self.error or "unauthorized", "error_description": self.description}
+        if self.scope:
+            body["scope"] = " ".join(self.scope)
+        return body
+
+    def response(self) -> ErrorResponse:
+        return json_response(self.status, self.payload(), {**NO_STORE, **self.headers})
 
 
 def invalid_token(description: str) -> BearerError:
@@ -103,10 +115,13 @@ class Challenge:
         return "Bearer " + ", ".join(f"{k}={_quote(v)}" for k, v in params)
 
     def payload(self, error: BearerError) -> dict[str, str]:
-        body = {"error": error.error or "unauthorized", "error_description": error.description}
-        if error.scope:
-            body["scope"] = " ".join(error.scope)
-        return body
+        return error.payload()
+
+    def challenge(self, error: BearerError) -> BearerError:
+        """``error`` carrying this resource's challenge (RFC 6750 §3: on 400, 401 and 403)."""
+        if error.status in (400, 401, 403):
+            error.headers["WWW-Authenticate"] = self.header(error)
+        return error
 
 
 def token_hash(token: str) -> bytes:

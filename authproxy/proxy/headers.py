@@ -22,9 +22,7 @@ never the client's:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from urllib.parse import urlsplit
 
-import attrs
 from twisted.web.http_headers import Headers
 
 from authproxy.http.responses import TrustedProxies
@@ -155,46 +153,3 @@ def backend_request_headers(
         for value in incoming.getRawHeaders(b"forwarded", []):
             out.addRawHeader(b"forwarded", value)
     return out
-
-
-def origin_of(url: str) -> str:
-    """``scheme://host[:port]`` of ``url``, lower-cased, default ports omitted.
-
-    An unparsable URL (bad IPv6 literal, port out of range) gives ``""``, which matches
-    no allowed origin.
-    """
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return ""
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if ":" in host:
-        host = f"[{host}]"
-    if port is None or (scheme, port) in (("http", 80), ("https", 443)):
-        return f"{scheme}://{host}"
-    return f"{scheme}://{host}:{port}"
-
-
-@attrs.frozen
-class OriginPolicy:
-    """MCP transport rule: a present ``Origin`` must be the public origin or an allowed one."""
-
-    allowed: frozenset[str]
-
-    @classmethod
-    def from_config(cls, public_url: str, allowed_origins: Iterable[str]) -> OriginPolicy:
-        return cls(frozenset({origin_of(public_url), *(origin_of(o) for o in allowed_origins)}))
-
-    def permits(self, origin: bytes | None) -> bool:
-        """True when there is no Origin header or it is acceptable."""
-        if origin is None:
-            return True
-        try:
-            text = origin.decode("ascii")
-        except UnicodeDecodeError:
-            return False
-        if text == "null":
-            return False
-        return origin_of(text) in self.allowed

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from authproxy.config import Config
-from authproxy.http.responses import BadHeader, header_text, json_body
+from authproxy.http.cors import PublicCORS
+from authproxy.http.errors import BadHeader, render_error
 
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
 # Never advertised: it is a request for a refresh token, not access to the resource.
 _NOT_ADVERTISED = frozenset({"offline_access"})
-# A comma-separated list of header names (RFC 9110 tokens), as browsers send in preflights.
-_HEADER_LIST = re.compile(
-    r"[A-Za-z0-9!#$%&'*+.^_`|~-]+(?:[ \t]*,[ \t]*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*"
-)
 
 
 def resource_url(config: Config) -> str:
@@ -47,30 +43,22 @@ class ProtectedResourceMetadata(Resource):
     """Serves the metadata document as JSON, readable cross-origin (browser-based clients)."""
 
     isLeaf = True
+    _CORS = PublicCORS(
+        "GET, OPTIONS", "MCP-Protocol-Version, Content-Type", echo_request_headers=True
+    )
 
     def __init__(self, config: Config) -> None:
         super().__init__()
         self._body = json.dumps(protected_resource_metadata(config), separators=(",", ":")).encode()
 
-    def _cors(self, request: Request) -> None:
-        request.setHeader("Access-Control-Allow-Origin", "*")
-        request.setHeader("Access-Control-Allow-Methods", "GET, OPTIONS")
-        requested = header_text(request, "Access-Control-Request-Headers")
-        if requested is not None and not _HEADER_LIST.fullmatch(requested):
-            requested = None  # echo header names only, never arbitrary text
-        request.setHeader(
-            "Access-Control-Allow-Headers", requested or "MCP-Protocol-Version, Content-Type"
-        )
-        request.setHeader("Access-Control-Max-Age", "86400")
-
     def render(self, request: Request) -> bytes:
         try:
             return bytes(super().render(request))
         except BadHeader as e:
-            return json_body(request, e.status, e.payload())
+            return render_error(request, e)
 
     def render_GET(self, request: Request) -> bytes:
-        self._cors(request)
+        self._CORS.allow(request)
         request.setHeader("Content-Type", "application/json")
         request.setHeader("Cache-Control", "public, max-age=300")
         return self._body
@@ -79,6 +67,4 @@ class ProtectedResourceMetadata(Resource):
         return self.render_GET(request)
 
     def render_OPTIONS(self, request: Request) -> bytes:
-        self._cors(request)
-        request.setResponseCode(204)
-        return b""
+        return self._CORS.preflight(request)

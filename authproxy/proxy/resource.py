@@ -30,12 +30,19 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from authproxy.config import Config
-from authproxy.http.request import too_large_payload
-from authproxy.http.responses import NO_STORE, TrustedProxies, write_json
+from authproxy.http.cors import AllowedOriginsCORS, OriginPolicy
+from authproxy.http.errors import (
+    HTTPError,
+    ProxyError,
+    internal_error,
+    method_not_allowed,
+    write_error,
+)
+from authproxy.http.request import too_large_description
+from authproxy.http.responses import TrustedProxies
 from authproxy.proxy.backend_client import NO_BODY_STATUS, RESPONSE_DONE, BytesProducer
 from authproxy.proxy.guard import BearerError, BearerGuard, Challenge, Principal
 from authproxy.proxy.headers import (
-    OriginPolicy,
     backend_request_headers,
     end_to_end,
     request_owned,
@@ -59,15 +66,16 @@ from authproxy.upstream.interface import (
 
 SMALL_BODY = 64 * 1024
 PROXIED_METHODS = (b"GET", b"POST", b"DELETE")
-_CORS_ALLOW_HEADERS = (
-    "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID"
-)
-_CORS_EXPOSE_HEADERS = "Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate"
 RETRY_AFTER = "5"  # seconds, when a connection or session cap refuses a request
-_NO_SUCH_SESSION = {
-    "error": "session_not_found",
-    "error_description": "no such MCP session for this token; send initialize to start a new one",
-}
+
+
+def no_such_session() -> ProxyError:
+    """Unknown, expired, ended or another user's session: all look alike."""
+    return ProxyError(
+        404,
+        "session_not_found",
+        "no such MCP session for this token; send initialize to start a new one",
+    )
 
 
 class SessionRefused(Exception):
@@ -252,8 +260,12 @@ class MCPProxy(Resource):
         self._agent = agent
         self._clock = clock
         self._provider = provider
-        self._origins = OriginPolicy.from_config(
-            config.server.public_url, config.server.allowed_origins
+        self._cors = AllowedOriginsCORS(
+            OriginPolicy.from_config(config.server.public_url, config.server.allowed_origins),
+            methods="GET, POST, DELETE",
+            allow_headers="Authorization, Content-Type, Accept, Mcp-Session-Id, "
+            "MCP-Protocol-Version, Last-Event-ID",
+            expose_headers="Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate",
         )
         self._trusted = TrustedProxies.from_cidrs(config.server.trusted_proxies)
         self._max_body = config.server.max_request_body
@@ -281,17 +293,18 @@ class MCPProxy(Resource):
 
     def render(self, request: Request) -> Any:
         d = ensureDeferred(self._handle(request))
-        d.addErrback(self._crashed, request)
+        d.addErrback(self._failed, request)
         return NOT_DONE_YET
 
-    def _crashed(self, failure: Failure, request: Request) -> None:
-        self.log.failure(
-            "Proxying {method} {path} failed", failure, method=request.method, path=request.path
-        )
-        if not request.startedWriting:
-            write_json(
-                request, 500, {"error": "server_error", "error_description": "internal error"}
+    def _failed(self, failure: Failure, request: Request) -> None:
+        error = failure.value
+        if not isinstance(error, HTTPError):
+            self.log.failure(
+                "Proxying {method} {path} failed", failure, method=request.method, path=request.path
             )
+            error = internal_error()
+        if not request.startedWriting:
+            write_error(request, error)
         elif not request.finished:
             request.loseConnection()
 
@@ -299,55 +312,33 @@ class MCPProxy(Resource):
     async def _handle(self, request: Request) -> None:
         request.defaultContentType = None  # type: ignore[assignment]
         origin = request.requestHeaders.getRawHeaders(b"origin", [None])[0]
-        if not self._origins.permits(origin):
-            write_json(
-                request,
-                403,
-                {"error": "forbidden_origin", "error_description": "this Origin is not allowed"},
-                NO_STORE,
-            )
-            return
+        if not self._cors.permits(origin):
+            raise ProxyError(403, "forbidden_origin", "this Origin is not allowed")
         if origin is not None:
-            self._cors(request, origin)
+            self._cors.allow(request, origin)
         method = request.method
         if method == b"OPTIONS":
             request.setResponseCode(204)
             request.setHeader("Allow", "GET, POST, DELETE, OPTIONS")
             if origin is not None:
-                request.setHeader("Access-Control-Allow-Methods", "GET, POST, DELETE")
-                request.setHeader("Access-Control-Allow-Headers", _CORS_ALLOW_HEADERS)
-                request.setHeader("Access-Control-Max-Age", "600")
+                self._cors.preflight_headers(request)
             request.finish()
             return
         if method not in PROXIED_METHODS:
-            write_json(
-                request,
-                405,
-                {"error": "method_not_allowed", "error_description": "use GET, POST or DELETE"},
-                {"Allow": "GET, POST, DELETE"},
-            )
-            return
+            raise method_not_allowed(("GET", "POST", "DELETE"), "use GET, POST or DELETE")
         target = origin_form_target(request.uri)
         if target is None:
             # Only "/path?query" (or an absolute http(s) URL) may follow the backend's
             # base URL: ".evil.example/x" or ":8081/x" would change the host or port the
             # user's upstream token is sent to.
-            write_json(
-                request,
-                400,
-                {"error": "invalid_request", "error_description": "bad request target"},
-                NO_STORE,
-            )
-            return
+            raise ProxyError(400, "invalid_request", "bad request target")
         body = self._read_body(request)
         if body is None:
-            write_json(request, 413, too_large_payload(self._max_body), NO_STORE)
-            return
+            raise ProxyError(413, "request_too_large", too_large_description(self._max_body))
         try:
             principal = await self._guard.authenticate(request)
         except BearerError as e:
-            self._refuse(request, e)
-            return
+            raise self.challenge.challenge(e) from None
         grant: Owner = (principal.subject, principal.client_id)
         session_id = None
         if self._bind_sessions:
@@ -355,23 +346,19 @@ class MCPProxy(Resource):
             if sent:
                 session_id = sent[0]
                 if not self.sessions.enter(session_id, grant):
-                    # Unknown, expired, ended or another user's: all look alike.
-                    write_json(request, 404, _NO_SUCH_SESSION, NO_STORE)
-                    return
+                    raise no_such_session()
         elif self._legacy_sessions:
             # Only the stream's GET needs no session: any other request might be a message
             # to a session whose URL carries no session parameter.
             key, named = session_key(target)
             if named or method != b"GET":
                 if not self.sessions.enter(key, grant):
-                    write_json(request, 404, _NO_SUCH_SESSION, NO_STORE)
-                    return
+                    raise no_such_session()
                 session_id = key
         try:
             refused = self.limits.acquire(grant)
             if refused is not None:
-                self._over_capacity(request, refused)
-                return
+                raise self._over_capacity(refused)
             try:
                 await self._forward(request, method, target, body, principal, session_id)
             finally:
@@ -400,15 +387,14 @@ class MCPProxy(Resource):
             )
             await self._inject_upstream_token(principal, headers)
         except BearerError as e:
-            self._refuse(request, e)
-            return
+            raise self.challenge.challenge(e) from None
         if request.finished or _disconnected(request):
             return
         await self._relay(
             request, method, self._backend_base + target, headers, body, principal, session_id
         )
 
-    def _over_capacity(self, request: Request, refused: str) -> None:
+    def _over_capacity(self, refused: str) -> ProxyError:
         if refused == "grant":
             description = (
                 f"this user and client already hold {self.limits.per_grant} connections "
@@ -423,12 +409,7 @@ class MCPProxy(Resource):
                     "Backend connection limit ({limit}) reached; answering 503",
                     limit=self.limits.total,
                 )
-        write_json(
-            request,
-            503,
-            {"error": "too_many_connections", "error_description": description},
-            {**NO_STORE, "Retry-After": RETRY_AFTER},
-        )
+        return ProxyError(503, "too_many_connections", description, retry_after=RETRY_AFTER)
 
     def _track_session(
         self,
@@ -447,11 +428,6 @@ class MCPProxy(Resource):
             self.sessions.end(session_id)
         return True
 
-    def _cors(self, request: Request, origin: bytes) -> None:
-        request.setHeader(b"Access-Control-Allow-Origin", origin)
-        request.setHeader("Access-Control-Expose-Headers", _CORS_EXPOSE_HEADERS)
-        request.responseHeaders.addRawHeader(b"vary", b"Origin")
-
     def _read_body(self, request: Request) -> bytes | None:
         """The request body, or None when it is larger than server.max_request_body."""
         declared = request.requestHeaders.getRawHeaders(b"content-length", [None])[0]
@@ -469,12 +445,6 @@ class MCPProxy(Resource):
             return None
         content.seek(0)
         return content.read()
-
-    def _refuse(self, request: Request, error: BearerError) -> None:
-        headers = {**NO_STORE, **error.headers}
-        if error.status in (400, 401, 403):
-            headers["WWW-Authenticate"] = self.challenge.header(error)
-        write_json(request, error.status, self.challenge.payload(error), headers)
 
     async def _inject_upstream_token(self, principal: Principal, headers: Headers) -> None:
         if self._strategy == "none" or self._provider is None:
@@ -543,16 +513,9 @@ class MCPProxy(Resource):
                 method=method,
                 path=request.path,
             )
-            write_json(
-                request,
-                504,
-                {
-                    "error": "backend_timeout",
-                    "error_description": "the MCP server did not answer in time",
-                },
-                NO_STORE,
-            )
-            return
+            raise ProxyError(
+                504, "backend_timeout", "the MCP server did not answer in time"
+            ) from None
         except defer.CancelledError:
             return
         except Exception as e:
@@ -564,13 +527,7 @@ class MCPProxy(Resource):
                 path=request.path,
                 why=_describe(e),
             )
-            write_json(
-                request,
-                502,
-                {"error": "bad_gateway", "error_description": "the MCP server is unreachable"},
-                NO_STORE,
-            )
-            return
+            raise ProxyError(502, "bad_gateway", "the MCP server is unreachable") from None
         if gone:
             # Headers arrived after the client left: drop the connection unread.
             response.deliverBody(_Discard())
@@ -580,17 +537,12 @@ class MCPProxy(Resource):
             self.log.warn(
                 "A new MCP session could not be bound (session table full, or the id is bound to another user)"
             )
-            write_json(
-                request,
+            raise ProxyError(
                 503,
-                {
-                    "error": "too_many_sessions",
-                    "error_description": "authproxy cannot take another MCP session now; "
-                    "retry later",
-                },
-                {**NO_STORE, "Retry-After": RETRY_AFTER},
+                "too_many_sessions",
+                "authproxy cannot take another MCP session now; retry later",
+                retry_after=RETRY_AFTER,
             )
-            return
         legacy: list[LegacyStream] = []
         rewriter, length = self._copy_response_head(
             request, response, url, method, principal, legacy

@@ -9,8 +9,8 @@ from __future__ import annotations
 import secrets
 from typing import Any, ClassVar
 
-from authproxy.authserver._common import end_token_family
 from authproxy.authserver.grants.issuance import GrantHandler, Issuance, invalid_grant
+from authproxy.authserver.token_families import end_token_family
 from authproxy.storage.models import RegisteredClient, TokenFamily
 from authproxy.tokens import AUTHORIZATION_CODE, verify_pkce
 

@@ -13,7 +13,7 @@ import attrs
 from twisted.logger import Logger
 
 from authproxy.authserver.audience import InvalidTarget, ResourceIndicators
-from authproxy.http.responses import OAuthError
+from authproxy.http.errors import OAuthError
 from authproxy.storage import Storage
 from authproxy.storage.models import RefreshToken, RegisteredClient
 from authproxy.tokens import (

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from authproxy.authserver._common import end_token_family, split_scope
 from authproxy.authserver.grants.issuance import GrantHandler, Issuance, invalid_grant
-from authproxy.http.responses import OAuthError
+from authproxy.authserver.scopes import split_scope
+from authproxy.authserver.token_families import end_token_family
+from authproxy.http.errors import OAuthError
 from authproxy.storage.models import RefreshToken, RegisteredClient
 from authproxy.tokens import REFRESH_TOKEN
 
