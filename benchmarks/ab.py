@@ -1,4 +1,4 @@
-"""A/B of two authproxy source trees on the P1 workload, interleaved in one session.
+"""A/B of two authproxy source trees on the P1 and P3 workloads, interleaved in one session.
 
     taskset -c 1 ../venv/bin/python benchmarks/ab.py --b-tree ../authproxy-old [--rounds 4]
 
@@ -7,19 +7,21 @@ Each daemon runs from its own tree (PYTHONPATH; make the other one with ``git wo
 ``benchmarks/run``. Each round, per daemon: wrk's requests/s (16 connections), then an
 open-loop fixed rate (``--rate``) with authproxy's CPU per request, p50 and p99. Rounds
 interleave, so the machine's noise hits both alike: a difference smaller than the spread
-of the rounds is noise.
+of the rounds is noise. P3: refresh-token chains (16 connections) for ``--seconds``, each
+round continuing the chains of the round before.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import harness
-from httpclient import fixed_rate
+from httpclient import Connection, fixed_rate
 
 
 def cpu_seconds(pid: int) -> float:
@@ -28,15 +30,17 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def amain(options: argparse.Namespace) -> None:
-    bench = harness.Bench(argparse.Namespace(log_level="warn"))
+    bench = harness.Bench(argparse.Namespace(log_level="warn", seconds=options.seconds))
     try:
         await bench.start_backend()
         bench.init_keys()
         daemons: dict[str, tuple[Any, int, str]] = {}
+        chains: dict[str, tuple[Any, list[str]]] = {}
         for name, tree in (("A", options.a_tree), ("B", options.b_tree)):
             await bench.start_authproxy(Path(tree).resolve(), bench.json_backend_port)
-            assert bench.authproxy is not None
+            assert bench.authproxy is not None and bench.client is not None
             daemons[name] = (bench.authproxy, bench.authproxy_port, bench.token)
+            chains[name] = (bench.client, await refresh_seeds(bench.client, bench.authproxy_port))
             harness.log(f"{name}: {tree}")
         for _, port, token in daemons.values():
             await bench.wrk(port, token, 1)  # warm-up
@@ -50,14 +54,31 @@ async def amain(options: argparse.Namespace) -> None:
                 )  # fmt: skip
                 cpu_us = (cpu_seconds(proc.pid) - before) * 1e6 / max(1, result.sent)
                 summary = result.summary()
+                client, seeds = chains[name]
+                refresh = await bench.refresh_chains(
+                    harness.HOST, port, seeds, client.refresh_request
+                )
+                chains[name] = (client, bench.refresh_seeds)
                 print(
-                    f"round {round_ + 1} {name}: {wrk['rps']:.0f} req/s; at {options.rate}/s "
+                    f"round {round_ + 1} {name}: P1 {wrk['rps']:.0f} req/s; at {options.rate}/s "
                     f"{cpu_us:.0f} µs CPU/request, p50 {summary['p50_ms']:.2f} ms, "
-                    f"p99 {summary['p99_ms']:.2f} ms, failed {result.failed}",
+                    f"p99 {summary['p99_ms']:.2f} ms, failed {result.failed}; "
+                    f"P3 {refresh['per_s']:.0f} refresh grants/s",
                     flush=True,
                 )
     finally:
         bench.stop_all()
+
+
+async def refresh_seeds(client: Any, port: int, n: int = 16) -> list[str]:
+    """``n`` refresh tokens, each from a real code redemption: the heads of P3's chains."""
+    seeds = []
+    for code in await client.codes(n):
+        conn = await Connection.open(harness.HOST, port)
+        response = await conn.request(client.code_request(code))
+        conn.close()
+        seeds.append(json.loads(response.body)["refresh_token"])
+    return seeds
 
 
 def main() -> None:

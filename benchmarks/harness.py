@@ -206,35 +206,50 @@ def machine() -> dict[str, Any]:
 # --- the processes -------------------------------------------------------------------------
 
 
-def authproxy_config(workdir: Path, port: int, backend_port: int, log_level: str) -> Path:
+# One load generator on 127.0.0.1 stands for thousands of clients (P4: 2000 idle streams),
+# every workload uses one token, and P3 redeems and refreshes as fast as it can from one
+# client and one address: the caps and limits meant for real clients would refuse them.
+SERVER_CAPS = "max_connections = 100000\nmax_connections_per_source = 100000"
+BACKEND_CAPS = "max_connections = 100000\nmax_connections_per_grant = 100000"
+TOKEN_RATES = 'token_rate = "100000000/min"\ntoken_source_rate = "100000000/min"'
+
+
+def _knows(tree: Path, key: str) -> bool:
+    """Whether the authproxy source ``tree`` has the configuration key ``key`` (an A/B of an
+    older tree must not be handed keys it would refuse)."""
+    return key in (tree / "authproxy" / "config.py").read_text()
+
+
+def logger_factory(tree: Path) -> str:
+    """The ``--logger`` factory of the authproxy source ``tree`` (it moved to ops/)."""
+    ops = (tree / "authproxy" / "ops" / "logs.py").exists()
+    return "authproxy.ops.logs.observer" if ops else "authproxy.logs.observer"
+
+
+def authproxy_config(
+    workdir: Path, port: int, backend_port: int, log_level: str, tree: Path = REPO
+) -> Path:
     public = f"http://{HOST}:{port}"
-    config = workdir / "authproxy.toml"
+    config = workdir / f"authproxy-{port}.toml"
+    caps = _knows(tree, "max_connections_per_source")
+    token_rates = _knows(tree, "token_source_rate")
     config.write_text(
         f"""
 [server]
 listen = ["tcp:{port}:interface={HOST}:backlog=1024"]
 public_url = "{public}"
-# one load generator on 127.0.0.1 stands for thousands of clients (P4: 2000 idle streams)
-max_connections = 100000
-max_connections_per_source = 100000
-
+{SERVER_CAPS if caps else ""}
 [backend]
 url = "http://{HOST}:{backend_port}"
 path = "{MCP_PATH}"
-# every workload uses one token: the per-grant caps would refuse P2 and P4
-max_connections = 100000
-max_connections_per_grant = 100000
-
+{BACKEND_CAPS if caps else ""}
 [auth_server]
 signing_keys_dir = "{workdir / "keys"}"
 hmac_secrets_dir = "{workdir / "hmac"}"
 consent = "skip"
 # P3 prepares thousands of logins from 127.0.0.1 (not timed); the per-address limit would refuse them
 authorize_rate = "1000000/min"
-# P3 redeems and refreshes as fast as it can from one client and one address (the measurement)
-token_rate = "100000000/min"
-token_source_rate = "100000000/min"
-
+{TOKEN_RATES if token_rates else ""}
 [auth_server.registration]
 rate = "100/min"
 
@@ -371,11 +386,12 @@ class Bench:
         token through the real endpoints."""
         self.authproxy_port = port = free_port()
         self.authproxy_backend = backend_port = backend_port or self.backend_port
-        config = authproxy_config(self.workdir, port, backend_port, self.o.log_level)
+        tree = source or REPO
+        config = authproxy_config(self.workdir, port, backend_port, self.o.log_level, tree)
         # the command line of etc/authproxy.service
         command = [
             str(VENV_BIN / "twistd"), "-n", "--pidfile=",
-            "--logger", "authproxy.ops.logs.observer",
+            "--logger", logger_factory(tree),
             "authproxy", "--config", str(config),
         ]  # fmt: skip
         env = {"PYTHONPATH": str(source)} if source is not None else None
