@@ -28,7 +28,8 @@ from authproxy.keys.watcher import SecretWatcher
 from authproxy.ops.metrics import AuthproxyMetrics, MetricsResource
 from authproxy.proxy import make_proxy_resource, make_request_factory, proxy_routes
 from authproxy.proxy.early import BodyGate
-from authproxy.storage.memory import MemoryStorage
+from authproxy.storage import Storage
+from authproxy.storage.factory import build_storage
 from authproxy.storage.sweeper import StorageSweeper
 from authproxy.supervisor import backend_services
 from authproxy.upstream.registry import make_upstream_provider, upstream_services
@@ -44,7 +45,7 @@ class Application:
     site: AuthproxySite
     readiness: Readiness
     ring: KeyRing
-    storage: MemoryStorage
+    storage: Storage
     services: list[IService] = attrs.field(factory=list)
     provider: Any = None
 
@@ -66,28 +67,6 @@ def load_ring(config: Config) -> tuple[KeyRing, KeySources]:
         return KeyRing.load(sources, log), sources
     except KeyFileError as e:
         raise ConfigError([f"auth_server keys: {e}"]) from None
-
-
-def storage_caps(config: Config) -> dict[str, int]:
-    """The cap of each MemoryStorage collection (benchmarks/memory_caps.py sizes them)."""
-    storage = config.storage
-    return {
-        "clients": config.auth_server.registration.max_clients,
-        "pending": storage.max_pending,
-        "codes": storage.max_pending,
-        "refresh_tokens": storage.max_refresh_tokens,
-        "families": storage.max_logins,
-        "upstream_sessions": storage.max_logins,
-        "users": storage.max_records,
-        "revoked_jtis": storage.max_records,
-    }
-
-
-def make_storage(config: Config, reactor: Any) -> MemoryStorage:
-    limits = {f"max_{name}": value for name, value in storage_caps(config).items()}
-    return MemoryStorage(
-        reactor, unused_client_ttl=config.auth_server.registration.unused_client_ttl, **limits
-    )
 
 
 def bound_connections(site: AuthproxySite, config: Config) -> None:
@@ -112,8 +91,9 @@ def build_application(config: Config, reactor: Any) -> Application:
     services.append(watcher)
     readiness.register("keys", lambda: (True, watcher.readiness_detail()["keys"]))
 
-    storage = make_storage(config, reactor)
-    services.append(StorageSweeper(storage, reactor, interval=config.storage.sweep_interval))
+    storage = build_storage(config, reactor)
+    sweep_interval = config.storage.sweep_interval
+    services.append(StorageSweeper(storage.upkeep, reactor, interval=sweep_interval))
 
     secret_env = config.upstream.client_secret_env
     backend, probe = backend_services(
@@ -123,14 +103,14 @@ def build_application(config: Config, reactor: Any) -> Application:
     if probe is not None:
         readiness.register("backend", probe.readiness)
 
-    provider = make_upstream_provider(config, storage, reactor)
+    provider = make_upstream_provider(config, storage.upstream_sessions, reactor)
     services.extend(upstream_services(provider))
     readiness.register("upstream", provider.readiness)
 
     pages.install_error_renderer()
     root.mount_all(auth_routes(config, ring, storage, provider, reactor))
     root.mount_all(proxy_routes(config))
-    proxy = make_proxy_resource(config, ring, storage, provider, reactor)
+    proxy = make_proxy_resource(config, ring, storage.revocations, provider, reactor)
     root.fallback = proxy
     services.append(_Closing(proxy.close))
     root.mount("/health", HealthResource())
@@ -139,7 +119,7 @@ def build_application(config: Config, reactor: Any) -> Application:
 
     metrics = AuthproxyMetrics(route_of=root.route_name)
     metrics.add_state(ring, readiness)
-    metrics.add_storage(storage)
+    metrics.add_storage(storage.upkeep)
     root.mount("/metrics", MetricsResource(metrics))
 
     site = AuthproxySite(

@@ -1,11 +1,21 @@
 """The configuration file: frozen attrs classes, structured by cattrs, validated as a whole.
 
-Loading happens in two steps. cattrs structures the TOML/JSON mapping into the classes
-below (unknown keys, wrong types and unparsable durations or sizes are reported with their
-field path). Then ``_validate`` checks the rules that span fields and fills the derived
-defaults (issuer, redirect_uri, allowed_audiences, backend path). Every problem is
-collected, so an operator fixes a file in one round: ``ConfigError.problems`` holds one
-line per problem, each starting with the field path.
+Loading happens in three steps:
+
+1. cattrs structures the TOML/JSON mapping into the classes below. Durations, sizes and
+   rates are parsed here, once, into their value types (seconds, bytes, ``Rate``);
+   unknown keys, wrong types and unparsable values are reported with their field path.
+2. ``validate_config`` checks the rules that span fields, the enumerated (``Literal``)
+   fields and the per-type upstream rules (asked of authproxy.upstream.registry), and
+   fills the derived defaults (issuer, redirect_uri, allowed_audiences, backend path).
+   It reads nothing outside the mapping: no files, no environment.
+3. ``startup_check`` looks at the machine: it parses the listen endpoints (an ``ssl:``
+   endpoint reads its key files) and reads the upstream client secret from its file or
+   environment variable.
+
+``config_from_mapping`` and ``load_config`` run all three and collect every problem, so
+an operator fixes a file in one round: ``ConfigError.problems`` holds one line per
+problem, each starting with the field path.
 """
 
 from __future__ import annotations
@@ -17,17 +27,31 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NewType
+from typing import Any, Literal, NewType, get_args, get_origin
 from urllib.parse import SplitResult, urlsplit
 
 import attrs
 import cattrs
 from cattrs.errors import ForbiddenExtraKeysError
 
-from authproxy.http.loopback import is_loopback_host, listen_is_loopback
+from authproxy.http.loopback import is_loopback_host
+from authproxy.storage.factory import STORAGE_TYPES
 
 Duration = NewType("Duration", float)
 Size = NewType("Size", int)
+
+# The enumerated fields. Structuring only takes the string (normalising the case where the
+# field ignores it); validation checks membership, so a bad value is reported along with
+# every other problem of the file.
+Transport = Literal["streamable-http", "sse"]
+Consent = Literal["remember", "always", "skip"]
+TokenEndpointAuthMethod = Literal["client_secret_basic", "client_secret_post"]
+HttpMethod = Literal["GET", "POST"]
+HeaderStrategy = Literal["replace", "custom", "none"]
+StorageType = Literal["memory"]
+LogFormat = Literal["text", "json"]
+LogLevel = Literal["debug", "info", "warn", "warning", "error", "critical"]
+_CASE_FOLD: dict[Any, Any] = {HttpMethod: str.upper, LogLevel: str.lower}
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -77,6 +101,35 @@ def parse_size(value: object) -> int:
     raise ValueError(f'"{value}" is not a size (examples: 512KiB, 4MiB)')
 
 
+_RATE_RE = re.compile(r"(\d+)/(s|sec|second|m|min|minute|h|hour)")
+_RATE_PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60}
+_RATE_PERIODS.update({"h": 3600, "hour": 3600})
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    match = _RATE_RE.fullmatch(text.strip())
+    if not match or int(match.group(1)) < 1:
+        raise ValueError(f'"{text}" is not a rate (examples: 5/min, 100/hour)')
+    return int(match.group(1)), float(_RATE_PERIODS[match.group(2)])
+
+
+class Rate(str):
+    """A rate limit as the file writes it (``"5/min"``): ``events`` per ``period`` seconds.
+
+    Parsed once, when the configuration is structured; it is still the string it was
+    written as, so it compares and prints as the operator wrote it.
+    """
+
+    events: int
+    period: float
+
+    def __new__(cls, text: str) -> Rate:
+        count, period = parse_rate(text)
+        rate = super().__new__(cls, text)
+        rate.events, rate.period = count, period
+        return rate
+
+
 def format_duration(seconds: float) -> str:
     for unit, factor in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= factor and seconds % factor == 0:
@@ -116,7 +169,7 @@ class ServerConfig:
 @attrs.frozen
 class BackendConfig:
     url: str
-    transport: str = "streamable-http"
+    transport: Transport = "streamable-http"
     path: str = ""  # derived from transport when empty
     command: tuple[str, ...] | None = None
     connect_timeout: Duration = Duration(5.0)
@@ -130,29 +183,17 @@ class BackendConfig:
 
 @attrs.frozen
 class RegistrationConfig:
-    rate: str = "5/min"
+    rate: Rate = Rate("5/min")
     max_clients: int = 5000  # a maximal registration holds ~12 KiB (benchmarks/memory_caps.py)
     unused_client_ttl: Duration = Duration(30 * 86400.0)
 
     @property
     def rate_count(self) -> int:
-        return parse_rate(self.rate)[0]
+        return self.rate.events
 
     @property
     def rate_period(self) -> float:
-        return parse_rate(self.rate)[1]
-
-
-_RATE_RE = re.compile(r"(\d+)/(s|sec|second|m|min|minute|h|hour)")
-_RATE_PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60}
-_RATE_PERIODS.update({"h": 3600, "hour": 3600})
-
-
-def parse_rate(text: str) -> tuple[int, float]:
-    match = _RATE_RE.fullmatch(text.strip())
-    if not match or int(match.group(1)) < 1:
-        raise ValueError(f'"{text}" is not a rate (examples: 5/min, 100/hour)')
-    return int(match.group(1)), float(_RATE_PERIODS[match.group(2)])
+        return self.rate.period
 
 
 @attrs.frozen
@@ -169,19 +210,19 @@ class AuthServerConfig:
     allowed_audiences: tuple[str, ...] = ()  # default: public_url + backend.path
     required_scopes: tuple[str, ...] = ()
     refresh_reuse_grace: Duration = Duration(30.0)
-    consent: str = "remember"
+    consent: Consent = "remember"
     consent_lifespan: Duration = Duration(30 * 86400.0)
-    authorize_rate: str = "120/min"  # /oauth/authorize requests per source address
+    authorize_rate: Rate = Rate("120/min")  # /oauth/authorize requests per source address
     # /oauth/token and /oauth/revoke requests (together) per client and per source address
-    token_rate: str = "60/min"
-    token_source_rate: str = "600/min"
+    token_rate: Rate = Rate("60/min")
+    token_source_rate: Rate = Rate("600/min")
     registration: RegistrationConfig = RegistrationConfig()
 
 
 @attrs.frozen
 class UserinfoConfig:
     endpoint_url: str
-    http_method: str = "GET"
+    http_method: HttpMethod = "GET"
     additional_headers: dict[str, str] = attrs.field(factory=dict)
     subject_fields: tuple[str, ...] = ("sub", "id")
     name_fields: tuple[str, ...] = ("name", "login")
@@ -190,13 +231,13 @@ class UserinfoConfig:
 
 @attrs.frozen
 class UpstreamConfig:
-    type: str = "oidc"
+    type: str = "oidc"  # a name in authproxy.upstream.registry
     name: str = ""  # default: the type
     issuer_url: str | None = None
     client_id: str | None = None
     client_secret_file: str | None = None
     client_secret_env: str | None = None
-    token_endpoint_auth_method: str = "client_secret_basic"
+    token_endpoint_auth_method: TokenEndpointAuthMethod = "client_secret_basic"
     redirect_uri: str = ""  # default: issuer + /oauth/callback
     scopes: tuple[str, ...] = ("openid", "offline_access", "email", "profile")
     authorization_endpoint: str | None = None
@@ -204,19 +245,19 @@ class UpstreamConfig:
     revocation_endpoint: str | None = None  # RFC 7009; oidc: default from discovery
     userinfo: UserinfoConfig | None = None
     timeout: Duration = Duration(10.0)
-    # Resolved from client_secret_file / client_secret_env at load time; never in the file.
+    # Resolved from client_secret_file / client_secret_env by startup_check; never in the file.
     client_secret: Secret | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen
 class UpstreamTokenConfig:
-    header_strategy: str = "replace"
+    header_strategy: HeaderStrategy = "replace"
     custom_header: str = "X-Upstream-Authorization"
 
 
 @attrs.frozen
 class StorageConfig:
-    type: str = "memory"
+    type: StorageType = "memory"
     # Caps per collection, sized for worst-case memory (README, benchmarks/memory_caps.py)
     max_records: int = 100000  # users, and revoked access-token ids (small records)
     max_pending: int = 10000  # logins in progress, and authorization codes
@@ -227,8 +268,8 @@ class StorageConfig:
 
 @attrs.frozen
 class LoggingConfig:
-    format: str = "text"
-    level: str = "info"
+    format: LogFormat = "text"
+    level: LogLevel = "info"
     access_log: bool = True
 
 
@@ -274,6 +315,19 @@ def _string_list(value: object, _: type) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _choice(value: object, type_: Any) -> str:
+    text = _strict(str, "a string")(value, str)
+    fold = _CASE_FOLD.get(type_)
+    # A value that is not a choice stays as written, for the error line to quote.
+    if fold is not None and fold(text) in get_args(type_):
+        return fold(text)
+    return text
+
+
+def _rate(value: object, _: type) -> Rate:
+    return Rate(_strict(str, "a string")(value, str))
+
+
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
     converter.register_structure_hook(str, _strict(str, "a string"))
@@ -283,6 +337,8 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook_func(lambda t: t == tuple[str, ...], _string_list)
     converter.register_structure_hook(Duration, lambda v, _: Duration(parse_duration(v)))
     converter.register_structure_hook(Size, lambda v, _: Size(parse_size(v)))
+    converter.register_structure_hook(Rate, _rate)
+    converter.register_structure_hook_func(lambda t: get_origin(t) is Literal, _choice)
     return converter
 
 
@@ -345,7 +401,8 @@ def check_base_url(value: str) -> str | None:
     return None
 
 
-def _check_url(value: str) -> str | None:
+def check_url(value: str) -> str | None:
+    """Why ``value`` is not an absolute http(s) URL without a fragment, or None when it is."""
     parts = _split(value)
     if parts is None:
         return f'"{value}" is not a valid URL'
@@ -401,7 +458,21 @@ def _connection_problems(server: ServerConfig) -> list[str]:
     return problems
 
 
-def _validate(config: Config, environ: Mapping[str, str], reactor: Any) -> tuple[Config, list[str]]:
+def alternatives(names: Sequence[str]) -> str:
+    """``"a, b or c"``: the allowed values, the way the error lines name them."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _choice_problem(path: str, value: str, choices: Any, *, quoted: bool = False) -> list[str]:
+    """The line for an enumerated field whose ``value`` is not one of ``Literal`` ``choices``."""
+    allowed = get_args(choices)
+    if value in allowed:
+        return []
+    names = [f'"{name}"' if quoted else name for name in allowed]
+    return [f'{path}: "{value}" is not {alternatives(names)}']
+
+
+def _validate(config: Config) -> tuple[Config, list[str]]:
     problems: list[str] = []
     server, backend, auth, upstream = (
         config.server,
@@ -414,9 +485,6 @@ def _validate(config: Config, environ: Mapping[str, str], reactor: Any) -> tuple
         problems.append(f"server.public_url: {why}")
     if not server.listen:
         problems.append("server.listen: needs at least one endpoint")
-    for i, description in enumerate(server.listen):
-        if (why := _check_listen(description, reactor)) is not None:
-            problems.append(f"server.listen[{i}]: {why}")
     for i, cidr in enumerate(server.trusted_proxies):
         try:
             ipaddress.ip_network(cidr, strict=False)
@@ -428,12 +496,9 @@ def _validate(config: Config, environ: Mapping[str, str], reactor: Any) -> tuple
             problems.append(f'server.allowed_origins[{i}]: "{origin}" is not an origin')
     problems.extend(_connection_problems(server))
 
-    if (why := _check_url(backend.url)) is not None:
+    if (why := check_url(backend.url)) is not None:
         problems.append(f"backend.url: {why}")
-    if backend.transport not in ("streamable-http", "sse"):
-        problems.append(
-            f'backend.transport: "{backend.transport}" is not "streamable-http" or "sse"'
-        )
+    problems.extend(_choice_problem("backend.transport", backend.transport, Transport, quoted=True))
     path = backend.path or ("/sse" if backend.transport == "sse" else "/mcp")
     if not path.startswith("/") or "?" in path or "#" in path:
         problems.append(f'backend.path: "{backend.path}" must start with "/"')
@@ -455,38 +520,27 @@ def _validate(config: Config, environ: Mapping[str, str], reactor: Any) -> tuple
     if auth.issuer and (why := check_base_url(auth.issuer)) is not None:
         problems.append(f"auth_server.issuer: {why}")
     problems.extend(_duration_problems("auth_server", auth, _BOUNDS))
-    if auth.consent not in ("remember", "always", "skip"):
-        problems.append(f'auth_server.consent: "{auth.consent}" is not remember, always or skip')
+    problems.extend(_choice_problem("auth_server.consent", auth.consent, Consent))
     for i, scope in enumerate(auth.required_scopes):
         if scope not in auth.scopes_supported:
             problems.append(
                 f'auth_server.required_scopes[{i}]: "{scope}" is not in scopes_supported'
             )
-    for field, rate in (
-        ("registration.rate", auth.registration.rate),
-        ("authorize_rate", auth.authorize_rate),
-        ("token_rate", auth.token_rate),
-        ("token_source_rate", auth.token_source_rate),
-    ):
-        try:
-            parse_rate(rate)
-        except ValueError as e:
-            problems.append(f"auth_server.{field}: {e}")
     if auth.registration.max_clients < 1:
         problems.append("auth_server.registration.max_clients: must be at least 1")
     audiences = auth.allowed_audiences or (server.public_url.rstrip("/") + path,)
     auth = attrs.evolve(auth, issuer=issuer, allowed_audiences=audiences)
 
-    upstream, upstream_problems = _validate_upstream(upstream, issuer, environ)
+    upstream, upstream_problems = _validate_upstream(config, issuer)
     problems.extend(upstream_problems)
-    if upstream.type == "development":
-        problems.extend(development_listen_problems(server.listen))
 
-    if config.upstream_token.header_strategy not in ("replace", "custom", "none"):
-        problems.append(
-            f'upstream_token.header_strategy: "{config.upstream_token.header_strategy}" '
-            "is not replace, custom or none"
+    problems.extend(
+        _choice_problem(
+            "upstream_token.header_strategy",
+            config.upstream_token.header_strategy,
+            HeaderStrategy,
         )
+    )
     storage = config.storage
     for name in ("max_records", "max_pending", "max_logins", "max_refresh_tokens"):
         if getattr(storage, name) < 1:
@@ -496,131 +550,124 @@ def _validate(config: Config, environ: Mapping[str, str], reactor: Any) -> tuple
             "storage.max_refresh_tokens: must exceed max_logins (each login holds a current "
             "refresh token, and rotated ones are kept to detect reuse)"
         )
-    if config.storage.type != "memory":
-        problems.append(f'storage.type: "{config.storage.type}" is not supported (use "memory")')
-    if config.logging.format not in ("text", "json"):
-        problems.append(f'logging.format: "{config.logging.format}" is not text or json')
-    if config.logging.level.lower() not in (
-        "debug",
-        "info",
-        "warn",
-        "warning",
-        "error",
-        "critical",
-    ):
+    if config.storage.type not in STORAGE_TYPES:
+        known = ", ".join(f'"{name}"' for name in sorted(STORAGE_TYPES))
+        problems.append(f'storage.type: "{config.storage.type}" is not supported (use {known})')
+    problems.extend(_choice_problem("logging.format", config.logging.format, LogFormat))
+    if config.logging.level not in get_args(LogLevel):
         problems.append(f'logging.level: "{config.logging.level}" is not a log level')
 
     resolved = attrs.evolve(config, backend=backend, auth_server=auth, upstream=upstream)
     return resolved, problems
 
 
-def development_listen_problems(listen: Sequence[str]) -> list[str]:
-    """Why the development upstream may not run on these listen endpoints; [] when it may.
+def _validate_upstream(config: Config, issuer: str) -> tuple[UpstreamConfig, list[str]]:
+    # Imported here: the upstream types' modules import this one.
+    from authproxy.upstream.registry import UPSTREAM_TYPES
 
-    It lets anyone log in as anyone, so it only serves loopback (and UNIX) addresses.
-    """
-    return [
-        f'server.listen[{i}]: "{description}" is not a loopback address; upstream.type '
-        '"development" lets anyone log in as anyone, so it only listens on 127.0.0.1, [::1] '
-        "or localhost"
-        for i, description in enumerate(listen)
-        if not listen_is_loopback(description)
-    ]
-
-
-_OIDC_ONLY = ("issuer_url",)
-_OAUTH2_ONLY = ("authorization_endpoint", "token_endpoint", "userinfo")
-
-
-def _validate_upstream(
-    upstream: UpstreamConfig, issuer: str, environ: Mapping[str, str]
-) -> tuple[UpstreamConfig, list[str]]:
-    problems: list[str] = []
-    kind = upstream.type
-    if kind not in ("oidc", "oauth2", "development"):
-        return upstream, [f'upstream.type: "{kind}" is not oidc, oauth2 or development']
-    if kind == "oidc":
-        if not upstream.issuer_url:
-            problems.append('upstream.issuer_url: is required for type "oidc"')
-        elif (why := _check_url(upstream.issuer_url)) is not None:
-            problems.append(f"upstream.issuer_url: {why}")
-        forbidden: tuple[str, ...] = _OAUTH2_ONLY
-    elif kind == "oauth2":
-        for field in ("authorization_endpoint", "token_endpoint"):
-            value = getattr(upstream, field)
-            if not value:
-                problems.append(f'upstream.{field}: is required for type "oauth2"')
-            elif (why := _check_url(value)) is not None:
-                problems.append(f"upstream.{field}: {why}")
-        if upstream.userinfo is None:
-            problems.append('upstream.userinfo.endpoint_url: is required for type "oauth2"')
-        else:
-            if (why := _check_url(upstream.userinfo.endpoint_url)) is not None:
-                problems.append(f"upstream.userinfo.endpoint_url: {why}")
-            if upstream.userinfo.http_method.upper() not in ("GET", "POST"):
-                problems.append(
-                    f'upstream.userinfo.http_method: "{upstream.userinfo.http_method}" '
-                    "is not GET or POST"
-                )
-        forbidden = _OIDC_ONLY
-    else:
-        forbidden = (*_OIDC_ONLY, *_OAUTH2_ONLY, "revocation_endpoint")
-    for field in forbidden:
-        if getattr(upstream, field) is not None:
-            problems.append(f'upstream.{field}: does not apply to type "{kind}"')
-    if kind != "development" and not upstream.client_id:
-        problems.append(f'upstream.client_id: is required for type "{kind}"')
-    if upstream.token_endpoint_auth_method not in ("client_secret_basic", "client_secret_post"):
-        problems.append(
-            f'upstream.token_endpoint_auth_method: "{upstream.token_endpoint_auth_method}" '
-            "is not client_secret_basic or client_secret_post"
+    upstream = config.upstream
+    problems = UPSTREAM_TYPES.config_problems(config)
+    problems.extend(
+        _choice_problem(
+            "upstream.token_endpoint_auth_method",
+            upstream.token_endpoint_auth_method,
+            TokenEndpointAuthMethod,
         )
-    if upstream.redirect_uri and (why := _check_url(upstream.redirect_uri)) is not None:
+    )
+    if upstream.userinfo is not None:
+        problems.extend(
+            _choice_problem(
+                "upstream.userinfo.http_method", upstream.userinfo.http_method, HttpMethod
+            )
+        )
+    if upstream.redirect_uri and (why := check_url(upstream.redirect_uri)) is not None:
         problems.append(f"upstream.redirect_uri: {why}")
-    if kind != "development" and upstream.revocation_endpoint is not None:
-        if (why := _check_url(upstream.revocation_endpoint)) is not None:
-            problems.append(f"upstream.revocation_endpoint: {why}")
+    resolved = attrs.evolve(
+        upstream,
+        name=upstream.name or upstream.type,
+        redirect_uri=upstream.redirect_uri or issuer + "/oauth/callback",
+    )
+    return resolved, problems
 
-    secret: Secret | None = None
+
+def validate_config(data: Mapping[str, Any]) -> Config:
+    """Structure and validate a parsed configuration, reading nothing else.
+
+    Raises ConfigError with every problem. The result still lacks what ``startup_check``
+    adds (the upstream client secret).
+    """
+    config, problems = _structure_and_validate(data)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _structure_and_validate(data: Mapping[str, Any]) -> tuple[Config, list[str]]:
+    if not isinstance(data, Mapping):
+        raise ConfigError(["(top level): must be a table of sections"])
+    try:
+        config = _converter.structure(dict(data), Config)
+    except Exception as e:
+        raise ConfigError(_structure_problems(e)) from None
+    return _validate(config)
+
+
+def startup_check(config: Config, environ: Mapping[str, str], reactor: Any = None) -> Config:
+    """Check ``config`` against the machine it starts on; ``config`` with the client secret.
+
+    Parses every listen endpoint (``reactor`` is only kept by the parsed endpoints) and
+    reads the upstream client secret from ``client_secret_file`` or the environment
+    variable ``client_secret_env``. Raises ConfigError with every problem.
+    """
+    config, problems = _startup_problems(config, environ, reactor)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _startup_problems(
+    config: Config, environ: Mapping[str, str], reactor: Any
+) -> tuple[Config, list[str]]:
+    problems = [
+        f"server.listen[{i}]: {why}"
+        for i, description in enumerate(config.server.listen)
+        if (why := _check_listen(description, reactor)) is not None
+    ]
+    secret, secret_problems = _client_secret(config.upstream, environ)
+    problems.extend(secret_problems)
+    upstream = attrs.evolve(config.upstream, client_secret=secret)
+    return attrs.evolve(config, upstream=upstream), problems
+
+
+def _client_secret(
+    upstream: UpstreamConfig, environ: Mapping[str, str]
+) -> tuple[Secret | None, list[str]]:
+    """The client secret from its file, else from its environment variable; and any problem."""
     if upstream.client_secret_file:
         try:
             text = Path(upstream.client_secret_file).read_text().strip()
         except OSError as e:
-            problems.append(
+            return None, [
                 f'upstream.client_secret_file: cannot read "{upstream.client_secret_file}" '
                 f"({e.strerror or e.__class__.__name__})"
-            )
-        else:
-            if not text:
-                problems.append(
-                    f'upstream.client_secret_file: "{upstream.client_secret_file}" is empty'
-                )
-            secret = Secret(text) if text else None
-    elif upstream.client_secret_env:
+            ]
+        if not text:
+            return None, [f'upstream.client_secret_file: "{upstream.client_secret_file}" is empty']
+        return Secret(text), []
+    if upstream.client_secret_env:
         value = environ.get(upstream.client_secret_env, "").strip()
         if not value:
-            problems.append(
+            return None, [
                 f"upstream.client_secret_env: the environment variable "
                 f"{upstream.client_secret_env} is not set or empty"
-            )
-        secret = Secret(value) if value else None
-
-    resolved = attrs.evolve(
-        upstream,
-        name=upstream.name or kind,
-        redirect_uri=upstream.redirect_uri or issuer + "/oauth/callback",
-        client_secret=secret,
-    )
-    return resolved, problems
+            ]
+        return Secret(value), []
+    return None, []
 
 
 def _check_listen(description: str, reactor: Any) -> str | None:
     from twisted.internet import endpoints
 
-    if reactor is None:
-        from twisted.internet.testing import MemoryReactor
-
-        reactor = MemoryReactor()
     try:
         endpoints.serverFromString(reactor, description)
     except Exception as e:  # any parser failure is the operator's typo
@@ -633,17 +680,12 @@ def config_from_mapping(
     environ: Mapping[str, str] | None = None,
     reactor: Any = None,
 ) -> Config:
-    """Structure and validate a parsed configuration; raises ConfigError with every problem."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(["(top level): must be a table of sections"])
-    try:
-        config = _converter.structure(dict(data), Config)
-    except Exception as e:
-        raise ConfigError(_structure_problems(e)) from None
-    resolved, problems = _validate(config, os.environ if environ is None else environ, reactor)
-    if problems:
-        raise ConfigError(problems)
-    return resolved
+    """Validate a parsed configuration and run the startup check; raises ConfigError with every problem."""
+    config, problems = _structure_and_validate(data)
+    config, startup = _startup_problems(config, os.environ if environ is None else environ, reactor)
+    if problems or startup:
+        raise ConfigError(problems + startup)
+    return config
 
 
 def load_config(

@@ -1,6 +1,6 @@
-"""Worst-case memory of MemoryStorage at its caps: every record at its maximum field sizes.
+"""Worst-case memory of the memory storage at its caps: every record at its maximum field sizes.
 
-Fills each collection of a fresh MemoryStorage with ``--sample`` maximal records (distinct
+Fills each collection of a fresh memory storage with ``--sample`` maximal records (distinct
 strings, so nothing is shared), measures the allocation with tracemalloc (records, their
 copies, dict and heap entries and the fairness indexes) and scales to the default cap.
 
@@ -25,7 +25,8 @@ from twisted.internet.task import Clock
 from authproxy.authserver import limits
 from authproxy.config import Config, config_from_mapping, load_config
 from authproxy.keys.ring import KeyRing, KeySources
-from authproxy.storage.memory import MemoryStorage
+from authproxy.storage import Storage
+from authproxy.storage.memory import memory_storage
 from authproxy.storage.models import (
     AuthorizationCode,
     PendingAuthorization,
@@ -189,23 +190,23 @@ def session(i: int) -> UpstreamTokenSession:
     )
 
 
-def fillers(storage: MemoryStorage) -> dict[str, Callable[[int], Any]]:
+def fillers(storage: Storage) -> dict[str, Callable[[int], Any]]:
     return {
-        "clients": lambda i: storage.add_client(client(i)),
-        "pending": lambda i: storage.put_pending(pending(i)),
-        "codes": lambda i: storage.put_code(code(i)),
-        "refresh_tokens": lambda i: storage.put_refresh_token(refresh_token(i)),
-        "families": lambda i: storage.put_family(family(i)),
-        "upstream_sessions": lambda i: storage.put_upstream_session(session(i)),
-        "users": lambda i: storage.user_id_for("okta", text(64, i, "sub")),
-        "revoked_jtis": lambda i: storage.revoke_jti(text(22, i, "j"), START + 900),
+        "clients": lambda i: storage.clients.add_client(client(i)),
+        "pending": lambda i: storage.logins.put_pending(pending(i)),
+        "codes": lambda i: storage.codes.put_code(code(i)),
+        "refresh_tokens": lambda i: storage.families.put_refresh_token(refresh_token(i)),
+        "families": lambda i: storage.families.put_family(family(i)),
+        "upstream_sessions": lambda i: storage.upstream_sessions.put_upstream_session(session(i)),
+        "users": lambda i: storage.users.user_id_for("okta", text(64, i, "sub")),
+        "revoked_jtis": lambda i: storage.revocations.revoke_jti(text(22, i, "j"), START + 900),
     }
 
 
 def bytes_per_record(collection: str, sample: int) -> float:
     clock = Clock()
     clock.advance(START)
-    storage = MemoryStorage(clock)
+    storage = memory_storage(clock)
     fill = fillers(storage)[collection]
     fill(-1)  # containers past their first allocation
     gc.collect()
@@ -220,8 +221,8 @@ def bytes_per_record(collection: str, sample: int) -> float:
 
 
 def caps(config: Config) -> dict[str, int]:
-    """The caps application.make_storage gives MemoryStorage for ``config``."""
-    from authproxy.application import storage_caps
+    """The caps build_storage gives the memory storage for ``config``."""
+    from authproxy.storage.factory import storage_caps
 
     return storage_caps(config)
 

@@ -26,7 +26,7 @@ class SharedVerifierTests(SynchronousTestCase):
         self.claims = claims_of(self.h, self.h.tokens(self.client)["access_token"])
         self.guard = BearerGuard(
             ring=self.h.ring,
-            storage=self.h.storage,
+            revocations=self.h.storage.revocations,
             clock=self.h.clock,
             issuer=self.h.issuer,
             audiences=[self.claims["aud"]],
@@ -46,7 +46,7 @@ class SharedVerifierTests(SynchronousTestCase):
     def revoked(self, token: str, jti: str) -> bool:
         form = {"token": token, "client_id": self.client["client_id"]}
         self.assertEqual(self.h.post_form("/oauth/revoke", form).code, 200)
-        return bool(self.successResultOf(self.h.storage.is_jti_revoked(jti)))
+        return bool(self.successResultOf(self.h.storage.revocations.is_jti_revoked(jti)))
 
     def test_typ_rule_is_the_same_for_both(self) -> None:
         cases = [

@@ -114,7 +114,7 @@ class AuthorizeTests(SynchronousTestCase):
         state = parse_qs(location.query)["state"][0]
         self.assertNotEqual(state, "client-state-123")
         self.assertGreaterEqual(len(state), 40)
-        pending = self.successResultOf(self.h.storage.get_pending(state))
+        pending = self.successResultOf(self.h.storage.logins.get_pending(state))
         assert pending is not None
         self.assertEqual(pending.client_id, self.client["client_id"])
         self.assertEqual(pending.client_state, "client-state-123")
@@ -182,7 +182,7 @@ class AuthorizeTests(SynchronousTestCase):
 
     def test_authorize_marks_client_used(self) -> None:
         self.authorize()
-        stored = self.successResultOf(self.h.storage.get_client(self.client["client_id"]))
+        stored = self.successResultOf(self.h.storage.clients.get_client(self.client["client_id"]))
         assert stored is not None
         self.assertIsNotNone(stored.last_used_at)
 
@@ -227,7 +227,7 @@ class AuthorizeTests(SynchronousTestCase):
         limited = self.h.register(scope="openid email")
         result = self.h.get(self.h.authorize_url(limited, self.challenge))
         state = parse_qs(urlsplit(result.header("location") or "").query)["state"][0]
-        pending = self.successResultOf(self.h.storage.get_pending(state))
+        pending = self.successResultOf(self.h.storage.logins.get_pending(state))
         assert pending is not None
         self.assertEqual(pending.scopes, ("openid", "email"))
 
@@ -244,7 +244,7 @@ class AuthorizeTests(SynchronousTestCase):
 
     def test_absent_resource_defaults_to_sole_audience(self) -> None:
         state = parse_qs(urlsplit(self.authorize().header("location")).query)["state"][0]
-        pending = self.successResultOf(self.h.storage.get_pending(state))
+        pending = self.successResultOf(self.h.storage.logins.get_pending(state))
         assert pending is not None
         self.assertEqual(pending.resource, "http://127.0.0.1:8080/mcp")
 

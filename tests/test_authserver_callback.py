@@ -42,7 +42,7 @@ class CallbackTests(SynchronousTestCase):
         self.assertEqual(params["iss"], ISSUER)
         code_id = self.h.opaque.verify(params["code"], AUTHORIZATION_CODE)
         assert code_id is not None
-        record = self.successResultOf(self.h.storage.redeem_code(code_id))
+        record = self.successResultOf(self.h.storage.codes.redeem_code(code_id))
         assert record is not None
         self.assertEqual(record.client_id, self.client["client_id"])
         self.assertEqual(record.redirect_uri, "http://127.0.0.1:33418/callback")
@@ -58,7 +58,7 @@ class CallbackTests(SynchronousTestCase):
             params = self.h.login(self.client, self.challenge)
             code_id = self.h.opaque.verify(params["code"], AUTHORIZATION_CODE)
             assert code_id is not None
-            record = self.successResultOf(self.h.storage.redeem_code(code_id))
+            record = self.successResultOf(self.h.storage.codes.redeem_code(code_id))
             assert record is not None
             return record.user_id
 

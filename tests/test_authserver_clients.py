@@ -9,7 +9,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from authproxy.authserver.clients import ClientResolver, authenticated_client
 from authproxy.http.responses import OAuthError
-from authproxy.storage.memory import MemoryStorage
+from authproxy.storage.memory import memory_storage
 from authproxy.storage.models import RegisteredClient
 
 CLIENT = RegisteredClient(
@@ -26,7 +26,7 @@ CLIENT = RegisteredClient(
 
 class ResolverTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.storage = MemoryStorage(Clock())
+        self.storage = memory_storage(Clock()).clients
         self.successResultOf(self.storage.add_client(CLIENT))
         self.clients = ClientResolver(self.storage)
 

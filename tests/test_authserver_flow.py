@@ -129,7 +129,7 @@ class ConsentWiringTests(SynchronousTestCase):
             created_at=now,
             expires_at=now + 600,
         )
-        self.successResultOf(self.h.storage.put_pending(pending))
+        self.successResultOf(self.h.storage.logins.put_pending(pending))
         login = self.h.provider.start_login(pending.state)
         idp = self.h.get(login.url)
         # Even the browser holding the login cookie gets no code without the approval.

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from authproxy.config import ConfigError, config_from_mapping
 from authproxy.http.responses import source_key
 from authproxy.ops.metrics import AuthproxyMetrics
-from authproxy.storage.memory import MemoryStorage
+from authproxy.storage.memory import memory_storage
 from authproxy.testing.upstream import AuthServerHarness, HTTPResult, s256_pair
 from tests.test_authserver_token import claims_of
 
@@ -46,15 +46,15 @@ class RevocationNeverForgottenTests(SynchronousTestCase):
                 continue
             refresh_token = result.json()["refresh_token"]
             self.assertEqual(revoke(h, mallory, result.json()["access_token"]).code, 200)
-            self.assertTrue(self.successResultOf(h.storage.is_jti_revoked(alice_jti)))
+            self.assertTrue(self.successResultOf(h.storage.revocations.is_jti_revoked(alice_jti)))
 
-        self.assertTrue(self.successResultOf(h.storage.is_jti_revoked(alice_jti)))
+        self.assertTrue(self.successResultOf(h.storage.revocations.is_jti_revoked(alice_jti)))
         self.assertTrue(refusals, "a full deny list must refuse issuance")
         refused = refusals[0]
         self.assertEqual(refused.code, 503)
         self.assertEqual(refused.json()["error"], "temporarily_unavailable")
         self.assertGreater(int(refused.header("retry-after") or 0), 0)
-        self.assertGreater(h.storage.refusals()["revoked_jtis"], 0)
+        self.assertGreater(h.storage.upkeep.refusals()["revoked_jtis"], 0)
         # mallory's unrotated refresh token still works once the revocations have expired
         h.clock.advance(h.config.auth_server.access_token_lifespan + 61)
         self.assertEqual(h.refresh(mallory, refresh_token).code, 200)
@@ -63,7 +63,9 @@ class RevocationNeverForgottenTests(SynchronousTestCase):
         h = AuthServerHarness({"auth_server": UNLIMITED}, storage_limits={"max_revoked_jtis": 1})
         client = h.register()
         # the deny list is full for 100 s (exp plus the 60 s leeway)
-        self.successResultOf(h.storage.revoke_jti("someone-elses", h.clock.seconds() + 40))
+        self.successResultOf(
+            h.storage.revocations.revoke_jti("someone-elses", h.clock.seconds() + 40)
+        )
         verifier, challenge = s256_pair()
         code = h.login(client, challenge)["code"]
         refused = h.redeem(client, code, verifier)
@@ -152,7 +154,7 @@ class StorageCapConfigTests(SynchronousTestCase):
     }
 
     def test_defaults_fit_the_worst_case_memory_budget(self) -> None:
-        from authproxy.application import storage_caps
+        from authproxy.storage.factory import storage_caps
 
         caps = storage_caps(config_from_mapping(self.BASE))
         self.assertEqual(
@@ -253,12 +255,12 @@ class PendingFloodTests(SynchronousTestCase):
 class StorageMetricsTests(SynchronousTestCase):
     def test_refusals_counted_by_collection(self) -> None:
         clock = Clock()
-        storage = MemoryStorage(clock, max_revoked_jtis=1)
+        storage = memory_storage(clock, max_revoked_jtis=1)
         metrics = AuthproxyMetrics(route_of=lambda path: "other")
-        metrics.add_storage(storage)
-        self.successResultOf(storage.revoke_jti("j", 900))
+        metrics.add_storage(storage.upkeep)
+        self.successResultOf(storage.revocations.revoke_jti("j", 900))
         for _ in range(2):
-            self.failureResultOf(storage.issuance_room("c", False))
+            self.failureResultOf(storage.families.issuance_room("c", False))
         text = generate_latest(metrics.registry).decode()
         self.assertIn('authproxy_storage_refusals_total{collection="revoked_jtis"} 2.0', text)
         self.assertIn('authproxy_storage_records{collection="revoked_jtis"} 1.0', text)

@@ -18,6 +18,7 @@ from authproxy.authserver.limits import (
 from authproxy.authserver.ratelimit import TokenBucketLimiter
 from authproxy.authserver.register import check_redirect_uri, validate_client_metadata
 from authproxy.http.responses import OAuthError
+from authproxy.storage.memory.rates import MemoryRateCounters
 from authproxy.testing.upstream import AuthServerHarness, s256_pair
 
 SUPPORTED = ("openid", "profile", "email", "offline_access")
@@ -269,7 +270,7 @@ class RegistrationEndpointTests(SynchronousTestCase):
         self.assertEqual(body["client_name"], "Inspector")
         self.assertEqual(body["scope"], "openid")
         self.assertNotIn("client_secret", body)
-        stored = self.successResultOf(self.h.storage.get_client(body["client_id"]))
+        stored = self.successResultOf(self.h.storage.clients.get_client(body["client_id"]))
         assert stored is not None
         self.assertEqual(stored.redirect_uris, (GOOD_URI,))
         self.assertIsNone(stored.last_used_at)
@@ -388,20 +389,29 @@ class RateLimitTests(SynchronousTestCase):
 class TokenBucketTests(SynchronousTestCase):
     def test_bucket(self) -> None:
         clock = Clock()
-        limiter = TokenBucketLimiter(clock, 2, 10.0, max_keys=2)
-        self.assertEqual(limiter.acquire("a"), 0)
-        self.assertEqual(limiter.acquire("a"), 0)
-        self.assertAlmostEqual(limiter.acquire("a"), 5.0)
+        limiter = TokenBucketLimiter(MemoryRateCounters(clock, max_keys=2), 2, 10.0)
+        self.assertEqual(self.successResultOf(limiter.acquire("a")), 0)
+        self.assertEqual(self.successResultOf(limiter.acquire("a")), 0)
+        self.assertAlmostEqual(self.successResultOf(limiter.acquire("a")), 5.0)
         clock.advance(5)
-        self.assertEqual(limiter.acquire("a"), 0)
+        self.assertEqual(self.successResultOf(limiter.acquire("a")), 0)
         self.assertEqual(TokenBucketLimiter.retry_after(0.2), "1")
         self.assertEqual(TokenBucketLimiter.retry_after(4.01), "5")
 
     def test_bounded_keys(self) -> None:
-        limiter = TokenBucketLimiter(Clock(), 1, 10.0, max_keys=2)
+        counters = MemoryRateCounters(Clock(), max_keys=2)
+        limiter = TokenBucketLimiter(counters, 1, 10.0)
         for key in ("a", "b", "c"):
-            self.assertEqual(limiter.acquire(key), 0)
-        self.assertEqual(len(limiter._buckets), 2)
+            self.assertEqual(self.successResultOf(limiter.acquire(key)), 0)
+        self.assertEqual(len(counters._buckets), 2)
+
+    def test_limiters_sharing_counters_keep_apart(self) -> None:
+        counters = MemoryRateCounters(Clock())
+        registration = TokenBucketLimiter(counters, 1, 10.0, "registration")
+        authorize = TokenBucketLimiter(counters, 1, 10.0, "authorize")
+        self.assertEqual(self.successResultOf(registration.acquire("a")), 0)
+        self.assertEqual(self.successResultOf(authorize.acquire("a")), 0)
+        self.assertGreater(self.successResultOf(registration.acquire("a")), 0)
 
 
 class ClientCapAndExpiryTests(SynchronousTestCase):
@@ -415,7 +425,7 @@ class ClientCapAndExpiryTests(SynchronousTestCase):
         h.tokens(first)  # first is now used
         h.clock.advance(1)
         third = h.register()
-        get = h.storage.get_client
+        get = h.storage.clients.get_client
         self.assertIsNotNone(self.successResultOf(get(first["client_id"])))
         self.assertIsNone(self.successResultOf(get(second["client_id"])))
         self.assertIsNotNone(self.successResultOf(get(third["client_id"])))

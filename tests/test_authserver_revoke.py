@@ -22,7 +22,7 @@ class RevocationTests(SynchronousTestCase):
 
     def is_revoked(self, access_token: str) -> bool:
         jti = claims_of(self.h, access_token)["jti"]
-        return bool(self.successResultOf(self.h.storage.is_jti_revoked(jti)))
+        return bool(self.successResultOf(self.h.storage.revocations.is_jti_revoked(jti)))
 
     def test_refresh_token_revokes_the_family(self) -> None:
         second = self.h.refresh(self.client, self.tokens["refresh_token"]).json()

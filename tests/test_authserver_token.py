@@ -72,7 +72,7 @@ class AuthorizationCodeGrantTests(Base):
         self.assertTrue(claims["jti"])
         self.assertEqual(claims["name"], "Alice Example")
         self.assertEqual(claims["email"], "alice@example.com")
-        stored = self.successResultOf(self.h.storage.get_client(self.client["client_id"]))
+        stored = self.successResultOf(self.h.storage.clients.get_client(self.client["client_id"]))
         assert stored is not None
         self.assertIsNotNone(stored.last_used_at)
 
@@ -184,7 +184,9 @@ class AuthorizationCodeGrantTests(Base):
         replay = self.h.redeem(self.client, code, self.verifier)
         self.assertError(replay, 400, "invalid_grant")
         # the access token issued from the code is deny-listed, the refresh token is dead
-        self.assertTrue(self.successResultOf(self.h.storage.is_jti_revoked(claims["jti"])))
+        self.assertTrue(
+            self.successResultOf(self.h.storage.revocations.is_jti_revoked(claims["jti"]))
+        )
         self.assertError(self.h.refresh(self.client, tokens["refresh_token"]), 400, "invalid_grant")
         self.assertIn(claims["tsid"], self.h.provider.ended_sessions)
 
@@ -344,7 +346,7 @@ class RefreshTokenGrantTests(Base):
         second = self.h.refresh(self.client, self.first["refresh_token"]).json()
         token_id = self.h.opaque.verify(self.first["refresh_token"], REFRESH_TOKEN)
         assert token_id is not None
-        record = self.successResultOf(self.h.storage.get_refresh_token(token_id))
+        record = self.successResultOf(self.h.storage.families.get_refresh_token(token_id))
         assert record is not None
         stored = json.dumps(record.successor_response)
         self.assertNotIn(second["refresh_token"], stored)
@@ -360,7 +362,7 @@ class RefreshTokenGrantTests(Base):
         self.assertError(self.h.refresh(self.client, third["refresh_token"]), 400, "invalid_grant")
         for body in (self.first, second, third):
             jti = claims_of(self.h, body["access_token"])["jti"]
-            self.assertTrue(self.successResultOf(self.h.storage.is_jti_revoked(jti)))
+            self.assertTrue(self.successResultOf(self.h.storage.revocations.is_jti_revoked(jti)))
         tsid = claims_of(self.h, self.first["access_token"])["tsid"]
         self.assertIn(tsid, self.h.provider.ended_sessions)
 
@@ -416,16 +418,16 @@ class RefreshTokenGrantTests(Base):
 
     def test_lost_rotation_race_answers_like_a_retry(self) -> None:
         storage = self.h.storage
-        real_mark_rotated = storage.mark_rotated
+        real_mark_rotated = storage.families.mark_rotated
         winner: dict[str, Any] = {}
 
         def concurrent_winner(token_id: str, rotated_at: float, response: Any) -> Any:
             # another request rotated the token just before this one
-            storage.mark_rotated = real_mark_rotated  # type: ignore[method-assign]
+            storage.families.mark_rotated = real_mark_rotated  # type: ignore[method-assign]
             winner.update(self.h.refresh(self.client, self.first["refresh_token"]).json())
             return real_mark_rotated(token_id, rotated_at, response)
 
-        storage.mark_rotated = concurrent_winner  # type: ignore[method-assign,assignment]
+        storage.families.mark_rotated = concurrent_winner  # type: ignore[method-assign,assignment]
         result = self.h.refresh(self.client, self.first["refresh_token"])
         self.assertEqual(result.code, 200)
         self.assertEqual(result.json(), winner)

@@ -11,11 +11,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from authproxy.config import (
     ConfigError,
+    Rate,
     Secret,
     config_from_mapping,
     load_config,
     parse_duration,
     parse_size,
+    startup_check,
+    validate_config,
 )
 
 EXAMPLE = Path(__file__).parent.parent / "etc" / "authproxy.example.toml"
@@ -324,3 +327,102 @@ class ValidationTests(SynchronousTestCase):
         self.assertIn("not valid toml", caught.exception.problems[0])
         with self.assertRaises(ConfigError):
             load_config("/nonexistent/authproxy.toml")
+
+
+class ValueTypeTests(SynchronousTestCase):
+    """Rates, sizes and enumerated fields arrive parsed; consumers never re-parse strings."""
+
+    def test_rates_are_parsed_once(self) -> None:
+        auth = config_from_mapping(
+            minimal(auth_server={"token_rate": "3/min", "registration": {"rate": "100/hour"}})
+        ).auth_server
+        self.assertIsInstance(auth.token_rate, Rate)
+        self.assertEqual((auth.token_rate.events, auth.token_rate.period), (3, 60.0))
+        self.assertEqual(auth.token_rate, "3/min")  # still the text the operator wrote
+        registration = auth.registration.rate
+        self.assertEqual((registration.events, registration.period), (100, 3600.0))
+        self.assertEqual((auth.authorize_rate.events, auth.authorize_rate.period), (120, 60.0))
+        self.assertRaises(ValueError, Rate, "0/s")
+
+    def test_sizes_are_bytes(self) -> None:
+        server = config_from_mapping(minimal(server={"max_request_body": "512KiB"})).server
+        self.assertEqual(server.max_request_body, 524288)
+
+    def test_enumerated_fields_fold_case_only_where_it_is_ignored(self) -> None:
+        config = config_from_mapping(
+            minimal(
+                upstream={
+                    "type": "oauth2",
+                    "client_id": "x",
+                    "authorization_endpoint": "https://a.example",
+                    "token_endpoint": "https://t.example",
+                    "userinfo": {"endpoint_url": "https://u.example", "http_method": "post"},
+                },
+                logging={"level": "DEBUG"},
+            )
+        )
+        assert config.upstream.userinfo is not None
+        self.assertEqual(config.upstream.userinfo.http_method, "POST")
+        self.assertEqual(config.logging.level, "debug")
+        with self.assertRaises(ConfigError) as caught:
+            config_from_mapping(minimal(auth_server={"consent": "Remember"}))
+        self.assertEqual(
+            caught.exception.problems,
+            ['auth_server.consent: "Remember" is not remember, always or skip'],
+        )
+
+
+class StartupCheckTests(SynchronousTestCase):
+    """Validation reads nothing; the startup check reads files and the environment."""
+
+    OIDC = {"type": "oidc", "issuer_url": "https://idp.example.com", "client_id": "x"}
+
+    def test_validation_reads_no_secret_file(self) -> None:
+        missing = minimal(upstream={**self.OIDC, "client_secret_file": "/nonexistent/secret"})
+        config = validate_config(missing)  # no ConfigError: the file is not looked at
+        self.assertIsNone(config.upstream.client_secret)
+        with self.assertRaises(ConfigError) as caught:
+            startup_check(config, environ={})
+        self.assertEqual(len(caught.exception.problems), 1)
+        self.assertTrue(
+            caught.exception.problems[0].startswith(
+                'upstream.client_secret_file: cannot read "/nonexistent/secret"'
+            )
+        )
+
+    def test_validation_reads_no_environment(self) -> None:
+        config = validate_config(minimal(upstream={**self.OIDC, "client_secret_env": "V"}))
+        self.assertIsNone(config.upstream.client_secret)
+        resolved = startup_check(config, environ={"V": "from-env"})
+        assert resolved.upstream.client_secret is not None
+        self.assertEqual(resolved.upstream.client_secret.reveal(), "from-env")
+
+    def test_listen_endpoints_are_parsed_at_startup(self) -> None:
+        # An ssl: endpoint reads its key files when parsed: that is startup, not validation.
+        listen = [
+            "tcp:1:interface=127.0.0.1",
+            "ssl:8443:privateKey=/nonexistent/key.pem:interface=127.0.0.1",
+        ]
+        config = validate_config(minimal(server={"listen": listen}))
+        with self.assertRaises(ConfigError) as caught:
+            startup_check(config, environ={})
+        self.assertEqual([p.split(":")[0] for p in caught.exception.problems], ["server.listen[1]"])
+
+    def test_both_passes_report_in_one_round(self) -> None:
+        data = minimal(
+            upstream={**self.OIDC, "client_secret_file": "/nonexistent/secret"},
+            logging={"format": "yaml"},
+        )
+        with self.assertRaises(ConfigError) as caught:
+            config_from_mapping(data, environ={})
+        self.assertEqual(
+            [p.split(":")[0] for p in caught.exception.problems],
+            ["logging.format", "upstream.client_secret_file"],
+        )
+
+    def test_production_code_never_imports_twisted_test_fakes(self) -> None:
+        package = Path(__file__).parent.parent / "authproxy"
+        for module in package.rglob("*.py"):
+            if module.parts[-2] == "testing":
+                continue
+            self.assertNotIn("twisted.internet.testing", module.read_text(), str(module))

@@ -18,7 +18,8 @@ from authproxy.http.pages import install_error_renderer
 from authproxy.http.responses import AsyncResource
 from authproxy.http.routing import PrefixTable
 from authproxy.keys.ring import KeyRing, KeySet, generate_ephemeral_key
-from authproxy.storage.memory import MemoryStorage
+from authproxy.storage import Storage
+from authproxy.storage.memory import memory_storage
 from authproxy.storage.models import PendingAuthorization, RegisteredClient
 
 START = 1_700_000_000.0
@@ -79,16 +80,16 @@ def make_pending(state: str, client_id: str = "client-a", **kw: Any) -> PendingA
 class FakeAuthorize(AsyncResource):
     """Stands in for /oauth/authorize after validation: ?state=... of a stored pending."""
 
-    def __init__(self, step: ConsentStep, storage: MemoryStorage) -> None:
+    def __init__(self, step: ConsentStep, storage: Storage) -> None:
         super().__init__()
         self.step = step
         self.storage = storage
 
     async def handle_GET(self, request: Request) -> bytes:
         state = request.args[b"state"][0].decode()
-        pending = await self.storage.get_pending(state)
+        pending = await self.storage.logins.get_pending(state)
         assert pending is not None
-        client = await self.storage.get_client(pending.client_id)
+        client = await self.storage.clients.get_client(pending.client_id)
         assert client is not None
         page = await self.step.begin(request, pending, client)
         if page is None:
@@ -109,8 +110,8 @@ class ConsentTests(SynchronousTestCase):
 
     def build(self, consent: str, public_url: str = PUBLIC) -> None:
         self.config = make_config(consent, public_url)
-        self.storage = MemoryStorage(self.clock)
-        self.step = ConsentStep(self.config, self.storage, self.ring, self.clock)
+        self.storage = memory_storage(self.clock)
+        self.step = ConsentStep(self.config, self.storage.logins, self.ring, self.clock)
 
         async def continue_to_upstream(request: Request, pending: PendingAuthorization) -> bytes:
             self.continued.append(pending)
@@ -122,11 +123,13 @@ class ConsentTests(SynchronousTestCase):
         root.mount("/authorize", FakeAuthorize(self.step, self.storage))
         root.mount(
             "/oauth/consent",
-            ConsentResource(self.config, self.storage, self.ring, self.clock, continue_to_upstream),
+            ConsentResource(
+                self.config, self.storage.logins, self.ring, self.clock, continue_to_upstream
+            ),
         )
         self.root = root
         for client_id in ("client-a", "client-b"):
-            self.successResultOf(self.storage.add_client(make_client(client_id)))
+            self.successResultOf(self.storage.clients.add_client(make_client(client_id)))
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -141,7 +144,7 @@ class ConsentTests(SynchronousTestCase):
         return response, body
 
     def put_pending(self, state: str, client_id: str = "client-a", **kw: Any) -> None:
-        self.successResultOf(self.storage.put_pending(make_pending(state, client_id, **kw)))
+        self.successResultOf(self.storage.logins.put_pending(make_pending(state, client_id, **kw)))
 
     def authorize(self, state: str, cookies: dict[str, str] | None = None) -> tuple[Any, bytes]:
         headers = {}
@@ -215,7 +218,7 @@ class ConsentTests(SynchronousTestCase):
 
     def test_csrf_token_stored_in_pending_and_cookie(self) -> None:
         seen = self.show_page("s1")
-        pending = self.successResultOf(self.storage.get_pending("s1"))
+        pending = self.successResultOf(self.storage.logins.get_pending("s1"))
         assert pending is not None
         self.assertEqual(pending.csrf_token, seen["csrf_token"])
         self.assertFalse(pending.consented)
@@ -234,7 +237,9 @@ class ConsentTests(SynchronousTestCase):
 
     def test_malicious_client_name_escaped(self) -> None:
         evil = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
-        self.successResultOf(self.storage.add_client(make_client("client-evil", client_name=evil)))
+        self.successResultOf(
+            self.storage.clients.add_client(make_client("client-evil", client_name=evil))
+        )
         self.put_pending(
             "s1", "client-evil", scopes=("openid", "<b>odd</b>"), redirect_uri="http://x/<i>"
         )
@@ -249,7 +254,7 @@ class ConsentTests(SynchronousTestCase):
     def test_client_name_with_a_lone_surrogate_still_renders(self) -> None:
         # Registration refuses such names now; one stored before must not make a 500.
         self.successResultOf(
-            self.storage.add_client(make_client("client-odd", client_name="Odd \ud800 app"))
+            self.storage.clients.add_client(make_client("client-odd", client_name="Odd \ud800 app"))
         )
         self.put_pending("s1", "client-odd")
         response, body = self.authorize("s1")
@@ -268,7 +273,7 @@ class ConsentTests(SynchronousTestCase):
         )
         [pending] = self.continued
         self.assertTrue(pending.consented)
-        stored = self.successResultOf(self.storage.get_pending("s1"))
+        stored = self.successResultOf(self.storage.logins.get_pending("s1"))
         assert stored is not None
         self.assertTrue(stored.consented)
 
@@ -367,7 +372,7 @@ class ConsentTests(SynchronousTestCase):
         self.assertEqual(response.headers.getRawHeaders("Cache-Control"), ["no-store"])
         self.assertEqual(self.continued, [])
         # Consumed: the same form cannot be used again, to deny or approve.
-        self.assertIsNone(self.successResultOf(self.storage.get_pending("s1")))
+        self.assertIsNone(self.successResultOf(self.storage.logins.get_pending("s1")))
         self.assertEqual(self.decide("s1", seen, "approve").code, 400)
         # And nothing is remembered.
         self.assertFalse(
@@ -494,7 +499,7 @@ class ConsentTests(SynchronousTestCase):
         self.assertEqual(
             response.headers.getRawHeaders("Location"), ["https://idp.example/authorize?direct=1"]
         )
-        pending = self.successResultOf(self.storage.get_pending("s1"))
+        pending = self.successResultOf(self.storage.logins.get_pending("s1"))
         assert pending is not None
         self.assertEqual(pending.csrf_token, "")
 

@@ -13,12 +13,17 @@ from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from authproxy.config import Config, ConfigError, config_from_mapping, development_listen_problems
+from authproxy.config import Config, ConfigError, config_from_mapping
 from authproxy.http.loopback import listen_is_loopback
 from authproxy.http.routing import PrefixTable
-from authproxy.storage.memory import MemoryStorage
+from authproxy.storage.memory import memory_storage
 from authproxy.storage.models import PendingAuthorization
-from authproxy.upstream.development import CODE_LIFETIME, LOGIN_PATH, DevelopmentProvider
+from authproxy.upstream.development import (
+    CODE_LIFETIME,
+    LOGIN_PATH,
+    DevelopmentProvider,
+    development_listen_problems,
+)
 from authproxy.upstream.interface import (
     IUpstreamProvider,
     UpstreamDenied,
@@ -115,7 +120,7 @@ class LoopbackCheckTests(SynchronousTestCase):
             ConfigError,
             make_upstream_provider,
             dev_config(("tcp:8080",)),
-            MemoryStorage(clock),
+            memory_storage(clock),
             clock,
         )
         self.assertIn("server.listen[0]", str(error))
@@ -129,8 +134,10 @@ class DevelopmentFlowTests(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, observer)
         self.clock = Clock()
         self.clock.advance(START)
-        self.storage = MemoryStorage(self.clock)
-        self.provider: Any = make_upstream_provider(dev_config(), self.storage, self.clock)
+        self.storage = memory_storage(self.clock)
+        self.provider: Any = make_upstream_provider(
+            dev_config(), self.storage.upstream_sessions, self.clock
+        )
         routes = self.provider.routes()
         self.assertEqual(list(routes), [LOGIN_PATH])
         root = PrefixTable()
@@ -211,7 +218,9 @@ class DevelopmentFlowTests(SynchronousTestCase):
         self.assertEqual(
             (identity.subject, identity.name, identity.email), ("bob", "bob", "bob@localhost")
         )
-        session = self.successResultOf(self.storage.get_upstream_session(identity.tsid))
+        session = self.successResultOf(
+            self.storage.upstream_sessions.get_upstream_session(identity.tsid)
+        )
         assert session is not None
         self.assertEqual(session.expires_at, START + 7 * 86400)
         token = self.successResultOf(self.provider.upstream_access_token(identity.tsid))

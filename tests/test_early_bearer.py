@@ -175,7 +175,9 @@ class EarlyBearerTests(SynchronousTestCase):
 
     def test_revoked_token_still_refused_by_the_guard(self) -> None:
         token = self.h.token(jti="jti-revoked")
-        self.successResultOf(self.h.storage.revoke_jti("jti-revoked", self.h.clock.seconds() + 900))
+        self.successResultOf(
+            self.h.storage.revocations.revoke_jti("jti-revoked", self.h.clock.seconds() + 900)
+        )
         channel, transport = self.connect()
         channel.dataReceived(
             HEAD + b"Authorization: Bearer %s\r\nContent-Length: 2\r\n\r\n{}" % token.encode()

@@ -244,7 +244,7 @@ class WholeApplicationFuzzTests(SynchronousTestCase):
         )
         self.app = build_application(config, self.reactor)
         # a known client_id, so authorize, consent and token get past the client lookup
-        self.successResultOf(self.app.storage.add_client(_client(self.reactor.seconds())))
+        self.successResultOf(self.app.storage.clients.add_client(_client(self.reactor.seconds())))
         self.token = self.app_token(config)
         self.tracebacks = TracebackCapture(self)
 

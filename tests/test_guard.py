@@ -143,7 +143,7 @@ class RefusalTests(GuardTestCase):
         token = self.h.token(jti="jti-1")
         response, _ = self.call(self.h.auth(token))
         self.assertEqual(response.code, 200)
-        self.h.storage.revoke_jti("jti-1", self.h.clock.seconds() + 900)
+        self.h.storage.revocations.revoke_jti("jti-1", self.h.clock.seconds() + 900)
         self.h.backend.received.clear()
         self.assertRefused(token, "revoked")
 
@@ -227,14 +227,14 @@ class CacheTests(SynchronousTestCase):
         guard, h = self.guard()
         token = h.token(jti="j")
         self.successResultOf(self.verify(guard, token))
-        h.storage.revoke_jti("j", h.clock.seconds() + 900)
+        h.storage.revocations.revoke_jti("j", h.clock.seconds() + 900)
         self.failureResultOf(self.verify(guard, token))
 
     def test_cache_is_bounded(self) -> None:
         h = ProxyHarness()
         guard = BearerGuard(
             ring=h.ring,
-            storage=h.storage,
+            revocations=h.storage.revocations,
             clock=h.clock,
             issuer=h.config.auth_server.issuer,
             audiences=[h.resource],

@@ -26,7 +26,7 @@ from twisted.web.server import Site
 from authproxy.config import config_from_mapping
 from authproxy.http.routing import PrefixTable
 from authproxy.proxy import make_proxy_resource, make_request_factory, proxy_routes
-from authproxy.storage.memory import MemoryStorage
+from authproxy.storage.memory import memory_storage
 from authproxy.testing.backend import FakeUpstreamTokens, make_test_ring, mint_token
 
 try:
@@ -82,7 +82,9 @@ class ProxyOverRealMCP(TestCase):
         ring = make_test_ring()
         provider = FakeUpstreamTokens()
         provider.tokens["tsid-1"] = "upstream-token-1"
-        self.proxy = make_proxy_resource(config, ring, MemoryStorage(reactor), provider, reactor)
+        self.proxy = make_proxy_resource(
+            config, ring, memory_storage(reactor).revocations, provider, reactor
+        )
         self.root.fallback = self.proxy
         self.root.mount_all(proxy_routes(config))
         now = int(reactor.seconds())

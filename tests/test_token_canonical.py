@@ -112,7 +112,7 @@ class RevocationTests(SynchronousTestCase):
 
     def jti_revoked(self) -> bool:
         claims = self.h_claims(self.tokens["access_token"])
-        return bool(self.successResultOf(self.h.storage.is_jti_revoked(claims["jti"])))
+        return bool(self.successResultOf(self.h.storage.revocations.is_jti_revoked(claims["jti"])))
 
     def h_claims(self, token: str) -> dict[str, Any]:
         from authproxy.tokens import AccessTokenIssuer

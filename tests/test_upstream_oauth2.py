@@ -85,7 +85,9 @@ class OAuth2ProviderTests(SynchronousTestCase):
         self.assertEqual(
             (identity.subject, identity.name, identity.email), ("583231", "octocat", None)
         )
-        session = self.successResultOf(h.storage.get_upstream_session(identity.tsid))
+        session = self.successResultOf(
+            h.storage.upstream_sessions.get_upstream_session(identity.tsid)
+        )
         assert session is not None
         self.assertIn(session.access_token, h.idp.access_tokens)
         self.assertIsNone(session.refresh_token)
@@ -100,7 +102,9 @@ class OAuth2ProviderTests(SynchronousTestCase):
         h.idp.form_encoded = True
         h.idp.expires_in = 600
         identity = self.successResultOf(h.finish())
-        session = self.successResultOf(h.storage.get_upstream_session(identity.tsid))
+        session = self.successResultOf(
+            h.storage.upstream_sessions.get_upstream_session(identity.tsid)
+        )
         assert session is not None
         self.assertEqual(session.access_token_expires_at, START + 600)
         h.clock.advance(600)

@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from authproxy.config import Config, config_from_mapping
-from authproxy.storage.memory import MemoryStorage
+from authproxy.storage.memory import memory_storage
 from authproxy.storage.models import PendingAuthorization
 from authproxy.testing.idp import FakeIdP, generate_key, sign_jwt
 from authproxy.upstream.idtoken import verify_id_token
@@ -75,7 +75,7 @@ def make_config(
 
 
 class Harness:
-    """A provider wired to a FakeIdP through StubTreq, with a Clock and MemoryStorage."""
+    """A provider wired to a FakeIdP through StubTreq, with a Clock and memory storage."""
 
     def __init__(
         self,
@@ -91,10 +91,10 @@ class Harness:
         self.clock.advance(START)
         self.idp = FakeIdP(self.clock, issuer, client_secret=secret, key_type=key_type)
         self.stub = StubTreq(self.idp)
-        self.storage = MemoryStorage(self.clock)
+        self.storage = memory_storage(self.clock)
         self.config = make_config(kind, issuer=issuer, secret=secret, **config_kw)
         self.provider: Any = make_upstream_provider(
-            self.config, self.storage, self.clock, http=self.stub
+            self.config, self.storage.upstream_sessions, self.clock, http=self.stub
         )
         self.services = upstream_services(self.provider)
         if start:
@@ -294,7 +294,9 @@ class FinishLoginTests(SynchronousTestCase):
             (identity.subject, identity.name, identity.email),
             ("alice", "Alice", "alice@example.test"),
         )
-        session = self.successResultOf(h.storage.get_upstream_session(identity.tsid))
+        session = self.successResultOf(
+            h.storage.upstream_sessions.get_upstream_session(identity.tsid)
+        )
         assert session is not None
         self.assertEqual(session.upstream_name, "oidc")
         self.assertEqual(session.subject, "alice")
@@ -321,7 +323,9 @@ class FinishLoginTests(SynchronousTestCase):
         h = Harness(refresh_lifespan="2d")
         h.idp.expires_in = 300
         identity = self.successResultOf(h.finish())
-        session = self.successResultOf(h.storage.get_upstream_session(identity.tsid))
+        session = self.successResultOf(
+            h.storage.upstream_sessions.get_upstream_session(identity.tsid)
+        )
         assert session is not None
         self.assertEqual(session.access_token_expires_at, START + 300)
         self.assertEqual(session.expires_at, START + 2 * 86400)
@@ -460,7 +464,9 @@ class FinishLoginTests(SynchronousTestCase):
         h = Harness()
         h.idp.expires_in = None
         identity = self.successResultOf(h.finish())
-        session = self.successResultOf(h.storage.get_upstream_session(identity.tsid))
+        session = self.successResultOf(
+            h.storage.upstream_sessions.get_upstream_session(identity.tsid)
+        )
         assert session is not None
         self.assertEqual(session.access_token_expires_at, START + 3600)
 
@@ -633,9 +639,13 @@ class UpstreamRevocationTests(SynchronousTestCase):
     def ended(self, h: Harness) -> Any:
         """Log in, end the session; the session as it was stored."""
         identity = self.successResultOf(h.finish())
-        session = self.successResultOf(h.storage.get_upstream_session(identity.tsid))
+        session = self.successResultOf(
+            h.storage.upstream_sessions.get_upstream_session(identity.tsid)
+        )
         self.successResultOf(h.provider.end_session(identity.tsid))
-        self.assertIsNone(self.successResultOf(h.storage.get_upstream_session(identity.tsid)))
+        self.assertIsNone(
+            self.successResultOf(h.storage.upstream_sessions.get_upstream_session(identity.tsid))
+        )
         return session
 
     def logged(self) -> str:

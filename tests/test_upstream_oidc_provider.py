@@ -20,7 +20,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from authproxy.config import config_from_mapping
-from authproxy.storage.memory import MemoryStorage
+from authproxy.storage.memory import memory_storage
 from authproxy.storage.models import PendingAuthorization
 from authproxy.upstream.interface import UpstreamIdentity, UpstreamSessionEnded
 from authproxy.upstream.registry import make_upstream_provider
@@ -91,8 +91,8 @@ async def login_and_refresh(oidc: procs.OIDCProvider, auth_method: str) -> None:
         },
         environ={"UPSTREAM_SECRET": client.client_secret},
     )
-    storage = MemoryStorage(global_reactor)
-    provider: Any = make_upstream_provider(config, storage, global_reactor)
+    storage = memory_storage(global_reactor)
+    provider: Any = make_upstream_provider(config, storage.upstream_sessions, global_reactor)
     services = provider.services()
     for service in services:
         service.startService()
@@ -125,31 +125,33 @@ async def login_and_refresh(oidc: procs.OIDCProvider, auth_method: str) -> None:
             "Alice",
             "alice@example.test",
         )
-        session = await storage.get_upstream_session(identity.tsid)
+        session = await storage.upstream_sessions.get_upstream_session(identity.tsid)
         assert session is not None and session.refresh_token is not None
         assert await provider.upstream_access_token(identity.tsid) == session.access_token
 
         # pretend the access token is about to expire: the next call refreshes at the IdP
-        await storage.put_upstream_session(attrs.evolve(session, access_token_expires_at=now))
+        await storage.upstream_sessions.put_upstream_session(
+            attrs.evolve(session, access_token_expires_at=now)
+        )
         provider._fresh_tokens.clear()  # storage was rewritten behind the provider's back
         refreshed = await provider.upstream_access_token(identity.tsid)
         assert refreshed != session.access_token
-        renewed = await storage.get_upstream_session(identity.tsid)
+        renewed = await storage.upstream_sessions.get_upstream_session(identity.tsid)
         assert renewed is not None and renewed.access_token == refreshed
         assert renewed.access_token_expires_at > global_reactor.seconds() + 30
 
         # a refresh token the IdP does not know ends the session
-        await storage.put_upstream_session(
+        await storage.upstream_sessions.put_upstream_session(
             attrs.evolve(renewed, refresh_token="not-a-refresh-token", access_token_expires_at=now)
         )
         provider._fresh_tokens.clear()
         with pytest.raises(UpstreamSessionEnded):
             await provider.upstream_access_token(identity.tsid)
-        assert await storage.get_upstream_session(identity.tsid) is None
+        assert await storage.upstream_sessions.get_upstream_session(identity.tsid) is None
 
         # ending a session revokes its refresh token at the IdP (RFC 7009, discovered endpoint)
         assert provider._revocation_endpoint() == oidc.issuer + "/token/revocation"
-        await storage.put_upstream_session(renewed)
+        await storage.upstream_sessions.put_upstream_session(renewed)
         revoked = _revocation_answered(provider)
         await provider.end_session(identity.tsid)
         await revoked

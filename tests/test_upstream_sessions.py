@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from authproxy.config import config_from_mapping
-from authproxy.storage.memory import MemoryStorage
+from authproxy.storage.memory import memory_storage
 from authproxy.storage.models import UpstreamTokenSession
 from authproxy.upstream.development import DevelopmentProvider
 from authproxy.upstream.interface import UpstreamSessionEnded, UpstreamUnavailable
@@ -28,7 +28,9 @@ class SessionTests(SynchronousTestCase):
         self.tsid = self.identity.tsid
 
     def session(self) -> UpstreamTokenSession | None:
-        return self.successResultOf(self.h.storage.get_upstream_session(self.tsid))
+        return self.successResultOf(
+            self.h.storage.upstream_sessions.get_upstream_session(self.tsid)
+        )
 
     def token(self) -> Deferred[str]:
         return self.h.provider.upstream_access_token(self.tsid)
@@ -199,8 +201,10 @@ class ConnectionErrorTests(SynchronousTestCase):
 
         clock = Clock()
         clock.advance(START)
-        storage = MemoryStorage(clock)
-        provider = make_upstream_provider(make_config(), storage, clock, http=Refusing())
+        storage = memory_storage(clock)
+        provider = make_upstream_provider(
+            make_config(), storage.upstream_sessions, clock, http=Refusing()
+        )
         services = provider.services()  # type: ignore[attr-defined]
         for service in services:
             service.startService()
@@ -216,10 +220,12 @@ class ConnectionErrorTests(SynchronousTestCase):
             expires_at=START + 3600,
             subject="alice",
         )
-        self.successResultOf(storage.put_upstream_session(session))
+        self.successResultOf(storage.upstream_sessions.put_upstream_session(session))
         # no metadata yet: refreshing is impossible for now, not the end of the session
         self.failureResultOf(provider.upstream_access_token("t"), UpstreamUnavailable)
-        self.assertIsNotNone(self.successResultOf(storage.get_upstream_session("t")))
+        self.assertIsNotNone(
+            self.successResultOf(storage.upstream_sessions.get_upstream_session("t"))
+        )
         for service in services:
             service.stopService()
 
@@ -229,15 +235,15 @@ class FreshTokenCacheTests(SynchronousTestCase):
 
     def test_fresh_token_served_without_storage_read_until_margin(self) -> None:
         clock = Clock()
-        storage = MemoryStorage(clock)
+        storage = memory_storage(clock)
         reads: list[str] = []
-        real_get = storage.get_upstream_session
+        real_get = storage.upstream_sessions.get_upstream_session
 
         def counting_get(tsid: str) -> Any:
             reads.append(tsid)
             return real_get(tsid)
 
-        storage.get_upstream_session = counting_get  # type: ignore[method-assign]
+        storage.upstream_sessions.get_upstream_session = counting_get  # type: ignore[method-assign]
         config = config_from_mapping(
             {
                 "server": {"public_url": "http://127.0.0.1:8080"},
@@ -245,7 +251,7 @@ class FreshTokenCacheTests(SynchronousTestCase):
                 "upstream": {"type": "development"},
             }
         )
-        provider = DevelopmentProvider(config, storage, clock)
+        provider = DevelopmentProvider(config, storage.upstream_sessions, clock)
         code = provider.issue_code("alice", "state-1")
         pending: Any = attrs.make_class("Pending", ["state"])("state-1")
         identity = self.successResultOf(

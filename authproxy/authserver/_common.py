@@ -16,7 +16,7 @@ from authproxy.http.responses import (
     header_text,
     set_headers,
 )
-from authproxy.storage.interface import IStorage
+from authproxy.storage.families import ITokenFamilies
 from authproxy.upstream.interface import IUpstreamProvider, UpstreamError, UpstreamUnavailable
 
 _log = Logger()
@@ -140,7 +140,7 @@ def upstream_error_page(request: Request, error: UpstreamError) -> HTMLPageError
 
 
 async def end_token_family(
-    storage: IStorage, provider: IUpstreamProvider, family_id: str | None, tsid: str
+    families: ITokenFamilies, provider: IUpstreamProvider, family_id: str | None, tsid: str
 ) -> None:
     """Revoke a token family (its access tokens go on the deny list) and its upstream session.
 
@@ -148,7 +148,7 @@ async def end_token_family(
     is revoked nothing may use the session again.
     """
     if family_id is not None:
-        await storage.revoke_family(family_id)
+        await families.revoke_family(family_id)
     try:
         await provider.end_session(tsid)
     except Exception:

@@ -36,7 +36,7 @@ from authproxy.http.responses import (
     add_query,
     source_key,
 )
-from authproxy.storage.interface import IStorage
+from authproxy.storage import Storage
 from authproxy.storage.models import PendingAuthorization, RegisteredClient
 from authproxy.tokens import Clock, is_valid_s256_challenge
 from authproxy.upstream.interface import IUpstreamProvider, UpstreamError
@@ -95,7 +95,7 @@ class AuthorizeResource(AsyncResource):
     def __init__(
         self,
         *,
-        storage: IStorage,
+        storage: Storage,
         provider: IUpstreamProvider,
         clock: Clock,
         issuer: str,
@@ -110,7 +110,7 @@ class AuthorizeResource(AsyncResource):
     ) -> None:
         super().__init__()
         self.storage = storage
-        self.clients = clients or ClientResolver(storage)
+        self.clients = clients or ClientResolver(storage.clients)
         self.provider = provider
         self.clock = clock
         self.issuer = issuer
@@ -123,7 +123,7 @@ class AuthorizeResource(AsyncResource):
         self.binding = binding
 
     async def handle_GET(self, request: Request) -> bytes:
-        self._check_rate(request)
+        await self._check_rate(request)
         pairs = query_pairs(request)
         client, redirect_uri = await self._client_and_redirect_uri(pairs)
         params: dict[str, str] = {}
@@ -152,19 +152,19 @@ class AuthorizeResource(AsyncResource):
                 request,
                 error_redirect_uri(redirect_uri, e.error, e.description, client_state, self.issuer),
             )
-        await self.storage.touch_client(client.client_id)
+        await self.storage.clients.touch_client(client.client_id)
         # owned by its source: at the cap, a flood replaces its own logins in progress first
         pending = attrs.evolve(pending, owner=source_key(source_address(request, self._trusted)))
-        await self.storage.put_pending(pending)
+        await self.storage.logins.put_pending(pending)
         return await self._hand_off(request, pending, client)
 
-    def _check_rate(self, request: Request) -> None:
+    async def _check_rate(self, request: Request) -> None:
         """Each authorize stores a pending authorization and probes the IdP: bound it per
         source address, so one address cannot evict other users' logins in progress."""
         if self.limiter is None:
             return
         address = source_address(request, self._trusted)
-        retry_after = self.limiter.refuse(address, "Authorization")
+        retry_after = await self.limiter.refuse(address, "Authorization")
         if retry_after is not None:
             request.setHeader("Retry-After", retry_after)
             raise HTMLPageError(
@@ -332,7 +332,7 @@ class AuthorizeResource(AsyncResource):
         except UpstreamError as e:
             self.log.warn("Upstream login could not start: {error}", error=str(e))
             raise upstream_error_page(request, e) from None
-        await self.storage.update_pending(
+        await self.storage.logins.update_pending(
             attrs.evolve(
                 pending, upstream_code_verifier=login.code_verifier, upstream_nonce=login.nonce
             )

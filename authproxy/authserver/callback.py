@@ -15,7 +15,7 @@ from authproxy.authserver._common import query_pairs, redirect, upstream_error_p
 from authproxy.authserver.authorize import error_redirect_uri
 from authproxy.authserver.login_binding import LoginBinding
 from authproxy.http.responses import AsyncResource, HTMLPageError, add_query
-from authproxy.storage.interface import IStorage
+from authproxy.storage import Storage
 from authproxy.storage.models import AuthorizationCode, PendingAuthorization
 from authproxy.tokens import AUTHORIZATION_CODE, Clock, OpaqueTokens
 from authproxy.upstream.interface import IUpstreamProvider, UpstreamDenied, UpstreamError
@@ -52,7 +52,7 @@ class CallbackResource(AsyncResource):
     def __init__(
         self,
         *,
-        storage: IStorage,
+        storage: Storage,
         provider: IUpstreamProvider,
         clock: Clock,
         opaque: OpaqueTokens,
@@ -80,14 +80,14 @@ class CallbackResource(AsyncResource):
         if len(states) != 1 or not states[0]:
             raise expired_state_page()
         state = states[0]
-        if await self.storage.get_pending(state) is None:
+        if await self.storage.logins.get_pending(state) is None:
             raise expired_state_page()
         # Checked before the pending is taken: a browser holding someone else's link cannot
         # use up their login.
         if not self.binding.is_bound(request, state):
             self.log.warn("Callback from a browser that did not start the login refused")
             raise another_browser_page()
-        pending = await self.storage.take_pending(state)
+        pending = await self.storage.logins.take_pending(state)
         if pending is None:  # lost a race with another request of the same browser
             raise expired_state_page()
         self.binding.clear(request, state)
@@ -124,10 +124,10 @@ class CallbackResource(AsyncResource):
             self.log.warn("Upstream login failed: {error}", error=str(e))
             raise upstream_error_page(request, e) from None
 
-        user_id = await self.storage.user_id_for(self.provider.name, identity.subject)
+        user_id = await self.storage.users.user_id_for(self.provider.name, identity.subject)
         code, code_id = self.opaque.mint(AUTHORIZATION_CODE)
         now = self.clock.seconds()
-        await self.storage.put_code(
+        await self.storage.codes.put_code(
             AuthorizationCode(
                 code_id=code_id,
                 client_id=pending.client_id,

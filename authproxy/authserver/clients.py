@@ -17,19 +17,19 @@ from urllib.parse import unquote_plus
 from twisted.web.server import Request
 
 from authproxy.http.responses import OAuthError, header_text
-from authproxy.storage.interface import IStorage
+from authproxy.storage.clients import IClients
 from authproxy.storage.models import RegisteredClient
 
 
 class ClientResolver:
     """``client_id`` -> the client, or None when no client of that id exists (any more)."""
 
-    def __init__(self, storage: IStorage) -> None:
-        self._storage = storage
+    def __init__(self, clients: IClients) -> None:
+        self._clients = clients
 
     async def resolve(self, client_id: str) -> RegisteredClient | None:
         """The client named ``client_id`` (a registered client from storage), or None."""
-        return await self._storage.get_client(client_id)
+        return await self._clients.get_client(client_id)
 
 
 async def authenticated_client(

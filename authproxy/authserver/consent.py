@@ -40,7 +40,7 @@ from authproxy.authserver.login_binding import HMACSecrets, cookie_prefix, short
 from authproxy.config import Config
 from authproxy.http.pages import ConsentView, render_consent
 from authproxy.http.responses import AsyncResource, BadHeader, HTMLPageError, header_text
-from authproxy.storage.interface import IStorage
+from authproxy.storage.logins import ILogins
 from authproxy.storage.models import PendingAuthorization, RegisteredClient
 from authproxy.tokens import b64url, b64url_decode
 
@@ -219,9 +219,9 @@ class ConsentStep:
     the pending authorization, sets the matching cookie and returns the consent page (200).
     """
 
-    def __init__(self, config: Config, storage: IStorage, ring: HMACSecrets, clock: _Clock):
+    def __init__(self, config: Config, logins: ILogins, ring: HMACSecrets, clock: _Clock):
         self.mode = config.auth_server.consent
-        self.storage = storage
+        self.logins = logins
         self.clock = clock
         self.issuer = config.auth_server.issuer
         self.cookies = ConsentCookies.from_config(config, ring, clock)
@@ -246,7 +246,7 @@ class ConsentStep:
                 log.info("Consent remembered for client {client_id}", client_id=client.client_id)
             return None
         token = secrets.token_urlsafe(32)
-        await self.storage.update_pending(attrs.evolve(pending, csrf_token=token))
+        await self.logins.update_pending(attrs.evolve(pending, csrf_token=token))
         self.cookies.set_csrf(
             request, pending.state, token, pending.expires_at - self.clock.seconds()
         )
@@ -274,14 +274,14 @@ class ConsentResource(AsyncResource):
     def __init__(
         self,
         config: Config,
-        storage: IStorage,
+        logins: ILogins,
         ring: HMACSecrets,
         clock: _Clock,
         continue_to_upstream: ContinueToUpstream,
     ) -> None:
         super().__init__()
         self.mode = config.auth_server.consent
-        self.storage = storage
+        self.logins = logins
         self.issuer = config.auth_server.issuer
         self.public_origin = _origin(config.server.public_url)
         self.cookies = ConsentCookies.from_config(config, ring, clock)
@@ -310,7 +310,7 @@ class ConsentResource(AsyncResource):
         state, token, decision = form.get("state"), form.get("csrf_token"), form.get("decision")
         if not state or token is None or decision is None:
             raise _bad_form_page("The approval form arrived incomplete.")
-        pending = await self.storage.get_pending(state)
+        pending = await self.logins.get_pending(state)
         if pending is None:
             raise expired_request_page()
         if not (
@@ -329,7 +329,7 @@ class ConsentResource(AsyncResource):
         raise _bad_form_page("The approval form carried an unknown decision.")
 
     async def _deny(self, request: Request, state: str) -> bytes:
-        pending = await self.storage.take_pending(state)
+        pending = await self.logins.take_pending(state)
         if pending is None:  # lost a race with another submission
             raise expired_request_page()
         self.cookies.clear_csrf(request, state)
@@ -345,7 +345,7 @@ class ConsentResource(AsyncResource):
 
     async def _approve(self, request: Request, pending: PendingAuthorization) -> bytes | None:
         consented = attrs.evolve(pending, consented=True)
-        await self.storage.update_pending(consented)
+        await self.logins.update_pending(consented)
         if self.mode == "remember":
             self.cookies.remember(request, pending.client_id, pending.scopes, pending.resource)
         log.info("Consent given for client {client_id}", client_id=pending.client_id)

@@ -11,14 +11,14 @@ so counting exact IPv6 addresses would give one attacker 2^64 fresh buckets.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.server import Request
 
 from authproxy.http.responses import OAuthError, TrustedProxies, source_key
-from authproxy.tokens import Clock
+from authproxy.storage.rates import IRateCounters
 
 _log = Logger()
 
@@ -26,59 +26,45 @@ _log = Logger()
 class TokenBucketLimiter:
     """``rate_count`` events per ``rate_period`` seconds per key, with bursts up to ``rate_count``.
 
-    At most ``max_keys`` buckets are kept (least recently used dropped first), so a flood of
-    source addresses costs bounded memory; a dropped bucket starts full again, which only
-    helps an attacker who already controls more addresses than the cap.
+    The buckets live in ``counters`` (storage's rate counters, shared by every limiter):
+    ``name`` keeps this limiter's keys apart from the others'.
     """
 
     def __init__(
-        self, clock: Clock, rate_count: int, rate_period: float, max_keys: int = 10000
+        self, counters: IRateCounters, rate_count: int, rate_period: float, name: str = ""
     ) -> None:
         if rate_count < 1 or rate_period <= 0:
             raise ValueError("rate_count must be >= 1 and rate_period > 0")
-        self._clock = clock
+        self._counters = counters
         self._capacity = float(rate_count)
         self._per_second = rate_count / rate_period
-        self._max_keys = max_keys
-        # key -> (tokens, last refill time)
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._prefix = f"{name}\0"
 
-    def acquire(self, key: str) -> float:
+    def acquire(self, key: str) -> Deferred[float]:
         """Take one token for ``key``: 0 when allowed, else the seconds until one is available."""
-        now = self._clock.seconds()
-        tokens, last = self._buckets.pop(key, (self._capacity, now))
-        tokens = min(self._capacity, tokens + max(0.0, now - last) * self._per_second)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            wait = 0.0
-        else:
-            self._buckets[key] = (tokens, now)
-            wait = (1.0 - tokens) / self._per_second
-        while len(self._buckets) > self._max_keys:
-            self._buckets.popitem(last=False)
-        return wait
+        return self._counters.take(self._prefix + key, self._capacity, self._per_second)
 
     @staticmethod
     def retry_after(wait: float) -> str:
         """A Retry-After header value (whole seconds, at least 1)."""
         return str(max(1, math.ceil(wait)))
 
-    def refuse(self, address: str, action: str) -> str | None:
+    async def refuse(self, address: str, action: str) -> str | None:
         """Count one ``action`` ("Registration") from the source ``address`` (by its
         :func:`source_key`).
 
         None when it is allowed; else it is logged and the Retry-After value is returned for
         the endpoint's own refusal (an OAuth error, an HTML page).
         """
-        wait = self.acquire(source_key(address))
+        wait = await self.acquire(source_key(address))
         if wait <= 0:
             return None
         _log.warn("{action} rate limit hit by {address}", action=action, address=address)
         return self.retry_after(wait)
 
-    def refuse_client(self, client_id: str, action: str) -> str | None:
+    async def refuse_client(self, client_id: str, action: str) -> str | None:
         """Like :meth:`refuse`, counting by client rather than by source address."""
-        wait = self.acquire(client_id)
+        wait = await self.acquire(client_id)
         if wait <= 0:
             return None
         _log.warn(
@@ -106,16 +92,16 @@ class ClientRequestLimits:
             headers={"Retry-After": retry_after},
         )
 
-    def check_source(self, request: Request, action: str) -> None:
+    async def check_source(self, request: Request, action: str) -> None:
         """Raise a 429 OAuthError when the request's source is over its rate."""
         address = source_address(request, self.trusted)
-        retry_after = self.per_source.refuse(address, action)
+        retry_after = await self.per_source.refuse(address, action)
         if retry_after is not None:
             raise self._too_many(retry_after, "address")
 
-    def check_client(self, client_id: str, action: str) -> None:
+    async def check_client(self, client_id: str, action: str) -> None:
         """Raise a 429 OAuthError when the (authenticated) client is over its rate."""
-        retry_after = self.per_client.refuse_client(client_id, action)
+        retry_after = await self.per_client.refuse_client(client_id, action)
         if retry_after is not None:
             raise self._too_many(retry_after, "client")
 

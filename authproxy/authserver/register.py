@@ -38,7 +38,8 @@ from authproxy.authserver.limits import (
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
 from authproxy.http.json import loads_untrusted
 from authproxy.http.responses import NO_STORE, OAuthError, TrustedProxies, json_body, source_key
-from authproxy.storage.interface import IStorage, StorageFull
+from authproxy.storage import StorageFull
+from authproxy.storage.clients import IClients
 from authproxy.storage.models import RegisteredClient
 from authproxy.tokens import Clock
 
@@ -214,14 +215,14 @@ class RegistrationResource(CrossOriginPost):
 
     def __init__(
         self,
-        storage: IStorage,
+        clients: IClients,
         clock: Clock,
         scopes_supported: Sequence[str],
         limiter: TokenBucketLimiter,
         trusted_proxies: Sequence[str] = (),
     ) -> None:
         super().__init__()
-        self._storage = storage
+        self._clients = clients
         self._clock = clock
         self._scopes_supported = tuple(scopes_supported)
         self._limiter = limiter
@@ -230,7 +231,7 @@ class RegistrationResource(CrossOriginPost):
     async def handle_POST(self, request: Request) -> bytes:
         set_cors(request, self._METHODS)
         address = source_address(request, self._trusted)
-        retry_after = self._limiter.refuse(address, "Registration")
+        retry_after = await self._limiter.refuse(address, "Registration")
         if retry_after is not None:
             raise OAuthError(
                 "too_many_requests",
@@ -259,7 +260,7 @@ class RegistrationResource(CrossOriginPost):
             owner=source_key(address),  # at the cap, a flood replaces its own clients first
         )
         try:
-            await self._storage.add_client(client)
+            await self._clients.add_client(client)
         except StorageFull:
             self.log.error("Client registration refused: the client table is full")
             raise OAuthError(

@@ -22,7 +22,7 @@ from authproxy.authserver._common import (
 from authproxy.authserver.clients import ClientResolver, authenticated_client
 from authproxy.authserver.ratelimit import ClientRequestLimits
 from authproxy.http.responses import NO_STORE, OAuthError, set_headers
-from authproxy.storage.interface import IStorage
+from authproxy.storage import Storage
 from authproxy.tokens import REFRESH_TOKEN, AccessTokenVerifier, OpaqueTokens
 from authproxy.upstream.interface import IUpstreamProvider
 
@@ -35,7 +35,7 @@ class RevocationResource(CrossOriginPost):
     def __init__(
         self,
         *,
-        storage: IStorage,
+        storage: Storage,
         provider: IUpstreamProvider,
         verifier: AccessTokenVerifier,
         opaque: OpaqueTokens,
@@ -43,7 +43,7 @@ class RevocationResource(CrossOriginPost):
         clients: ClientResolver | None = None,
     ) -> None:
         super().__init__()
-        self.clients = clients or ClientResolver(storage)
+        self.clients = clients or ClientResolver(storage.clients)
         self.limits = limits
         self.storage = storage
         self.provider = provider
@@ -53,11 +53,11 @@ class RevocationResource(CrossOriginPost):
     async def handle_POST(self, request: Request) -> bytes:
         set_cors(request, self._METHODS)
         if self.limits is not None:  # shared with the token endpoint: refresh-and-revoke
-            self.limits.check_source(request, "Revocation")
+            await self.limits.check_source(request, "Revocation")
         params = form_params(request)
         client_id = (await authenticated_client(self.clients, request, params)).client_id
         if self.limits is not None:
-            self.limits.check_client(client_id, "Revocation")
+            await self.limits.check_client(client_id, "Revocation")
         token = params.get("token")
         if not token:
             raise OAuthError("invalid_request", "token is required")
@@ -74,10 +74,10 @@ class RevocationResource(CrossOriginPost):
         token_id = self.opaque.verify(token, REFRESH_TOKEN)
         if token_id is None:
             return
-        record = await self.storage.get_refresh_token(token_id)
+        record = await self.storage.families.get_refresh_token(token_id)
         if record is None or record.client_id != client_id:
             return
-        await end_token_family(self.storage, self.provider, record.family_id, record.tsid)
+        await end_token_family(self.storage.families, self.provider, record.family_id, record.tsid)
         self.log.info(
             "Client {client_id} revoked a refresh token family of user {user_id}",
             client_id=client_id,
@@ -91,5 +91,5 @@ class RevocationResource(CrossOriginPost):
         jti, exp = claims.get("jti"), claims.get("exp")
         if not isinstance(jti, str) or not isinstance(exp, int | float):
             return
-        await self.storage.revoke_jti(jti, float(exp))
+        await self.storage.revocations.revoke_jti(jti, float(exp))
         self.log.info("Client {client_id} revoked access token {jti}", client_id=client_id, jti=jti)

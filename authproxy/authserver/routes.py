@@ -22,10 +22,10 @@ from authproxy.authserver.ratelimit import ClientRequestLimits, TokenBucketLimit
 from authproxy.authserver.register import RegistrationResource
 from authproxy.authserver.revoke import RevocationResource
 from authproxy.authserver.token import TokenResource, TokenSettings
-from authproxy.config import Config, parse_rate
+from authproxy.config import Config
 from authproxy.http.responses import TrustedProxies
 from authproxy.keys.ring import KeyRing
-from authproxy.storage.interface import IStorage
+from authproxy.storage import Storage
 from authproxy.tokens import AccessTokenIssuer, AccessTokenVerifier, Clock, OpaqueTokens
 from authproxy.upstream.interface import IUpstreamProvider
 
@@ -33,7 +33,7 @@ from authproxy.upstream.interface import IUpstreamProvider
 def auth_routes(
     config: Config,
     ring: KeyRing,
-    storage: IStorage,
+    storage: Storage,
     provider: IUpstreamProvider,
     clock: Clock,
 ) -> dict[str, IResource]:
@@ -47,11 +47,15 @@ def auth_routes(
     auth = config.auth_server
     issuer = AccessTokenIssuer(ring=ring, clock=clock, issuer=auth.issuer)
     opaque = OpaqueTokens(ring=ring)
-    clients = ClientResolver(storage)
-    limiter = TokenBucketLimiter(clock, auth.registration.rate_count, auth.registration.rate_period)
+    clients = ClientResolver(storage.clients)
+    counters = storage.rate_counters
+    registration = auth.registration
+    limiter = TokenBucketLimiter(
+        counters, registration.rate.events, registration.rate.period, "registration"
+    )
     routes: dict[str, IResource] = dict(metadata_routes(config, ring))
     routes[REGISTER_PATH] = RegistrationResource(
-        storage,
+        storage.clients,
         clock,
         auth.scopes_supported,
         limiter,
@@ -67,15 +71,17 @@ def auth_routes(
         allowed_audiences=auth.allowed_audiences,
         scopes_supported=auth.scopes_supported,
         binding=binding,
-        consent=ConsentStep(config, storage, ring, clock) if consent else None,
-        limiter=TokenBucketLimiter(clock, *parse_rate(auth.authorize_rate)),
+        consent=ConsentStep(config, storage.logins, ring, clock) if consent else None,
+        limiter=TokenBucketLimiter(
+            counters, auth.authorize_rate.events, auth.authorize_rate.period, "authorize"
+        ),
         trusted_proxies=config.server.trusted_proxies,
         clients=clients,
     )
     routes[AUTHORIZE_PATH] = authorize
     if consent:
         routes[CONSENT_PATH] = ConsentResource(
-            config, storage, ring, clock, continue_to_upstream=authorize.redirect_to_upstream
+            config, storage.logins, ring, clock, continue_to_upstream=authorize.redirect_to_upstream
         )
     routes[CALLBACK_PATH] = CallbackResource(
         storage=storage,
@@ -88,8 +94,12 @@ def auth_routes(
         require_consent=consent,
     )
     limits = ClientRequestLimits(
-        per_client=TokenBucketLimiter(clock, *parse_rate(auth.token_rate)),
-        per_source=TokenBucketLimiter(clock, *parse_rate(auth.token_source_rate)),
+        per_client=TokenBucketLimiter(
+            counters, auth.token_rate.events, auth.token_rate.period, "token-client"
+        ),
+        per_source=TokenBucketLimiter(
+            counters, auth.token_source_rate.events, auth.token_source_rate.period, "token-source"
+        ),
         trusted=TrustedProxies.from_cidrs(config.server.trusted_proxies),
     )
     routes[TOKEN_PATH] = TokenResource(

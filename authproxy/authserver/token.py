@@ -18,7 +18,7 @@ from authproxy.authserver.grants import GRANTS, GrantRegistry
 from authproxy.authserver.grants.issuance import TokenIssuance, TokenSettings
 from authproxy.authserver.ratelimit import ClientRequestLimits
 from authproxy.http.responses import NO_STORE, OAuthError, json_body
-from authproxy.storage.interface import IStorage, StorageFull
+from authproxy.storage import Storage, StorageFull
 from authproxy.tokens import AccessTokenIssuer, Clock, OpaqueTokens
 from authproxy.upstream.interface import IUpstreamProvider
 
@@ -33,7 +33,7 @@ class TokenResource(CrossOriginPost):
     def __init__(
         self,
         *,
-        storage: IStorage,
+        storage: Storage,
         provider: IUpstreamProvider,
         clock: Clock,
         issuer: AccessTokenIssuer,
@@ -44,7 +44,7 @@ class TokenResource(CrossOriginPost):
         grants: GrantRegistry = GRANTS,
     ) -> None:
         super().__init__()
-        self.clients = clients or ClientResolver(storage)
+        self.clients = clients or ClientResolver(storage.clients)
         self.limits = limits
         self.storage = storage
         tokens = TokenIssuance(storage, provider, clock, issuer, opaque, settings)
@@ -53,11 +53,11 @@ class TokenResource(CrossOriginPost):
     async def handle_POST(self, request: Request) -> bytes:
         set_cors(request, self._METHODS)
         if self.limits is not None:
-            self.limits.check_source(request, "Token request")
+            await self.limits.check_source(request, "Token request")
         params = form_params(request)
         client = await authenticated_client(self.clients, request, params)
         if self.limits is not None:
-            self.limits.check_client(client.client_id, "Token request")
+            await self.limits.check_client(client.client_id, "Token request")
         grant_type = params.get("grant_type")
         if not grant_type:
             raise OAuthError("invalid_request", "grant_type is required")
@@ -70,7 +70,7 @@ class TokenResource(CrossOriginPost):
             )
         await self._check_room(client.client_id, grant.creates_family)
         response = await grant.exchange(client, params)
-        await self.storage.touch_client(client.client_id)
+        await self.storage.clients.touch_client(client.client_id)
         return json_body(request, 200, response, NO_STORE)
 
     async def _check_room(self, client_id: str, new_family: bool) -> None:
@@ -78,7 +78,7 @@ class TokenResource(CrossOriginPost):
         unrotated) when storage is full: storage forgets no revocation and no other user's
         login to make room, so the client retries once entries expire."""
         try:
-            await self.storage.issuance_room(client_id, new_family)
+            await self.storage.families.issuance_room(client_id, new_family)
         except StorageFull as e:
             retry_after = 60.0 if e.retry_after is None else e.retry_after
             raise OAuthError(

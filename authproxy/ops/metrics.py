@@ -69,9 +69,9 @@ class AuthproxyMetrics:
 
 
 class StorageFigures(Protocol):
-    """What a storage reports for metrics (MemoryStorage)."""
+    """What a storage reports for metrics (its upkeep, ``Storage.upkeep``)."""
 
-    def sizes(self) -> dict[str, int]: ...
+    def record_counts(self) -> dict[str, int]: ...
 
     def refusals(self) -> dict[str, int]: ...
 
@@ -86,7 +86,7 @@ class _StorageCollector(Collector):
         records = GaugeMetricFamily(
             "authproxy_storage_records", "Records held, by collection.", labels=["collection"]
         )
-        for collection, size in sorted(self._storage.sizes().items()):
+        for collection, size in sorted(self._storage.record_counts().items()):
             records.add_metric([collection], size)
         refusals = CounterMetricFamily(
             "authproxy_storage_refusals",

@@ -26,7 +26,7 @@ from twisted.web.server import Request
 from authproxy.config import Config
 from authproxy.keys.ring import KeyRing
 from authproxy.proxy.metadata import resource_url
-from authproxy.storage.interface import IStorage
+from authproxy.storage.revocations import IRevocations
 from authproxy.tokens import MAX_ACCESS_TOKEN_LENGTH, AccessTokenVerifier, InvalidAccessToken
 
 LEEWAY = 60.0
@@ -122,7 +122,7 @@ class BearerGuard:
         self,
         *,
         ring: KeyRing,
-        storage: IStorage,
+        revocations: IRevocations,
         clock: IReactorTime,
         issuer: str,
         audiences: Iterable[str],
@@ -131,7 +131,7 @@ class BearerGuard:
         leeway: float = LEEWAY,
     ) -> None:
         self._ring = ring
-        self._storage = storage
+        self._revocations = revocations
         self._clock = clock
         self._verifier = AccessTokenVerifier(ring, issuer)
         self._audiences = frozenset(audiences)
@@ -143,7 +143,7 @@ class BearerGuard:
 
     @classmethod
     def from_config(
-        cls, config: Config, ring: KeyRing, storage: IStorage, clock: IReactorTime
+        cls, config: Config, ring: KeyRing, revocations: IRevocations, clock: IReactorTime
     ) -> BearerGuard:
         # The token must be for this resource (public_url + backend.path). Only when the
         # operator named other audiences instead (e.g. "api://mcp") do those stand for it.
@@ -151,7 +151,7 @@ class BearerGuard:
         allowed = config.auth_server.allowed_audiences
         return cls(
             ring=ring,
-            storage=storage,
+            revocations=revocations,
             clock=clock,
             issuer=config.auth_server.issuer,
             audiences=(resource,) if resource in allowed else allowed,
@@ -217,7 +217,7 @@ class BearerGuard:
         now = self._clock.seconds()
         self._check_generation()
         key = token_hash(token)
-        revocations = self._storage.revocation_generation()
+        revocations = self._revocations.generation
         cached = self._cache.get(key)
         if cached is not None:
             if cached.principal.exp + self._leeway <= now:
@@ -231,7 +231,7 @@ class BearerGuard:
             principal = verified
         else:
             principal = self._verify_signed(token, now)
-        if await self._storage.is_jti_revoked(principal.jti):
+        if await self._revocations.is_jti_revoked(principal.jti):
             self._cache.pop(key, None)
             raise invalid_token("the access token has been revoked")
         if self._ring.generation == self._cache_generation:

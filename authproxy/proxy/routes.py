@@ -13,7 +13,7 @@ from authproxy.proxy.backend_client import BackendAgent
 from authproxy.proxy.guard import BearerGuard
 from authproxy.proxy.metadata import WELL_KNOWN, ProtectedResourceMetadata
 from authproxy.proxy.resource import MCPProxy
-from authproxy.storage.interface import IStorage
+from authproxy.storage.revocations import IRevocations
 from authproxy.upstream.interface import IUpstreamProvider
 
 
@@ -36,7 +36,7 @@ def make_backend_agent(config: Config, reactor: Any) -> BackendAgent:
 def make_proxy_resource(
     config: Config,
     ring: KeyRing,
-    storage: IStorage,
+    revocations: IRevocations,
     provider: IUpstreamProvider | None,
     reactor: Any,
     agent: IAgent | None = None,
@@ -49,7 +49,7 @@ def make_proxy_resource(
     pool: BackendAgent | None = None
     if agent is None:
         agent = pool = make_backend_agent(config, reactor)
-    guard = BearerGuard.from_config(config, ring, storage, reactor)
+    guard = BearerGuard.from_config(config, ring, revocations, reactor)
     return MCPProxy(
         config=config, guard=guard, agent=agent, clock=reactor, provider=provider, pool=pool
     )

@@ -1,5 +1,6 @@
-"""Storage of clients, grants and upstream sessions behind IStorage."""
+"""What authproxy persists, one small interface per concern, composed into a Storage."""
 
-from authproxy.storage.interface import IStorage, StorageFull
+from authproxy.storage.capacity import StorageFull
+from authproxy.storage.composite import Storage
 
-__all__ = ["IStorage", "StorageFull"]
+__all__ = ["Storage", "StorageFull"]

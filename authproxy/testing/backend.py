@@ -37,7 +37,7 @@ from authproxy.http.routing import PrefixTable
 from authproxy.keys.ring import KeyRing, KeySet, SigningKey, generate_ephemeral_key
 from authproxy.proxy.backend_client import STREAM_COALESCE, BackendAgent
 from authproxy.proxy.routes import make_proxy_resource, proxy_routes
-from authproxy.storage.memory import MemoryStorage
+from authproxy.storage.memory import memory_storage
 from authproxy.upstream.interface import IUpstreamProvider, UpstreamSessionEnded
 
 
@@ -309,7 +309,7 @@ class ProxyHarness:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
         self.ring = make_test_ring()
-        self.storage = MemoryStorage(self.clock)
+        self.storage = memory_storage(self.clock)
         self.provider = FakeUpstreamTokens()
         self.provider.tokens["tsid-1"] = "upstream-token-1"
         sse_path = self.config.backend.path if self.config.backend.transport == "sse" else "/sse"
@@ -324,7 +324,7 @@ class ProxyHarness:
         self.proxy = make_proxy_resource(
             self.config,
             self.ring,
-            self.storage,
+            self.storage.revocations,
             self.provider,
             self.clock,
             agent=agent or self.backend_agent,

@@ -231,7 +231,7 @@ class AuthServerHarness:
         from authproxy.config import config_from_mapping
         from authproxy.http.routing import PrefixTable
         from authproxy.keys.ring import KeyRing, KeySources
-        from authproxy.storage.memory import MemoryStorage
+        from authproxy.storage.memory import memory_storage
         from authproxy.tokens import OpaqueTokens
 
         if clock is None:
@@ -246,7 +246,7 @@ class AuthServerHarness:
             "unused_client_ttl": registration.unused_client_ttl,
             **(storage_limits or {}),
         }
-        self.storage = MemoryStorage(clock, **limits)
+        self.storage = memory_storage(clock, **limits)
         self.provider = FakeUpstreamProvider(self.config.server.public_url)
         self.root = PrefixTable()
         self.root.mount_all(auth_routes(self.config, self.ring, self.storage, self.provider, clock))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import secrets
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 import attrs
@@ -25,10 +25,10 @@ from twisted.python.failure import Failure
 
 from authproxy.config import Config
 from authproxy.http.responses import add_query
-from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
+from authproxy.storage.sessions import IUpstreamSessions
 from authproxy.tokens import s256_challenge
-from authproxy.upstream.http import ConnectionPoolService, IdPHTTP, IdPResponse
+from authproxy.upstream.http import ConnectionPoolService, IdPHTTP, IdPResponse, idp_http_for
 from authproxy.upstream.interface import (
     UpstreamDenied,
     UpstreamError,
@@ -62,9 +62,9 @@ class CodeFlowProvider(TokenSessions):
     uses_nonce = False
 
     def __init__(
-        self, config: Config, storage: IStorage, clock: IReactorTime, http: IdPHTTP
+        self, config: Config, sessions: IUpstreamSessions, clock: IReactorTime, http: IdPHTTP
     ) -> None:
-        super().__init__(config, storage, clock)
+        super().__init__(config, sessions, clock)
         upstream = config.upstream
         self._http = http
         self._client_id = upstream.client_id or ""
@@ -74,6 +74,17 @@ class CodeFlowProvider(TokenSessions):
         self._scope = " ".join(upstream.scopes)
         self._configured_revocation = upstream.revocation_endpoint
         self._reachability = ReachabilityProbe(clock)
+
+    @classmethod
+    def build(
+        cls, config: Config, sessions: IUpstreamSessions, reactor: Any, http: Any = None
+    ) -> Self:
+        """The provider for a validated ``config``: its ``UpstreamType.build``.
+
+        ``http`` is a treq client (or ``StubTreq``), None for treq over a persistent pool;
+        every request to the IdP is bounded by ``upstream.timeout``.
+        """
+        return cls(config, sessions, reactor, idp_http_for(reactor, config.upstream.timeout, http))
 
     def services(self) -> list[IService]:
         """Services to attach to the application (the connection pool's closer)."""
@@ -222,7 +233,7 @@ class CodeFlowProvider(TokenSessions):
         return ensureDeferred(self._end_session(tsid))
 
     async def _end_session(self, tsid: str) -> None:
-        session = await self._storage.get_upstream_session(tsid)
+        session = await self._sessions.get_upstream_session(tsid)
         await super().end_session(tsid)
         if session is None:
             return

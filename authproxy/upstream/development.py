@@ -9,7 +9,7 @@ backend never sees authproxy's own JWT.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 from urllib.parse import parse_qs
@@ -23,11 +23,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from authproxy.config import Config
+from authproxy.config import Config, ConfigError
 from authproxy.http import pages
+from authproxy.http.loopback import listen_is_loopback
 from authproxy.http.responses import add_query
-from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
+from authproxy.storage.sessions import IUpstreamSessions
 from authproxy.upstream.interface import (
     IUpstreamProvider,
     UpstreamDenied,
@@ -35,6 +36,7 @@ from authproxy.upstream.interface import (
     UpstreamIdentity,
     UpstreamLogin,
 )
+from authproxy.upstream.kind import UpstreamType
 from authproxy.upstream.sessions import TokenResponse, TokenSessions
 
 LOGIN_PATH = "/oauth/dev-login"
@@ -67,8 +69,8 @@ def valid_username(username: str) -> bool:
 class DevelopmentProvider(TokenSessions):
     """The built-in development IdP: the login page names the user, nothing is checked."""
 
-    def __init__(self, config: Config, storage: IStorage, clock: IReactorTime) -> None:
-        super().__init__(config, storage, clock)
+    def __init__(self, config: Config, sessions: IUpstreamSessions, clock: IReactorTime) -> None:
+        super().__init__(config, sessions, clock)
         self.login_url = config.server.public_url.rstrip("/") + LOGIN_PATH
         self._callback_url = config.upstream.redirect_uri
         self._codes: dict[str, _DevCode] = {}
@@ -243,3 +245,35 @@ class DevLoginPage(Resource):
         request.setHeader("Cache-Control", "no-store")
         request.setHeader("Referrer-Policy", "no-referrer")
         return b""
+
+
+def development_listen_problems(listen: Sequence[str]) -> list[str]:
+    """Why the development upstream may not run on these listen endpoints; [] when it may.
+
+    It lets anyone log in as anyone, so it only serves loopback (and UNIX) addresses.
+    """
+    return [
+        f'server.listen[{i}]: "{description}" is not a loopback address; upstream.type '
+        '"development" lets anyone log in as anyone, so it only listens on 127.0.0.1, [::1] '
+        "or localhost"
+        for i, description in enumerate(listen)
+        if not listen_is_loopback(description)
+    ]
+
+
+def _config_problems(config: Config) -> list[str]:
+    return development_listen_problems(config.server.listen)
+
+
+def _build(
+    config: Config, sessions: IUpstreamSessions, reactor: Any, http: Any
+) -> IUpstreamProvider:
+    # Validation refuses a public listen already; a Config built in code is checked here too.
+    problems = development_listen_problems(config.server.listen)
+    if problems:
+        raise ConfigError(problems)
+    return DevelopmentProvider(config, sessions, reactor)
+
+
+#: ``[upstream] type = "development"``: the built-in login page; loopback only, no IdP fields.
+DEVELOPMENT = UpstreamType("development", fields=(), config_problems=_config_problems, build=_build)

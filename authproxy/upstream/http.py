@@ -180,3 +180,11 @@ def default_idp_http(reactor: Any, timeout: float) -> IdPHTTP:
     pool.maxPersistentPerHost = 4
     agent = Agent(reactor, pool=pool, connectTimeout=min(timeout, 5.0))
     return IdPHTTP(HTTPClient(agent), reactor, timeout, pool=pool)
+
+
+def idp_http_for(reactor: Any, timeout: float, http: Any = None) -> IdPHTTP:
+    """``http`` (a treq ``HTTPClient`` or ``StubTreq``) bounded by ``timeout``; by default
+    treq over a persistent pool (``default_idp_http``)."""
+    if http is None:
+        return default_idp_http(reactor, timeout)
+    return IdPHTTP(http, reactor, timeout)

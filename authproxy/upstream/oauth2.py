@@ -8,12 +8,13 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from authproxy.config import Config, UserinfoConfig
-from authproxy.storage.interface import IStorage
+from authproxy.config import Config, UserinfoConfig, check_url
 from authproxy.storage.models import PendingAuthorization
+from authproxy.storage.sessions import IUpstreamSessions
 from authproxy.upstream.codeflow import CodeFlowProvider, Identity
 from authproxy.upstream.http import IdPHTTP
 from authproxy.upstream.interface import IUpstreamProvider, UpstreamError
+from authproxy.upstream.kind import UpstreamType, optional_urls, required_client_id, required_urls
 from authproxy.upstream.sessions import TokenResponse
 
 
@@ -54,9 +55,9 @@ class OAuth2Provider(CodeFlowProvider):
     """An OAuth2 server with configured endpoints; the user is whoever userinfo names."""
 
     def __init__(
-        self, config: Config, storage: IStorage, clock: IReactorTime, http: IdPHTTP
+        self, config: Config, sessions: IUpstreamSessions, clock: IReactorTime, http: IdPHTTP
     ) -> None:
-        super().__init__(config, storage, clock, http)
+        super().__init__(config, sessions, clock, http)
         upstream = config.upstream
         assert upstream.authorization_endpoint and upstream.token_endpoint and upstream.userinfo
         self._authorization_url = upstream.authorization_endpoint
@@ -90,3 +91,26 @@ class OAuth2Provider(CodeFlowProvider):
         except UpstreamError as e:
             self.log.warn("Upstream {upstream} {reason}", upstream=self.name, reason=str(e))
             raise
+
+
+def _config_problems(config: Config) -> list[str]:
+    upstream = config.upstream
+    problems = required_urls(upstream, "authorization_endpoint", "token_endpoint")
+    if upstream.userinfo is None:
+        problems.append('upstream.userinfo.endpoint_url: is required for type "oauth2"')
+    elif (why := check_url(upstream.userinfo.endpoint_url)) is not None:
+        problems.append(f"upstream.userinfo.endpoint_url: {why}")
+    return [
+        *problems,
+        *required_client_id(upstream),
+        *optional_urls(upstream, "revocation_endpoint"),
+    ]
+
+
+#: ``[upstream] type = "oauth2"``: configured endpoints, and the user from userinfo.
+OAUTH2 = UpstreamType(
+    "oauth2",
+    fields=("authorization_endpoint", "token_endpoint", "userinfo", "revocation_endpoint"),
+    config_problems=_config_problems,
+    build=OAuth2Provider.build,
+)

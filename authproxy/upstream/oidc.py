@@ -16,12 +16,13 @@ from zope.interface import implementer
 
 from authproxy.config import Config
 from authproxy.http.loopback import is_loopback_url
-from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization
+from authproxy.storage.sessions import IUpstreamSessions
 from authproxy.upstream.codeflow import CodeFlowProvider, Identity
 from authproxy.upstream.http import IdPHTTP
 from authproxy.upstream.idtoken import JWKSCache, verify_id_token
 from authproxy.upstream.interface import IUpstreamProvider, UpstreamError, UpstreamUnavailable
+from authproxy.upstream.kind import UpstreamType, optional_urls, required_client_id, required_urls
 from authproxy.upstream.sessions import TokenResponse
 
 #: id_token claims kept in the token session (the rest is not needed and may be large).
@@ -204,14 +205,14 @@ class OIDCProvider(CodeFlowProvider):
     def __init__(
         self,
         config: Config,
-        storage: IStorage,
+        sessions: IUpstreamSessions,
         clock: IReactorTime,
         http: IdPHTTP,
         *,
         discovery: OIDCDiscovery | None = None,
         jwks: JWKSCache | None = None,
     ) -> None:
-        super().__init__(config, storage, clock, http)
+        super().__init__(config, sessions, clock, http)
         issuer_url = config.upstream.issuer_url
         assert issuer_url is not None
         self.discovery = discovery or OIDCDiscovery(issuer_url, http, clock)
@@ -277,3 +278,21 @@ class OIDCProvider(CodeFlowProvider):
             email=email if isinstance(email, str) else None,
             claims={k: claims[k] for k in KEPT_CLAIMS if k in claims},
         )
+
+
+def _config_problems(config: Config) -> list[str]:
+    upstream = config.upstream
+    return [
+        *required_urls(upstream, "issuer_url"),
+        *required_client_id(upstream),
+        *optional_urls(upstream, "revocation_endpoint"),
+    ]
+
+
+#: ``[upstream] type = "oidc"``: the endpoints come from the issuer's discovery document.
+OIDC = UpstreamType(
+    "oidc",
+    fields=("issuer_url", "revocation_endpoint"),
+    config_problems=_config_problems,
+    build=OIDCProvider.build,
+)

@@ -1,8 +1,12 @@
-"""The upstream identity provider client: pick and build the configured IUpstreamProvider.
+"""The upstream type registry: which kinds of IdP authproxy can log users in with.
 
 - ``oidc``: discovery, code exchange, id_token verification (authproxy.upstream.oidc);
 - ``oauth2``: explicit endpoints, identity from userinfo (authproxy.upstream.oauth2);
 - ``development``: the built-in login page, loopback only (authproxy.upstream.development).
+
+Each entry (an ``UpstreamType``) owns its ``[upstream]`` fields' rules, which configuration
+validation asks for, and the construction of its provider. Adding a type is one module
+defining an ``UpstreamType`` and one line in ``UPSTREAM_TYPES``.
 
 Every provider has ``services()`` (attach them to the application: OIDC discovery runs as a
 Service) and ``readiness() -> (ok, detail)`` for ``/ready``.
@@ -12,23 +16,74 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 from twisted.application.service import IService
 
-from authproxy.config import Config, ConfigError, development_listen_problems
-from authproxy.storage.interface import IStorage
+from authproxy.config import Config, ConfigError, UpstreamConfig, alternatives
+from authproxy.storage.sessions import IUpstreamSessions
+from authproxy.upstream import development, oauth2, oidc
 from authproxy.upstream.development import DevelopmentProvider
-from authproxy.upstream.http import IdPHTTP, default_idp_http
 from authproxy.upstream.interface import IUpstreamProvider
+from authproxy.upstream.kind import UpstreamType
 from authproxy.upstream.oauth2 import OAuth2Provider
 from authproxy.upstream.oidc import OIDCProvider
 
 __all__ = [
+    "UPSTREAM_TYPES",
     "DevelopmentProvider",
     "OAuth2Provider",
     "OIDCProvider",
+    "UpstreamTypes",
     "make_upstream_provider",
     "upstream_services",
 ]
+
+
+@attrs.frozen
+class UpstreamTypes:
+    """The registered upstream types, in the order the error lines list them."""
+
+    types: tuple[UpstreamType, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(kind.name for kind in self.types)
+
+    def get(self, name: str) -> UpstreamType | None:
+        """The type registered as ``name``, or None."""
+        return next((kind for kind in self.types if kind.name == name), None)
+
+    def config_problems(self, config: Config) -> list[str]:
+        """Every problem with ``config.upstream`` for its type, one error line each."""
+        upstream = config.upstream
+        kind = self.get(upstream.type)
+        if kind is None:
+            return [self._unknown(upstream.type)]
+        return [*self._refused_fields(upstream, kind), *kind.config_problems(config)]
+
+    def _refused_fields(self, upstream: UpstreamConfig, kind: UpstreamType) -> list[str]:
+        """A line for each field of another type that is set: it would be silently ignored."""
+        others = {field for other in self.types for field in other.fields} - set(kind.fields)
+        return [
+            f'upstream.{field.name}: does not apply to type "{kind.name}"'
+            for field in attrs.fields(UpstreamConfig)
+            if field.name in others and getattr(upstream, field.name) is not None
+        ]
+
+    def build(
+        self, config: Config, sessions: IUpstreamSessions, reactor: Any, http: Any = None
+    ) -> IUpstreamProvider:
+        """The provider for ``config.upstream.type`` (validated, so registered)."""
+        kind = self.get(config.upstream.type)
+        if kind is None:  # a Config built in code, not validated
+            raise ConfigError([self._unknown(config.upstream.type)])
+        return kind.build(config, sessions, reactor, http)
+
+    def _unknown(self, name: str) -> str:
+        return f'upstream.type: "{name}" is not {alternatives(self.names)}'
+
+
+UPSTREAM_TYPES = UpstreamTypes((oidc.OIDC, oauth2.OAUTH2, development.DEVELOPMENT))
 
 
 def upstream_services(provider: IUpstreamProvider) -> list[IService]:
@@ -38,7 +93,7 @@ def upstream_services(provider: IUpstreamProvider) -> list[IService]:
 
 
 def make_upstream_provider(
-    config: Config, storage: IStorage, reactor: Any, http: Any = None
+    config: Config, sessions: IUpstreamSessions, reactor: Any, http: Any = None
 ) -> IUpstreamProvider:
     """The provider for ``config.upstream.type``.
 
@@ -47,20 +102,4 @@ def make_upstream_provider(
     by ``upstream.timeout``. Raises ConfigError when the development provider is configured
     on a non-loopback listen address.
     """
-    upstream = config.upstream
-    if upstream.type == "development":
-        # Validation refuses this already; a Config built in code is checked here too.
-        problems = development_listen_problems(config.server.listen)
-        if problems:
-            raise ConfigError(problems)
-        return DevelopmentProvider(config, storage, reactor)
-    idp_http = (
-        default_idp_http(reactor, upstream.timeout)
-        if http is None
-        else IdPHTTP(http, reactor, upstream.timeout)
-    )
-    if upstream.type == "oidc":
-        return OIDCProvider(config, storage, reactor, idp_http)
-    if upstream.type == "oauth2":
-        return OAuth2Provider(config, storage, reactor, idp_http)
-    raise ConfigError([f'upstream.type: "{upstream.type}" is not oidc, oauth2 or development'])
+    return UPSTREAM_TYPES.build(config, sessions, reactor, http)

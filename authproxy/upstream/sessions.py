@@ -17,8 +17,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from authproxy.config import Config
-from authproxy.storage.interface import IStorage
 from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
+from authproxy.storage.sessions import IUpstreamSessions
 from authproxy.upstream.http import IdPResponse
 from authproxy.upstream.interface import (
     UpstreamError,
@@ -114,9 +114,9 @@ class TokenSessions:
 
     log = Logger()
 
-    def __init__(self, config: Config, storage: IStorage, clock: IReactorTime) -> None:
+    def __init__(self, config: Config, sessions: IUpstreamSessions, clock: IReactorTime) -> None:
         self.name = config.upstream.name
-        self._storage = storage
+        self._sessions = sessions
         self._clock = clock
         # authproxy's refresh tokens live this long, so the upstream tokens must too
         self._session_lifespan = config.auth_server.refresh_token_lifespan
@@ -162,7 +162,7 @@ class TokenSessions:
             claims=claims,
             id_token=id_token,
         )
-        await self._storage.put_upstream_session(session)
+        await self._sessions.put_upstream_session(session)
         self.log.info(
             "Upstream {upstream} login completed (refresh token: {refreshable})",
             upstream=self.name,
@@ -189,7 +189,7 @@ class TokenSessions:
 
     async def _access_token(self, tsid: str) -> str:
         self._fresh_tokens.pop(tsid, None)
-        session = await self._storage.get_upstream_session(tsid)
+        session = await self._sessions.get_upstream_session(tsid)
         if session is None:
             raise UpstreamSessionEnded("the upstream login session has ended")
         if self._fresh(session):
@@ -198,7 +198,7 @@ class TokenSessions:
 
     async def _refresh_session(self, tsid: str) -> str:
         # re-read: a refresh that finished while our caller read storage may have renewed it
-        session = await self._storage.get_upstream_session(tsid)
+        session = await self._sessions.get_upstream_session(tsid)
         if session is None:
             raise UpstreamSessionEnded("the upstream login session has ended")
         if self._fresh(session):
@@ -212,7 +212,7 @@ class TokenSessions:
         except TokenEndpointError as e:
             if e.error in SESSION_ENDING_ERRORS:
                 self._fresh_tokens.pop(tsid, None)
-                await self._storage.delete_upstream_session(tsid)
+                await self._sessions.delete_upstream_session(tsid)
                 self.log.info(
                     "Upstream {upstream} refused the refresh ({error}): session ended",
                     upstream=self.name,
@@ -247,7 +247,7 @@ class TokenSessions:
             access_token_expires_at=now + tokens.expires_in,
             expires_at=max(session.expires_at, now + self._session_lifespan),
         )
-        await self._storage.put_upstream_session(renewed)
+        await self._sessions.put_upstream_session(renewed)
         self.log.debug("Upstream {upstream} access token refreshed", upstream=self.name)
         return self._remember(renewed)
 
@@ -257,4 +257,4 @@ class TokenSessions:
     def end_session(self, tsid: str) -> Deferred[None]:
         """Forget the session's upstream tokens."""
         self._fresh_tokens.pop(tsid, None)
-        return self._storage.delete_upstream_session(tsid)
+        return self._sessions.delete_upstream_session(tsid)

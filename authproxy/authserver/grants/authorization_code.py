@@ -25,7 +25,7 @@ class AuthorizationCodeGrant(GrantHandler):
         _, code_id = self.tokens.opaque_param(
             params, "code", AUTHORIZATION_CODE, "authorization code"
         )
-        record = await self.tokens.storage.redeem_code(code_id)
+        record = await self.tokens.storage.codes.redeem_code(code_id)
         if record is None:
             raise invalid_grant("the authorization code is unknown or expired")
         if record.redeemed:
@@ -34,7 +34,7 @@ class AuthorizationCodeGrant(GrantHandler):
                 client_id=record.client_id,
             )
             await end_token_family(
-                self.tokens.storage, self.tokens.provider, record.family_id, record.tsid
+                self.tokens.storage.families, self.tokens.provider, record.family_id, record.tsid
             )
             raise invalid_grant("the authorization code was already used")
         # From here on the code is spent: a failed attempt burns it and its upstream session.
@@ -50,7 +50,9 @@ class AuthorizationCodeGrant(GrantHandler):
         elif not verify_pkce(params["code_verifier"], record.code_challenge):
             problem = "code_verifier does not match the code_challenge"
         if problem is not None:
-            await end_token_family(self.tokens.storage, self.tokens.provider, None, record.tsid)
+            await end_token_family(
+                self.tokens.storage.families, self.tokens.provider, None, record.tsid
+            )
             raise invalid_grant(problem)
         resource = self.tokens.audience(params.get("resource"), record.resource)
 
@@ -72,7 +74,7 @@ class AuthorizationCodeGrant(GrantHandler):
             name=record.name,
             email=record.email,
         )
-        await self.tokens.storage.put_family(
+        await self.tokens.storage.families.put_family(
             TokenFamily(
                 family_id=grant.family_id,
                 client_id=client.client_id,
@@ -82,11 +84,11 @@ class AuthorizationCodeGrant(GrantHandler):
             )
         )
         # Linked before anything is handed out, so a concurrent replay finds what to revoke.
-        await self.tokens.storage.set_code_family(code_id, grant.family_id)
+        await self.tokens.storage.codes.set_code_family(code_id, grant.family_id)
         minted = self.tokens.mint(grant)
         if minted.refresh is not None:
-            await self.tokens.storage.put_refresh_token(minted.refresh)
-        await self.tokens.storage.add_family_access_token(
+            await self.tokens.storage.families.put_refresh_token(minted.refresh)
+        await self.tokens.storage.families.add_family_access_token(
             grant.family_id, minted.access.jti, float(minted.access.exp)
         )
         self.tokens.log.info(

@@ -14,7 +14,7 @@ from twisted.logger import Logger
 
 from authproxy.authserver.audience import InvalidTarget, ResourceIndicators
 from authproxy.http.responses import OAuthError
-from authproxy.storage.interface import IStorage
+from authproxy.storage import Storage
 from authproxy.storage.models import RefreshToken, RegisteredClient
 from authproxy.tokens import (
     REFRESH_TOKEN,
@@ -69,7 +69,7 @@ class Minted:
 class TokenIssuance:
     """The token endpoint's collaborators, as every grant sees them."""
 
-    storage: IStorage
+    storage: Storage
     provider: IUpstreamProvider
     clock: Clock
     issuer: AccessTokenIssuer

@@ -27,12 +27,12 @@ class RefreshTokenGrant(GrantHandler):
         token, token_id = self.tokens.opaque_param(
             params, "refresh_token", REFRESH_TOKEN, "refresh token"
         )
-        record = await self.tokens.storage.get_refresh_token(token_id)
+        record = await self.tokens.storage.families.get_refresh_token(token_id)
         if record is None:
             raise invalid_grant("the refresh token is unknown or expired")
         if record.client_id != client.client_id:
             raise invalid_grant("the refresh token was issued to another client")
-        family = await self.tokens.storage.get_family(record.family_id)
+        family = await self.tokens.storage.families.get_family(record.family_id)
         if family is None or family.revoked:
             raise invalid_grant("the refresh token was revoked")
 
@@ -51,7 +51,7 @@ class RefreshTokenGrant(GrantHandler):
                 client_id=client.client_id,
             )
             await end_token_family(
-                self.tokens.storage, self.tokens.provider, record.family_id, record.tsid
+                self.tokens.storage.families, self.tokens.provider, record.family_id, record.tsid
             )
             raise invalid_grant("the refresh token was already used; sign in again")
 
@@ -78,16 +78,16 @@ class RefreshTokenGrant(GrantHandler):
         )
         minted = self.tokens.mint(grant)
         sealed = self.tokens.opaque.seal(token, REFRESH_TOKEN, minted.response)
-        if not await self.tokens.storage.mark_rotated(token_id, now, sealed):
+        if not await self.tokens.storage.families.mark_rotated(token_id, now, sealed):
             # A concurrent request rotated it first: answer as its retry.
-            winner = await self.tokens.storage.get_refresh_token(token_id)
+            winner = await self.tokens.storage.families.get_refresh_token(token_id)
             retry = None if winner is None else self._retry_response(token, winner, now)
             if retry is None:
                 raise invalid_grant("the refresh token was already used")
             return retry
         if minted.refresh is not None:
-            await self.tokens.storage.put_refresh_token(minted.refresh)
-        await self.tokens.storage.add_family_access_token(
+            await self.tokens.storage.families.put_refresh_token(minted.refresh)
+        await self.tokens.storage.families.add_family_access_token(
             grant.family_id, minted.access.jti, float(minted.access.exp)
         )
         return minted.response

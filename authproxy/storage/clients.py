@@ -1,0 +1,22 @@
+"""IClients: the clients registered through RFC 7591 dynamic client registration."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from zope.interface import Interface
+
+from authproxy.storage.models import RegisteredClient
+
+
+class IClients(Interface):
+    """Registered clients, expiring when unused for the configured time."""
+
+    def add_client(client: RegisteredClient) -> Deferred[None]:
+        """Store a new client; at the cap, evict a never-used client, the oldest of the owner
+        holding the most (StorageFull if none): used clients are never evicted."""
+
+    def get_client(client_id: str) -> Deferred[RegisteredClient | None]:
+        """The client, or None when unknown or expired for lack of use."""
+
+    def touch_client(client_id: str) -> Deferred[None]:
+        """Record a use: sets last_used_at and renews the unused-client expiry."""

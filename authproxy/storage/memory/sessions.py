@@ -1,0 +1,49 @@
+"""MemoryUpstreamSessions: upstream token sessions in process memory."""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from authproxy.storage.fairness import OwnerIndex
+from authproxy.storage.memory.expiring import ExpiringMap, detached
+from authproxy.storage.memory.ledger import CapLedger, sweep_owned
+from authproxy.storage.models import UpstreamTokenSession
+from authproxy.storage.sessions import IUpstreamSessions
+
+
+@implementer(IUpstreamSessions)
+class MemoryUpstreamSessions:
+    """Sessions until their expiry; at the cap, evicted by upstream user."""
+
+    def __init__(self, ledger: CapLedger, cap: int) -> None:
+        self._ledger = ledger
+        self._sessions: ExpiringMap[str, UpstreamTokenSession] = ExpiringMap()
+        self._owners = OwnerIndex()  # by upstream user
+        sweep = sweep_owned(self._sessions, self._owners)
+        ledger.register("upstream_sessions", cap, self._sessions, sweep)
+
+    def put_upstream_session(self, session: UpstreamTokenSession) -> Deferred[None]:
+        """Store (or replace) under session.tsid until session.expires_at."""
+        self._ledger.put_owned(
+            "upstream_sessions",
+            self._sessions,
+            self._owners,
+            session.tsid,
+            f"{session.upstream_name}\0{session.subject}",  # by user: a login flood costs its own
+            detached(session),
+            session.expires_at,
+        )
+        return defer.succeed(None)
+
+    def get_upstream_session(self, tsid: str) -> Deferred[UpstreamTokenSession | None]:
+        """The session, or None."""
+        session = self._sessions.get(tsid, self._ledger.now())
+        return defer.succeed(None if session is None else detached(session))
+
+    def delete_upstream_session(self, tsid: str) -> Deferred[None]:
+        """Forget the session (ended upstream or revoked)."""
+        self._sessions.pop(tsid)
+        self._owners.discard(tsid)
+        return defer.succeed(None)

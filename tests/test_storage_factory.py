@@ -1,0 +1,38 @@
+"""build_storage: the storage type registry, and config validation against it."""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from authproxy.config import ConfigError, config_from_mapping
+from authproxy.storage import Storage
+from authproxy.storage.factory import STORAGE_TYPES, build_storage
+from authproxy.storage.memory import MemoryRateCounters
+
+BASE = {
+    "server": {"public_url": "http://127.0.0.1:8080"},
+    "backend": {"url": "http://127.0.0.1:9"},
+    "upstream": {"type": "development"},
+}
+
+
+class BuildStorageTests(SynchronousTestCase):
+    def test_memory_is_registered(self) -> None:
+        self.assertIn("memory", STORAGE_TYPES)
+
+    def test_memory_storage_built_with_the_configured_caps(self) -> None:
+        clock = Clock()
+        config = config_from_mapping({**BASE, "storage": {"type": "memory", "max_pending": 7}})
+        storage = build_storage(config, clock)
+        self.assertIsInstance(storage, Storage)
+        self.assertIs(storage.clock, clock)
+        self.assertIsInstance(storage.rate_counters, MemoryRateCounters)
+        self.assertEqual(storage.upkeep.record_counts()["pending"], 0)
+
+    def test_unknown_type_refused_by_config(self) -> None:
+        with self.assertRaises(ConfigError) as raised:
+            config_from_mapping({**BASE, "storage": {"type": "redis"}})
+        self.assertIn(
+            'storage.type: "redis" is not supported (use "memory")', str(raised.exception)
+        )
