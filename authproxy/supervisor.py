@@ -17,20 +17,20 @@ from urllib.parse import urlsplit
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
-from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.runner.procmon import ProcessMonitor
 
 from authproxy.config import BackendConfig
+from authproxy.http.tcp_probe import accepts_connections, url_host_port
 
 log = Logger()
 
 
 def backend_host_port(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    default = 443 if parts.scheme == "https" else 80
-    return parts.hostname or "127.0.0.1", parts.port or default
+    """Where the backend listens: its URL's host (loopback if it names none) and port."""
+    host, port = url_host_port(url)
+    return host or "127.0.0.1", port
 
 
 def backend_host_header(url: str) -> bytes:
@@ -52,32 +52,21 @@ class BackendProbe(TimerService):
         self._timeout = timeout
         self.reachable = False
 
-    def probe(self) -> Any:
-        endpoint = HostnameEndpoint(self._reactor, self._host, self._port, timeout=self._timeout)
-        factory = Factory.forProtocol(Protocol)
-        factory.noisy = False  # one probe a second would flood the log with factory starts
-        d = endpoint.connect(factory)
+    def probe(self) -> Deferred[None]:
+        """Connect once; log when the answer changes."""
+        d = accepts_connections(self._reactor, self._host, self._port, self._timeout)
+        return d.addCallback(self._answered)
 
-        def connected(protocol: Protocol) -> None:
-            if not self.reachable:
-                log.info(
-                    "Backend {host}:{port} accepts connections", host=self._host, port=self._port
-                )
-            self.reachable = True
-            if protocol.transport is not None:
-                protocol.transport.loseConnection()
-
-        def refused(_: object) -> None:
-            if self.reachable:
-                log.warn(
-                    "Backend {host}:{port} stopped accepting connections",
-                    host=self._host,
-                    port=self._port,
-                )
-            self.reachable = False
-
-        d.addCallbacks(connected, refused)
-        return d
+    def _answered(self, reachable: bool) -> None:
+        if reachable and not self.reachable:
+            log.info("Backend {host}:{port} accepts connections", host=self._host, port=self._port)
+        elif self.reachable and not reachable:
+            log.warn(
+                "Backend {host}:{port} stopped accepting connections",
+                host=self._host,
+                port=self._port,
+            )
+        self.reachable = reachable
 
     def readiness(self) -> tuple[bool, str]:
         return self.reachable, "accepting connections" if self.reachable else "not reachable yet"

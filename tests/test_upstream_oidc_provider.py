@@ -13,9 +13,10 @@ from typing import Any
 import attrs
 import pytest
 from twisted.internet import reactor as global_reactor
-from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from authproxy.config import config_from_mapping
@@ -48,6 +49,20 @@ def _browser_login(url: str, username: str) -> dict[str, str]:
             return await agent.login(url, username, procs.OIDC_PASSWORD)
 
     return callback_params(asyncio.run(run()))
+
+
+def _revocation_answered(provider: Any, timeout: float = 10.0) -> Deferred[None]:
+    """Fires when the provider logs the IdP's answer to its revocation request, whatever it was."""
+    answered: Deferred[None] = Deferred()
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_source") is provider and "hint" in event and not answered.called:
+            answered.callback(None)
+
+    globalLogPublisher.addObserver(observe)
+    answered.addBoth(lambda result: (globalLogPublisher.removeObserver(observe), result)[1])
+    answered.addTimeout(timeout, global_reactor)
+    return answered
 
 
 async def _until_ready(provider: Any, timeout: float = 10.0) -> None:
@@ -137,8 +152,9 @@ async def login_and_refresh(oidc: procs.OIDCProvider, auth_method: str) -> None:
         # ending a session revokes its refresh token at the IdP (RFC 7009, discovered endpoint)
         assert provider._revocation_endpoint() == oidc.issuer + "/token/revocation"
         await storage.upstream_sessions.put_upstream_session(renewed)
+        revoked = _revocation_answered(provider)
         await provider.end_session(identity.tsid)
-        await gatherResults(list(provider.revocations))
+        await revoked
         with pytest.raises(TokenEndpointError) as refused:
             await provider._refresh(renewed)
         assert refused.value.error == "invalid_grant"

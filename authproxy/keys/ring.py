@@ -17,7 +17,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -276,10 +276,6 @@ class KeySources:
                     pass  # reported by signing_files()/hmac_files()
         return tuple(result)
 
-    def files(self) -> tuple[str, ...]:
-        """Every configured file: signing keys, then HMAC secrets."""
-        return self.signing_files() + self.hmac_files()
-
     def watch_dirs(self) -> tuple[str, ...]:
         """Directories whose entries decide the key set: the dirs, and parents of listed files.
 
@@ -388,12 +384,12 @@ def load_key_set(sources: KeySources, previous: KeySet | None = None) -> KeySet:
 class KeyRing:
     """The current KeySet, shared in-process by the token issuer, the guard and the JWKS.
 
-    ``replace`` swaps in a new set atomically (one attribute assignment in the reactor thread),
-    bumps ``generation`` and notifies subscribers, so caches of verified tokens can be dropped.
+    ``replace`` swaps in a new set atomically (one attribute assignment in the reactor thread)
+    and bumps ``generation``; readers that cache per key set (the guard's verified tokens,
+    the metadata documents) compare it to notice the swap.
     """
 
     def __init__(self, keyset: KeySet) -> None:
-        self._subscribers: list[Callable[[KeyRing], object]] = []
         self.generation = 0
         self._install(keyset)
 
@@ -465,24 +461,9 @@ class KeyRing:
         return self._jwks_etag
 
     def replace(self, keyset: KeySet) -> None:
-        """Swap in ``keyset``, bump ``generation`` and notify subscribers."""
+        """Swap in ``keyset`` and bump ``generation``."""
         self._install(keyset)
         self.generation += 1
-        for callback in list(self._subscribers):
-            try:
-                callback(self)
-            except Exception:
-                _log.failure("Key ring subscriber {callback!r} failed", callback=callback)
-
-    def subscribe(self, callback: Callable[[KeyRing], object]) -> Callable[[], None]:
-        """Call ``callback(ring)`` after every ``replace``; returns an unsubscribe function."""
-        self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            if callback in self._subscribers:
-                self._subscribers.remove(callback)
-
-        return unsubscribe
 
 
 def fingerprint(sources: KeySources) -> str:

@@ -58,9 +58,6 @@ class Identity:
 class CodeFlowProvider(TokenSessions):
     """Authorization redirect, code exchange and refresh at the IdP's token endpoint."""
 
-    #: Revocations at the IdP still in flight (tests wait on them; nothing else does).
-    revocations: list[Deferred[Any]]
-
     #: OIDC sends and checks a nonce; plain OAuth2 servers have no use for one.
     uses_nonce = False
 
@@ -76,7 +73,6 @@ class CodeFlowProvider(TokenSessions):
         self._redirect_uri = upstream.redirect_uri
         self._scope = " ".join(upstream.scopes)
         self._configured_revocation = upstream.revocation_endpoint
-        self.revocations = []
         self._reachability = ReachabilityProbe(clock)
 
     @classmethod
@@ -251,11 +247,9 @@ class CodeFlowProvider(TokenSessions):
         else:
             token, hint = session.access_token, "access_token"
         revoking = self._client_request(endpoint, {"token": token, "token_type_hint": hint})
-        self.revocations.append(revoking)
         revoking.addBoth(self._revoked, hint)
 
     def _revoked(self, result: IdPResponse | Failure, hint: str) -> None:
-        self.revocations = [d for d in self.revocations if not d.called]
         if isinstance(result, Failure):
             reason = (
                 str(result.value)

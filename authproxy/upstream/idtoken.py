@@ -13,15 +13,14 @@ from typing import Any, cast
 from jwcrypto.common import JWException
 from jwcrypto.jwk import JWK
 from jwcrypto.jws import JWS
-from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from authproxy.http.json import loads_untrusted
 from authproxy.keys.algorithms import ASYMMETRIC_ALGS, key_accepts
 from authproxy.upstream.http import IdPHTTP
 from authproxy.upstream.interface import UpstreamError
+from authproxy.upstream.single_flight import SingleFlight
 
 #: Seconds of clock skew tolerated on exp and iat.
 LEEWAY = 120.0
@@ -53,7 +52,7 @@ class JWKSCache:
         self._keys: list[JWK] = []
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
-        self._fetch_waiters: list[Deferred[None]] | None = None
+        self._fetches: SingleFlight[None] = SingleFlight()  # concurrent logins share one
 
     def _now(self) -> float:
         return cast(Any, self._clock).seconds()
@@ -84,15 +83,8 @@ class JWKSCache:
         return [key for key in self._keys if key.get("kid") == kid]
 
     async def _refetch(self, keep_on_failure: bool) -> None:
-        # concurrent logins share one fetch; each waits on its own Deferred
-        waiter: Deferred[None] = Deferred()
-        if self._fetch_waiters is not None:
-            self._fetch_waiters.append(waiter)
-        else:
-            self._fetch_waiters = [waiter]
-            ensureDeferred(self._fetch()).addBoth(self._fetch_done)
         try:
-            await waiter
+            await self._fetches.run(self._fetch)
         except UpstreamError as e:
             if not keep_on_failure:
                 raise
@@ -100,14 +92,6 @@ class JWKSCache:
                 "Refetching the IdP's JWKS failed, keeping the cached keys: {reason}",
                 reason=str(e),
             )
-
-    def _fetch_done(self, result: None | Failure) -> None:
-        waiters, self._fetch_waiters = self._fetch_waiters or [], None
-        for waiter in waiters:
-            if isinstance(result, Failure):
-                waiter.errback(result)
-            else:
-                waiter.callback(None)
 
     async def _fetch(self) -> None:
         self._attempted_at = self._now()

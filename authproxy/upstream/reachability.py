@@ -11,13 +11,11 @@ it came back.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IReactorTCP
-from twisted.internet.protocol import Factory, Protocol
 
+from authproxy.http.tcp_probe import accepts_connections, url_host_port
 from authproxy.upstream.interface import UpstreamUnavailable
 
 
@@ -36,18 +34,8 @@ class ReachabilityProbe:
         # A test Clock cannot connect anywhere; nothing to probe there.
         if not IReactorTCP.providedBy(self._reactor):
             return
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        endpoint = HostnameEndpoint(
-            self._reactor, parts.hostname or "", port, timeout=self._timeout
-        )
-        try:
-            factory = Factory.forProtocol(Protocol)
-            factory.noisy = False
-            protocol: Any = await endpoint.connect(factory)
-        except Exception:
+        host, port = url_host_port(url)
+        if not await accepts_connections(self._reactor, host, port, self._timeout):
             raise UpstreamUnavailable(
                 "the identity provider cannot be reached right now", retry_after=10
-            ) from None
-        if protocol.transport is not None:
-            protocol.transport.loseConnection()
+            )

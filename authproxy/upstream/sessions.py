@@ -15,7 +15,6 @@ import attrs
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from authproxy.config import Config
 from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
@@ -27,6 +26,7 @@ from authproxy.upstream.interface import (
     UpstreamSessionEnded,
     UpstreamUnavailable,
 )
+from authproxy.upstream.single_flight import SingleFlight
 
 #: Lifetime assumed for an access token whose response has no expires_in.
 DEFAULT_EXPIRES_IN = 3600.0
@@ -120,7 +120,7 @@ class TokenSessions:
         self._clock = clock
         # authproxy's refresh tokens live this long, so the upstream tokens must too
         self._session_lifespan = config.auth_server.refresh_token_lifespan
-        self._waiting: dict[str, list[Deferred[str]]] = {}
+        self._refreshes: SingleFlight[str] = SingleFlight()  # keyed by tsid
         # tsid -> (access token, fresh until): the proxy asks on every request, and a
         # storage read (a copy of the whole session) per request is the dominant cost.
         # Only this object renews or ends sessions, so it can keep this view exact.
@@ -194,28 +194,7 @@ class TokenSessions:
             raise UpstreamSessionEnded("the upstream login session has ended")
         if self._fresh(session):
             return self._remember(session)
-        return await self._shared_refresh(tsid)
-
-    def _shared_refresh(self, tsid: str) -> Deferred[str]:
-        # each caller gets its own Deferred, so one caller cancelling cannot cancel the others
-        waiter: Deferred[str] = Deferred()
-        waiting = self._waiting.get(tsid)
-        if waiting is not None:
-            waiting.append(waiter)
-            return waiter
-        self._waiting[tsid] = [waiter]
-        d = ensureDeferred(self._refresh_session(tsid))
-        d.addBoth(self._deliver, tsid)
-        return waiter
-
-    def _deliver(self, result: str | Failure, tsid: str) -> None:
-        for waiter in self._waiting.pop(tsid, []):
-            if waiter.called:
-                continue
-            if isinstance(result, Failure):
-                waiter.errback(result)
-            else:
-                waiter.callback(result)
+        return await self._refreshes.run(lambda: self._refresh_session(tsid), tsid)
 
     async def _refresh_session(self, tsid: str) -> str:
         # re-read: a refresh that finished while our caller read storage may have renewed it
