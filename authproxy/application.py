@@ -31,9 +31,27 @@ from authproxy.storage import Storage
 from authproxy.storage.factory import build_storage
 from authproxy.storage.sweeper import StorageSweeper
 from authproxy.supervisor import backend_services
+from authproxy.upstream.reachability import ReachabilityProbe
 from authproxy.upstream.registry import make_upstream_provider, upstream_services
 
 log = Logger()
+
+
+@attrs.frozen
+class HostFacilities:
+    """What authproxy may do beyond its reactor's timers and listeners.
+
+    Decided here, never by inspecting the reactor: the twistd daemon turns both on
+    (``DAEMON``); an application built on a test reactor gets neither unless it asks.
+    """
+
+    #: Watch the key directories with inotify too (else they are only polled).
+    inotify: bool = False
+    #: Open a TCP connection to the IdP before each login redirect (``ReachabilityProbe``).
+    idp_probe: bool = False
+
+
+DAEMON = HostFacilities(inotify=True, idp_probe=True)
 
 
 @attrs.define
@@ -80,13 +98,18 @@ def bound_connections(site: AuthproxySite, config: Config) -> None:
     )
 
 
-def build_application(config: Config, reactor: Any) -> Application:
+def build_application(
+    config: Config, reactor: Any, facilities: HostFacilities = HostFacilities()
+) -> Application:
+    """Every part of authproxy for a validated ``config``, on ``reactor``."""
     readiness = Readiness()
     root = PrefixTable()
     services: list[IService] = []
 
     ring, sources = load_ring(config)
-    watcher = SecretWatcher(ring=ring, sources=sources, clock=reactor)
+    watcher = SecretWatcher(
+        ring=ring, sources=sources, clock=reactor, use_inotify=facilities.inotify
+    )
     services.append(watcher)
     readiness.register("keys", lambda: (True, watcher.readiness_detail()["keys"]))
 
@@ -102,7 +125,10 @@ def build_application(config: Config, reactor: Any) -> Application:
     if probe is not None:
         readiness.register("backend", probe.readiness)
 
-    provider = make_upstream_provider(config, storage.upstream_sessions, reactor)
+    reachability = ReachabilityProbe(reactor) if facilities.idp_probe else None
+    provider = make_upstream_provider(
+        config, storage.upstream_sessions, reactor, reachability=reachability
+    )
     services.extend(upstream_services(provider))
     readiness.register("upstream", provider.readiness)
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import gc
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application import service, strports
 from twisted.python import usage
 
 from authproxy.config import Config, ConfigError, load_config
 from authproxy.ops.logs import TwistdLogging
+
+if TYPE_CHECKING:
+    from authproxy.application import HostFacilities
 
 
 class Options(usage.Options):
@@ -42,9 +45,11 @@ def _fail(problems: list[str]) -> None:
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> service.MultiService:
     """twistd's entry point. Without ``reactor`` (twistd never passes one) the process is
-    authproxy's own: its garbage collector is tuned for it (``HeapTuning``) and
-    ``[logging]`` is handed to twistd's ``--logger`` factory (``logs.TWISTD``). A caller that
-    passes a reactor (a test, an embedding program) keeps its process as it is."""
+    authproxy's own: its garbage collector is tuned for it (``HeapTuning``),
+    ``[logging]`` is handed to twistd's ``--logger`` factory (``logs.TWISTD``), and key files
+    are watched with inotify and the IdP probed before logins (``DAEMON``). A caller that
+    passes a reactor (a test, an embedding program) keeps its process as it is and gets
+    neither inotify nor the probe."""
     own_process = reactor is None
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -55,11 +60,13 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
     except ConfigError as e:
         _fail(e.problems)
         raise  # unreachable
+    from authproxy.application import DAEMON
     from authproxy.ops import logs
 
-    top = build_service(config, reactor, logs.TWISTD if own_process else None)
-    if own_process:
-        HeapTuning().setServiceParent(top)
+    if not own_process:
+        return build_service(config, reactor)
+    top = build_service(config, reactor, logs.TWISTD, DAEMON)
+    HeapTuning().setServiceParent(top)
     return top
 
 
@@ -95,19 +102,23 @@ class _Top(service.MultiService):
 
 
 def build_service(
-    config: Config, reactor: Any, logging: TwistdLogging | None = None
+    config: Config,
+    reactor: Any,
+    logging: TwistdLogging | None = None,
+    facilities: HostFacilities | None = None,
 ) -> service.MultiService:
     """The whole daemon for a validated ``config``.
 
     ``logging`` receives ``[logging]`` for twistd's ``--logger`` factory; without it a
-    private one does (nothing outside the returned service changes).
+    private one does (nothing outside the returned service changes). ``facilities`` says
+    whether inotify and the IdP probe are used (default: neither).
     """
-    from authproxy.application import build_application
+    from authproxy.application import HostFacilities, build_application
 
     logging = logging or TwistdLogging()
     logging.configure(config.logging.format, config.logging.level)
     try:
-        app = build_application(config, reactor)
+        app = build_application(config, reactor, facilities or HostFacilities())
     except ConfigError as e:
         _fail(e.problems)
         raise

@@ -13,6 +13,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from authproxy.keys.watcher import SecretWatcher
 from authproxy.ops import logs
 from authproxy.tap import HeapTuning, Options, makeService
 from tests.processes import free_port, twistd_authproxy
@@ -76,6 +77,16 @@ class MakeServiceTests(SynchronousTestCase):
         path = write_config(self, 8080, ["tcp:8080:interface=127.0.0.1"])
         service = makeService({"config": path})  # not started: that would tune this process
         self.assertEqual(sum(isinstance(s, HeapTuning) for s in service), 1)
+
+    def test_only_the_twistd_path_watches_key_files_with_inotify(self) -> None:
+        path = write_config(self, 8080, ["tcp:8080:interface=127.0.0.1"])
+        daemon = makeService({"config": path})  # not started
+        embedded = makeService({"config": path}, reactor=MemoryReactorClock())
+        inotify = [
+            [s.use_inotify for s in service if isinstance(s, SecretWatcher)]
+            for service in (daemon, embedded)
+        ]
+        self.assertEqual(inotify, [[True], [False]])
 
     def test_bad_config_exits_1(self) -> None:
         path = Path(self.mktemp() + ".toml")

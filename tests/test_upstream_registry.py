@@ -33,7 +33,7 @@ def _no_problems(config: Config) -> list[str]:
     return []
 
 
-def _built(config: Config, storage: Any, reactor: Any, http: Any) -> Any:
+def _built(config: Config, storage: Any, reactor: Any, http: Any, reachability: Any) -> Any:
     return ("built", config.upstream.type, http)
 
 

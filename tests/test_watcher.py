@@ -185,6 +185,7 @@ class INotifyTests(TestCase):
             ring=self.ring,
             sources=self.sources,
             clock=reactor,
+            use_inotify=True,
             debounce=0.05,
             poll_interval=3600.0,
             safety_poll_interval=3600.0,

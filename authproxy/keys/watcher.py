@@ -17,7 +17,6 @@ from typing import Any
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.interfaces import IReactorFDSet
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
@@ -51,9 +50,9 @@ WATCH_MASK = (
 class SecretWatcher(Service):
     """A Service that keeps ``ring`` in step with the key files named by ``sources``.
 
-    ``clock`` schedules debouncing and polling; inotify is used only when ``use_inotify`` is
-    true and ``clock`` is a real reactor (provides IReactorFDSet), so tests driving a
-    ``Clock`` exercise the polling path deterministically.
+    ``clock`` schedules debouncing and polling. With ``use_inotify`` (the wiring's choice:
+    the daemon sets it) ``clock`` must be a real reactor (IReactorFDSet) and the files are
+    also watched with inotify; without it, as in tests driving a ``Clock``, they are polled.
     """
 
     _ring: KeyRing
@@ -61,7 +60,7 @@ class SecretWatcher(Service):
     _clock: Any  # IReactorTime; also IReactorFDSet when inotify is to be used
     poll_interval: float = 10.0
     debounce: float = 0.5
-    use_inotify: bool = True
+    use_inotify: bool = False
     safety_poll_interval: float = 60.0
 
     last_error: str | None = attrs.field(default=None, init=False)
@@ -121,7 +120,7 @@ class SecretWatcher(Service):
     # inotify
 
     def _arm_inotify(self) -> None:
-        if not self.use_inotify or _inotify is None or not IReactorFDSet.providedBy(self._clock):
+        if not self.use_inotify or _inotify is None:
             return
         if self._notifier is None:
             try:

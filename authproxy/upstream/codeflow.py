@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import attrs
 from twisted.application.service import IService
-from twisted.internet.defer import Deferred, ensureDeferred, fail
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
@@ -62,7 +62,13 @@ class CodeFlowProvider(TokenSessions):
     uses_nonce = False
 
     def __init__(
-        self, config: Config, sessions: IUpstreamSessions, clock: IReactorTime, http: IdPHTTP
+        self,
+        config: Config,
+        sessions: IUpstreamSessions,
+        clock: IReactorTime,
+        http: IdPHTTP,
+        *,
+        reachability: ReachabilityProbe | None = None,
     ) -> None:
         super().__init__(config, sessions, clock)
         upstream = config.upstream
@@ -73,18 +79,25 @@ class CodeFlowProvider(TokenSessions):
         self._redirect_uri = upstream.redirect_uri
         self._scope = " ".join(upstream.scopes)
         self._configured_revocation = upstream.revocation_endpoint
-        self._reachability = ReachabilityProbe(clock)
+        self._reachability = reachability
 
     @classmethod
     def build(
-        cls, config: Config, sessions: IUpstreamSessions, reactor: Any, http: Any = None
+        cls,
+        config: Config,
+        sessions: IUpstreamSessions,
+        reactor: Any,
+        http: Any = None,
+        reachability: ReachabilityProbe | None = None,
     ) -> Self:
         """The provider for a validated ``config``: its ``UpstreamType.build``.
 
         ``http`` is a treq client (or ``StubTreq``), None for treq over a persistent pool;
-        every request to the IdP is bounded by ``upstream.timeout``.
+        every request to the IdP is bounded by ``upstream.timeout``. ``reachability`` probes
+        the IdP before each login redirect; None sends the browser without probing.
         """
-        return cls(config, sessions, reactor, idp_http_for(reactor, config.upstream.timeout, http))
+        idp_http = idp_http_for(reactor, config.upstream.timeout, http)
+        return cls(config, sessions, reactor, idp_http, reachability=reachability)
 
     def services(self) -> list[IService]:
         """Services to attach to the application (the connection pool's closer)."""
@@ -136,6 +149,8 @@ class CodeFlowProvider(TokenSessions):
             endpoint = self._authorization_endpoint()
         except UpstreamError as e:
             return fail(e)
+        if self._reachability is None:
+            return succeed(None)
         return self._reachability.check(endpoint)
 
     async def _finish_login(

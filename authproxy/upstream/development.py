@@ -266,8 +266,9 @@ def _config_problems(config: Config) -> list[str]:
 
 
 def _build(
-    config: Config, sessions: IUpstreamSessions, reactor: Any, http: Any
+    config: Config, sessions: IUpstreamSessions, reactor: Any, http: Any, reachability: Any
 ) -> IUpstreamProvider:
+    # The login page is authproxy's own: no IdP to reach, so no HTTP client and no probe.
     # Validation refuses a public listen already; a Config built in code is checked here too.
     problems = development_listen_problems(config.server.listen)
     if problems:

@@ -18,9 +18,13 @@ if TYPE_CHECKING:
     from authproxy.config import Config
     from authproxy.storage.sessions import IUpstreamSessions
     from authproxy.upstream.interface import IUpstreamProvider
+    from authproxy.upstream.reachability import ReachabilityProbe
 
-#: ``build(config, sessions, reactor, http)``: ``http`` is a treq client, or None for the default.
-Build = Callable[["Config", "IUpstreamSessions", Any, Any], "IUpstreamProvider"]
+#: ``build(config, sessions, reactor, http, reachability)``: ``http`` is a treq client, or None
+#: for the default; ``reachability`` probes the IdP before login redirects, None for no probe.
+Build = Callable[
+    ["Config", "IUpstreamSessions", Any, Any, "ReachabilityProbe | None"], "IUpstreamProvider"
+]
 
 
 @attrs.frozen

@@ -15,6 +15,7 @@ from authproxy.upstream.codeflow import CodeFlowProvider, Identity
 from authproxy.upstream.http import IdPHTTP
 from authproxy.upstream.interface import IUpstreamProvider, UpstreamError
 from authproxy.upstream.kind import UpstreamType, optional_urls, required_client_id, required_urls
+from authproxy.upstream.reachability import ReachabilityProbe
 from authproxy.upstream.sessions import TokenResponse
 
 
@@ -55,9 +56,15 @@ class OAuth2Provider(CodeFlowProvider):
     """An OAuth2 server with configured endpoints; the user is whoever userinfo names."""
 
     def __init__(
-        self, config: Config, sessions: IUpstreamSessions, clock: IReactorTime, http: IdPHTTP
+        self,
+        config: Config,
+        sessions: IUpstreamSessions,
+        clock: IReactorTime,
+        http: IdPHTTP,
+        *,
+        reachability: ReachabilityProbe | None = None,
     ) -> None:
-        super().__init__(config, sessions, clock, http)
+        super().__init__(config, sessions, clock, http, reachability=reachability)
         upstream = config.upstream
         assert upstream.authorization_endpoint and upstream.token_endpoint and upstream.userinfo
         self._authorization_url = upstream.authorization_endpoint

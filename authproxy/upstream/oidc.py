@@ -23,6 +23,7 @@ from authproxy.upstream.http import IdPHTTP
 from authproxy.upstream.idtoken import JWKSCache, verify_id_token
 from authproxy.upstream.interface import IUpstreamProvider, UpstreamError, UpstreamUnavailable
 from authproxy.upstream.kind import UpstreamType, optional_urls, required_client_id, required_urls
+from authproxy.upstream.reachability import ReachabilityProbe
 from authproxy.upstream.sessions import TokenResponse
 
 #: id_token claims kept in the token session (the rest is not needed and may be large).
@@ -211,8 +212,9 @@ class OIDCProvider(CodeFlowProvider):
         *,
         discovery: OIDCDiscovery | None = None,
         jwks: JWKSCache | None = None,
+        reachability: ReachabilityProbe | None = None,
     ) -> None:
-        super().__init__(config, sessions, clock, http)
+        super().__init__(config, sessions, clock, http, reachability=reachability)
         issuer_url = config.upstream.issuer_url
         assert issuer_url is not None
         self.discovery = discovery or OIDCDiscovery(issuer_url, http, clock)

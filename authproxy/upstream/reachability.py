@@ -6,6 +6,10 @@ each redirect authproxy opens (and closes) a TCP connection to the authorization
 endpoint's host. Logins are rare next to MCP traffic, so the probe is not cached: a cached
 "up" would send the next users to a dead IdP, a cached "down" would keep them out after
 it came back.
+
+Whether to probe at all is the wiring's choice (authproxy.application.HostFacilities): the
+daemon does; an application built on a test reactor gets no probe, since a fake reactor
+cannot connect anywhere.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.interfaces import IReactorTCP
 
 from authproxy.http.tcp_probe import accepts_connections, url_host_port
 from authproxy.upstream.interface import UpstreamUnavailable
@@ -23,6 +26,7 @@ class ReachabilityProbe:
     """Answers whether the host of an IdP URL accepts TCP connections."""
 
     def __init__(self, reactor: Any, timeout: float = 3.0) -> None:
+        """``reactor`` provides IReactorTCP and IReactorTime: it really connects."""
         self._reactor = reactor
         self._timeout = timeout
 
@@ -31,9 +35,6 @@ class ReachabilityProbe:
         return ensureDeferred(self._check(url))
 
     async def _check(self, url: str) -> None:
-        # A test Clock cannot connect anywhere; nothing to probe there.
-        if not IReactorTCP.providedBy(self._reactor):
-            return
         host, port = url_host_port(url)
         if not await accepts_connections(self._reactor, host, port, self._timeout):
             raise UpstreamUnavailable(

@@ -27,6 +27,7 @@ from authproxy.upstream.interface import IUpstreamProvider
 from authproxy.upstream.kind import UpstreamType
 from authproxy.upstream.oauth2 import OAuth2Provider
 from authproxy.upstream.oidc import OIDCProvider
+from authproxy.upstream.reachability import ReachabilityProbe
 
 __all__ = [
     "UPSTREAM_TYPES",
@@ -71,13 +72,18 @@ class UpstreamTypes:
         ]
 
     def build(
-        self, config: Config, sessions: IUpstreamSessions, reactor: Any, http: Any = None
+        self,
+        config: Config,
+        sessions: IUpstreamSessions,
+        reactor: Any,
+        http: Any = None,
+        reachability: ReachabilityProbe | None = None,
     ) -> IUpstreamProvider:
         """The provider for ``config.upstream.type`` (validated, so registered)."""
         kind = self.get(config.upstream.type)
         if kind is None:  # a Config built in code, not validated
             raise ConfigError([self._unknown(config.upstream.type)])
-        return kind.build(config, sessions, reactor, http)
+        return kind.build(config, sessions, reactor, http, reachability)
 
     def _unknown(self, name: str) -> str:
         return f'upstream.type: "{name}" is not {alternatives(self.names)}'
@@ -93,13 +99,18 @@ def upstream_services(provider: IUpstreamProvider) -> list[IService]:
 
 
 def make_upstream_provider(
-    config: Config, sessions: IUpstreamSessions, reactor: Any, http: Any = None
+    config: Config,
+    sessions: IUpstreamSessions,
+    reactor: Any,
+    http: Any = None,
+    reachability: ReachabilityProbe | None = None,
 ) -> IUpstreamProvider:
     """The provider for ``config.upstream.type``.
 
     ``http`` is a treq ``HTTPClient`` (or ``StubTreq``); by default treq over a persistent
     connection pool with Twisted's verifying TLS policy. Every request to the IdP is bounded
-    by ``upstream.timeout``. Raises ConfigError when the development provider is configured
-    on a non-loopback listen address.
+    by ``upstream.timeout``. ``reachability`` probes the IdP before each login redirect (None:
+    no probe). Raises ConfigError when the development provider is configured on a
+    non-loopback listen address.
     """
-    return UPSTREAM_TYPES.build(config, sessions, reactor, http)
+    return UPSTREAM_TYPES.build(config, sessions, reactor, http, reachability)
