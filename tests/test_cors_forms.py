@@ -7,6 +7,7 @@ import io
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
+from authproxy.http import forms
 from authproxy.http.cors import AllowedOriginsCORS, OriginPolicy, PublicCORS
 from authproxy.http.errors import BadHeader, OAuthError
 from authproxy.http.forms import OAUTH_FORM, OAUTH_REFUSALS, FormReader
@@ -146,3 +147,17 @@ class FormReaderTests(SynchronousTestCase):
         # Without body_only, a query string is no reason to refuse.
         self.assertEqual(reader.read(request_with(FORM, b"a=1", uri=b"/?q=1")), {"a": "1"})
         self.assertIs(OAUTH_REFUSALS, OAUTH_FORM.refusals)
+
+    def test_page_refusals_name_the_form(self) -> None:
+        reader = FormReader(8, forms.PageRefusals("sample form", PageRefusal))
+        cases = [
+            (request_with({b"content-type": b"\xff"}), "header is not valid UTF-8"),
+            (request_with({}, b"a=1"), "was not sent as form data"),
+            (request_with(FORM, b"a=123456789"), "was too large"),
+            (request_with(FORM, b"a=\xff"), "could not be decoded"),
+            (request_with(FORM, b"a=1&a=2"), "repeated the field a"),
+        ]
+        for request, why in cases:
+            e = self.assertRaises(PageRefusal, reader.read, request)
+            self.assertTrue(str(e).startswith("The sample form"), str(e))
+            self.assertIn(why, str(e))

@@ -211,6 +211,28 @@ class DevelopmentFlowTests(SynchronousTestCase):
             body = self.successResultOf(treq.text_content(response))
             self.assertNotIn("<b>", body)
 
+    def test_unreadable_forms_show_the_login_page_again(self) -> None:
+        url = "http://127.0.0.1:8080" + LOGIN_PATH
+        urlencoded = {"Content-Type": ["application/x-www-form-urlencoded"]}
+        cases = [
+            (
+                {"Content-Type": ["application/json"]},
+                b'{"username": "bob"}',
+                "was not sent as form data",
+            ),
+            (urlencoded, b"state=s&username=" + b"x" * 4096, "was too large"),
+            (urlencoded, b"state=s&username=bob&username=eve", "repeated the field username"),
+            (urlencoded, b"state=s&username=\xff", "could not be decoded"),
+        ]
+        for headers, body, message in cases:
+            response = self.successResultOf(
+                self.http.post(url, data=body, headers=headers, allow_redirects=False)
+            )
+            self.assertEqual(response.code, 400, message)
+            page = self.successResultOf(treq.text_content(response))
+            self.assertIn(f"The login form {message}", page)
+            self.assertIn('name="username"', page)
+
     def test_flow(self) -> None:
         args = self.login("bob", "st-1")
         self.assertEqual(args["state"], "st-1")

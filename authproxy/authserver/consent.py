@@ -38,7 +38,7 @@ from authproxy.authserver.authorize import error_redirect_uri
 from authproxy.authserver.login_binding import HMACSecrets, cookie_prefix, short_hash
 from authproxy.config import Config
 from authproxy.http.errors import BadHeader, HTMLPageError
-from authproxy.http.forms import FormReader
+from authproxy.http.forms import FormReader, PageRefusals
 from authproxy.http.pages import ConsentView, render_consent
 from authproxy.http.request_headers import header_text
 from authproxy.http.resource import AsyncResource
@@ -360,26 +360,4 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-class _ApprovalFormRefusals:
-    """How the consent form is refused: an HTML page saying what was wrong with it."""
-
-    def bad_header(self, error: BadHeader) -> Exception:
-        return _bad_form_page("The approval form's Content-Type header is not valid UTF-8.")
-
-    def not_a_form(self) -> Exception:
-        return _bad_form_page("The approval was not sent as a form.")
-
-    def in_query(self) -> Exception:  # not asked: the form's action carries no query
-        return _bad_form_page("The approval form arrived incomplete.")
-
-    def too_large(self, limit: int) -> Exception:
-        return _bad_form_page("The approval form was too large.")
-
-    def undecodable(self) -> Exception:
-        return _bad_form_page("The approval form could not be decoded.")
-
-    def repeated(self, name: str) -> Exception:
-        return _bad_form_page(f"The approval form repeated the field {name}.")
-
-
-APPROVAL_FORM = FormReader(MAX_CONSENT_BODY, _ApprovalFormRefusals())
+APPROVAL_FORM = FormReader(MAX_CONSENT_BODY, PageRefusals("approval form", _bad_form_page))

@@ -2,7 +2,7 @@
 
 A ``FormReader`` is parameterised by its size limit and by how it refuses (``FormRefusals``):
 the token and revocation endpoints answer OAuth JSON errors (``OAUTH_REFUSALS``), the
-consent page answers HTML pages. Every parameter may appear once (RFC 6749 §3.1), the body
+consent and development login pages answer with a sentence on a page (``PageRefusals``). Every parameter may appear once (RFC 6749 §3.1), the body
 must be UTF-8, and nothing larger than the limit is read.
 """
 
@@ -57,6 +57,35 @@ class OAuthRefusals:
 
 
 OAUTH_REFUSALS = OAuthRefusals()
+
+
+@attrs.frozen
+class PageRefusals:
+    """Form refusals for a page a person submitted: one sentence each, naming ``form``.
+
+    ``refuse`` makes the exception from the sentence (an error page, or the form again).
+    """
+
+    form: str  # what the person filled in: "approval form", "login form"
+    refuse: Callable[[str], Exception]
+
+    def bad_header(self, error: BadHeader) -> Exception:
+        return self.refuse(f"The {self.form}'s Content-Type header is not valid UTF-8.")
+
+    def not_a_form(self) -> Exception:
+        return self.refuse(f"The {self.form} was not sent as form data.")
+
+    def in_query(self) -> Exception:
+        return self.refuse(f"The {self.form} arrived incomplete.")
+
+    def too_large(self, limit: int) -> Exception:
+        return self.refuse(f"The {self.form} was too large.")
+
+    def undecodable(self) -> Exception:
+        return self.refuse(f"The {self.form} could not be decoded.")
+
+    def repeated(self, name: str) -> Exception:
+        return self.refuse(f"The {self.form} repeated the field {name}.")
 
 
 def media_type(request: Request) -> str:

@@ -12,7 +12,6 @@ import secrets
 from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
-from urllib.parse import parse_qs
 
 import attrs
 from twisted.application.service import IService
@@ -25,6 +24,7 @@ from zope.interface import implementer
 
 from authproxy.config import Config, ConfigError
 from authproxy.http import pages
+from authproxy.http.forms import FormReader, PageRefusals, query_pairs
 from authproxy.http.loopback import listen_is_loopback
 from authproxy.http.responses import add_query
 from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
@@ -163,26 +163,20 @@ type any user name. Never use this beyond your own machine.</p>
 </form>"""
 
 
-def _fields(request: Request) -> dict[str, list[str]]:
-    """Query parameters, and for a POST the form fields of the body, parsed once (authproxy's
-    Site leaves request.args to the query string)."""
-    fields = {
-        name.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in values]
-        for name, values in (request.args or {}).items()
-    }
-    if request.method == b"POST" and request.content is not None:
-        request.content.seek(0)
-        body = request.content.read(MAX_FORM_BODY).decode("latin-1")
-        for name, texts in parse_qs(body, encoding="utf-8", errors="replace").items():
-            fields.setdefault(name, texts)
-    return fields
-
-
-def _arg(fields: dict[str, list[str]], name: str) -> str:
-    return (fields.get(name) or [""])[0].strip()
-
-
+#: The login form is two short fields; anything larger is not from the page.
 MAX_FORM_BODY = 4096
+
+
+class _LoginFormRefused(Exception):
+    """The login form could not be read; the page is shown again saying why."""
+
+
+LOGIN_FORM = FormReader(MAX_FORM_BODY, PageRefusals("login form", _LoginFormRefused))
+
+
+def _query_state(request: Request) -> str:
+    """The first ``state`` of the query (what ``start_login`` put in the URL)."""
+    return next((value for name, value in query_pairs(request) if name == "state"), "").strip()
 
 
 class DevLoginPage(Resource):
@@ -209,7 +203,7 @@ class DevLoginPage(Resource):
         return pages.page_document("Development login", body, "authproxy").encode("utf-8")
 
     def render_GET(self, request: Request) -> bytes:
-        state = _arg(_fields(request), "state")
+        state = _query_state(request)
         if not state or len(state) > 512:
             return self._page(
                 request,
@@ -220,9 +214,14 @@ class DevLoginPage(Resource):
         return self._page(request, 200, state)
 
     def render_POST(self, request: Request) -> bytes:
-        fields = _fields(request)
-        state = _arg(fields, "state")
-        username = _arg(fields, "username")
+        try:
+            form = LOGIN_FORM.read(request)
+        except _LoginFormRefused as refused:
+            return self._page(
+                request, 400, "", error=f"{refused} Start again from your MCP client."
+            )
+        state = form.get("state", "").strip()
+        username = form.get("username", "").strip()
         if not state or len(state) > 512:
             return self._page(
                 request,
