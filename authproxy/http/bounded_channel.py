@@ -125,26 +125,20 @@ class BoundedChannel(HTTPChannel):
             return
         super().rawDataReceived(data)
 
-    def lineReceived(self, line: bytes) -> None:
-        if self._discarding:
-            return
-        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
-            self.refuse(HEADERS_TOO_LARGE if self._receivedHeaderSize else URI_TOO_LONG)
-            return
-        super().lineReceived(line)
-
     def lineLengthExceeded(self, line: bytes) -> None:
         # One line over MAX_LENGTH (HTTPChannel would close without an answer).
         self.refuse(HEADERS_TOO_LARGE if self._receivedHeaderSize else URI_TOO_LONG)
 
-    def headerReceived(self, line: bytes) -> bool:
-        if self._receivedHeaderCount >= self.maxHeaders:
-            self.refuse(HEADERS_TOO_LARGE)
-            return False
-        return bool(super().headerReceived(line))
-
     def _respondToBadRequestAndDisconnect(self) -> None:
-        self.refuse(BAD_REQUEST)
+        # HTTPChannel's one refusal, for a malformed head and for its size and count limits;
+        # telling them apart here, not per line, keeps the parser's hot path Twisted's own.
+        # A request line over the limit is refused before its Request exists.
+        if self._receivedHeaderSize > self.totalHeadersSize:
+            self.refuse(HEADERS_TOO_LARGE if self.requests else URI_TOO_LONG)
+        elif self._receivedHeaderCount > self.maxHeaders:
+            self.refuse(HEADERS_TOO_LARGE)
+        else:
+            self.refuse(BAD_REQUEST)
 
     def allHeadersReceived(self) -> None:
         if self._probes_only:
