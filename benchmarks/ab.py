@@ -54,11 +54,13 @@ async def amain(options: argparse.Namespace) -> None:
                 )  # fmt: skip
                 cpu_us = (cpu_seconds(proc.pid) - before) * 1e6 / max(1, result.sent)
                 summary = result.summary()
-                client, seeds = chains[name]
-                refresh = await bench.refresh_chains(
-                    harness.HOST, port, seeds, client.refresh_request
-                )
-                chains[name] = (client, bench.refresh_seeds)
+                refresh = {"per_s": 0.0}
+                if options.p3:
+                    client, seeds = chains[name]
+                    refresh = await bench.refresh_chains(
+                        harness.HOST, port, seeds, client.refresh_request
+                    )
+                    chains[name] = (client, bench.refresh_seeds)
                 print(
                     f"round {round_ + 1} {name}: P1 {wrk['rps']:.0f} req/s; at {options.rate}/s "
                     f"{cpu_us:.0f} µs CPU/request, p50 {summary['p50_ms']:.2f} ms, "
@@ -88,6 +90,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=4)
     parser.add_argument("--rate", type=int, default=1900, help="open-loop requests/s")
+    parser.add_argument("--no-p3", dest="p3", action="store_false", help="P1 only")
     asyncio.run(amain(parser.parse_args()))
 
 
