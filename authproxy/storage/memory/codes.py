@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import attrs
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -22,19 +24,12 @@ class MemoryAuthorizationCodes:
         self._ledger = ledger
         self._codes: ExpiringMap[str, AuthorizationCode] = ExpiringMap()
         self._owners = OwnerIndex()  # by user
+        self._put = partial(ledger.put_owned, "codes", self._codes, self._owners)
         ledger.register("codes", cap, self._codes, sweep_owned(self._codes, self._owners))
 
     def put_code(self, code: AuthorizationCode) -> Deferred[None]:
         """Store until code.expires_at."""
-        self._ledger.put_owned(
-            "codes",
-            self._codes,
-            self._owners,
-            code.code_id,
-            code.user_id,
-            detached(code),
-            code.expires_at,
-        )
+        self._put(code.code_id, code.user_id, detached(code), code.expires_at)
         return defer.succeed(None)
 
     def redeem_code(self, code_id: str) -> Deferred[AuthorizationCode | None]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
@@ -21,20 +23,13 @@ class MemoryLogins:
         self._ledger = ledger
         self._pending: ExpiringMap[str, PendingAuthorization] = ExpiringMap()
         self._owners = OwnerIndex()
+        self._put = partial(ledger.put_owned, "pending", self._pending, self._owners)
         ledger.register("pending", cap, self._pending, sweep_owned(self._pending, self._owners))
 
     def put_pending(self, pending: PendingAuthorization) -> Deferred[None]:
         """Store under pending.state until pending.expires_at; at the cap, the oldest login in
         progress of the owner holding the most goes (the newcomer's own when it holds as many)."""
-        self._ledger.put_owned(
-            "pending",
-            self._pending,
-            self._owners,
-            pending.state,
-            pending.owner,
-            detached(pending),
-            pending.expires_at,
-        )
+        self._put(pending.state, pending.owner, detached(pending), pending.expires_at)
         return defer.succeed(None)
 
     def get_pending(self, state: str) -> Deferred[PendingAuthorization | None]:

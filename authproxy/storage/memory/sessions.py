@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
@@ -21,20 +23,18 @@ class MemoryUpstreamSessions:
         self._ledger = ledger
         self._sessions: ExpiringMap[str, UpstreamTokenSession] = ExpiringMap()
         self._owners = OwnerIndex()  # by upstream user
+        self._put = partial(ledger.put_owned, "upstream_sessions", self._sessions, self._owners)
         sweep = sweep_owned(self._sessions, self._owners)
         ledger.register("upstream_sessions", cap, self._sessions, sweep)
 
     def put_upstream_session(self, session: UpstreamTokenSession) -> Deferred[None]:
         """Store (or replace) under session.tsid until session.expires_at."""
-        self._ledger.put_owned(
-            "upstream_sessions",
-            self._sessions,
-            self._owners,
+        self._put(
             session.tsid,
-            f"{session.upstream_name}\0{session.subject}",  # by user: a login flood costs its own
+            f"{session.upstream_name}\0{session.subject}",
             detached(session),
             session.expires_at,
-        )
+        )  # by user: a login flood costs its own
         return defer.succeed(None)
 
     def get_upstream_session(self, tsid: str) -> Deferred[UpstreamTokenSession | None]:
