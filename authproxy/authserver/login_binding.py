@@ -82,11 +82,12 @@ class LoginBinding:
         raw = request.getCookie(self.name(state).encode("ascii"))
         if not raw:
             return False
-        presented = raw.decode("ascii", "replace")
         matched = False
         for secret in self.ring.hmac_secrets:
-            # No early exit: timing does not tell which secret matched.
-            matched |= hmac.compare_digest(presented, b64url(self._mac(secret, state)))
+            # No early exit: timing does not tell which secret matched. Compared as bytes:
+            # compare_digest refuses a str with non-ASCII characters (a hostile cookie).
+            expected = b64url(self._mac(secret, state)).encode("ascii")
+            matched |= hmac.compare_digest(raw, expected)
         return matched
 
     def clear(self, request: Request, state: str) -> None:

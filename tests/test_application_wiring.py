@@ -1,0 +1,158 @@
+"""The security wiring of the daemon, checked through ``build_application`` itself.
+
+The harnesses (ProxyHarness, AuthServerHarness) build the parts their own way; these tests
+send raw HTTP/1.1 to the Site that ``build_application`` returns, so a part that the
+wiring forgets to connect (a limiter, the header-time bearer check, the connection caps,
+the login cookie) fails here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from authproxy.application import Application, build_application
+from authproxy.config import config_from_mapping
+from authproxy.testing.upstream import s256_pair
+from tests.test_fuzz_endpoints import TracebackCapture
+
+REDIRECT_URI = "http://127.0.0.1:33418/callback"
+
+
+class Exchange:
+    """One connection to the application's Site from ``peer``."""
+
+    def __init__(self, app: Application, peer: str = "203.0.113.7", port: int = 40000) -> None:
+        address = IPv4Address("TCP", peer, port)
+        self.transport = StringTransport(
+            peerAddress=address, hostAddress=IPv4Address("TCP", "127.0.0.1", 8080)
+        )
+        self.protocol: Any = app.site.buildProtocol(address)
+        self.protocol.makeConnection(self.transport)
+
+    def send(self, raw: bytes) -> bytes:
+        self.protocol.dataReceived(raw)
+        return self.transport.value()
+
+    def close(self) -> None:
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+def request(
+    method: str,
+    target: str,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1:8080"]
+    lines.extend(f"{k}: {v}" for k, v in (headers or {}).items())
+    if body or method == "POST":
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def parse(response: bytes) -> tuple[int, dict[str, list[str]], bytes]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers: dict[str, list[str]] = {}
+    for line in lines:
+        name, _, value = line.partition(": ")
+        headers.setdefault(name.lower(), []).append(value)
+    if headers.get("transfer-encoding") == ["chunked"]:
+        body = dechunk(body)
+    return int(status.split(" ")[1]), headers, body
+
+
+def dechunk(data: bytes) -> bytes:
+    out = b""
+    while data:
+        size, _, data = data.partition(b"\r\n")
+        length = int(size, 16)
+        if length == 0:
+            break
+        out, data = out + data[:length], data[length + 2 :]
+    return out
+
+
+class WiredApplication:
+    def __init__(self, case: SynchronousTestCase, **sections: dict[str, Any]) -> None:
+        data: dict[str, Any] = {
+            "server": {"public_url": "http://127.0.0.1:8080"},
+            "backend": {"url": "http://127.0.0.1:9"},
+            "upstream": {"type": "development"},
+            "upstream_token": {"header_strategy": "none"},
+        }
+        for name, values in sections.items():
+            data.setdefault(name, {}).update(values)
+        self.reactor = MemoryReactorClock()
+        self.reactor.advance(1_700_000_000)
+        self.config = config_from_mapping(data, environ={})
+        self.app = build_application(self.config, self.reactor)
+        self.tracebacks = TracebackCapture(case)
+        case.addCleanup(self.app.root.fallback.close)  # type: ignore[attr-defined]
+
+    def call(
+        self, raw: bytes, peer: str = "203.0.113.7"
+    ) -> tuple[int, dict[str, list[str]], bytes]:
+        exchange = Exchange(self.app, peer)
+        response = exchange.send(raw)
+        exchange.close()
+        return parse(response)
+
+    def register(self) -> dict[str, Any]:
+        document = json.dumps({"redirect_uris": [REDIRECT_URI]}).encode()
+        code, _, body = self.call(
+            request("POST", "/oauth/register", {"Content-Type": "application/json"}, document)
+        )
+        assert code == 201, (code, body)
+        result: dict[str, Any] = json.loads(body)
+        return result
+
+
+def authorize_target(client_id: str, challenge: str) -> str:
+    query = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": REDIRECT_URI,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "state": "client-state",
+    }
+    return "/oauth/authorize?" + urlencode(query)
+
+
+class LoginCookieTests(SynchronousTestCase):
+    """The login cookie (login_binding.py) as the wired authorize and callback use it."""
+
+    def start_login(self, wired: WiredApplication) -> tuple[str, str]:
+        """(internal state, the login cookie's name) of a login handed upstream."""
+        client = wired.register()
+        _, challenge = s256_pair()
+        code, headers, _ = wired.call(
+            request("GET", authorize_target(client["client_id"], challenge))
+        )
+        self.assertEqual(code, 302)
+        state = parse_qs(urlsplit(headers["location"][0]).query)["state"][0]
+        (cookie,) = [c for c in headers["set-cookie"] if c.startswith("authproxy-login-")]
+        self.assertIn("HttpOnly", cookie)
+        self.assertIn("SameSite=lax", cookie)
+        return state, cookie.partition("=")[0]
+
+    def test_cookie_set_on_hand_off_with_consent_skip(self) -> None:
+        self.start_login(WiredApplication(self, auth_server={"consent": "skip"}))
+
+    def test_non_ascii_login_cookie_is_refused_not_500(self) -> None:
+        wired = WiredApplication(self, auth_server={"consent": "skip"})
+        state, name = self.start_login(wired)
+        raw = request("GET", "/oauth/callback?" + urlencode({"state": state, "code": "x"}))
+        raw = raw.replace(b"\r\n\r\n", b"\r\nCookie: " + name.encode() + b"=\xc3\xa9\xff\r\n\r\n")
+        code, _, body = wired.call(raw)
+        self.assertEqual(code, 403, body[:300])
+        self.assertEqual(wired.tracebacks.failures, [])
