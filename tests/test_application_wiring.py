@@ -12,7 +12,7 @@ import json
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -30,7 +30,8 @@ class Exchange:
     """One connection to the application's Site from ``peer``."""
 
     def __init__(self, app: Application, peer: str = "203.0.113.7", port: int = 40000) -> None:
-        address = IPv4Address("TCP", peer, port)
+        kind = IPv6Address if ":" in peer else IPv4Address
+        address = kind("TCP", peer, port)
         self.transport = StringTransport(
             peerAddress=address, hostAddress=IPv4Address("TCP", "127.0.0.1", 8080)
         )
@@ -156,3 +157,101 @@ class LoginCookieTests(SynchronousTestCase):
         code, _, body = wired.call(raw)
         self.assertEqual(code, 403, body[:300])
         self.assertEqual(wired.tracebacks.failures, [])
+
+
+class DaemonBoundsTests(SynchronousTestCase):
+    """The Site's bounds as ``build_application`` sets them."""
+
+    def test_tokenless_post_to_the_proxy_is_answered_before_its_body(self) -> None:
+        wired = WiredApplication(self)
+        exchange = Exchange(wired.app)
+        head = (
+            b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 4194304\r\n\r\n"
+        )
+        code, headers, _ = parse(exchange.send(head))
+        self.assertEqual(code, 401)
+        self.assertTrue(headers["www-authenticate"][0].startswith("Bearer "))
+        self.assertEqual(headers["connection"], ["close"])
+        exchange.close()
+
+    def test_connections_beyond_the_per_source_cap_get_503(self) -> None:
+        wired = WiredApplication(
+            self, server={"max_connections": 64, "max_connections_per_source": 2}
+        )
+        held = [Exchange(wired.app, port=40000 + i) for i in range(2)]
+        third = Exchange(wired.app, port=40100)
+        code, headers, _ = parse(third.transport.value())
+        self.assertEqual(code, 503)
+        self.assertIn("retry-after", headers)
+        other = Exchange(wired.app, peer="198.51.100.9")
+        self.assertEqual(other.transport.value(), b"", "another source is still served")
+        for exchange in [*held, third, other]:
+            exchange.close()
+
+    def capped(self, trusted: str) -> WiredApplication:
+        server = {"max_connections": 64, "max_connections_per_source": 2}
+        return WiredApplication(self, server={**server, "trusted_proxies": [trusted]})
+
+    def answers(self, wired: WiredApplication, peer: str, count: int) -> list[bytes]:
+        """What each of ``count`` connections from ``peer`` was told on opening."""
+        opened = [Exchange(wired.app, peer=peer, port=40000 + i) for i in range(count)]
+        for exchange in opened:
+            self.addCleanup(exchange.close)
+        return [exchange.transport.value()[:12] for exchange in opened]
+
+    def test_trusted_ipv4_proxy_is_exempt_from_the_per_source_cap(self) -> None:
+        wired = self.capped("10.0.0.0/8")
+        self.assertEqual(self.answers(wired, "10.0.0.5", 3), [b""] * 3)
+
+    def test_trusted_ipv6_proxy_is_exempt_from_the_per_source_cap(self) -> None:
+        # README, "Connection limits": peers in server.trusted_proxies are exempt (behind a
+        # load balancer all traffic comes from a few addresses). An IPv6 source is counted
+        # by its /64, and that network's name must not be what is looked up as trusted.
+        wired = self.capped("2001:db8::5/128")
+        self.assertEqual(self.answers(wired, "2001:db8::5", 3), [b""] * 3)
+        # an untrusted neighbour in the same /64 is still capped
+        self.assertEqual(self.answers(wired, "2001:db8::6", 3), [b"", b"", b"HTTP/1.1 503"])
+
+    def test_head_not_complete_in_time_gets_408(self) -> None:
+        wired = WiredApplication(self, server={"header_timeout": "2s"})
+        exchange = Exchange(wired.app)
+        exchange.send(b"GET /health HTTP/1.1\r\n")
+        wired.reactor.advance(1)
+        exchange.send(b"X-A: b\r\n")
+        wired.reactor.advance(1.5)
+        code, _, _ = parse(exchange.transport.value())
+        self.assertEqual(code, 408)
+        exchange.close()
+
+
+class TokenEndpointLimitTests(SynchronousTestCase):
+    """token_source_rate and token_rate, shared by /oauth/token and /oauth/revoke."""
+
+    def test_token_and_revoke_share_the_per_source_limit(self) -> None:
+        wired = WiredApplication(self, auth_server={"token_source_rate": "2/min"})
+        client = wired.register()
+        form = urlencode({"client_id": client["client_id"], "token": "x"}).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        codes = [
+            wired.call(request("POST", path, headers, form))[0]
+            for path in ("/oauth/revoke", "/oauth/token", "/oauth/revoke")
+        ]
+        self.assertEqual(codes[:2], [200, 400])
+        self.assertEqual(codes[2], 429)
+        # another source is not limited
+        self.assertEqual(
+            wired.call(request("POST", "/oauth/revoke", headers, form), peer="198.51.100.9")[0],
+            200,
+        )
+
+    def test_per_client_limit(self) -> None:
+        wired = WiredApplication(self, auth_server={"token_rate": "1/min"})
+        client = wired.register()
+        form = urlencode({"client_id": client["client_id"], "token": "x"}).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        self.assertEqual(wired.call(request("POST", "/oauth/revoke", headers, form))[0], 200)
+        code, _, body = wired.call(
+            request("POST", "/oauth/token", headers, form), peer="198.51.100.9"
+        )
+        self.assertEqual(code, 429, body)
