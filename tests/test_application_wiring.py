@@ -255,3 +255,33 @@ class TokenEndpointLimitTests(SynchronousTestCase):
             request("POST", "/oauth/token", headers, form), peer="198.51.100.9"
         )
         self.assertEqual(code, 429, body)
+
+
+class DualStackTrustTests(SynchronousTestCase):
+    """On a dual-stack listener an IPv4 peer arrives as ``::ffff:a.b.c.d``: a trusted IPv4
+    proxy is the same proxy there."""
+
+    def test_rate_limits_count_the_client_behind_a_mapped_trusted_proxy(self) -> None:
+        wired = WiredApplication(
+            self,
+            server={"trusted_proxies": ["10.0.0.0/8"]},
+            auth_server={"token_source_rate": "1/min"},
+        )
+        client = wired.register()
+        form = urlencode({"client_id": client["client_id"], "token": "x"}).encode()
+        codes = [
+            wired.call(
+                request(
+                    "POST",
+                    "/oauth/revoke",
+                    {
+                        "Content-Type": "application/x-www-form-urlencoded",
+                        "X-Forwarded-For": forwarded_for,
+                    },
+                    form,
+                ),
+                peer="::ffff:10.0.0.5",
+            )[0]
+            for forwarded_for in ("198.51.100.1", "198.51.100.2")
+        ]
+        self.assertEqual(codes, [200, 200], "two clients behind the proxy, one request each")

@@ -57,8 +57,8 @@ class ConnectionLimits:
         if host is not None:
             key = source_key(host)
             # The peer itself, not its key: an IPv6 key names a /64 network, which no
-            # address lookup trusts. The key too: an IPv4-mapped peer under an IPv4 CIDR.
-            if self._trusted.trusts(host) or self._trusted.trusts(key):
+            # address lookup trusts.
+            if self._trusted.trusts(host):
                 key = None
         if key is not None:
             held = self._per_source.get(key, 0)

@@ -80,7 +80,11 @@ class TrustedProxies:
             address = ipaddress.ip_address(host.split("%", 1)[0])
         except ValueError:
             return False
-        return any(address in network for network in self.networks)
+        candidates: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = (address,)
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            # A dual-stack listener's IPv4 peer is also the IPv4 address it carries.
+            candidates = (address, address.ipv4_mapped)
+        return any(a in network for a in candidates for network in self.networks)
 
 
 def redirect(request: Request, location: str, headers: Mapping[str, str] | None = None) -> bytes:
