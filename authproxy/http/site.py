@@ -9,7 +9,7 @@ own access log (``logPath``) is not used.
 The Site also hands its connections their bounds (bounded_channel.py): the head deadline,
 the idle timeout and the connection caps, and holds ``head_check``, asked by the request
 when its headers are in whether it must be answered before its body is read
-(proxy/request.py).
+(http/request.py).
 """
 
 from __future__ import annotations

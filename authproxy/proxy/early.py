@@ -2,7 +2,7 @@
 
 twisted.web reads a whole request body (to a temporary file above 100 KB) before the
 resource sees the request, so without this 40 token-less 4 MiB POSTs held 160 MB before
-their 401. ``BodyGate`` is the Site's ``head_check`` (proxy/request.py): for a request the
+their 401. ``BodyGate`` is the Site's ``head_check`` (http/request.py): for a request the
 root table routes to the proxy, it runs the guard's synchronous checks (token present and
 well-formed, signature, issuer, audience, expiry, scopes; from the guard's cache when the
 token was seen before). When they fail, the request is answered at once, through the usual
