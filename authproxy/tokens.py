@@ -267,14 +267,6 @@ class AccessTokenIssuer:
         )
         return IssuedAccessToken(token=token, jti=jti, iat=iat, exp=exp, claims=claims)
 
-    def verified_claims(self, token: str) -> dict[str, Any] | None:
-        """The claims of a token this server signed (any key still in the ring), else None.
-
-        :class:`AccessTokenVerifier`'s check: signature, ``typ``, ``alg`` and ``iss``, not
-        ``exp`` (revocation wants the claims of expired tokens too).
-        """
-        return AccessTokenVerifier(self.ring, self.issuer).claims(token)
-
 
 #: RFC 9068 §2.1 names ``at+jwt``; RFC 7515 §4.1.9 makes ``typ`` case-insensitive and lets
 #: the ``application/`` prefix be omitted, so both spellings are the same type.

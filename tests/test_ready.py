@@ -62,7 +62,13 @@ class ReadyDetailsTests(SynchronousTestCase):
         # The TCP peer decides, never X-Forwarded-For; but a loopback peer relaying a request
         # from elsewhere (a reverse proxy on the same host) must not relay the details.
         peer = IPv4Address("TCP", "127.0.0.1", 4000)
-        for header in (b"X-Forwarded-For", b"Forwarded", b"X-Real-IP"):
+        for header in (
+            b"X-Forwarded-For",
+            b"Forwarded",
+            b"X-Real-IP",
+            b"True-Client-IP",
+            b"X-Client-IP",
+        ):
             _, body = get_ready(peer, readiness(), {header: b"127.0.0.1"})
             self.assertNotIn("/etc/authproxy", json.dumps(body), header)
         remote = IPv4Address("TCP", "203.0.113.9", 4000)

@@ -115,10 +115,9 @@ class RevocationTests(SynchronousTestCase):
         return bool(self.successResultOf(self.h.storage.revocations.is_jti_revoked(claims["jti"])))
 
     def h_claims(self, token: str) -> dict[str, Any]:
-        from authproxy.tokens import AccessTokenIssuer
+        from authproxy.tokens import AccessTokenVerifier
 
-        issuer = AccessTokenIssuer(self.h.ring, self.h.clock, self.h.issuer)
-        claims = issuer.verified_claims(token)
+        claims = AccessTokenVerifier(self.h.ring, self.h.issuer).claims(token)
         assert claims is not None
         return claims
 

@@ -15,6 +15,7 @@ from authproxy.tokens import (
     AUTHORIZATION_CODE,
     REFRESH_TOKEN,
     AccessTokenIssuer,
+    AccessTokenVerifier,
     IssuedAccessToken,
     OpaqueTokens,
     b64url_decode,
@@ -201,23 +202,26 @@ class AccessTokenIssuerTests(SynchronousTestCase):
         jwt = JWT(jwt=issued.token, key=keyset, check_claims=False)
         self.assertEqual(json.loads(jwt.claims)["sub"], "user-1")
 
+    def verified_claims(self, token: str) -> dict[str, Any] | None:
+        return AccessTokenVerifier(self.ring, "https://auth.example.com").claims(token)
+
     def test_verified_claims(self) -> None:
         issued = self.issue()
         token = issued.token
-        claims = self.issuer.verified_claims(token)
+        claims = self.verified_claims(token)
         assert claims is not None
         self.assertEqual(claims["jti"], issued.jti)
         # after the lifetime the claims are still readable (revocation needs them)
         self.clock.advance(10_000)
-        self.assertIsNotNone(self.issuer.verified_claims(token))
-        other = AccessTokenIssuer(make_ring(), self.clock, "https://auth.example.com")
-        self.assertIsNone(other.verified_claims(token))
-        wrong_iss = AccessTokenIssuer(self.ring, self.clock, "https://other.example.com")
-        self.assertIsNone(wrong_iss.verified_claims(token))
+        self.assertIsNotNone(self.verified_claims(token))
+        other = AccessTokenVerifier(make_ring(), "https://auth.example.com")
+        self.assertIsNone(other.claims(token))
+        wrong_iss = AccessTokenVerifier(self.ring, "https://other.example.com")
+        self.assertIsNone(wrong_iss.claims(token))
         head, payload, sig = token.split(".")
-        self.assertIsNone(self.issuer.verified_claims(f"{head}.{payload}x.{sig}"))
-        self.assertIsNone(self.issuer.verified_claims("not.a.jwt"))
-        self.assertIsNone(self.issuer.verified_claims("rt_abc.def"))
+        self.assertIsNone(self.verified_claims(f"{head}.{payload}x.{sig}"))
+        self.assertIsNone(self.verified_claims("not.a.jwt"))
+        self.assertIsNone(self.verified_claims("rt_abc.def"))
 
     def test_rotated_key_signs_new_tokens(self) -> None:
         old_key = self.ring.active_signing_key
@@ -231,7 +235,7 @@ class AccessTokenIssuerTests(SynchronousTestCase):
             json.loads(JWT(jwt=new.token, key=new_key.jwk, check_claims=False).header)["kid"],
             new_key.kid,
         )
-        self.assertIsNotNone(self.issuer.verified_claims(old.token))
+        self.assertIsNotNone(self.verified_claims(old.token))
 
 
 class SigningAlgorithmTests(SynchronousTestCase):

@@ -133,7 +133,13 @@ class HealthResource(Resource):
 
 
 # Headers a reverse proxy adds: a loopback peer sending one relays someone else's request.
-_FORWARDING_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
+_FORWARDING_HEADERS = (
+    b"forwarded",
+    b"x-forwarded-for",
+    b"x-real-ip",
+    b"true-client-ip",
+    b"x-client-ip",
+)
 
 
 def is_local_caller(request: Request) -> bool:
