@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -24,6 +24,7 @@ from authproxy.storage.redis import redis_storage
 from authproxy.storage.redis.connection import connect_redis
 from authproxy.testing.redis import RedisServer, redis_server_or_skip
 from tests.storage_conformance import (
+    START,
     AuthorizationCodesConformance,
     ClientsConformance,
     LoginsConformance,
@@ -33,6 +34,11 @@ from tests.storage_conformance import (
     TokenFamiliesConformance,
     UpstreamSessionsConformance,
     UsersConformance,
+    make_client,
+    make_code,
+    make_family,
+    make_pending,
+    make_refresh_token,
 )
 
 _TIMEOUT = 5.0
@@ -121,3 +127,87 @@ class RedisRateCountersTests(OnRedis, RateCountersConformance, SynchronousTestCa
 
 class RedisStorageTests(OnRedis, StorageConformance, SynchronousTestCase):
     pass
+
+
+class TwoReplicasTests(OnRedis, SynchronousTestCase):
+    """Two storages on two connections to one Redis: what OAuth needs atomic, across replicas."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.clock = Clock()
+        self.clock.advance(START)
+        server = _redis_server()
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", server.port, timeout=_TIMEOUT)
+        other = self.successResultOf(connect_redis(endpoint, reconnect=False))
+        self.addCleanup(lambda: wait_for(other.disconnect()))
+        self.a = redis_storage(self.redis, self.clock, key_prefix="shared:")
+        self.b = redis_storage(other, self.clock, key_prefix="shared:")
+
+    def both(self, first: Deferred[Any], second: Deferred[Any]) -> list[Any]:
+        """Both results, the two requests sent before either answer arrives."""
+        return self.successResultOf(gatherResults([first, second]))
+
+    def test_simultaneous_code_redemptions_one_wins(self) -> None:
+        self.successResultOf(self.a.codes.put_code(make_code()))
+        first, second = self.both(
+            self.a.codes.redeem_code("code-1"), self.b.codes.redeem_code("code-1")
+        )
+        self.assertEqual(sorted([first.redeemed, second.redeemed]), [False, True])
+
+    def test_simultaneous_rotations_one_wins(self) -> None:
+        self.successResultOf(self.a.families.put_family(make_family()))
+        self.successResultOf(self.a.families.put_refresh_token(make_refresh_token()))
+        results = self.both(
+            self.a.families.mark_rotated("rt-1", START, {"access_token": "a"}),
+            self.b.families.mark_rotated("rt-1", START, {"access_token": "b"}),
+        )
+        self.assertEqual(sorted(results), [False, True])
+        winner = "a" if results[0] else "b"
+        token = self.successResultOf(self.b.families.get_refresh_token("rt-1"))
+        self.assertEqual(token.successor_response, {"access_token": winner})
+
+    def test_simultaneous_takes_of_a_login_one_wins(self) -> None:
+        self.successResultOf(self.a.logins.put_pending(make_pending()))
+        results = self.both(
+            self.a.logins.take_pending("state-1"), self.b.logins.take_pending("state-1")
+        )
+        self.assertEqual(sum(r is not None for r in results), 1)
+
+    def test_rate_limits_are_shared(self) -> None:
+        take_a, take_b = self.a.rate_counters.take, self.b.rate_counters.take
+        self.assertEqual(self.successResultOf(take_a("ip", 2.0, 0.5)), 0)
+        self.assertEqual(self.successResultOf(take_b("ip", 2.0, 0.5)), 0)
+        self.assertGreater(self.successResultOf(take_a("ip", 2.0, 0.5)), 0)
+
+    def test_revocation_on_one_replica_moves_the_others_generation_on_poll(self) -> None:
+        poll = self.b.revocations.poll_generation
+        seen = self.successResultOf(poll())
+        self.assertEqual(self.successResultOf(poll()), seen)  # nothing happened
+        self.successResultOf(self.a.revocations.revoke_jti("j1", START + 300))
+        after_jti = self.successResultOf(poll())
+        self.assertNotEqual(after_jti, seen)
+        self.assertTrue(self.successResultOf(self.b.revocations.is_jti_revoked("j1")))
+        self.successResultOf(self.a.families.put_family(make_family()))
+        self.successResultOf(self.a.families.revoke_family("family-1"))
+        self.assertNotEqual(self.successResultOf(poll()), after_jti)
+
+    def test_a_registered_client_is_known_to_the_other_replica(self) -> None:
+        self.successResultOf(self.a.clients.add_client(make_client()))
+        self.assertEqual(self.successResultOf(self.b.clients.get_client("client-1")), make_client())
+
+    def test_every_record_has_a_redis_ttl(self) -> None:
+        self.successResultOf(self.a.logins.put_pending(make_pending(lifespan=600)))
+        self.successResultOf(self.a.codes.put_code(make_code(lifespan=60)))
+        self.successResultOf(self.a.revocations.revoke_jti("j1", START + 300))
+        for key, most in [
+            ("shared:pending:r:state-1", 600_000),
+            ("shared:codes:r:code-1", 60_000),
+            ("shared:revoked:jti:j1", 360_000),
+        ]:
+            ttl = self.successResultOf(self.redis.execute_command("PTTL", key))
+            self.assertTrue(0 < int(ttl) <= most, (key, ttl))
+
+    def test_key_prefixes_keep_deployments_apart(self) -> None:
+        other = redis_storage(self.redis, self.clock, key_prefix="other:")
+        self.successResultOf(self.a.clients.add_client(make_client()))
+        self.assertIsNone(self.successResultOf(other.clients.get_client("client-1")))
