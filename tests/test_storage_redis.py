@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import json
 import time
 from typing import Any
 
+import attrs
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -39,9 +41,20 @@ from tests.storage_conformance import (
     make_family,
     make_pending,
     make_refresh_token,
+    make_session,
 )
 
 _TIMEOUT = 5.0
+
+
+@attrs.frozen
+class Ring:
+    """An HMAC secret ring, active secret first."""
+
+    hmac_secrets: tuple[bytes, ...]
+
+
+RING = Ring((b"s" * 32,))
 _server: list[RedisServer] = []
 _prefixes = itertools.count()
 
@@ -82,7 +95,8 @@ class OnRedis:
         super().setUp()  # type: ignore[misc]
 
     def make_storage(self, clock: Clock, **limits: Any) -> Storage:
-        return redis_storage(self.redis, clock, key_prefix=f"t{next(_prefixes)}:", **limits)
+        prefix = f"t{next(_prefixes)}:"
+        return redis_storage(self.redis, clock, RING, key_prefix=prefix, **limits)
 
     def successResultOf(self, d: Deferred[Any]) -> Any:
         wait_for(d)
@@ -140,8 +154,8 @@ class TwoReplicasTests(OnRedis, SynchronousTestCase):
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", server.port, timeout=_TIMEOUT)
         other = self.successResultOf(connect_redis(endpoint, reconnect=False))
         self.addCleanup(lambda: wait_for(other.disconnect()))
-        self.a = redis_storage(self.redis, self.clock, key_prefix="shared:")
-        self.b = redis_storage(other, self.clock, key_prefix="shared:")
+        self.a = redis_storage(self.redis, self.clock, RING, key_prefix="shared:")
+        self.b = redis_storage(other, self.clock, RING, key_prefix="shared:")
 
     def both(self, first: Deferred[Any], second: Deferred[Any]) -> list[Any]:
         """Both results, the two requests sent before either answer arrives."""
@@ -208,6 +222,52 @@ class TwoReplicasTests(OnRedis, SynchronousTestCase):
             self.assertTrue(0 < int(ttl) <= most, (key, ttl))
 
     def test_key_prefixes_keep_deployments_apart(self) -> None:
-        other = redis_storage(self.redis, self.clock, key_prefix="other:")
+        other = redis_storage(self.redis, self.clock, RING, key_prefix="other:")
         self.successResultOf(self.a.clients.add_client(make_client()))
         self.assertIsNone(self.successResultOf(other.clients.get_client("client-1")))
+
+
+class UpstreamTokensAtRestTests(OnRedis, SynchronousTestCase):
+    """Upstream tokens reach Redis only sealed, under keys derived from the HMAC ring."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.clock = Clock()
+        self.clock.advance(START)
+
+    def sessions(self, *secrets: bytes) -> Any:
+        storage = redis_storage(self.redis, self.clock, Ring(secrets), key_prefix="seal:")
+        return storage.upstream_sessions
+
+    def test_a_dump_holds_no_upstream_token_nor_subject(self) -> None:
+        session = make_session(id_token="upstream-id-token")
+        self.successResultOf(self.sessions(b"a" * 32).put_upstream_session(session))
+        dump = ""
+        for key in ["seal:upstream_sessions:r:tsid-1", "seal:upstream_sessions:i:owner_of"]:
+            values = self.successResultOf(self.redis.hgetall(key))
+            dump += json.dumps(values)
+        self.assertIn("A256GCM", dump)
+        for secret in ("upstream-access", "upstream-refresh", "upstream-id-token", "alice"):
+            self.assertNotIn(secret, dump)
+
+    def test_hmac_rotation_keeps_sessions_open_until_the_old_secret_leaves(self) -> None:
+        old, new = b"o" * 32, b"n" * 32
+        self.successResultOf(self.sessions(old).put_upstream_session(make_session()))
+        rotated = self.sessions(new, old)
+        self.assertEqual(
+            self.successResultOf(rotated.get_upstream_session("tsid-1")), make_session()
+        )
+        self.successResultOf(rotated.put_upstream_session(make_session("tsid-2")))
+        retired = self.sessions(new)
+        self.assertIsNone(self.successResultOf(retired.get_upstream_session("tsid-1")))
+        self.assertEqual(
+            self.successResultOf(retired.get_upstream_session("tsid-2")), make_session("tsid-2")
+        )
+
+    def test_a_sealed_session_moved_to_another_tsid_does_not_open(self) -> None:
+        sessions = self.sessions(b"a" * 32)
+        self.successResultOf(sessions.put_upstream_session(make_session("mallory")))
+        self.successResultOf(sessions.put_upstream_session(make_session("victim")))
+        sealed = self.successResultOf(self.redis.hget("seal:upstream_sessions:r:mallory", "record"))
+        self.successResultOf(self.redis.hset("seal:upstream_sessions:r:victim", "record", sealed))
+        self.assertIsNone(self.successResultOf(sessions.get_upstream_session("victim")))

@@ -7,8 +7,8 @@ Records are JSON with their expiry inside; see ``connection`` for how the Redis 
 to the injected clock. Keys of one record's script are built inside the script from
 prefixes, so this needs one Redis (with Sentinel for HA), not Redis Cluster.
 
-Not yet a ``[storage].type``: upstream tokens are not encrypted at rest yet, and other
-replicas learn of revocations only through :meth:`RedisRevocations.poll_generation`.
+Not yet a ``[storage].type``: other replicas learn of revocations only through
+:meth:`RedisRevocations.poll_generation` (no pub/sub subscriber yet).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from authproxy.storage.redis.logins import RedisLogins
 from authproxy.storage.redis.owned import OwnedCollection
 from authproxy.storage.redis.rates import RedisRateCounters
 from authproxy.storage.redis.revocations import RedisRevocations
+from authproxy.storage.redis.sealing import AtRestSealer, HMACSecretRing
 from authproxy.storage.redis.sessions import RedisUpstreamSessions
 from authproxy.storage.redis.upkeep import RedisUpkeep
 from authproxy.storage.redis.users import RedisUsers
@@ -35,6 +36,7 @@ __all__ = ["redis_storage"]
 def redis_storage(
     redis: Any,
     clock: IReactorTime,
+    ring: HMACSecretRing,
     *,
     key_prefix: str = "authproxy:",
     max_clients: int = 10000,
@@ -49,7 +51,8 @@ def redis_storage(
     revoked_jti_leeway: float = 60.0,
     max_rate_keys: int = 40000,
 ) -> Storage:
-    """A Storage in the Redis that ``redis`` (a txredisapi connection) talks to.
+    """A Storage in the Redis that ``redis`` (a txredisapi connection) talks to; upstream
+    tokens are sealed with keys derived from ``ring``'s HMAC secrets.
 
     The caps are ``memory_storage``'s. ``max_users`` and ``max_rate_keys`` bound nothing
     here: user ids and rate buckets expire in Redis by themselves (see their modules).
@@ -72,7 +75,7 @@ def redis_storage(
         logins=RedisLogins(pending),
         codes=RedisAuthorizationCodes(codes),
         families=RedisTokenFamilies(families, refresh_tokens, revocations),
-        upstream_sessions=RedisUpstreamSessions(sessions),
+        upstream_sessions=RedisUpstreamSessions(sessions, AtRestSealer(ring)),
         revocations=revocations,
         rate_counters=RedisRateCounters(redis, key_prefix, clock),
         users=RedisUsers(redis, key_prefix, clock),
