@@ -560,8 +560,8 @@ def _validate(config: Config) -> tuple[Config, list[str]]:
     problems.extend(_redis_problems(storage))
     if config.storage.type == "redis" and "redis" not in STORAGE_TYPES:
         problems.append(
-            'storage.type: "redis" is not available yet (upstream tokens are not encrypted '
-            'at rest and revocations do not reach other replicas in time): use "memory"'
+            'storage.type: "redis" is not available yet (implemented, not yet wired into the '
+            'daemon): use "memory"'
         )
     elif config.storage.type not in STORAGE_TYPES:
         known = ", ".join(f'"{name}"' for name in sorted(STORAGE_TYPES))

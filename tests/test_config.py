@@ -456,9 +456,8 @@ class RedisStorageConfigTests(SynchronousTestCase):
             self.assertEqual(
                 self.problems(self.redis(url=url)),
                 [
-                    'storage.type: "redis" is not available yet (upstream tokens are not '
-                    "encrypted at rest and revocations do not reach other replicas in time): "
-                    'use "memory"'
+                    'storage.type: "redis" is not available yet (implemented, not yet wired '
+                    'into the daemon): use "memory"'
                 ],
             )
 

@@ -24,6 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from authproxy.storage import Storage
 from authproxy.storage.redis import redis_storage
 from authproxy.storage.redis.connection import connect_redis
+from authproxy.storage.redis.feed import RevocationFeed
 from authproxy.testing.redis import RedisServer, redis_server_or_skip
 from tests.storage_conformance import (
     START,
@@ -271,3 +272,48 @@ class UpstreamTokensAtRestTests(OnRedis, SynchronousTestCase):
         sealed = self.successResultOf(self.redis.hget("seal:upstream_sessions:r:mallory", "record"))
         self.successResultOf(self.redis.hset("seal:upstream_sessions:r:victim", "record", sealed))
         self.assertIsNone(self.successResultOf(sessions.get_upstream_session("victim")))
+
+
+def wait_until(condition: Any, timeout: float = _TIMEOUT) -> None:
+    """Iterate the real reactor until ``condition()`` holds (AssertionError after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s")
+        reactor.iterate(0.01)  # type: ignore[attr-defined]
+
+
+class RevocationFeedTests(OnRedis, SynchronousTestCase):
+    """A revocation on replica A moves replica B's generation within a second, by pub/sub."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.a = redis_storage(self.redis, self.clock, RING, key_prefix="feed:")
+        self.b = redis_storage(self.redis, self.clock, RING, key_prefix="feed:")
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", _redis_server().port)
+        self.feed = RevocationFeed(endpoint, self.b.revocations, self.clock, poll_interval=3600)
+        self.feed.startService()
+        self.addCleanup(lambda: wait_for(self.feed.stopService()))
+        wait_until(lambda: self.feed.subscription.subscriptions == 1)
+
+    def test_subscribing_bumps_the_generation(self) -> None:
+        self.assertNotEqual(self.b.revocations.generation, 0)
+
+    def test_revoked_jti_and_family_reach_the_other_replica(self) -> None:
+        before = self.b.revocations.generation
+        started = time.monotonic()
+        self.successResultOf(self.a.revocations.revoke_jti("j1", START + 300))
+        wait_until(lambda: self.b.revocations.generation != before, timeout=1.0)
+        self.assertLess(time.monotonic() - started, 1.0)
+        before = self.b.revocations.generation
+        self.successResultOf(self.a.families.put_family(make_family()))
+        self.successResultOf(self.a.families.revoke_family("family-1"))
+        wait_until(lambda: self.b.revocations.generation != before, timeout=1.0)
+
+    def test_a_lost_subscription_comes_back_and_bumps(self) -> None:
+        self.successResultOf(self.redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub"))
+        before = self.b.revocations.generation
+        wait_until(lambda: self.feed.subscription.subscriptions == 2)
+        self.assertNotEqual(self.b.revocations.generation, before)

@@ -7,8 +7,10 @@ Records are JSON with their expiry inside; see ``connection`` for how the Redis 
 to the injected clock. Keys of one record's script are built inside the script from
 prefixes, so this needs one Redis (with Sentinel for HA), not Redis Cluster.
 
-Not yet a ``[storage].type``: other replicas learn of revocations only through
-:meth:`RedisRevocations.poll_generation` (no pub/sub subscriber yet).
+Other replicas' revocations arrive through :class:`~authproxy.storage.redis.feed.RevocationFeed`
+(pub/sub, a bump on every resubscription, a periodic poll). Not yet a ``[storage].type``:
+the daemon does not build the connection from ``[storage]`` nor run the feed, and the
+Redis-down behaviour (503s, ``/ready``) is still to come.
 """
 
 from __future__ import annotations

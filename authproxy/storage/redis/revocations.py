@@ -3,10 +3,8 @@
 Every deny-listing (here or in a family revocation) also increments a generation counter in
 Redis and publishes it on ``<key_prefix>revocations``, in the same Lua step. This replica
 bumps its own ``generation`` at once for what it revoked; :meth:`poll_generation` reads the
-counter to learn of other replicas' revocations. What issue 17 still needs for its
-"within 1 second on every replica": a pub/sub subscriber that bumps ``generation`` on each
-message, and a bump after every reconnect (messages may have been missed), with the poll as
-the safety net.
+counter to learn of other replicas' revocations, the safety net beside the pub/sub
+subscription of :class:`~authproxy.storage.redis.feed.RevocationFeed`.
 """
 
 from __future__ import annotations
