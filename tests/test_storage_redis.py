@@ -227,6 +227,16 @@ class TwoReplicasTests(OnRedis, SynchronousTestCase):
         self.successResultOf(self.a.clients.add_client(make_client()))
         self.assertIsNone(self.successResultOf(other.clients.get_client("client-1")))
 
+    def test_clients_kept_forever_have_no_redis_ttl(self) -> None:
+        forever = redis_storage(
+            self.redis, self.clock, RING, key_prefix="k:", unused_client_ttl=None
+        )
+        self.successResultOf(forever.clients.add_client(make_client()))
+        self.clock.advance(10 * 365 * 86400)
+        self.assertIsNotNone(self.successResultOf(forever.clients.get_client("client-1")))
+        ttl = self.successResultOf(self.redis.execute_command("PTTL", "k:clients:r:client-1"))
+        self.assertEqual(int(ttl), -1)
+
 
 class UpstreamTokensAtRestTests(OnRedis, SynchronousTestCase):
     """Upstream tokens reach Redis only sealed, under keys derived from the HMAC ring."""
