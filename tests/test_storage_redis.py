@@ -237,6 +237,12 @@ class TwoReplicasTests(OnRedis, SynchronousTestCase):
         ttl = self.successResultOf(self.redis.execute_command("PTTL", "k:clients:r:client-1"))
         self.assertEqual(int(ttl), -1)
 
+    def test_storing_a_family_again_keeps_its_refresh_tokens(self) -> None:
+        self.successResultOf(self.a.families.put_family(make_family()))
+        self.successResultOf(self.a.families.put_refresh_token(make_refresh_token()))
+        self.successResultOf(self.b.families.put_family(make_family()))
+        self.assertIsNotNone(self.successResultOf(self.b.families.get_refresh_token("rt-1")))
+
 
 class UpstreamTokensAtRestTests(OnRedis, SynchronousTestCase):
     """Upstream tokens reach Redis only sealed, under keys derived from the HMAC ring."""

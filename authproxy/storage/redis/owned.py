@@ -119,7 +119,10 @@ if full(id, now, cap) then
   if not redis.call('ZSCORE', spent, gone) then evicted = 1 end
   forget(gone)
 end
-forget(id)
+-- a replaced record keeps its children (a family's refresh tokens), not its old fields
+redis.call('DEL', rprefix .. id)
+redis.call('ZREM', spent, id)
+unindex(id, all, owners, owner_of, oprefix)
 redis.call('HSET', rprefix .. id, 'record', record, 'expires_at', expires_at, 'owner', owner)
 if ttl > 0 then redis.call('PEXPIRE', rprefix .. id, ttl) end
 redis.call('ZADD', all, expires_at, id)
