@@ -48,7 +48,7 @@ Consent = Literal["remember", "always", "skip"]
 TokenEndpointAuthMethod = Literal["client_secret_basic", "client_secret_post"]
 HttpMethod = Literal["GET", "POST"]
 HeaderStrategy = Literal["replace", "custom", "none"]
-StorageType = Literal["memory"]
+StorageType = Literal["memory", "redis"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warn", "warning", "error", "critical"]
 _CASE_FOLD: dict[Any, Any] = {HttpMethod: str.upper, LogLevel: str.lower}
@@ -264,6 +264,13 @@ class StorageConfig:
     max_logins: int = 10000  # signed-in logins: token families and upstream token sessions
     max_refresh_tokens: int = 20000  # current and rotated refresh tokens; > max_logins
     sweep_interval: Duration = Duration(60.0)
+    # type = "redis": where, and as whom (the password only ever from a file)
+    url: str = ""
+    password_file: str = ""
+    key_prefix: str = "authproxy:"
+    sentinels: tuple[str, ...] = ()
+    sentinel_master: str = ""
+    password: Secret | None = attrs.field(default=None, repr=False)  # read at startup
 
 
 @attrs.frozen
@@ -550,7 +557,13 @@ def _validate(config: Config) -> tuple[Config, list[str]]:
             "storage.max_refresh_tokens: must exceed max_logins (each login holds a current "
             "refresh token, and rotated ones are kept to detect reuse)"
         )
-    if config.storage.type not in STORAGE_TYPES:
+    problems.extend(_redis_problems(storage))
+    if config.storage.type == "redis" and "redis" not in STORAGE_TYPES:
+        problems.append(
+            'storage.type: "redis" is not available yet (implemented, not yet wired into the '
+            'daemon): use "memory"'
+        )
+    elif config.storage.type not in STORAGE_TYPES:
         known = ", ".join(f'"{name}"' for name in sorted(STORAGE_TYPES))
         problems.append(f'storage.type: "{config.storage.type}" is not supported (use {known})')
     problems.extend(_choice_problem("logging.format", config.logging.format, LogFormat))
@@ -559,6 +572,36 @@ def _validate(config: Config) -> tuple[Config, list[str]]:
 
     resolved = attrs.evolve(config, backend=backend, auth_server=auth, upstream=upstream)
     return resolved, problems
+
+
+def _redis_problems(storage: StorageConfig) -> list[str]:
+    """One line per problem with the Redis keys (the password file is read at startup)."""
+    from authproxy.storage.redis.url import RedisAddress, redacted, sentinel_address
+
+    if storage.type != "redis":
+        return [
+            f'storage.{name}: only for type "redis"'
+            for name in ("url", "password_file", "sentinels", "sentinel_master")
+            if getattr(storage, name)
+        ]
+    problems = []
+    if not storage.url:
+        problems.append('storage.url: required for type "redis"')
+    else:
+        try:
+            RedisAddress.parse(storage.url)
+        except ValueError as e:
+            problems.append(f'storage.url: "{redacted(storage.url)}" {e}')
+    if not storage.key_prefix or any(c.isspace() for c in storage.key_prefix):
+        problems.append("storage.key_prefix: must be non-empty, without spaces")
+    for i, sentinel in enumerate(storage.sentinels):
+        try:
+            sentinel_address(sentinel)
+        except ValueError as e:
+            problems.append(f"storage.sentinels[{i}]: {e}")
+    if bool(storage.sentinels) != bool(storage.sentinel_master):
+        problems.append("storage.sentinel_master: needed with sentinels, and only with them")
+    return problems
 
 
 def _validate_upstream(config: Config, issuer: str) -> tuple[UpstreamConfig, list[str]]:
@@ -636,7 +679,25 @@ def _startup_problems(
     secret, secret_problems = _client_secret(config.upstream, environ)
     problems.extend(secret_problems)
     upstream = attrs.evolve(config.upstream, client_secret=secret)
-    return attrs.evolve(config, upstream=upstream), problems
+    storage = config.storage
+    if storage.password_file:
+        password, password_problems = _read_secret_file(
+            "storage.password_file", storage.password_file
+        )
+        problems.extend(password_problems)
+        storage = attrs.evolve(storage, password=password)
+    return attrs.evolve(config, upstream=upstream, storage=storage), problems
+
+
+def _read_secret_file(field: str, path: str) -> tuple[Secret | None, list[str]]:
+    """A secret from a file (stripped), or the one-line problem: unreadable or empty."""
+    try:
+        text = Path(path).read_text().strip()
+    except OSError as e:
+        return None, [f'{field}: cannot read "{path}" ({e.strerror or e.__class__.__name__})']
+    if not text:
+        return None, [f'{field}: "{path}" is empty']
+    return Secret(text), []
 
 
 def _client_secret(
@@ -644,16 +705,7 @@ def _client_secret(
 ) -> tuple[Secret | None, list[str]]:
     """The client secret from its file, else from its environment variable; and any problem."""
     if upstream.client_secret_file:
-        try:
-            text = Path(upstream.client_secret_file).read_text().strip()
-        except OSError as e:
-            return None, [
-                f'upstream.client_secret_file: cannot read "{upstream.client_secret_file}" '
-                f"({e.strerror or e.__class__.__name__})"
-            ]
-        if not text:
-            return None, [f'upstream.client_secret_file: "{upstream.client_secret_file}" is empty']
-        return Secret(text), []
+        return _read_secret_file("upstream.client_secret_file", upstream.client_secret_file)
     if upstream.client_secret_env:
         value = environ.get(upstream.client_secret_env, "").strip()
         if not value:

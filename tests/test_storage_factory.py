@@ -32,7 +32,11 @@ class BuildStorageTests(SynchronousTestCase):
 
     def test_unknown_type_refused_by_config(self) -> None:
         with self.assertRaises(ConfigError) as raised:
-            config_from_mapping({**BASE, "storage": {"type": "redis"}})
-        self.assertIn(
-            'storage.type: "redis" is not supported (use "memory")', str(raised.exception)
-        )
+            config_from_mapping({**BASE, "storage": {"type": "cassandra"}})
+        self.assertIn('storage.type: "cassandra"', str(raised.exception))
+
+    def test_redis_refused_until_offered(self) -> None:
+        storage = {"type": "redis", "url": "redis://127.0.0.1:6379/0"}
+        with self.assertRaises(ConfigError) as raised:
+            config_from_mapping({**BASE, "storage": storage})
+        self.assertIn('storage.type: "redis" is not available yet', str(raised.exception))

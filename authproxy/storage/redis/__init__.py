@@ -1,0 +1,85 @@
+"""Redis storage: every concern in one shared Redis, so replicas and restarts lose nothing.
+
+One module per concern over :class:`~authproxy.storage.redis.owned.OwnedCollection` (a
+capped, owner-fair collection) and :class:`~authproxy.storage.redis.connection.LuaScript`
+(the atomic steps: ``redeem_code``, ``mark_rotated``, ``revoke_family``, ``take``...).
+Records are JSON with their expiry inside; see ``connection`` for how the Redis TTL relates
+to the injected clock. Keys of one record's script are built inside the script from
+prefixes, so this needs one Redis (with Sentinel for HA), not Redis Cluster.
+
+Other replicas' revocations arrive through :class:`~authproxy.storage.redis.feed.RevocationFeed`
+(pub/sub, a bump on every resubscription, a periodic poll). Not yet a ``[storage].type``:
+the daemon does not build the connection from ``[storage]`` nor run the feed, and the
+Redis-down behaviour (503s, ``/ready``) is still to come.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+
+from authproxy.storage.composite import Storage
+from authproxy.storage.redis.clients import RedisClients
+from authproxy.storage.redis.codes import RedisAuthorizationCodes
+from authproxy.storage.redis.families import RedisTokenFamilies
+from authproxy.storage.redis.logins import RedisLogins
+from authproxy.storage.redis.owned import OwnedCollection
+from authproxy.storage.redis.rates import RedisRateCounters
+from authproxy.storage.redis.revocations import RedisRevocations
+from authproxy.storage.redis.sealing import AtRestSealer, HMACSecretRing
+from authproxy.storage.redis.sessions import RedisUpstreamSessions
+from authproxy.storage.redis.upkeep import RedisUpkeep
+from authproxy.storage.redis.users import RedisUsers
+
+__all__ = ["redis_storage"]
+
+
+def redis_storage(
+    redis: Any,
+    clock: IReactorTime,
+    ring: HMACSecretRing,
+    *,
+    key_prefix: str = "authproxy:",
+    max_clients: int = 10000,
+    unused_client_ttl: float | None = 30 * 86400,
+    max_pending: int = 10000,
+    max_codes: int = 10000,
+    max_refresh_tokens: int = 100000,
+    max_families: int = 100000,
+    max_upstream_sessions: int = 100000,
+    max_users: int = 100000,
+    max_revoked_jtis: int = 100000,
+    revoked_jti_leeway: float = 60.0,
+    max_rate_keys: int = 40000,
+) -> Storage:
+    """A Storage in the Redis that ``redis`` (a txredisapi connection) talks to; upstream
+    tokens are sealed with keys derived from ``ring``'s HMAC secrets.
+
+    The caps are ``memory_storage``'s. ``max_users`` and ``max_rate_keys`` bound nothing
+    here: user ids and rate buckets expire in Redis by themselves (see their modules).
+    """
+    refusals: dict[str, int] = {}
+
+    def collection(name: str, cap: int, **kwargs: Any) -> OwnedCollection:
+        return OwnedCollection(redis, key_prefix, clock, name, cap, refusals, **kwargs)
+
+    clients = collection("clients", max_clients)
+    pending = collection("pending", max_pending)
+    codes = collection("codes", max_codes)
+    refresh_tokens = collection("refresh_tokens", max_refresh_tokens)
+    families = collection("families", max_families, policy="own", child=refresh_tokens)
+    sessions = collection("upstream_sessions", max_upstream_sessions)
+    revocations = RedisRevocations(redis, key_prefix, clock, max_revoked_jtis, revoked_jti_leeway)
+    return Storage(
+        clock=clock,
+        clients=RedisClients(clients, unused_client_ttl),
+        logins=RedisLogins(pending),
+        codes=RedisAuthorizationCodes(codes),
+        families=RedisTokenFamilies(families, refresh_tokens, revocations),
+        upstream_sessions=RedisUpstreamSessions(sessions, AtRestSealer(ring)),
+        revocations=revocations,
+        rate_counters=RedisRateCounters(redis, key_prefix, clock),
+        users=RedisUsers(redis, key_prefix, clock),
+        upkeep=RedisUpkeep([clients, pending, codes, families, refresh_tokens, sessions], refusals),
+    )

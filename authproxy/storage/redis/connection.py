@@ -1,0 +1,102 @@
+"""RedisCollection: what every Redis-backed concern shares (keys, clock, records, scripts).
+
+Time: a record's expiry is stored inside it (``expires_at``, by the injected clock) and a
+record past it by that clock is absent, whatever Redis says; the Redis TTL is set from the
+same clock as the time left (``PX``, never an absolute ``PEXPIREAT``), so Redis removes the
+record soon after it expired. With the reactor clock in production both agree; with a fake
+clock in tests the record reads as gone at once and Redis cleans it up later. Replicas'
+clocks must agree to within the leeway the guard already allows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
+
+import cattrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+T = TypeVar("T")
+
+#: Records as JSON: attrs classes to plain dicts and back (tuples come back as tuples).
+records = cattrs.Converter()
+# values typed `object` (metadata, claims) are JSON already: taken as they are
+records.register_structure_hook_func(lambda cls: cls is object, lambda value, _: value)
+
+
+def dumps(record: Any) -> str:
+    return json.dumps(records.unstructure(record), separators=(",", ":"))
+
+
+def loads(text: str | bytes, cls: type[T]) -> T:
+    return records.structure(json.loads(text), cls)
+
+
+def ttl_ms(expires_at: float, now: float) -> int:
+    """The Redis TTL for a record expiring at ``expires_at`` (0: never expires)."""
+    if math.isinf(expires_at):
+        return 0
+    return max(1, math.ceil((expires_at - now) * 1000))
+
+
+class LuaScript:
+    """A Lua script: the one atomic step an OAuth operation needs, named after it.
+
+    txredisapi's ``eval`` sends EVALSHA once Redis knows the script (EVAL the first time).
+    """
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+
+    def __call__(self, redis: Any, keys: Sequence[str], args: Sequence[Any]) -> Deferred[Any]:
+        return cast(Deferred[Any], redis.eval(self.source, list(keys), [str(a) for a in args]))
+
+
+class RedisCollection:
+    """A concern's view of one Redis database: its key prefix, the clock, the connection."""
+
+    def __init__(self, redis: Any, key_prefix: str, clock: IReactorTime) -> None:
+        self.redis = redis
+        self.key_prefix = key_prefix
+        self.now: Callable[[], float] = cast(Any, clock).seconds
+
+    def key(self, *parts: str) -> str:
+        """``key_prefix`` + the parts joined by ``:`` (several deployments share a Redis)."""
+        return self.key_prefix + ":".join(parts)
+
+
+def connect_redis(
+    endpoint: Any,
+    *,
+    dbid: int = 0,
+    password: str | None = None,
+    poolsize: int = 1,
+    reconnect: bool = True,
+    reply_timeout: float | None = None,
+) -> Deferred[Any]:
+    """A txredisapi connection (pool) through ``endpoint``, fired once connected.
+
+    The endpoint is the caller's (TCP, TLS or unix, on the reactor it chose): txredisapi's
+    own helpers resolve host names in the reactor's thread pool on the global reactor.
+    Numbers are never converted: records are strings and the scripts' replies are parsed
+    where they are read.
+    """
+    from txredisapi import ConnectionHandler, RedisFactory
+
+    factory = RedisFactory(
+        repr(endpoint),
+        dbid,
+        poolsize,
+        isLazy=False,
+        handler=ConnectionHandler,
+        password=password,
+        replyTimeout=reply_timeout,
+        convertNumbers=False,
+    )
+    factory.reconnect = reconnect
+    factory.startConnecting(endpoint)
+    return cast(Deferred[Any], factory.deferred)

@@ -1,0 +1,98 @@
+"""A real ``redis-server`` for tests: on a free loopback port, in a temporary directory.
+
+Tests that need it call :func:`redis_server_or_skip`; where ``redis-server`` is not
+installed they skip, except when ``CI`` is set (``.ci/run`` installs it), where a missing
+server fails: a broken install step must not hide behind a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+from pathlib import Path
+
+import attrs
+
+_START_TIMEOUT = 10.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@attrs.define
+class RedisServer:
+    """One running ``redis-server`` owned by a test; :meth:`stop` ends it and its directory."""
+
+    port: int
+    directory: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @classmethod
+    def start(cls, *, persistence: bool = False, port: int | None = None) -> RedisServer:
+        """Start and wait until it answers PING. ``persistence`` turns on Redis's default
+        snapshots and an append-only file (to test restarts); unit tests run without."""
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise FileNotFoundError("redis-server is not installed")
+        directory = Path(tempfile.mkdtemp(prefix="authproxy-redis-"))
+        port = _free_port() if port is None else port
+        args = [executable, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory)]
+        if persistence:
+            args += ["--appendonly", "yes"]
+        else:
+            args += ["--save", "", "--appendonly", "no"]
+        log = open(directory / "redis.log", "wb")  # noqa: SIM115 (the process keeps it)
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        server = cls(port, directory, process)
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not _ping(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = (directory / "redis.log").read_text(errors="replace")[-2000:]
+                server.stop()
+                raise RuntimeError(f"redis-server did not start on port {port}:\n{output}")
+            time.sleep(0.01)
+        return server
+
+    def stop(self, *, keep_directory: bool = False) -> None:
+        """Terminate the server (and remove its directory unless ``keep_directory``)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if not keep_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def redis_server_or_skip(**kwargs: bool) -> RedisServer:
+    """A started :class:`RedisServer`; SkipTest when redis-server is missing outside CI."""
+    if shutil.which("redis-server") is None:
+        missing = "redis-server is not installed (apt-get install redis-server)"
+        if os.environ.get("CI"):
+            raise AssertionError(missing)
+        raise unittest.SkipTest(missing)
+    return RedisServer.start(**kwargs)
