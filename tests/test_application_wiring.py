@@ -175,6 +175,40 @@ class DaemonBoundsTests(SynchronousTestCase):
         self.assertEqual(headers["connection"], ["close"])
         exchange.close()
 
+    def test_large_bodies_to_the_authorization_server_refused_before_reading(self) -> None:
+        # Its endpoints take small forms and JSON: a 4 MiB body, unauthenticated, must not
+        # be buffered (40 of them once held 160 MB) before the endpoint refuses it.
+        for path in ("/oauth/token", "/oauth/register", "/oauth/revoke", "/oauth/consent"):
+            wired = WiredApplication(self)
+            exchange = Exchange(wired.app)
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n"
+                "Content-Length: 4194304\r\n\r\n"
+            ).encode()
+            code, headers, body = parse(exchange.send(head))
+            self.assertEqual(code, 413, path)
+            self.assertIn(b"request_too_large", body, path)
+            self.assertEqual(headers["connection"], ["close"], path)
+            exchange.close()
+
+    def test_form_just_over_the_endpoint_limit_gets_the_endpoints_error(self) -> None:
+        # Between the endpoint's own limit and the header-time bound, the endpoint answers
+        # as it always did (an OAuth error naming its limit).
+        wired = WiredApplication(self)
+        exchange = Exchange(wired.app)
+        body = b"x" * (64 * 1024 + 1)
+        raw = request(
+            "POST",
+            "/oauth/token",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            body,
+        )
+        code, _, answer = parse(exchange.send(raw))
+        self.assertEqual(code, 413)
+        self.assertEqual(json.loads(answer)["error"], "invalid_request")
+        exchange.close()
+
     def test_connections_beyond_the_per_source_cap_get_503(self) -> None:
         wired = WiredApplication(
             self, server={"max_connections": 64, "max_connections_per_source": 2}

@@ -7,6 +7,10 @@ arrives and refused the moment it passes the limit. The rest of a refused body i
 thrown away (up to one more limit's worth, so the client sees the 413 rather than a reset),
 then the connection is closed.
 
+When the Site has a ``body_limit`` (path -> bytes), it sets each request's bound: the
+authorization server's endpoints take small forms and JSON, so an unauthenticated client
+cannot make authproxy buffer ``server.max_request_body`` for them.
+
 When the Site has a ``head_check`` (proxy/early.py) and it says so, a request is answered as
 soon as its headers are in, before any of its body is read: rendered as usual (the response
 is the one it would get anyway: a proxied request without a valid token gets the guard's
@@ -38,6 +42,10 @@ class LimitedRequest(HeadFlushingRequest):
     _discarded = 0
 
     def gotLength(self, length: int | None) -> None:
+        body_limit = getattr(getattr(self.channel, "site", None), "body_limit", None)
+        if length != 0 and body_limit is not None:
+            # This request's bound, by where it goes (the channel has parsed its target).
+            self.max_body = body_limit(self.channel._path.partition(b"?")[0])  # type: ignore[union-attr]
         if length is not None and length > self.max_body:
             self._refuse()
             return

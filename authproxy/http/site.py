@@ -41,6 +41,8 @@ class AuthproxySite(Site):
     limits: ConnectionLimits | None = None
     # (request, method, uri) -> True when the request must be answered before its body
     head_check: Callable[[Any, bytes, bytes], bool] | None = None
+    # path -> the most body bytes a request to it may send (http/request.py)
+    body_limit: Callable[[bytes], int] | None = None
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
