@@ -26,7 +26,7 @@ from authproxy.keys.ring import KeyFileError, KeyRing, KeySources
 from authproxy.keys.watcher import SecretWatcher
 from authproxy.ops.metrics import AuthproxyMetrics, MetricsResource
 from authproxy.proxy import make_proxy_resource, make_request_factory, proxy_routes
-from authproxy.proxy.early import PROXY_ROUTE, BodyGate
+from authproxy.proxy.early import BodyGate
 from authproxy.storage import Storage
 from authproxy.storage.factory import build_storage
 from authproxy.storage.sweeper import StorageSweeper
@@ -98,22 +98,6 @@ def bound_connections(site: AuthproxySite, config: Config) -> None:
     )
 
 
-# Twice the largest body an authorization-server endpoint reads (registration JSON and the
-# token and revocation forms, 64 KiB): bodies between the two still get the endpoint's own
-# error; larger ones are refused before a byte of them is buffered.
-LOCAL_ROUTE_MAX_BODY = 128 * 1024
-
-
-def _body_limit(route_of: Callable[[bytes], str], proxied: int) -> Callable[[bytes], int]:
-    """Path -> body bound: ``server.max_request_body`` for the proxy, less for the rest."""
-    local = min(proxied, LOCAL_ROUTE_MAX_BODY)
-
-    def body_limit(path: bytes) -> int:
-        return proxied if route_of(path) == PROXY_ROUTE else local
-
-    return body_limit
-
-
 def build_application(
     config: Config, reactor: Any, facilities: HostFacilities = HostFacilities()
 ) -> Application:
@@ -173,8 +157,7 @@ def build_application(
     )
     site.displayTracebacks = False
     bound_connections(site, config)
-    site.head_check = BodyGate(root.route_name, proxy.guard)
-    site.body_limit = _body_limit(root.route_name, config.server.max_request_body)
+    site.head_check = BodyGate(root.route_name, proxy.guard, config.server.max_request_body)
     site.metrics = metrics
     site.access_log = config.logging.access_log
     return Application(

@@ -7,25 +7,37 @@ arrives and refused the moment it passes the limit. The rest of a refused body i
 thrown away (up to one more limit's worth, so the client sees the 413 rather than a reset),
 then the connection is closed.
 
-When the Site has a ``body_limit`` (path -> bytes), it sets each request's bound: the
-authorization server's endpoints take small forms and JSON, so an unauthenticated client
-cannot make authproxy buffer ``server.max_request_body`` for them.
-
-When the Site has a ``head_check`` (proxy/early.py) and it says so, a request is answered as
-soon as its headers are in, before any of its body is read: rendered as usual (the response
-is the one it would get anyway: a proxied request without a valid token gets the guard's
-401), with an empty body. Its body is read and thrown away, then the connection is closed.
+When the Site has a ``head_check`` (``HeadCheck``; the daemon's is proxy/early.py's
+``BodyGate``), a request with a body is routed once when its headers are in, and the route
+decides two things before any of the body is read: its bound (the authorization server's
+endpoints take small forms and JSON, so an unauthenticated client cannot make authproxy
+buffer ``server.max_request_body`` for them), and whether it is answered at once, rendered
+as usual with an empty body (a proxied request without a valid token gets the guard's 401).
+Such a request's body is read and thrown away, then the connection is closed.
 """
 
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, Protocol
 
 from authproxy.http.channel import HeadFlushingRequest
 from authproxy.http.errors import JSONError, render_error_bytes
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
+
+
+class HeadCheck(Protocol):
+    """What the Site decides about a request with a body once its headers are in."""
+
+    def route(self, path: bytes) -> str:
+        """The route serving ``path`` (looked up once per request)."""
+
+    def body_limit(self, route: str) -> int | None:
+        """The most body bytes a request to ``route`` may send (None: the Site's)."""
+
+    def answer_before_body(self, request: Any, route: str) -> bool:
+        """True when the request is to be answered without reading its body."""
 
 
 def too_large_description(limit: int) -> str:
@@ -42,26 +54,29 @@ class LimitedRequest(HeadFlushingRequest):
     _discarded = 0
 
     def gotLength(self, length: int | None) -> None:
-        body_limit = getattr(getattr(self.channel, "site", None), "body_limit", None)
-        if length != 0 and body_limit is not None:
-            # This request's bound, by where it goes (the channel has parsed its target).
-            self.max_body = body_limit(self.channel._path.partition(b"?")[0])  # type: ignore[union-attr]
+        channel: Any = self.channel
+        check: HeadCheck | None = getattr(getattr(channel, "site", None), "head_check", None)
+        route = None
+        if length != 0 and check is not None:
+            route = check.route(channel._path.partition(b"?")[0])
+            limit = check.body_limit(route)
+            if limit is not None:
+                self.max_body = limit
         if length is not None and length > self.max_body:
             self._refuse()
             return
-        if length != 0 and self._answered_before_body():
+        if route is not None and self._answered_before_body(check, route):  # type: ignore[arg-type]
             return
         super().gotLength(length)
 
-    def _answered_before_body(self) -> bool:
+    def _answered_before_body(self, check: HeadCheck, route: str) -> bool:
         channel: Any = self.channel
-        check = getattr(getattr(channel, "site", None), "head_check", None)
         stop_reading = getattr(channel, "stop_reading_requests", None)
-        if check is None or stop_reading is None:
+        if stop_reading is None:
             return False
         method, uri, version = channel._command, channel._path, channel._version
         self.method, self.uri = method, uri
-        if not check(self, method, uri):
+        if not check.answer_before_body(self, route):
             return False
         self.content = io.BytesIO()
         # No "100 Continue": the client need not send the body the answer makes moot.

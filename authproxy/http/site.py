@@ -8,13 +8,12 @@ own access log (``logPath``) is not used.
 
 The Site also hands its connections their bounds (bounded_channel.py): the head deadline,
 the idle timeout and the connection caps, and holds ``head_check``, asked by the request
-when its headers are in whether it must be answered before its body is read
-(http/request.py).
+when its headers are in for its body bound and whether it must be answered before its body
+is read (http/request.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
@@ -22,6 +21,7 @@ from twisted.web.server import Site
 
 from authproxy.http.channel import ResponseChannel
 from authproxy.http.connection_limits import ConnectionLimits
+from authproxy.http.request import HeadCheck
 from authproxy.ops.logs import access_log_line
 from authproxy.ops.metrics import AuthproxyMetrics
 
@@ -39,10 +39,8 @@ class AuthproxySite(Site):
     header_timeout: float = ResponseChannel.header_timeout
     idle_timeout: float = ResponseChannel.idle_timeout
     limits: ConnectionLimits | None = None
-    # (request, method, uri) -> True when the request must be answered before its body
-    head_check: Callable[[Any, bytes, bytes], bool] | None = None
-    # path -> the most body bytes a request to it may send (http/request.py)
-    body_limit: Callable[[bytes], int] | None = None
+    # a request's route, body bound and answer before its body (http/request.py)
+    head_check: HeadCheck | None = None
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)

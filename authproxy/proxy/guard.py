@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from authproxy.config import Config
-from authproxy.http.errors import ErrorResponse, HTTPError, json_response
+from authproxy.http.errors import JSONError
 from authproxy.http.responses import NO_STORE
 from authproxy.keys.ring import KeyRing
 from authproxy.proxy.metadata import resource_url
@@ -49,13 +49,16 @@ class Principal:
     claims: Mapping[str, Any] = attrs.field(repr=False, eq=False)
 
 
-class BearerError(HTTPError):
-    """The request may not pass; rendered as JSON with a ``WWW-Authenticate`` challenge
-    (which the protected resource adds: :meth:`Challenge.challenge`).
+class BearerError(JSONError):
+    """The request may not pass; rendered as JSON that no cache keeps, with a
+    ``WWW-Authenticate`` challenge (which the protected resource adds:
+    :meth:`Challenge.challenge`).
 
     ``error`` is None for a request that carried no token at all (RFC 6750 §3.1: then the
-    challenge names no error).
+    challenge names no error, and the body says ``unauthorized``).
     """
+
+    error: str | None  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -65,21 +68,18 @@ class BearerError(HTTPError):
         scope: Sequence[str] = (),
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(f"{error}: {description}")
-        self.status = status
+        super().__init__(status, error or "unauthorized", description, headers)
         self.error = error
-        self.description = description
         self.scope = tuple(scope)
-        self.headers = dict(headers or {})
 
     def payload(self) -> dict[str, str]:
-        body = {"error": self.error or "unauthorized", "error_description": self.description}
+        body = {**super().payload(), "error": self.error or "unauthorized"}
         if self.scope:
             body["scope"] = " ".join(self.scope)
         return body
 
-    def response(self) -> ErrorResponse:
-        return json_response(self.status, self.payload(), {**NO_STORE, **self.headers})
+    def response_headers(self) -> Mapping[str, str]:
+        return {**NO_STORE, **self.headers}
 
 
 def invalid_token(description: str) -> BearerError:
