@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 
+from authproxy.http.held_counts import HeldCounts
 from authproxy.http.responses import TrustedProxies, source_key
 
 # Connections kept for /health and /ready once the rest are taken.
@@ -44,9 +45,12 @@ class ConnectionLimits:
         self.max_per_source = max_per_source
         self.reserve = min(MAX_RESERVE, max_total // 4) if reserve is None else reserve
         self._trusted = trusted or TrustedProxies(())
-        self._per_source: dict[str, int] = {}
-        self.total = 0
+        self._counts: HeldCounts[str] = HeldCounts()
         self.refused = 0
+
+    @property
+    def total(self) -> int:
+        return self._counts.total
 
     def admit(self, host: str | None) -> tuple[Admission, str | None]:
         """Whether a connection from ``host`` may open; the key to release it with."""
@@ -60,24 +64,17 @@ class ConnectionLimits:
             # address lookup trusts.
             if self._trusted.trusts(host):
                 key = None
-        if key is not None:
-            held = self._per_source.get(key, 0)
-            if held >= self.max_per_source:
-                self.refused += 1
-                return Admission.REFUSE, None
-            self._per_source[key] = held + 1
-        self.total += 1
+        if key is not None and self._counts.held(key) >= self.max_per_source:
+            self.refused += 1
+            return Admission.REFUSE, None
+        self._counts.take(key)
         if self.total > self.max_total - self.reserve:
             return Admission.PROBES_ONLY, key
         return Admission.SERVE, key
 
     def release(self, key: str | None) -> None:
         """A connection that ``admit`` let in has closed."""
-        self.total -= 1
-        if key is not None:
-            held = self._per_source.pop(key, 1) - 1
-            if held > 0:
-                self._per_source[key] = held
+        self._counts.give_back(key)
 
     def held_by(self, host: str) -> int:
-        return self._per_source.get(source_key(host), 0)
+        return self._counts.held(source_key(host))

@@ -12,34 +12,31 @@ file descriptors for everyone else.
 
 from __future__ import annotations
 
+from authproxy.http.held_counts import HeldCounts
 from authproxy.proxy.sessions import Owner
 
 
-class ConnectionLimits:
+class BackendConnectionLimits:
     """Counters of backend connections in use; ``acquire`` / ``release`` around each request."""
 
     def __init__(self, total: int, per_grant: int) -> None:
-        self.total = total
-        self.per_grant = per_grant
-        self.in_use = 0
-        self._per_grant: dict[Owner, int] = {}
+        self.max_total = total
+        self.max_per_grant = per_grant
+        self._counts: HeldCounts[Owner] = HeldCounts()
+
+    @property
+    def in_use(self) -> int:
+        return self._counts.total
 
     def acquire(self, grant: Owner) -> str | None:
         """Take a connection for ``grant``; None on success, else which cap refused it
         (``"total"`` or ``"grant"``)."""
-        held = self._per_grant.get(grant, 0)
-        if held >= self.per_grant:
+        if self._counts.held(grant) >= self.max_per_grant:
             return "grant"
-        if self.in_use >= self.total:
+        if self._counts.total >= self.max_total:
             return "total"
-        self._per_grant[grant] = held + 1
-        self.in_use += 1
+        self._counts.take(grant)
         return None
 
     def release(self, grant: Owner) -> None:
-        held = self._per_grant.get(grant, 0) - 1
-        if held > 0:
-            self._per_grant[grant] = held
-        else:
-            self._per_grant.pop(grant, None)
-        self.in_use -= 1
+        self._counts.give_back(grant)

@@ -47,7 +47,7 @@ from authproxy.proxy.headers import (
     end_to_end,
     request_owned,
 )
-from authproxy.proxy.limits import ConnectionLimits
+from authproxy.proxy.limits import BackendConnectionLimits
 from authproxy.proxy.metadata import metadata_url
 from authproxy.proxy.sessions import MemorySessionBindings, Owner, SessionBindings
 from authproxy.proxy.sse import (
@@ -252,7 +252,9 @@ class MCPProxy(Resource):
             max_sessions=backend.max_sessions,
             max_per_owner=backend.max_sessions_per_grant,
         )
-        self.limits = ConnectionLimits(backend.max_connections, backend.max_connections_per_grant)
+        self.limits = BackendConnectionLimits(
+            backend.max_connections, backend.max_connections_per_grant
+        )
         self._full_warned_at = float("-inf")
         self._backend_base = config.backend.url.rstrip("/").encode("ascii")
         self._backend_host = backend_host_header(config.backend.url)
@@ -397,7 +399,7 @@ class MCPProxy(Resource):
     def _over_capacity(self, refused: str) -> ProxyError:
         if refused == "grant":
             description = (
-                f"this user and client already hold {self.limits.per_grant} connections "
+                f"this user and client already hold {self.limits.max_per_grant} connections "
                 "to the MCP server; close a stream or retry later"
             )
         else:
@@ -407,7 +409,7 @@ class MCPProxy(Resource):
                 self._full_warned_at = now
                 self.log.warn(
                     "Backend connection limit ({limit}) reached; answering 503",
-                    limit=self.limits.total,
+                    limit=self.limits.max_total,
                 )
         return ProxyError(503, "too_many_connections", description, retry_after=RETRY_AFTER)
 
