@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from authproxy.config import Config
+from authproxy.config import Config, UpstreamConfig
 from authproxy.http.responses import add_query
 from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
 from authproxy.storage.sessions import IUpstreamSessions
@@ -80,6 +80,7 @@ class CodeFlowProvider(TokenSessions):
         self._scope = " ".join(upstream.scopes)
         self._configured_revocation = upstream.revocation_endpoint
         self._reachability = reachability
+        self._configure(upstream)
 
     @classmethod
     def build(
@@ -87,14 +88,13 @@ class CodeFlowProvider(TokenSessions):
         config: Config,
         sessions: IUpstreamSessions,
         reactor: Any,
-        http: Any = None,
-        reachability: ReachabilityProbe | None = None,
+        http: Any,
+        reachability: ReachabilityProbe | None,
     ) -> Self:
         """The provider for a validated ``config``: its ``UpstreamType.build``.
 
-        ``http`` is a treq client (or ``StubTreq``), None for treq over a persistent pool;
-        every request to the IdP is bounded by ``upstream.timeout``. ``reachability`` probes
-        the IdP before each login redirect; None sends the browser without probing.
+        The arguments are those of ``UpstreamTypes.build``, which documents them and
+        always passes all five.
         """
         idp_http = idp_http_for(reactor, config.upstream.timeout, http)
         return cls(config, sessions, reactor, idp_http, reachability=reachability)
@@ -108,6 +108,9 @@ class CodeFlowProvider(TokenSessions):
         return {}
 
     # -- what subclasses provide ------------------------------------------------------------
+    def _configure(self, upstream: UpstreamConfig) -> None:
+        """Set up what the subclass needs from ``upstream`` (its endpoints, its discovery)."""
+
     def _authorization_endpoint(self) -> str:
         raise NotImplementedError
 

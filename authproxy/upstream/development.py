@@ -202,14 +202,16 @@ class DevLoginPage(Resource):
         )
         return pages.page_document("Development login", body, "authproxy").encode("utf-8")
 
+    def _start_again(self, request: Request, error: str) -> bytes:
+        """A 400 page with no login to continue: ``error`` sends the user back to the client."""
+        return self._page(request, 400, "", error=error)
+
     def render_GET(self, request: Request) -> bytes:
         state = _query_state(request)
         if not state or len(state) > 512:
-            return self._page(
+            return self._start_again(
                 request,
-                400,
-                "",
-                error="This page needs the state of a login in progress: start again from your MCP client.",
+                "This page needs the state of a login in progress: start again from your MCP client.",
             )
         return self._page(request, 200, state)
 
@@ -217,17 +219,12 @@ class DevLoginPage(Resource):
         try:
             form = LOGIN_FORM.read(request)
         except _LoginFormRefused as refused:
-            return self._page(
-                request, 400, "", error=f"{refused} Start again from your MCP client."
-            )
+            return self._start_again(request, f"{refused} Start again from your MCP client.")
         state = form.get("state", "").strip()
         username = form.get("username", "").strip()
         if not state or len(state) > 512:
-            return self._page(
-                request,
-                400,
-                "",
-                error="The login state is missing: start again from your MCP client.",
+            return self._start_again(
+                request, "The login state is missing: start again from your MCP client."
             )
         if not valid_username(username):
             return self._page(

@@ -5,17 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from authproxy.config import Config, UserinfoConfig, check_url
+from authproxy.config import Config, UpstreamConfig, UserinfoConfig, check_url
 from authproxy.storage.models import PendingAuthorization
-from authproxy.storage.sessions import IUpstreamSessions
 from authproxy.upstream.codeflow import CodeFlowProvider, Identity
-from authproxy.upstream.http import IdPHTTP
 from authproxy.upstream.interface import IUpstreamProvider, UpstreamError
 from authproxy.upstream.kind import UpstreamType, optional_urls, required_client_id, required_urls
-from authproxy.upstream.reachability import ReachabilityProbe
 from authproxy.upstream.sessions import TokenResponse
 
 
@@ -55,17 +51,7 @@ def map_userinfo(document: Mapping[str, Any], userinfo: UserinfoConfig) -> Ident
 class OAuth2Provider(CodeFlowProvider):
     """An OAuth2 server with configured endpoints; the user is whoever userinfo names."""
 
-    def __init__(
-        self,
-        config: Config,
-        sessions: IUpstreamSessions,
-        clock: IReactorTime,
-        http: IdPHTTP,
-        *,
-        reachability: ReachabilityProbe | None = None,
-    ) -> None:
-        super().__init__(config, sessions, clock, http, reachability=reachability)
-        upstream = config.upstream
+    def _configure(self, upstream: UpstreamConfig) -> None:
         assert upstream.authorization_endpoint and upstream.token_endpoint and upstream.userinfo
         self._authorization_url = upstream.authorization_endpoint
         self._token_url = upstream.token_endpoint

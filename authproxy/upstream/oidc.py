@@ -14,16 +14,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from authproxy.config import Config
+from authproxy.config import Config, UpstreamConfig
 from authproxy.http.loopback import is_loopback_url
 from authproxy.storage.models import PendingAuthorization
-from authproxy.storage.sessions import IUpstreamSessions
 from authproxy.upstream.codeflow import CodeFlowProvider, Identity
 from authproxy.upstream.http import IdPHTTP
 from authproxy.upstream.idtoken import JWKSCache, verify_id_token
 from authproxy.upstream.interface import IUpstreamProvider, UpstreamError, UpstreamUnavailable
 from authproxy.upstream.kind import UpstreamType, optional_urls, required_client_id, required_urls
-from authproxy.upstream.reachability import ReachabilityProbe
 from authproxy.upstream.sessions import TokenResponse
 
 #: id_token claims kept in the token session (the rest is not needed and may be large).
@@ -203,22 +201,10 @@ class OIDCProvider(CodeFlowProvider):
 
     uses_nonce = True
 
-    def __init__(
-        self,
-        config: Config,
-        sessions: IUpstreamSessions,
-        clock: IReactorTime,
-        http: IdPHTTP,
-        *,
-        discovery: OIDCDiscovery | None = None,
-        jwks: JWKSCache | None = None,
-        reachability: ReachabilityProbe | None = None,
-    ) -> None:
-        super().__init__(config, sessions, clock, http, reachability=reachability)
-        issuer_url = config.upstream.issuer_url
-        assert issuer_url is not None
-        self.discovery = discovery or OIDCDiscovery(issuer_url, http, clock)
-        self.jwks = jwks or JWKSCache(http, clock, lambda: self.discovery.require().jwks_uri)
+    def _configure(self, upstream: UpstreamConfig) -> None:
+        assert upstream.issuer_url is not None
+        self.discovery = OIDCDiscovery(upstream.issuer_url, self._http, self._clock)
+        self.jwks = JWKSCache(self._http, self._clock, lambda: self.discovery.require().jwks_uri)
 
     def services(self) -> list[IService]:
         """Discovery, then the connection pool's closer."""

@@ -79,7 +79,14 @@ class UpstreamTypes:
         http: Any = None,
         reachability: ReachabilityProbe | None = None,
     ) -> IUpstreamProvider:
-        """The provider for ``config.upstream.type`` (validated, so registered)."""
+        """The provider for ``config.upstream.type`` (validated, so registered).
+
+        ``http`` is a treq ``HTTPClient`` (or ``StubTreq``); by default treq over a persistent
+        connection pool with Twisted's verifying TLS policy. Every request to the IdP is
+        bounded by ``upstream.timeout``. ``reachability`` probes the IdP before each login
+        redirect (None: no probe). Raises ConfigError for an unregistered type, and when the
+        development provider is configured on a non-loopback listen address.
+        """
         kind = self.get(config.upstream.type)
         if kind is None:  # a Config built in code, not validated
             raise ConfigError([self._unknown(config.upstream.type)])
@@ -91,26 +98,11 @@ class UpstreamTypes:
 
 UPSTREAM_TYPES = UpstreamTypes((oidc.OIDC, oauth2.OAUTH2, development.DEVELOPMENT))
 
+#: The provider for ``config.upstream.type``: ``UpstreamTypes.build`` of the registered types.
+make_upstream_provider = UPSTREAM_TYPES.build
+
 
 def upstream_services(provider: IUpstreamProvider) -> list[IService]:
     """The Services ``provider`` needs running (OIDC discovery, the HTTP pool's closer)."""
     services = getattr(provider, "services", None)
     return list(services()) if services is not None else []
-
-
-def make_upstream_provider(
-    config: Config,
-    sessions: IUpstreamSessions,
-    reactor: Any,
-    http: Any = None,
-    reachability: ReachabilityProbe | None = None,
-) -> IUpstreamProvider:
-    """The provider for ``config.upstream.type``.
-
-    ``http`` is a treq ``HTTPClient`` (or ``StubTreq``); by default treq over a persistent
-    connection pool with Twisted's verifying TLS policy. Every request to the IdP is bounded
-    by ``upstream.timeout``. ``reachability`` probes the IdP before each login redirect (None:
-    no probe). Raises ConfigError when the development provider is configured on a
-    non-loopback listen address.
-    """
-    return UPSTREAM_TYPES.build(config, sessions, reactor, http, reachability)
