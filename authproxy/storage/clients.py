@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
@@ -20,3 +22,12 @@ class IClients(Interface):
 
     def touch_client(client_id: str) -> Deferred[None]:
         """Record a use: sets last_used_at and renews the unused-client expiry."""
+
+
+def client_expiry(client: RegisteredClient, unused_client_ttl: float | None) -> float:
+    """When ``client`` expires for lack of use: ``unused_client_ttl`` seconds after its last
+    use (or its registration), never when that is None."""
+    if unused_client_ttl is None:
+        return math.inf
+    base = client.created_at if client.last_used_at is None else client.last_used_at
+    return max(base, client.created_at) + unused_client_ttl

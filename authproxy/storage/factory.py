@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
+from authproxy.storage.capacity import StorageCaps
 from authproxy.storage.composite import Storage
 from authproxy.storage.memory import memory_storage
 
@@ -14,26 +17,32 @@ if TYPE_CHECKING:  # config validation reads STORAGE_TYPES: no import back at ru
 StorageType = Callable[["Config", Any], Storage]
 
 
+def config_caps(config: Config) -> StorageCaps:
+    """The caps ``config`` gives every storage type."""
+    storage = config.storage
+    registration = config.auth_server.registration
+    # each of these settings sizes two collections (see the [storage] settings in config.py)
+    pending, logins, records = storage.max_pending, storage.max_logins, storage.max_records
+    return StorageCaps(
+        max_clients=registration.max_clients,
+        unused_client_ttl=registration.unused_client_ttl,
+        max_pending=pending,
+        max_codes=pending,
+        max_refresh_tokens=storage.max_refresh_tokens,
+        max_families=logins,
+        max_upstream_sessions=logins,
+        max_users=records,
+        max_revoked_jtis=records,
+    )
+
+
 def storage_caps(config: Config) -> dict[str, int]:
     """The cap of each storage collection (benchmarks/memory_caps.py sizes them)."""
-    storage = config.storage
-    return {
-        "clients": config.auth_server.registration.max_clients,
-        "pending": storage.max_pending,
-        "codes": storage.max_pending,
-        "refresh_tokens": storage.max_refresh_tokens,
-        "families": storage.max_logins,
-        "upstream_sessions": storage.max_logins,
-        "users": storage.max_records,
-        "revoked_jtis": storage.max_records,
-    }
+    return config_caps(config).collection_caps()
 
 
 def _memory(config: Config, clock: Any) -> Storage:
-    limits = {f"max_{name}": value for name, value in storage_caps(config).items()}
-    return memory_storage(
-        clock, unused_client_ttl=config.auth_server.registration.unused_client_ttl, **limits
-    )
+    return memory_storage(clock, **attrs.asdict(config_caps(config)))
 
 
 # [storage].type -> how to build it; config validation reads the names from here.

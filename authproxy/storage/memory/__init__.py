@@ -13,8 +13,11 @@ replaces its own. Each class says what it never evicts.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.interfaces import IReactorTime
 
+from authproxy.storage.capacity import StorageCaps
 from authproxy.storage.composite import Storage
 from authproxy.storage.memory.clients import MemoryClients
 from authproxy.storage.memory.codes import MemoryAuthorizationCodes
@@ -40,35 +43,24 @@ __all__ = [
 ]
 
 
-def memory_storage(
-    clock: IReactorTime,
-    *,
-    max_clients: int = 10000,
-    unused_client_ttl: float | None = 30 * 86400,
-    max_pending: int = 10000,
-    max_codes: int = 10000,
-    max_refresh_tokens: int = 100000,
-    max_families: int = 100000,
-    max_upstream_sessions: int = 100000,
-    max_users: int = 100000,
-    max_revoked_jtis: int = 100000,
-    revoked_jti_leeway: float = 60.0,
-    max_rate_keys: int = 40000,
-) -> Storage:
-    """A Storage in process memory, expiring by ``clock`` and bounded on every collection.
+def memory_storage(clock: IReactorTime, **caps: Any) -> Storage:
+    """A Storage in process memory, expiring by ``clock`` and bounded on every collection by
+    ``caps`` (the keywords of :class:`~authproxy.storage.capacity.StorageCaps`).
 
     Expired records are invisible at once and removed by ``upkeep.sweep()`` (run it
     periodically with :class:`authproxy.storage.sweeper.StorageSweeper`).
-    ``unused_client_ttl`` None keeps clients forever. ``max_rate_keys`` bounds the rate
-    buckets of every limiter together (four limiters of 10000 keys each).
     """
+    limits = StorageCaps(**caps)
     ledger = CapLedger(clock)
-    clients = MemoryClients(ledger, max_clients, unused_client_ttl)
-    logins = MemoryLogins(ledger, max_pending)
-    codes = MemoryAuthorizationCodes(ledger, max_codes)
-    revocations = MemoryRevocations(ledger, max_revoked_jtis, revoked_jti_leeway)
+    clients = MemoryClients(ledger, limits.max_clients, limits.unused_client_ttl)
+    logins = MemoryLogins(ledger, limits.max_pending)
+    codes = MemoryAuthorizationCodes(ledger, limits.max_codes)
+    revocations = MemoryRevocations(ledger, limits.max_revoked_jtis, limits.revoked_jti_leeway)
     families = MemoryTokenFamilies(
-        ledger, revocations, max_refresh_tokens=max_refresh_tokens, max_families=max_families
+        ledger,
+        revocations,
+        max_refresh_tokens=limits.max_refresh_tokens,
+        max_families=limits.max_families,
     )
     return Storage(
         clock=clock,
@@ -76,9 +68,9 @@ def memory_storage(
         logins=logins,
         codes=codes,
         families=families,
-        upstream_sessions=MemoryUpstreamSessions(ledger, max_upstream_sessions),
+        upstream_sessions=MemoryUpstreamSessions(ledger, limits.max_upstream_sessions),
         revocations=revocations,
-        rate_counters=MemoryRateCounters(clock, max_rate_keys),
-        users=MemoryUsers(ledger, max_users),
+        rate_counters=MemoryRateCounters(clock, limits.max_rate_keys),
+        users=MemoryUsers(ledger, limits.max_users),
         upkeep=ledger,
     )

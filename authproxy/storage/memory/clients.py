@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import attrs
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from authproxy.storage.clients import IClients
+from authproxy.storage.clients import IClients, client_expiry
 from authproxy.storage.fairness import OwnerIndex
 from authproxy.storage.memory.expiring import ExpiringMap, detached
 from authproxy.storage.memory.ledger import CapLedger, sweep_owned
@@ -34,10 +32,7 @@ class MemoryClients:
         ledger.register("clients", cap, self._clients, sweep_owned(self._clients, self._never_used))
 
     def _client_expiry(self, client: RegisteredClient) -> float:
-        if self._unused_client_ttl is None:
-            return math.inf
-        base = client.created_at if client.last_used_at is None else client.last_used_at
-        return max(base, client.created_at) + self._unused_client_ttl
+        return client_expiry(client, self._unused_client_ttl)
 
     def add_client(self, client: RegisteredClient) -> Deferred[None]:
         """Store a new client; at the cap, evict the oldest never-used client (StorageFull if none)."""

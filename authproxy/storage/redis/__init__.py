@@ -19,6 +19,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
+from authproxy.storage.capacity import StorageCaps
 from authproxy.storage.composite import Storage
 from authproxy.storage.redis.clients import RedisClients
 from authproxy.storage.redis.codes import RedisAuthorizationCodes
@@ -41,39 +42,33 @@ def redis_storage(
     ring: HMACSecretRing,
     *,
     key_prefix: str = "authproxy:",
-    max_clients: int = 10000,
-    unused_client_ttl: float | None = 30 * 86400,
-    max_pending: int = 10000,
-    max_codes: int = 10000,
-    max_refresh_tokens: int = 100000,
-    max_families: int = 100000,
-    max_upstream_sessions: int = 100000,
-    max_users: int = 100000,
-    max_revoked_jtis: int = 100000,
-    revoked_jti_leeway: float = 60.0,
-    max_rate_keys: int = 40000,
+    **caps: Any,
 ) -> Storage:
     """A Storage in the Redis that ``redis`` (a txredisapi connection) talks to; upstream
     tokens are sealed with keys derived from ``ring``'s HMAC secrets.
 
-    The caps are ``memory_storage``'s. ``max_users`` and ``max_rate_keys`` bound nothing
-    here: user ids and rate buckets expire in Redis by themselves (see their modules).
+    ``caps`` are the keywords of :class:`~authproxy.storage.capacity.StorageCaps`, as for
+    ``memory_storage``. ``max_users`` and ``max_rate_keys`` bound nothing here: user ids and
+    rate buckets expire in Redis by themselves (see their modules).
     """
+    limits = StorageCaps(**caps)
     refusals: dict[str, int] = {}
 
     def collection(name: str, cap: int, **kwargs: Any) -> OwnedCollection:
         return OwnedCollection(redis, key_prefix, clock, name, cap, refusals, **kwargs)
 
-    clients = collection("clients", max_clients)
-    pending = collection("pending", max_pending)
-    codes = collection("codes", max_codes)
-    refresh_tokens = collection("refresh_tokens", max_refresh_tokens)
-    families = collection("families", max_families, policy="own", child=refresh_tokens)
-    sessions = collection("upstream_sessions", max_upstream_sessions)
-    revocations = RedisRevocations(redis, key_prefix, clock, max_revoked_jtis, revoked_jti_leeway)
+    clients = collection("clients", limits.max_clients)
+    pending = collection("pending", limits.max_pending)
+    codes = collection("codes", limits.max_codes)
+    refresh_tokens = collection("refresh_tokens", limits.max_refresh_tokens)
+    families = collection("families", limits.max_families, policy="own", child=refresh_tokens)
+    sessions = collection("upstream_sessions", limits.max_upstream_sessions)
+    revocations = RedisRevocations(
+        redis, key_prefix, clock, limits.max_revoked_jtis, limits.revoked_jti_leeway
+    )
     return Storage(
         clock=clock,
-        clients=RedisClients(clients, unused_client_ttl),
+        clients=RedisClients(clients, limits.unused_client_ttl),
         logins=RedisLogins(pending),
         codes=RedisAuthorizationCodes(codes),
         families=RedisTokenFamilies(families, refresh_tokens, revocations),

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import attrs
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from authproxy.storage.clients import IClients
+from authproxy.storage.clients import IClients, client_expiry
 from authproxy.storage.models import RegisteredClient
 from authproxy.storage.redis.connection import dumps, loads
 from authproxy.storage.redis.owned import OwnedCollection
@@ -27,10 +25,7 @@ class RedisClients:
         self._unused_client_ttl = unused_client_ttl
 
     def _client_expiry(self, client: RegisteredClient) -> float:
-        if self._unused_client_ttl is None:
-            return math.inf
-        base = client.created_at if client.last_used_at is None else client.last_used_at
-        return max(base, client.created_at) + self._unused_client_ttl
+        return client_expiry(client, self._unused_client_ttl)
 
     def add_client(self, client: RegisteredClient) -> Deferred[None]:
         """Store a new client; at the cap, evict the oldest never-used client of the owner

@@ -24,7 +24,7 @@ from authproxy.storage.capacity import StorageFull
 from authproxy.storage.families import ITokenFamilies
 from authproxy.storage.models import RefreshToken, TokenFamily
 from authproxy.storage.redis.connection import LuaScript, dumps, loads, ttl_ms
-from authproxy.storage.redis.owned import PRELUDE, OwnedCollection
+from authproxy.storage.redis.owned import OwnedCollection, owned_script
 from authproxy.storage.redis.revocations import DENY, RedisRevocations
 
 # KEYS[9..11]: the deny list's sorted set and generation counter, the family's jti hash;
@@ -39,12 +39,11 @@ local family = rprefix .. id
 
 # Revoke a live family: mark it (and spent: first to go at the cap), deny-list its access
 # tokens, announce the new generation; the record and its jtis, or nil.
-REVOKE_FAMILY = LuaScript(
+REVOKE_FAMILY = owned_script(
     "revoke_family",
-    PRELUDE
-    + _FAMILY_LOCALS
-    + DENY
-    + """
+    _FAMILY_LOCALS,
+    DENY,
+    """
 redis.call('HSET', family, 'revoked', '1')
 redis.call('ZADD', spent, redis.call('INCR', seq), id)
 local all = redis.call('HGETALL', jtis)
@@ -56,12 +55,11 @@ return {redis.call('HGET', family, 'record'), all}
 
 # Record an access token of a live family (dropping its expired ones now and then); when the
 # family is already revoked, deny-list it at once. 1 when the deny list changed.
-ADD_FAMILY_ACCESS_TOKEN = LuaScript(
+ADD_FAMILY_ACCESS_TOKEN = owned_script(
     "add_family_access_token",
-    PRELUDE
-    + _FAMILY_LOCALS
-    + DENY
-    + """
+    _FAMILY_LOCALS,
+    DENY,
+    """
 local jti, exp = arg(6), arg(7)
 redis.call('HSET', jtis, jti, exp)
 local ttl = redis.call('PTTL', family)
@@ -79,31 +77,36 @@ return 0
 """,
 )
 
+# arg(3), arg(4): a refresh token's rotation time and successor response, set beside its record.
+_ROTATION = """
+local function rotate(id)
+  redis.call('HSET', rprefix .. id, 'rotated_at', arg(3), 'successor_response', arg(4))
+end
+"""
+
 # After a refresh token is stored: list it among its family's children (KEYS[9]), which
 # live as long as the family's longest-lived token, and record a rotation it came with.
-LINK_REFRESH_TOKEN = LuaScript(
+LINK_REFRESH_TOKEN = owned_script(
     "link_refresh_token",
-    PRELUDE
-    + """
+    _ROTATION,
+    """
 local id, ttl = arg(1), tonumber(arg(2))
 redis.call('SADD', KEYS[9], id)
 if ttl > 0 and redis.call('PTTL', KEYS[9]) < ttl then redis.call('PEXPIRE', KEYS[9], ttl) end
-if arg(3) ~= '' then
-  redis.call('HSET', rprefix .. id, 'rotated_at', arg(3), 'successor_response', arg(4))
-end
+if arg(3) ~= '' then rotate(id) end
 return 1
 """,
 )
 
 # Rotate a live, unrotated refresh token: it becomes an eviction candidate (kept only to
 # detect reuse). 1 when this call rotated it, 0 when it lost the race or is gone.
-MARK_ROTATED = LuaScript(
+MARK_ROTATED = owned_script(
     "mark_rotated",
-    PRELUDE
-    + """
+    _ROTATION,
+    """
 local id, now = arg(1), tonumber(arg(2))
 if not live(id, now) or redis.call('HEXISTS', rprefix .. id, 'rotated_at') == 1 then return 0 end
-redis.call('HSET', rprefix .. id, 'rotated_at', arg(3), 'successor_response', arg(4))
+rotate(id)
 candidate(id, redis.call('HGET', rprefix .. id, 'owner'))
 return 1
 """,

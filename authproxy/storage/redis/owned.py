@@ -104,12 +104,17 @@ local function soonest()
 end
 """
 
+
+def owned_script(name: str, *parts: str) -> LuaScript:
+    """A script over an OwnedCollection: the PRELUDE, then ``parts`` (the script's own Lua)."""
+    return LuaScript(name, PRELUDE + "".join(parts))
+
+
 # Store a record under the cap: {1 when a live record was evicted, ''}, or {-1, soonest
 # expiry} when the cap is reached and nothing may be evicted.
-PUT_OWNED = LuaScript(
+PUT_OWNED = owned_script(
     "put_owned",
-    PRELUDE
-    + """
+    """
 local id, owner, now, cap, policy = arg(1), arg(2), tonumber(arg(3)), tonumber(arg(4)), arg(5)
 local record, expires_at, ttl, is_candidate = arg(6), arg(7), tonumber(arg(8)), arg(9)
 local evicted = 0
@@ -132,10 +137,9 @@ return {evicted, ''}
 )
 
 # Whether one more record of ``owner`` fits: {0, ''} or {-1, soonest expiry}.
-ROOM = LuaScript(
+ROOM = owned_script(
     "room",
-    PRELUDE
-    + """
+    """
 local owner, now, cap, policy = arg(1), tonumber(arg(2)), tonumber(arg(3)), arg(4)
 if full('', now, cap) and not victim(owner, policy) then return {-1, soonest()} end
 return {0, ''}
@@ -144,10 +148,9 @@ return {0, ''}
 
 # Replace the record of a live id (never revive a gone one); arg(6) '1' also stops it being
 # an eviction candidate (a client once used).
-UPDATE_OWNED = LuaScript(
+UPDATE_OWNED = owned_script(
     "update_owned",
-    PRELUDE
-    + """
+    """
 local id, now, record, expires_at, ttl = arg(1), tonumber(arg(2)), arg(3), arg(4), tonumber(arg(5))
 if not live(id, now) then return 0 end
 redis.call('HSET', rprefix .. id, 'record', record, 'expires_at', expires_at)
@@ -159,10 +162,9 @@ return 1
 )
 
 # Read and delete in one step: a login state completes the flow once.
-TAKE_OWNED = LuaScript(
+TAKE_OWNED = owned_script(
     "take_owned",
-    PRELUDE
-    + """
+    """
 local id, now = arg(1), tonumber(arg(2))
 local record = nil
 if live(id, now) then record = redis.call('HGET', rprefix .. id, 'record') end
@@ -171,11 +173,11 @@ return record
 """,
 )
 
-DELETE_OWNED = LuaScript("delete_owned", PRELUDE + "forget(arg(1))\nreturn 1\n")
+DELETE_OWNED = owned_script("delete_owned", "forget(arg(1))\nreturn 1\n")
 
-SWEEP_OWNED = LuaScript(
+SWEEP_OWNED = owned_script(
     "sweep_owned",
-    PRELUDE + "return {sweep(tonumber(arg(1)), tonumber(arg(2))), redis.call('ZCARD', all)}\n",
+    "return {sweep(tonumber(arg(1)), tonumber(arg(2))), redis.call('ZCARD', all)}\n",
 )
 
 
@@ -310,6 +312,6 @@ class OwnedCollection(RedisCollection):
         return d.addCallback(lambda r: (int(r[0]), int(r[1])))
 
     def script(self, script: LuaScript, extra_keys: list[str], *args: Any) -> Deferred[Any]:
-        """Run a concern's own script (built on ``PRELUDE``) with this collection's keys,
+        """Run a concern's own script (an :func:`owned_script`) with this collection's keys,
         then ``extra_keys`` from ``KEYS[9]`` on."""
         return script(self.redis, self._keys + extra_keys, [*self._prefixes, *args])
