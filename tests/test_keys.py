@@ -24,6 +24,7 @@ from authproxy.keys.ring import (
     load_hmac_secret,
     load_key_set,
     load_signing_key,
+    permission_warning,
 )
 
 TRADITIONAL = serialization.PrivateFormat.TraditionalOpenSSL
@@ -263,14 +264,29 @@ class LoadKeySetTests(SynchronousTestCase):
         e = self.assertRaises(KeyFileError, load_key_set, sources)
         self.assertTrue(e.path.endswith("key-1.pem"))
 
-    def test_group_readable_warning(self) -> None:
-        sources = make_key_dir(self.mktemp(), [ec_pem()], [b"a" * 32], mode=0o640)
+    def test_others_readable_warning(self) -> None:
+        sources = make_key_dir(self.mktemp(), [ec_pem()], [b"a" * 32], mode=0o604)
         keyset = load_key_set(sources)
         self.assertEqual(len(keyset.warnings), 2)
         self.assertIn("key-0.pem", keyset.warnings[0])
         self.assertIn("group or others", keyset.warnings[0])
-        self.assertIn("0640", keyset.warnings[0])
+        self.assertIn("0604", keyset.warnings[0])
         self.assertIn("hmac-0", keyset.warnings[1])
+
+    def test_readable_by_own_group_is_quiet(self) -> None:
+        # Kubernetes with fsGroup: a 0400 Secret arrives as 0440, group = the pod's fsGroup.
+        sources = make_key_dir(self.mktemp(), [ec_pem()], [b"a" * 32], mode=0o440)
+        self.assertEqual(load_key_set(sources).warnings, ())
+
+    def test_readable_by_another_group_warns(self) -> None:
+        path = write(os.path.join(self.mktemp() + "-key"), b"x", 0o440)
+        gid = os.stat(path).st_gid
+        warning = permission_warning(path, own_groups={gid + 1})
+        self.assertIsNotNone(warning)
+        self.assertIn("0440", str(warning))
+        self.assertIsNone(permission_warning(path, own_groups={gid}))
+        os.chmod(path, 0o400)
+        self.assertIsNone(permission_warning(path, own_groups=set()))
 
     def test_nothing_configured_is_ephemeral(self) -> None:
         keyset = load_key_set(KeySources())

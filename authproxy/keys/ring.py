@@ -17,7 +17,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -324,15 +324,24 @@ def generate_ephemeral_key() -> SigningKey:
     return SigningKey.from_private_key(ec.generate_private_key(ec.SECP256R1()), source=EPHEMERAL)
 
 
-def _permission_warning(path: str) -> str | None:
+def permission_warning(path: str, own_groups: Collection[int] | None = None) -> str | None:
+    """Why ``path`` is readable by more than this process, or None.
+
+    Others may not read it at all. Its group may, when that group is one of the process's
+    own (``own_groups``; default: its effective and supplementary groups): Kubernetes mounts
+    Secrets group-readable for the pod's ``fsGroup`` even with ``defaultMode: 0400``, and
+    that group is the process's own, so nobody else gains access.
+    """
     try:
-        mode = os.stat(path).st_mode
+        st = os.stat(path)
     except OSError:
         return None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if own_groups is None:
+        own_groups = {os.getegid(), *os.getgroups()}
+    if st.st_mode & stat.S_IRWXO or (st.st_mode & stat.S_IRWXG and st.st_gid not in own_groups):
         return (
-            f"{path} is readable by group or others (mode {stat.S_IMODE(mode):04o}); "
-            "restrict it to the owner (chmod 0400)"
+            f"{path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+            "restrict it to the owner (chmod 0400) or to authproxy's own group"
         )
     return None
 
@@ -349,7 +358,7 @@ def load_key_set(sources: KeySources, previous: KeySet | None = None) -> KeySet:
     if sources.signing_configured:
         files = sources.signing_files()
         signing = tuple(load_signing_key(f) for f in files)
-        warnings.extend(w for w in map(_permission_warning, files) if w)
+        warnings.extend(w for w in map(permission_warning, files) if w)
     else:
         if previous is not None and previous.signing_ephemeral:
             signing = previous.signing_keys
@@ -362,7 +371,7 @@ def load_key_set(sources: KeySources, previous: KeySet | None = None) -> KeySet:
     if sources.hmac_configured:
         files = sources.hmac_files()
         hmacs = tuple(load_hmac_secret(f) for f in files)
-        warnings.extend(w for w in map(_permission_warning, files) if w)
+        warnings.extend(w for w in map(permission_warning, files) if w)
     else:
         if previous is not None and previous.hmac_ephemeral:
             hmacs = previous.hmac_secrets
