@@ -720,6 +720,10 @@ def _client_secret(
 def _check_listen(description: str, reactor: Any) -> str | None:
     from twisted.internet import endpoints
 
+    from authproxy.ops.socket_activation import systemd_listen_problem
+
+    if (problem := systemd_listen_problem(description)) is not None:
+        return problem
     try:
         endpoints.serverFromString(reactor, description)
     except Exception as e:  # any parser failure is the operator's typo
