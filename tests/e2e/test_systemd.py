@@ -58,9 +58,13 @@ def get(url: str, ca: LoopbackCA | None = None) -> tuple[int, str]:
 # --- socket activation --------------------------------------------------------------------
 
 
-def activated_config(path: Path, port: int) -> Path:
-    return write_config(
-        path,
+def socket_activated(tmp_path: Path, fdname: str) -> tuple[procs.RunningProcess, int]:
+    """authproxy (listening on ``systemd:...:name=authproxy``) under
+    ``systemd-socket-activate --fdname=FDNAME``, which listens at once and execs authproxy
+    on the first connection; and the port."""
+    port = procs.free_port()
+    config = write_config(
+        tmp_path / "authproxy.toml",
         {
             "server": {
                 "listen": ["systemd:domain=INET:name=authproxy"],
@@ -71,40 +75,29 @@ def activated_config(path: Path, port: int) -> Path:
             "upstream": {"type": "oidc", "issuer_url": "https://127.0.0.1:9", "client_id": "a"},
         },
     )
-
-
-def socket_activate(port: int, fdname: str, config: Path) -> list[str]:
     tool = systemd_tool("systemd-socket-activate")
-    return [tool, "-l", f"127.0.0.1:{port}", f"--fdname={fdname}", *procs.twistd_authproxy(config)]
+    process = procs.start_process(
+        [tool, "-l", f"127.0.0.1:{port}", f"--fdname={fdname}", *procs.twistd_authproxy(config)],
+        cwd=procs.REPO_ROOT,
+        ready_line=r"Listening on 127\.0\.0\.1",
+        name=f"socket-activated-{fdname}",
+        log_dir=tmp_path,
+    )
+    return process, port
 
 
 def test_socket_activated_request(tmp_path: Path) -> None:
-    port = procs.free_port()
-    config = activated_config(tmp_path / "authproxy.toml", port)
-    # systemd-socket-activate listens at once and execs authproxy on the first connection:
-    # that connection is the request below, served through the inherited socket.
-    with procs.start_process(
-        socket_activate(port, "authproxy", config),
-        cwd=procs.REPO_ROOT,
-        ready_line=r"Listening on 127\.0\.0\.1",
-        name="socket-activated",
-        log_dir=tmp_path,
-    ) as process:
+    process, port = socket_activated(tmp_path, "authproxy")
+    with process:
+        # The first connection starts authproxy, which serves it on the inherited socket.
         status, body = get(f"http://127.0.0.1:{port}/health")
         assert (status, json.loads(body)) == (200, {"status": "ok"}), process.output()
         assert "Execing" in process.output()
 
 
 def test_socket_name_missing_is_one_line(tmp_path: Path) -> None:
-    port = procs.free_port()
-    config = activated_config(tmp_path / "authproxy.toml", port)
-    with procs.start_process(
-        socket_activate(port, "http", config),
-        cwd=procs.REPO_ROOT,
-        ready_line=r"Listening on 127\.0\.0\.1",
-        name="socket-misnamed",
-        log_dir=tmp_path,
-    ) as process:
+    process, port = socket_activated(tmp_path, "http")
+    with process:
         with pytest.raises(OSError):
             get(f"http://127.0.0.1:{port}/health")
         assert process.popen.wait(30) == 1
