@@ -7,6 +7,8 @@ answer arrives (bounded by a timeout).
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -105,7 +107,16 @@ class WiredRedisHarness(AuthServerHarness):
 class RedisWiringTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.server = redis_server_or_skip()
-        self.addCleanup(self.server.stop)
+        self.addCleanup(lambda: self.server.stop())  # the one running at the end
+
+    def assertUnavailable(self, h: WiredRedisHarness) -> None:
+        """Registration answers 503 temporarily_unavailable, and /ready names storage."""
+        refused = h.request("POST", "/oauth/register", json_body={"redirect_uris": ["x"]})
+        self.assertEqual(refused.code, 503, refused.body)
+        self.assertEqual(refused.header("retry-after"), "5")
+        self.assertEqual(refused.json()["error"], "temporarily_unavailable")
+        ready = h.get("/ready")
+        self.assertEqual((ready.code, ready.json()["not_ready"]), (503, ["storage"]))
 
     def test_register_authorize_token_refresh_through_redis(self) -> None:
         h = WiredRedisHarness(self, redis_config(self.server))
@@ -139,10 +150,37 @@ class RedisWiringTests(SynchronousTestCase):
         ready, detail = h.app.readiness.checks["storage"]()
         self.assertFalse(ready)
         self.assertIn(f"127.0.0.1:{port}", detail)
-        refused = h.request("POST", "/oauth/register", json_body={"redirect_uris": ["x"]})
-        self.assertEqual(refused.code, 503)
-        self.assertEqual(refused.header("retry-after"), "5")
-        self.assertEqual(refused.json()["error"], "temporarily_unavailable")
+        self.assertUnavailable(h)
         self.server = RedisServer.start(port=port)
+        h.wait_connected()
+        self.assertEqual(h.register()["redirect_uris"], ["http://127.0.0.1:33418/callback"])
+
+    def test_redis_stopped_and_restarted_mid_run(self) -> None:
+        h = WiredRedisHarness(self, redis_config(self.server))
+        h.wait_connected()
+        h.register()
+        port = self.server.port
+        self.server.stop()
+        turn_until(lambda: not h.link.is_up())
+        self.assertUnavailable(h)
+        self.server = RedisServer.start(port=port)
+        h.wait_connected()
+        self.assertEqual(h.get("/ready").code, 200)
+        self.assertEqual(h.register()["redirect_uris"], ["http://127.0.0.1:33418/callback"])
+
+    def test_a_hung_redis_is_answered_not_waited_on(self) -> None:
+        """A Redis that accepts but never answers (stopped by SIGSTOP): the request gets its
+        503 after the reply timeout (turn_until bounds the wait), and service resumes."""
+        h = WiredRedisHarness(self, redis_config(self.server))
+        h.wait_connected()
+        os.kill(self.server.process.pid, signal.SIGSTOP)
+        self.addCleanup(os.kill, self.server.process.pid, signal.SIGCONT)
+        refused = h.request("POST", "/oauth/register", json_body={"redirect_uris": ["x"]})
+        self.assertEqual(refused.code, 503, refused.body)
+        self.assertEqual(refused.json()["error"], "temporarily_unavailable")
+        # long enough for a reconnection whose SELECT times out too: the link keeps trying
+        deadline = time.monotonic() + 6
+        turn_until(lambda: time.monotonic() > deadline)
+        os.kill(self.server.process.pid, signal.SIGCONT)
         h.wait_connected()
         self.assertEqual(h.register()["redirect_uris"], ["http://127.0.0.1:33418/callback"])

@@ -65,6 +65,27 @@ class RedisCommands:
         return command
 
 
+def _persistent_factory() -> type:
+    from txredisapi import RedisFactory
+
+    class PersistentRedisFactory(RedisFactory):  # type: ignore[misc]
+        """Never gives up reconnecting on its own.
+
+        txredisapi stops for good when AUTH or SELECT fails on a new connection, and a hung
+        Redis makes them time out: the link would then stay down after Redis recovered.
+        Here the failed connection is dropped and retried with backoff (a wrong password
+        too: /ready says storage is down and the log says why); only ``disconnect`` stops.
+        """
+
+        def stopTrying(self) -> Deferred[None]:
+            return succeed(None)
+
+        def connectionError(self, why: str) -> None:
+            RedisLink.log.warn("Storage: {why}", why=why)
+
+    return PersistentRedisFactory
+
+
 class RedisLink(MultiService):
     """The connection (a txredisapi factory through ``endpoint``) as an application service.
 
@@ -86,12 +107,12 @@ class RedisLink(MultiService):
         max_delay: float = 5.0,
         describe: str = "Redis",
     ) -> None:
-        from txredisapi import ConnectionHandler, RedisFactory
+        from txredisapi import ConnectionHandler
 
         super().__init__()
         self.endpoint = endpoint
         self.describe = describe  # where, for log lines and /ready (no credentials)
-        self.factory = RedisFactory(
+        self.factory = _persistent_factory()(
             describe,
             dbid,
             1,
