@@ -602,6 +602,8 @@ def _redis_problems(storage: StorageConfig) -> list[str]:
             problems.append(f"storage.sentinels[{i}]: {e}")
     if bool(storage.sentinels) != bool(storage.sentinel_master):
         problems.append("storage.sentinel_master: needed with sentinels, and only with them")
+    if storage.sentinels:  # refused rather than silently connecting to url alone
+        problems.append("storage.sentinels: Sentinel discovery is not available yet (use url)")
     return problems
 
 

@@ -500,3 +500,10 @@ class RedisStorageConfigTests(SynchronousTestCase):
         checked = startup_check(attrs.evolve(config, storage=storage), environ={})
         self.assertEqual(checked.storage.password, Secret("hunter2"))
         self.assertNotIn("hunter2", repr(checked))
+
+    def test_sentinels_refused_until_discovery_exists(self) -> None:
+        data = self.redis(sentinels=["10.0.0.5:26379"], sentinel_master="mymaster")
+        self.assertEqual(
+            self.problems(data),
+            ["storage.sentinels: Sentinel discovery is not available yet (use url)"],
+        )
