@@ -644,6 +644,20 @@ class UpstreamSessionsConformance(ConformanceBase):
             self.successResultOf(self.upstream_sessions.get_upstream_session("tsid-1"))
         )
 
+    def test_refresh_lock_granted_and_released(self) -> None:
+        """Every store grants a free lock and takes its release; whether a second taker
+        waits depends on who shares the store (Redis: tests/test_storage_redis.py)."""
+        lock = self.successResultOf(self.upstream_sessions.lock_refresh("tsid-1", 15.0))
+        self.assertIsInstance(lock, str)
+        self.assertIsNone(
+            self.successResultOf(self.upstream_sessions.unlock_refresh("tsid-1", lock))
+        )
+        again = self.successResultOf(self.upstream_sessions.lock_refresh("tsid-1", 15.0))
+        self.assertIsInstance(again, str)
+        # releasing a lock that is not held (any more) is harmless
+        self.successResultOf(self.upstream_sessions.unlock_refresh("tsid-1", again))
+        self.successResultOf(self.upstream_sessions.unlock_refresh("tsid-1", again))
+
     def test_upstream_session_copies(self) -> None:
         session = make_session()
         self.successResultOf(self.upstream_sessions.put_upstream_session(session))

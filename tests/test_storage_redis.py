@@ -244,6 +244,34 @@ class TwoReplicasTests(OnRedis, SynchronousTestCase):
         self.assertIsNotNone(self.successResultOf(self.b.families.get_refresh_token("rt-1")))
 
 
+class RefreshLockTests(OnRedis, SynchronousTestCase):
+    """The upstream refresh lock across two replicas: one holder, compare-and-delete, TTL."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        clock = Clock()
+        clock.advance(START)
+        self.a = redis_storage(self.redis, clock, RING, key_prefix="lock:").upstream_sessions
+        self.b = redis_storage(self.redis, clock, RING, key_prefix="lock:").upstream_sessions
+
+    def test_one_holder_until_released(self) -> None:
+        held = self.successResultOf(self.a.lock_refresh("tsid-1", 15.0))
+        self.assertIsNone(self.successResultOf(self.b.lock_refresh("tsid-1", 15.0)))
+        self.assertIsNotNone(self.successResultOf(self.b.lock_refresh("tsid-2", 15.0)))
+        self.successResultOf(self.b.unlock_refresh("tsid-1", "not-the-holder"))
+        self.assertIsNone(self.successResultOf(self.b.lock_refresh("tsid-1", 15.0)))
+        self.successResultOf(self.a.unlock_refresh("tsid-1", held))
+        self.assertIsNotNone(self.successResultOf(self.b.lock_refresh("tsid-1", 15.0)))
+
+    def test_a_dead_holder_is_freed_by_the_ttl(self) -> None:
+        self.successResultOf(self.a.lock_refresh("tsid-1", 15.0))
+        key = "lock:upstream_refresh_lock:tsid-1"
+        ttl = int(self.successResultOf(self.redis.execute_command("PTTL", key)))
+        self.assertTrue(0 < ttl <= 15_000, ttl)
+        self.successResultOf(self.redis.delete(key))  # what the TTL does 15 s later
+        self.assertIsNotNone(self.successResultOf(self.b.lock_refresh("tsid-1", 15.0)))
+
+
 class UpstreamTokensAtRestTests(OnRedis, SynchronousTestCase):
     """Upstream tokens reach Redis only sealed, under keys derived from the HMAC ring."""
 

@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from authproxy.config import config_from_mapping
 from authproxy.storage.memory import memory_storage
 from authproxy.storage.models import UpstreamTokenSession
+from authproxy.storage.unavailable import StorageUnavailable
 from authproxy.upstream.development import DevelopmentProvider
 from authproxy.upstream.interface import UpstreamSessionEnded, UpstreamUnavailable
 from authproxy.upstream.registry import make_upstream_provider
@@ -233,17 +234,8 @@ class ConnectionErrorTests(SynchronousTestCase):
 class FreshTokenCacheTests(SynchronousTestCase):
     """The proxy asks for the upstream token on every request: storage is read once."""
 
-    def test_fresh_token_served_without_storage_read_until_margin(self) -> None:
-        clock = Clock()
-        storage = memory_storage(clock)
-        reads: list[str] = []
-        real_get = storage.upstream_sessions.get_upstream_session
-
-        def counting_get(tsid: str) -> Any:
-            reads.append(tsid)
-            return real_get(tsid)
-
-        storage.upstream_sessions.get_upstream_session = counting_get  # type: ignore[method-assign]
+    def logged_in(self, storage: Any, clock: Clock) -> tuple[DevelopmentProvider, Any]:
+        """A development provider over ``storage`` and the identity of a login through it."""
         config = config_from_mapping(
             {
                 "server": {"public_url": "http://127.0.0.1:8080"},
@@ -257,6 +249,20 @@ class FreshTokenCacheTests(SynchronousTestCase):
         identity = self.successResultOf(
             provider.finish_login({"code": code, "state": "state-1"}, pending)
         )
+        return provider, identity
+
+    def test_fresh_token_served_without_storage_read_until_margin(self) -> None:
+        clock = Clock()
+        storage = memory_storage(clock)
+        reads: list[str] = []
+        real_get = storage.upstream_sessions.get_upstream_session
+
+        def counting_get(tsid: str) -> Any:
+            reads.append(tsid)
+            return real_get(tsid)
+
+        storage.upstream_sessions.get_upstream_session = counting_get  # type: ignore[method-assign]
+        provider, identity = self.logged_in(storage, clock)
         first = self.successResultOf(provider.upstream_access_token(identity.tsid))
         for _ in range(5):
             self.assertEqual(
@@ -266,3 +272,21 @@ class FreshTokenCacheTests(SynchronousTestCase):
         # ending the session is seen at once
         self.successResultOf(provider.end_session(identity.tsid))
         self.failureResultOf(provider.upstream_access_token(identity.tsid), UpstreamSessionEnded)
+
+    def test_fresh_token_served_while_storage_is_down(self) -> None:
+        """A refresh needing storage fails StorageUnavailable (the proxy answers 503)."""
+        clock = Clock()
+        storage = memory_storage(clock)
+        down: list[bool] = []
+        real_get = storage.upstream_sessions.get_upstream_session
+
+        def get(tsid: str) -> Any:
+            return fail(StorageUnavailable("Redis is unreachable")) if down else real_get(tsid)
+
+        storage.upstream_sessions.get_upstream_session = get  # type: ignore[method-assign]
+        provider, identity = self.logged_in(storage, clock)
+        first = self.successResultOf(provider.upstream_access_token(identity.tsid))
+        down.append(True)
+        self.assertEqual(self.successResultOf(provider.upstream_access_token(identity.tsid)), first)
+        clock.advance(86400)  # past the access token's life: a refresh must read storage
+        self.failureResultOf(provider.upstream_access_token(identity.tsid), StorageUnavailable)

@@ -19,3 +19,13 @@ class IUpstreamSessions(Interface):
 
     def delete_upstream_session(tsid: str) -> Deferred[None]:
         """Forget the session (ended upstream or revoked)."""
+
+    def lock_refresh(tsid: str, ttl: float) -> Deferred[str | None]:
+        """Take the right to refresh ``tsid``'s upstream tokens for ``ttl`` seconds: a lock
+        token to release it with, or None while another replica holds it. A holder that
+        dies frees it when ``ttl`` runs out. In one process ``SingleFlight`` already shares
+        a refresh, so a store no other process shares grants it always."""
+
+    def unlock_refresh(tsid: str, lock: str) -> Deferred[None]:
+        """Release the refresh lock ``lock`` of ``tsid`` (nothing when it is not held by
+        ``lock`` any more: it expired and someone else may hold it)."""

@@ -10,6 +10,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from authproxy.storage.unavailable import StorageUnavailable
+
 
 class Sweepable(Protocol):
     """A storage whose expired records must be removed by a periodic sweep (memory)."""
@@ -40,4 +42,7 @@ class StorageSweeper(TimerService):
             self.log.debug("Storage sweep removed {removed} expired records", removed=removed)
 
     def _failed_sweep(self, failure: Failure) -> None:
+        if failure.check(StorageUnavailable):  # /ready says so already: no traceback
+            self.log.warn("Storage sweep skipped: {why}", why=failure.value)
+            return
         self.log.failure("Storage sweep failed", failure)

@@ -2,6 +2,8 @@
 
 Every provider type (OIDC, OAuth2, development) stores its tokens through ``TokenSessions``;
 they differ only in how a login is completed and how a refresh is obtained (``_refresh``).
+A refresh is single-flight in this process (``SingleFlight``) and across replicas (the
+storage's refresh lock, ``IUpstreamSessions.lock_refresh``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, cast
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from authproxy.config import Config
@@ -33,6 +36,10 @@ DEFAULT_EXPIRES_IN = 3600.0
 #: Refresh this long before the upstream access token expires, so it does not expire in flight.
 REFRESH_MARGIN = 30.0
 MAX_CACHED_TOKENS = 100_000
+#: A replica waiting for another's refresh re-reads the session after these many seconds,
+#: doubling up to the max, until the token is fresh or the holder's lock expired.
+LOCK_POLL_START = 0.05
+LOCK_POLL_MAX = 1.0
 #: Token-endpoint errors meaning the refresh token is dead (GitHub says bad_refresh_token).
 SESSION_ENDING_ERRORS = frozenset({"invalid_grant", "bad_refresh_token"})
 
@@ -125,6 +132,8 @@ class TokenSessions:
         # storage read (a copy of the whole session) per request is the dominant cost.
         # Only this object renews or ends sessions, so it can keep this view exact.
         self._fresh_tokens: dict[str, tuple[str, float]] = {}
+        # the refresh lock outlives one refresh request (bounded by the upstream timeout)
+        self._lock_ttl = float(config.upstream.timeout) + 5.0
 
     def _now(self) -> float:
         return cast(Any, self._clock).seconds()
@@ -197,7 +206,32 @@ class TokenSessions:
         return await self._refreshes.run(lambda: self._refresh_session(tsid), tsid)
 
     async def _refresh_session(self, tsid: str) -> str:
-        # re-read: a refresh that finished while our caller read storage may have renewed it
+        """Refresh under the storage's refresh lock, or use what the replica holding it
+        stores: one refresh per session across replicas (IdPs that rotate refresh tokens
+        would end the session on a second refresh with the same token)."""
+        waited = 0.0
+        delay = LOCK_POLL_START
+        while True:
+            lock = await self._sessions.lock_refresh(tsid, self._lock_ttl)
+            if lock is not None:
+                try:
+                    return await self._refresh_locked(tsid)
+                finally:
+                    await self._sessions.unlock_refresh(tsid, lock)
+            if waited > self._lock_ttl:  # the lock frees itself after its TTL: not reached
+                raise UpstreamUnavailable("another replica's upstream refresh did not finish", 5)
+            await deferLater(self._clock, delay)
+            waited += delay
+            delay = min(delay * 2, LOCK_POLL_MAX)
+            session = await self._sessions.get_upstream_session(tsid)
+            if session is None:
+                raise UpstreamSessionEnded("the upstream login session has ended")
+            if self._fresh(session):  # the other replica stored its refreshed token
+                return self._remember(session)
+
+    async def _refresh_locked(self, tsid: str) -> str:
+        # re-read: a refresh that finished while our caller read storage (here or on another
+        # replica) may have renewed it
         session = await self._sessions.get_upstream_session(tsid)
         if session is None:
             raise UpstreamSessionEnded("the upstream login session has ended")

@@ -47,3 +47,11 @@ class MemoryUpstreamSessions:
         self._sessions.pop(tsid)
         self._owners.discard(tsid)
         return defer.succeed(None)
+
+    def lock_refresh(self, tsid: str, ttl: float) -> Deferred[str | None]:
+        """Always granted: no other process shares this store (SingleFlight covers this one)."""
+        return defer.succeed("in-process")
+
+    def unlock_refresh(self, tsid: str, lock: str) -> Deferred[None]:
+        """Nothing to release."""
+        return defer.succeed(None)

@@ -8,9 +8,22 @@ to the injected clock. Keys of one record's script are built inside the script f
 prefixes, so this needs one Redis (with Sentinel for HA), not Redis Cluster.
 
 Other replicas' revocations arrive through :class:`~authproxy.storage.redis.feed.RevocationFeed`
-(pub/sub, a bump on every resubscription, a periodic poll). Not yet a ``[storage].type``:
-the daemon does not build the connection from ``[storage]`` nor run the feed, and the
-Redis-down behaviour (503s, ``/ready``) is still to come.
+(pub/sub, a bump on every resubscription, a periodic poll).
+
+The daemon builds it for ``[storage].type = "redis"`` (``deployment.redis_storage_for``):
+the connection (:class:`~authproxy.storage.redis.link.RedisLink`) and the feed are
+application services; startup never waits for Redis.
+
+Redis down (see ``link``): every endpoint that needs storage answers 503 with
+``Retry-After`` at once (or after the 3 s reply timeout for a hung Redis), ``/ready`` names
+storage, and proxied requests whose access token the guard already verified keep flowing
+(the guard reads only the in-memory revocation generation; the upstream token comes from
+the provider's in-memory cache while fresh). A revocation while Redis is unreachable: the
+revoke request itself answers 503, so the client retries and nothing is half-revoked.
+Revocations other replicas make while this one is cut off reach it when it reconnects: the
+feed's resubscription bumps the generation, so every cached token is checked against the
+deny list again (the periodic poll is the safety net). Until then this replica serves the
+tokens it had verified, at most for their remaining lifetime.
 """
 
 from __future__ import annotations

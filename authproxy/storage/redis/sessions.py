@@ -3,20 +3,34 @@
 Each session (the IdP's access, refresh and ID tokens, the subject and claims) is stored
 only encrypted (:class:`~authproxy.storage.redis.sealing.AtRestSealer`); the owner used for
 fair shares at the cap is a hash of the upstream identity, not the identity itself.
+
+The refresh lock (one replica refreshes a session's upstream tokens at a time) is
+``SET <prefix>upstream_refresh_lock:<tsid> <random token> NX PX <ttl>``, released by a
+compare-and-delete script so a holder whose lock expired never frees another's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import secrets
 
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from authproxy.storage.models import UpstreamTokenSession
-from authproxy.storage.redis.connection import dumps, loads
+from authproxy.storage.redis.connection import LuaScript, dumps, loads
 from authproxy.storage.redis.owned import OwnedCollection
 from authproxy.storage.redis.sealing import AtRestSealer
 from authproxy.storage.sessions import IUpstreamSessions
+
+UNLOCK_REFRESH = LuaScript(
+    "unlock_refresh",
+    """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+""",
+)
 
 
 @implementer(IUpstreamSessions)
@@ -48,3 +62,18 @@ class RedisUpstreamSessions:
     def delete_upstream_session(self, tsid: str) -> Deferred[None]:
         """Forget the session (ended upstream or revoked)."""
         return self._sessions.delete(tsid)
+
+    def _lock_key(self, tsid: str) -> str:
+        return self._sessions.key("upstream_refresh_lock", tsid)
+
+    def lock_refresh(self, tsid: str, ttl: float) -> Deferred[str | None]:
+        """A lock token, or None while another replica refreshes ``tsid``."""
+        token = secrets.token_urlsafe(16)
+        ms = max(1, math.ceil(ttl * 1000))
+        d = self._sessions.redis.execute_command("SET", self._lock_key(tsid), token, "NX", "PX", ms)
+        return d.addCallback(lambda reply: token if reply is not None else None)
+
+    def unlock_refresh(self, tsid: str, lock: str) -> Deferred[None]:
+        """Release the lock if ``lock`` still holds it."""
+        d = UNLOCK_REFRESH(self._sessions.redis, [self._lock_key(tsid)], [lock])
+        return d.addCallback(lambda _: None)
