@@ -46,18 +46,17 @@ class ParsingTests(SynchronousTestCase):
             "1h30m": 5400,
             "1d2h3m4s": 93784,
             "500ms": 0.5,
-            90: 90,
         }
         for text, seconds in table.items():
             self.assertEqual(parse_duration(text), seconds, text)
-        for bad in ("", "90x", "5", "m5", "1h 30m", "-1s", True, None, "5m junk"):
+        for bad in ("", "90x", "5", "m5", "1h 30m", "-1s", True, None, "5m junk", 90, 1.5):
             self.assertRaises(ValueError, parse_duration, bad)
 
     def test_sizes(self) -> None:
-        table = {"512KiB": 524288, "4MiB": 4194304, "1GiB": 1024**3, "10KB": 10000, "100": 100}
+        table = {"512KiB": 524288, "4MiB": 4194304, "1GiB": 1024**3, "10KB": 10000, "100B": 100}
         for text, size in table.items():
             self.assertEqual(parse_size(text), size, text)
-        for bad in ("4 megs", "-1", "1.5MiB", "", None):
+        for bad in ("4 megs", "-1", "1.5MiB", "", None, "100", 4, True):
             self.assertRaises(ValueError, parse_size, bad)
 
 
