@@ -21,8 +21,7 @@ from authproxy.config import (
     startup_check,
     validate_config,
 )
-
-EXAMPLE = Path(__file__).parent.parent / "etc" / "authproxy.example.toml"
+from tests.test_check import EXAMPLE, prepare_example_root
 
 
 def minimal(**sections: dict[str, Any]) -> dict[str, Any]:
@@ -62,12 +61,8 @@ class ParsingTests(SynchronousTestCase):
 
 class ExampleTests(SynchronousTestCase):
     def test_example_config_loads(self) -> None:
-        secret = Path(self.mktemp())
-        secret.write_text("s3cret-value\n")
-        text = EXAMPLE.read_text().replace("/etc/authproxy/upstream/client-secret", str(secret))
-        path = Path(self.mktemp() + ".toml")
-        path.write_text(text)
-        config = load_config(path)
+        # the files it names, as an operator makes them, under a directory standing for /
+        config = load_config(EXAMPLE, environ={}, root=prepare_example_root(self))
         self.assertEqual(config.server.public_url, "https://mcp.example.com")
         self.assertEqual(config.auth_server.access_token_lifespan, 900)
         self.assertEqual(config.auth_server.registration.rate_count, 5)
