@@ -14,10 +14,11 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from authproxy import command
-from authproxy.config import ConfigError, config_from_mapping, under_root
+from authproxy.config import ConfigError, Secret, config_from_mapping, load_config, under_root
 from authproxy.ops.check import CheckReport, check_config
 from authproxy.tap import Options, makeService
 from tests.processes import authproxy_command, free_port, twistd_authproxy
+from tests.test_config import minimal
 
 EXAMPLE = Path(__file__).parent.parent / "etc" / "authproxy.example.toml"
 
@@ -138,15 +139,8 @@ class UnitTests(SynchronousTestCase):
     """A duration or a size without a unit is refused, saying which unit to write."""
 
     def problems(self, **sections: dict[str, Any]) -> list[str]:
-        data: dict[str, Any] = {
-            "server": {"public_url": "http://127.0.0.1:8080"},
-            "backend": {"url": "http://127.0.0.1:9000"},
-            "upstream": {"type": "development"},
-        }
-        for name, values in sections.items():
-            data.setdefault(name, {}).update(values)
         with self.assertRaises(ConfigError) as caught:
-            config_from_mapping(data, environ={})
+            config_from_mapping(minimal(**sections), environ={})
         return caught.exception.problems
 
     def test_bare_numbers_refused(self) -> None:
@@ -228,6 +222,15 @@ class RootTests(SynchronousTestCase):
         self.assertEqual(moved["storage"]["password_file"], "")
         self.assertEqual(moved["server"], data["server"])
         self.assertEqual(data["auth_server"]["signing_keys_dir"], "/etc/k")  # not changed
+
+    def test_example_loads_from_the_files_it_names(self) -> None:
+        config = load_config(EXAMPLE, environ={}, root=prepare_example_root(self))
+        self.assertEqual(config.server.public_url, "https://mcp.example.com")
+        self.assertEqual(config.auth_server.access_token_lifespan, 900)
+        self.assertEqual(config.auth_server.registration.rate_count, 5)
+        self.assertEqual(config.auth_server.registration.rate_period, 60)
+        self.assertEqual(config.upstream.client_secret, Secret("s3cret-value"))
+        self.assertNotIn("s3cret-value", repr(config))
 
     def test_example_checks_against_the_files_it_names(self) -> None:
         root = prepare_example_root(self)
