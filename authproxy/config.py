@@ -10,8 +10,10 @@ Loading happens in three steps:
    fills the derived defaults (issuer, redirect_uri, allowed_audiences, backend path).
    It reads nothing outside the mapping: no files, no environment.
 3. ``startup_check`` looks at the machine: it parses the listen endpoints (an ``ssl:``
-   endpoint reads its key files) and reads the upstream client secret from its file or
-   environment variable.
+   endpoint reads its key files), reads every signing key and HMAC secret file (each bad
+   one is a line of its own), and reads the upstream client secret from its file or
+   environment variable and the Redis password file. It never connects anywhere: not to
+   the IdP, not to Redis, and it listens on nothing.
 
 ``config_from_mapping`` and ``load_config`` run all three and collect every problem, so
 an operator fixes a file in one round: ``ConfigError.problems`` holds one line per
@@ -56,7 +58,6 @@ _CASE_FOLD: dict[Any, Any] = {HttpMethod: str.upper, LogLevel: str.lower}
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _SIZE_UNITS = {
-    "": 1,
     "B": 1,
     "KB": 1000,
     "MB": 1000**2,
@@ -65,20 +66,26 @@ _SIZE_UNITS = {
     "MiB": 1024**2,
     "GiB": 1024**3,
 }
-_SIZE_RE = re.compile(r"(\d+)\s*([KMG]i?B|B)?")
+_SIZE_RE = re.compile(r"(\d+)\s*([KMG]i?B|B)")
+
+
+def _no_unit(value: object, what: str, example: str) -> ValueError:
+    """The error for a bare number: it could mean any unit, so the file must say which."""
+    return ValueError(f'{value!r} has no unit: write the {what} with one (e.g. "{example}")')
 
 
 def parse_duration(value: object) -> float:
-    """``"30s"``, ``"5m"``, ``"1h30m"``, ``"7d"`` (or a number of seconds) -> seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"{value!r} is not a duration")
-        return float(value)
+    """``"30s"``, ``"5m"``, ``"1h30m"``, ``"7d"`` -> seconds.
+
+    A bare number (``30``) is refused: seconds or milliseconds would both be plausible.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise _no_unit(value, "duration", f"{value:g}s")
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a duration")
     text = value.strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        raise _no_unit(value, "duration", f"{text}s")
     pos, total = 0, 0.0
     for match in _DURATION_RE.finditer(text):
         if match.start() != pos:
@@ -91,13 +98,19 @@ def parse_duration(value: object) -> float:
 
 
 def parse_size(value: object) -> int:
-    """``"512KiB"``, ``"4MiB"`` (or a number of bytes) -> bytes."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
+    """``"512KiB"``, ``"4MiB"``, ``"100B"`` -> bytes.
+
+    A bare number (``4``) is refused: ``max_request_body = 4`` once silently meant 4 bytes.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise _no_unit(value, "size", f"{value:g}MiB")
     if isinstance(value, str):
-        match = _SIZE_RE.fullmatch(value.strip())
+        text = value.strip()
+        if text.isdigit():
+            raise _no_unit(value, "size", f"{text}MiB")
+        match = _SIZE_RE.fullmatch(text)
         if match:
-            return int(match.group(1)) * _SIZE_UNITS[match.group(2) or ""]
+            return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
     raise ValueError(f'"{value}" is not a size (examples: 512KiB, 4MiB)')
 
 
@@ -404,6 +417,11 @@ def check_base_url(value: str) -> str | None:
         return f'"{value}" must not have a query or fragment'
     if value.endswith("/"):
         return f'"{value}" must not end with a slash'
+    return _plain_http_problem(value, parts)
+
+
+def _plain_http_problem(value: str, parts: SplitResult) -> str | None:
+    """Why an http URL off loopback is refused (what it carries would travel in clear)."""
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         return (
             f'"{value}" must use https (http is allowed only for localhost, 127.0.0.0/8 and [::1])'
@@ -421,6 +439,17 @@ def check_url(value: str) -> str | None:
     if parts.fragment:
         return f'"{value}" must not have a fragment'
     return None
+
+
+def check_idp_url(value: str) -> str | None:
+    """Why ``value`` is not a usable IdP URL, or None: ``check_url``, and https off loopback.
+
+    Codes, client secrets and tokens travel to these URLs: plain http is only for an IdP on
+    the same machine (a development or test IdP).
+    """
+    if (why := check_url(value)) is not None:
+        return why
+    return _plain_http_problem(value, urlsplit(value))
 
 
 _BOUNDS = {
@@ -661,9 +690,10 @@ def _structure_and_validate(data: Mapping[str, Any]) -> tuple[Config, list[str]]
 def startup_check(config: Config, environ: Mapping[str, str], reactor: Any = None) -> Config:
     """Check ``config`` against the machine it starts on; ``config`` with the client secret.
 
-    Parses every listen endpoint (``reactor`` is only kept by the parsed endpoints) and
-    reads the upstream client secret from ``client_secret_file`` or the environment
-    variable ``client_secret_env``. Raises ConfigError with every problem.
+    Parses every listen endpoint (``reactor`` is only kept by the parsed endpoints), reads
+    every signing key and HMAC secret file, and reads the upstream client secret from
+    ``client_secret_file`` or the environment variable ``client_secret_env``. Raises
+    ConfigError with every problem.
     """
     config, problems = _startup_problems(config, environ, reactor)
     if problems:
@@ -679,6 +709,7 @@ def _startup_problems(
         for i, description in enumerate(config.server.listen)
         if (why := _check_listen(description, reactor)) is not None
     ]
+    problems.extend(_key_problems(config.auth_server))
     secret, secret_problems = _client_secret(config.upstream, environ)
     problems.extend(secret_problems)
     upstream = attrs.evolve(config.upstream, client_secret=secret)
@@ -709,6 +740,13 @@ def _read_ca_file(field: str, path: str) -> tuple[bytes | None, list[str]]:
     except Exception:
         return None, [f'{field}: "{path}" is not a PEM certificate']
     return pem, []
+
+
+def _key_problems(auth_server: AuthServerConfig) -> list[str]:
+    """Every unreadable or invalid signing key and HMAC secret file (the daemon loads them)."""
+    from authproxy.keys.ring import KeySources
+
+    return KeySources.from_config(auth_server).problems()
 
 
 def _read_secret_file(field: str, path: str) -> tuple[Secret | None, list[str]]:
@@ -757,21 +795,108 @@ def config_from_mapping(
     data: Mapping[str, Any],
     environ: Mapping[str, str] | None = None,
     reactor: Any = None,
+    root: str | None = None,
 ) -> Config:
-    """Validate a parsed configuration and run the startup check; raises ConfigError with every problem."""
-    config, problems = _structure_and_validate(data)
-    config, startup = _startup_problems(config, os.environ if environ is None else environ, reactor)
+    """Validate a parsed configuration and run the startup check; raises ConfigError with every problem.
+
+    ``root`` stands for ``/`` when checking a configuration meant for another filesystem
+    (``authproxy check --root``): see ``under_root``.
+    """
+    environ = os.environ if environ is None else environ
+    if root is not None:
+        data = under_root(data, root)
+    try:
+        config, problems = _structure_and_validate(data)
+    except ConfigError as e:
+        # The file does not structure as a whole; still read the files its sections name,
+        # so that one run shows every problem.
+        raise ConfigError(e.problems + _partial_startup_problems(data, environ, reactor)) from None
+    config, startup = _startup_problems(config, environ, reactor)
     if problems or startup:
         raise ConfigError(problems + startup)
     return config
+
+
+#: The keys naming files that the daemon reads, by section: what ``under_root`` moves.
+_FILE_KEYS = {
+    "auth_server": (
+        "signing_keys_dir",
+        "hmac_secrets_dir",
+        "signing_key_files",
+        "hmac_secret_files",
+    ),
+    "upstream": ("client_secret_file",),
+    "storage": ("password_file", "ca_file"),
+}
+
+
+def under_root(data: Mapping[str, Any], root: str) -> Mapping[str, Any]:
+    """``data`` with the absolute paths of the files it names moved under ``root``.
+
+    For checking a configuration against the tree it will run on (a staging directory, an
+    image's root filesystem, CI's prepared files) without editing it: ``/etc/authproxy/keys``
+    is looked up as ``ROOT/etc/authproxy/keys``. Relative paths, and the key files of
+    ``ssl:`` listen endpoints, are left as written.
+    """
+    if not isinstance(data, Mapping):
+        return data
+    result = dict(data)
+    for section, keys in _FILE_KEYS.items():
+        table = data.get(section)
+        if not isinstance(table, Mapping):
+            continue
+        moved = dict(table)
+        for key in keys:
+            value = table.get(key)
+            if isinstance(value, str):
+                moved[key] = _rooted(value, root)
+            elif isinstance(value, list):
+                moved[key] = [_rooted(v, root) if isinstance(v, str) else v for v in value]
+        result[section] = moved
+    return result
+
+
+def _rooted(path: str, root: str) -> str:
+    return os.path.join(root, path.lstrip("/")) if path.startswith("/") else path
+
+
+def _partial_startup_problems(data: object, environ: Mapping[str, str], reactor: Any) -> list[str]:
+    """The startup check of the sections that structure on their own (the others are
+    reported already): what a file that does not structure as a whole still gets checked."""
+    if not isinstance(data, Mapping):
+        return []
+
+    def section(name: str, kind: type[Any]) -> Any:
+        table = data.get(name, {})
+        try:
+            return _converter.structure(dict(table), kind)
+        except Exception:  # its problems are among the structure problems
+            return kind()
+
+    listen = (
+        data.get("server", {}).get("listen") if isinstance(data.get("server"), Mapping) else None
+    )
+    try:
+        listen = _string_list(listen, tuple)
+    except ValueError:
+        listen = ()
+    partial = Config(
+        server=ServerConfig(public_url="", listen=listen),
+        backend=BackendConfig(url=""),
+        upstream=section("upstream", UpstreamConfig),
+        auth_server=section("auth_server", AuthServerConfig),
+        storage=section("storage", StorageConfig),
+    )
+    return _startup_problems(partial, environ, reactor)[1]
 
 
 def load_config(
     path: str | os.PathLike[str],
     environ: Mapping[str, str] | None = None,
     reactor: Any = None,
+    root: str | None = None,
 ) -> Config:
-    """Read a TOML (or, for ``.json`` files, JSON) configuration file."""
+    """Read a TOML (or, for ``.json`` files, JSON) configuration file (``root``: see ``under_root``)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -786,4 +911,4 @@ def load_config(
         raise ConfigError(
             [f"{path}: not valid {path.suffix.lstrip('.') or 'toml'} ({e})"]
         ) from None
-    return config_from_mapping(data, environ=environ, reactor=reactor)
+    return config_from_mapping(data, environ=environ, reactor=reactor, root=root)

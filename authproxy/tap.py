@@ -1,4 +1,4 @@
-"""twistd plugin entry: ``twistd -n authproxy --config FILE``.
+"""twistd plugin entry: ``twistd -n authproxy --config FILE`` (``--check``: check and exit).
 
 ``makeService`` validates the whole configuration before anything listens, then builds one
 MultiService: a listening service per ``server.listen`` endpoint (all serving one Site),
@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import gc
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from twisted.application import service, strports
+from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
 from authproxy.config import Config, ConfigError, load_config
@@ -27,6 +28,9 @@ class Options(usage.Options):
     longdesc = "Run the authproxy OAuth 2.1 authorization server and MCP reverse proxy."
     optParameters = [
         ["config", "c", None, "Path to the configuration file (TOML, or JSON for *.json)."],
+    ]
+    optFlags = [
+        ["check", None, "Check the configuration (files included) and exit: 0 if usable, else 1."],
     ]
 
     def postOptions(self) -> None:
@@ -50,6 +54,10 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
     are watched with inotify and the IdP probed before logins (``DAEMON``). A caller that
     passes a reactor (a test, an embedding program) keeps its process as it is and gets
     neither inotify nor the probe."""
+    if options.get("check"):
+        from authproxy.ops.check import check_config
+
+        raise SystemExit(check_config(options["config"]).write(sys.stdout, sys.stderr))
     own_process = reactor is None
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -95,10 +103,34 @@ class _Top(service.MultiService):
         self._logging = logging
         self._logging_config = logging_config
 
+    def privilegedStartService(self) -> None:
+        # twistd listens here, before any service starts (and before dropping privileges).
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            _cannot_listen(e)
+
     def startService(self) -> None:
         # twistd installs its log observer after makeService: only now can we tell.
         self._logging.warn_if_not_installed(*self._logging_config)
-        super().startService()
+        try:
+            super().startService()
+        except CannotListenError as e:
+            self.stopService()  # the services started before the listener (the backend)
+            _cannot_listen(e)
+
+
+def _cannot_listen(error: CannotListenError) -> NoReturn:
+    """One line and exit 1 for a port that cannot be had (not twistd's traceback)."""
+    reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+    # twistd has pointed sys.stderr at its log by now; the operator is at the terminal.
+    stream = sys.__stderr__ or sys.stderr
+    stream.write(
+        f"authproxy: cannot listen on {error.interface or '0.0.0.0'}:{error.port}: "
+        f"{reason[:1].lower()}{reason[1:]}\n"
+    )
+    stream.flush()
+    raise SystemExit(1)
 
 
 def build_service(

@@ -56,6 +56,12 @@ def twistd_authproxy(config: str | os.PathLike[str]) -> list[str]:
     return [sys.executable, "-c", runner, "-n", "--pidfile=", "authproxy", "--config", str(config)]
 
 
+def authproxy_command(*args: str) -> list[str]:
+    """The ``authproxy`` console script's command line (``authproxy check ...``), run from
+    this checkout with this interpreter."""
+    return [sys.executable, "-m", "authproxy.command", *args]
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (another process may still take it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -22,8 +22,6 @@ from authproxy.config import (
     validate_config,
 )
 
-EXAMPLE = Path(__file__).parent.parent / "etc" / "authproxy.example.toml"
-
 
 def minimal(**sections: dict[str, Any]) -> dict[str, Any]:
     data: dict[str, Any] = {
@@ -46,36 +44,21 @@ class ParsingTests(SynchronousTestCase):
             "1h30m": 5400,
             "1d2h3m4s": 93784,
             "500ms": 0.5,
-            90: 90,
         }
         for text, seconds in table.items():
             self.assertEqual(parse_duration(text), seconds, text)
-        for bad in ("", "90x", "5", "m5", "1h 30m", "-1s", True, None, "5m junk"):
+        for bad in ("", "90x", "5", "m5", "1h 30m", "-1s", True, None, "5m junk", 90, 1.5):
             self.assertRaises(ValueError, parse_duration, bad)
 
     def test_sizes(self) -> None:
-        table = {"512KiB": 524288, "4MiB": 4194304, "1GiB": 1024**3, "10KB": 10000, "100": 100}
+        table = {"512KiB": 524288, "4MiB": 4194304, "1GiB": 1024**3, "10KB": 10000, "100B": 100}
         for text, size in table.items():
             self.assertEqual(parse_size(text), size, text)
-        for bad in ("4 megs", "-1", "1.5MiB", "", None):
+        for bad in ("4 megs", "-1", "1.5MiB", "", None, "100", 4, True):
             self.assertRaises(ValueError, parse_size, bad)
 
 
 class ExampleTests(SynchronousTestCase):
-    def test_example_config_loads(self) -> None:
-        secret = Path(self.mktemp())
-        secret.write_text("s3cret-value\n")
-        text = EXAMPLE.read_text().replace("/etc/authproxy/upstream/client-secret", str(secret))
-        path = Path(self.mktemp() + ".toml")
-        path.write_text(text)
-        config = load_config(path)
-        self.assertEqual(config.server.public_url, "https://mcp.example.com")
-        self.assertEqual(config.auth_server.access_token_lifespan, 900)
-        self.assertEqual(config.auth_server.registration.rate_count, 5)
-        self.assertEqual(config.auth_server.registration.rate_period, 60)
-        self.assertEqual(config.upstream.client_secret, Secret("s3cret-value"))
-        self.assertNotIn("s3cret-value", repr(config))
-
     def test_json_accepted(self) -> None:
         path = Path(self.mktemp() + ".json")
         path.write_text(json.dumps(minimal()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
@@ -23,6 +25,7 @@ from authproxy.upstream.development import (
     LOGIN_PATH,
     DevelopmentProvider,
     development_listen_problems,
+    valid_username,
 )
 from authproxy.upstream.interface import (
     IUpstreamProvider,
@@ -205,7 +208,8 @@ class DevelopmentFlowTests(SynchronousTestCase):
         self.assertEqual(self.post("bob", "").code, 400)
 
     def test_bad_usernames(self) -> None:
-        for username in ("", "a b", "x" * 65, "<b>", "bob@host", "jos\u00e9"):
+        bad = ("", "a b", "x" * 65, "<b>", "bob@", "@host", "a@b@c", "a@b..c", "jos\u00e9")
+        for username in bad:
             response = self.post(username, "st-1")
             self.assertEqual(response.code, 400, username)
             body = self.successResultOf(treq.text_content(response))
@@ -251,6 +255,33 @@ class DevelopmentFlowTests(SynchronousTestCase):
         self.assertGreaterEqual(len(token), 40)
         # the code is single use
         self.failureResultOf(self.provider.finish_login(args, self.pending("st-1")), UpstreamError)
+
+    def test_email_accepted(self) -> None:
+        args = self.login("alice@example.com", "st-1")
+        identity = self.successResultOf(self.provider.finish_login(args, self.pending("st-1")))
+        self.assertEqual(
+            (identity.subject, identity.name, identity.email),
+            ("alice@example.com", "alice@example.com", "alice@example.com"),
+        )
+
+    def test_page_says_what_is_allowed(self) -> None:
+        _, body = self.get(self.provider.start_login("st-1").url)
+        self.assertIn('aria-describedby="username-rule"', body)
+        self.assertIn("an email address (alice@example.com)", body)
+        pattern = re.search(r'pattern="([^"]+)"', body)
+        assert pattern is not None
+        # the browser's check (the pattern, anchored as HTML does) agrees with the server's
+        for name in ("alice@example.com", "bob", "a.b+c@mail.example-1.org", "a@b@c", "a b"):
+            self.assertEqual(
+                re.fullmatch(html.unescape(pattern.group(1)), name) is not None,
+                valid_username(name),
+                name,
+            )
+
+    def test_refused_name_says_what_is_allowed(self) -> None:
+        response = self.post("a b", "st-1")
+        body = self.successResultOf(treq.text_content(response))
+        self.assertIn("That user name is not accepted. A name (alice)", body)
 
     def test_token_renewed_after_an_hour(self) -> None:
         args = self.login()

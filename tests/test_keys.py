@@ -185,16 +185,16 @@ class KeySourcesTests(SynchronousTestCase):
         )
 
     def test_from_real_config(self) -> None:
-        from authproxy.config import config_from_mapping
+        from authproxy.config import validate_config
 
-        config = config_from_mapping(
+        # validation only: the startup check would read (and refuse) the missing files
+        config = validate_config(
             {
                 "server": {"public_url": "http://127.0.0.1:8080"},
                 "backend": {"url": "http://127.0.0.1:9000"},
                 "upstream": {"type": "development"},
                 "auth_server": {"signing_keys_dir": "/k", "hmac_secret_files": ["/h/a"]},
-            },
-            environ={},
+            }
         )
         sources = KeySources.from_config(config.auth_server)
         self.assertEqual(sources, KeySources(signing_keys_dir="/k", hmac_secret_files=("/h/a",)))

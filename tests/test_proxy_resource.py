@@ -338,14 +338,14 @@ class OriginTests(RelayTestCase):
 
 class BodyLimitTests(RelayTestCase):
     def test_declared_length_over_limit_is_413(self) -> None:
-        h = self.harness(server={"max_request_body": 100})
+        h = self.harness(server={"max_request_body": "100B"})
         response = self.request(h, "POST", MCP, data=b"x" * 101, headers=h.auth())
         self.assertEqual(response.code, 413)
         self.assertEqual(self.json(h, response)["error"], "request_too_large")
         self.assertEqual(h.backend.received, [])
 
     def test_at_limit_passes(self) -> None:
-        h = self.harness(server={"max_request_body": 100})
+        h = self.harness(server={"max_request_body": "100B"})
         response = self.request(h, "POST", MCP, data=b"x" * 100, headers=h.auth())
         self.assertEqual(response.code, 200)
 

@@ -1,8 +1,8 @@
-"""``authproxy-keys``: create signing keys and HMAC secrets for operators.
+"""``authproxy keys`` (alias ``authproxy-keys``): create signing keys and HMAC secrets.
 
-    authproxy-keys generate --type ec-p256 /etc/authproxy/keys/key-1.pem
-    authproxy-keys generate-hmac /etc/authproxy/hmac/hmac-1
-    authproxy-keys jwks /etc/authproxy/keys
+    authproxy keys generate --type ec-p256 /etc/authproxy/keys/key-1.pem
+    authproxy keys generate-hmac /etc/authproxy/hmac/hmac-1
+    authproxy keys jwks /etc/authproxy/keys
 
 Keys are written as unencrypted PKCS#8 PEM. An HMAC secret is 48 random bytes written as
 base64url text (64 ASCII characters and a newline): authproxy uses the file's bytes as they
@@ -105,9 +105,9 @@ def _jwks(args: argparse.Namespace) -> None:
     print(json.dumps(KeyRing(keyset).jwks(), indent=2))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "authproxy-keys") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="authproxy-keys", description="Create authproxy signing keys and HMAC secrets."
+        prog=prog, description="Create authproxy signing keys and HMAC secrets."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="write a new private signing key (PKCS#8 PEM)")
@@ -123,13 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``authproxy-keys`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "authproxy-keys") -> int:
+    """Entry point of ``authproxy keys`` and of its alias, the ``authproxy-keys`` console
+    script; returns the exit status."""
+    args = build_parser(prog).parse_args(argv)
     try:
         args.func(args)
     except (ToolError, KeyFileError) as e:
-        print(f"authproxy-keys: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
         return 1
     return 0
 

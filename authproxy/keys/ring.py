@@ -17,7 +17,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -262,6 +262,25 @@ class KeySources:
             files = _numbered(self.hmac_secrets_dir, _HMAC_NAME, "hmac-N")
         return files + self.hmac_secret_files
 
+    def problems(self) -> list[str]:
+        """Every problem with the configured directories and files, one line each.
+
+        ``load_key_set`` stops at the first bad file; a configuration check reads them all so
+        the operator sees every one at once. Each line starts with the ``auth_server`` key.
+        """
+        return [
+            *_part_problems(
+                ("signing_keys_dir", self.signing_keys_dir, _KEY_NAME, "key-N.pem"),
+                ("signing_key_files", self.signing_key_files),
+                load_signing_key,
+            ),
+            *_part_problems(
+                ("hmac_secrets_dir", self.hmac_secrets_dir, _HMAC_NAME, "hmac-N"),
+                ("hmac_secret_files", self.hmac_secret_files),
+                load_hmac_secret,
+            ),
+        ]
+
     def ignored(self) -> tuple[str, ...]:
         """ "<path>: <why>" for each entry of the dirs named like a key but not a regular file."""
         result: list[str] = []
@@ -291,6 +310,30 @@ class KeySources:
         for d in dirs:
             seen.setdefault(os.path.abspath(d), None)
         return tuple(seen)
+
+
+def _part_problems(
+    directory: tuple[str, str | None, re.Pattern[str], str],
+    files: tuple[str, tuple[str, ...]],
+    load: Callable[[str], object],
+) -> list[str]:
+    """The problems of one part (signing keys or HMAC secrets): its directory and its list."""
+    dir_field, dir_path, pattern, expected = directory
+    files_field, listed = files
+    problems = []
+    paths = []
+    if dir_path:
+        try:
+            paths = [(dir_field, path) for path in _numbered(dir_path, pattern, expected)]
+        except KeyFileError as e:
+            problems.append(f"auth_server.{dir_field}: {e}")
+    paths += [(f"{files_field}[{i}]", path) for i, path in enumerate(listed)]
+    for field, path in paths:
+        try:
+            load(path)
+        except KeyFileError as e:
+            problems.append(f"auth_server.{field}: {e}")
+    return problems
 
 
 @attrs.frozen

@@ -8,6 +8,7 @@ backend never sees authproxy's own JWT.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from html import escape
@@ -58,11 +59,26 @@ class _DevCode:
     expires_at: float
 
 
+#: A user name, or an email-like ``name@domain``: what an IdP's users are usually called.
+_USERNAME = re.compile(r"[A-Za-z0-9._+-]+(@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*)?")
+#: The same rule as the form's ``pattern`` attribute (the browser checks it before sending).
+_USERNAME_PATTERN = r"[A-Za-z0-9._+\-]+(@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*)?"
+#: What the page says next to the field, and again when a name is refused.
+USERNAME_RULE = (
+    f"A name (alice) or an email address (alice@example.com): up to {MAX_USERNAME} ASCII "
+    "letters, digits and . _ - +, and one @ before the domain."
+)
+
+
 def valid_username(username: str) -> bool:
-    """ASCII letters, digits, ``.``, ``_``, ``-``; 1 to 64 characters (it becomes an email address)."""
-    return 0 < len(username) <= MAX_USERNAME and all(
-        c.isascii() and (c.isalnum() or c in "._-") for c in username
-    )
+    """1 to 64 characters: a name (ASCII letters, digits, ``.``, ``_``, ``-``, ``+``), or such
+    a name, ``@`` and a domain: an email address without quoting or IP literals."""
+    return 0 < len(username) <= MAX_USERNAME and _USERNAME.fullmatch(username) is not None
+
+
+def user_email(username: str) -> str:
+    """The email claim: the name itself when it is an address, else ``name@localhost``."""
+    return username if "@" in username else f"{username}@localhost"
 
 
 @implementer(IUpstreamProvider)
@@ -132,7 +148,7 @@ class DevelopmentProvider(TokenSessions):
             expires_in=ACCESS_TOKEN_LIFETIME,
             refresh_token=secrets.token_urlsafe(32),
         )
-        email = f"{username}@localhost"
+        email = user_email(username)
         return await self._open_session(
             username,
             tokens,
@@ -158,7 +174,9 @@ type any user name. Never use this beyond your own machine.</p>
 <input type="hidden" name="state" value="{state}">
 <dl><div><dt><label for="username">User name</label></dt>
 <dd><input id="username" name="username" value="{username}" required autofocus
- maxlength="{maxlength}" pattern="[A-Za-z0-9._\\-]+" autocomplete="username"></dd></div></dl>
+ maxlength="{maxlength}" pattern="{pattern}" autocomplete="username"
+ aria-describedby="username-rule">
+<p id="username-rule" class="muted">{rule}</p></dd></div></dl>
 <div class="actions"><button class="primary" type="submit">Log in</button></div>
 </form>"""
 
@@ -198,6 +216,8 @@ class DevLoginPage(Resource):
             state=escape(state),
             username=escape(username),
             maxlength=MAX_USERNAME,
+            pattern=escape(_USERNAME_PATTERN),
+            rule=escape(USERNAME_RULE),
             error=f'<p class="note" role="alert">{escape(error)}</p>\n' if error else "",
         )
         return pages.page_document("Development login", body, "authproxy").encode("utf-8")
@@ -232,7 +252,7 @@ class DevLoginPage(Resource):
                 400,
                 state,
                 username[:MAX_USERNAME],
-                error=f"Use 1 to {MAX_USERNAME} letters, digits, dots, dashes or underscores.",
+                error=f"That user name is not accepted. {USERNAME_RULE}",
             )
         code = self._provider.issue_code(username, state)
         log.info("Development login as {username}", username=username)

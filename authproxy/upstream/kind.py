@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from authproxy.config import UpstreamConfig, check_url
+from authproxy.config import UpstreamConfig, check_idp_url
 
 if TYPE_CHECKING:
     from authproxy.config import Config
@@ -41,23 +41,24 @@ class UpstreamType:
 
 
 def required_urls(upstream: UpstreamConfig, *fields: str) -> list[str]:
-    """A line for each of ``fields`` that is missing or not an absolute URL."""
+    """A line for each of ``fields`` that is missing or not an IdP URL (``check_idp_url``)."""
     problems = []
     for field in fields:
         value = getattr(upstream, field)
         if not value:
             problems.append(f'upstream.{field}: is required for type "{upstream.type}"')
-        elif (why := check_url(value)) is not None:
+        elif (why := check_idp_url(value)) is not None:
             problems.append(f"upstream.{field}: {why}")
     return problems
 
 
 def optional_urls(upstream: UpstreamConfig, *fields: str) -> list[str]:
-    """A line for each of ``fields`` that is set but not an absolute URL."""
+    """A line for each of ``fields`` that is set but not an IdP URL (``check_idp_url``)."""
     return [
         f"upstream.{field}: {why}"
         for field in fields
-        if (value := getattr(upstream, field)) is not None and (why := check_url(value)) is not None
+        if (value := getattr(upstream, field)) is not None
+        and (why := check_idp_url(value)) is not None
     ]
 
 

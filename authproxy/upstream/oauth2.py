@@ -7,7 +7,7 @@ from typing import Any
 
 from zope.interface import implementer
 
-from authproxy.config import Config, UpstreamConfig, UserinfoConfig, check_url
+from authproxy.config import Config, UpstreamConfig, UserinfoConfig, check_idp_url
 from authproxy.storage.models import PendingAuthorization
 from authproxy.upstream.codeflow import CodeFlowProvider, Identity
 from authproxy.upstream.interface import IUpstreamProvider, UpstreamError
@@ -91,7 +91,7 @@ def _config_problems(config: Config) -> list[str]:
     problems = required_urls(upstream, "authorization_endpoint", "token_endpoint")
     if upstream.userinfo is None:
         problems.append('upstream.userinfo.endpoint_url: is required for type "oauth2"')
-    elif (why := check_url(upstream.userinfo.endpoint_url)) is not None:
+    elif (why := check_idp_url(upstream.userinfo.endpoint_url)) is not None:
         problems.append(f"upstream.userinfo.endpoint_url: {why}")
     return [
         *problems,
