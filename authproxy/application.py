@@ -25,6 +25,7 @@ from authproxy.http.site import AuthproxySite
 from authproxy.keys.ring import KeyFileError, KeyRing, KeySources
 from authproxy.keys.watcher import SecretWatcher
 from authproxy.ops.metrics import AuthproxyMetrics, MetricsResource
+from authproxy.ops.shutdown import Drain
 from authproxy.proxy import make_proxy_resource, make_request_factory, proxy_routes
 from authproxy.proxy.early import BodyGate
 from authproxy.storage import Storage
@@ -65,6 +66,10 @@ class Application:
     storage: Storage
     services: list[IService] = attrs.field(factory=list)
     provider: Any = None
+    #: graceful shutdown (ops/shutdown.py)
+    drain: Drain | None = None
+    #: services stopped after all others: the supervised backend
+    last_services: list[IService] = attrs.field(factory=list)
 
 
 class _Closing(Service):
@@ -121,7 +126,6 @@ def build_application(
     backend, probe = backend_services(
         config.backend, reactor, withheld=(secret_env,) if secret_env else ()
     )
-    services.extend(backend)
     if probe is not None:
         readiness.register("backend", probe.readiness)
 
@@ -160,6 +164,8 @@ def build_application(
     site.head_check = BodyGate(root.route_name, proxy.guard, config.server.max_request_body)
     site.metrics = metrics
     site.access_log = config.logging.access_log
+    drain = Drain(reactor, site.open_channels, proxy.end_streams, config.server.shutdown_grace)
+    readiness.register("shutdown", drain.readiness)
     return Application(
         config=config,
         reactor=reactor,
@@ -170,4 +176,6 @@ def build_application(
         storage=storage,
         services=services,
         provider=provider,
+        drain=drain,
+        last_services=backend,
     )
