@@ -26,6 +26,7 @@ from authproxy.keys.ring import KeyFileError, KeyRing, KeySources
 from authproxy.keys.watcher import SecretWatcher
 from authproxy.ops.metrics import AuthproxyMetrics, MetricsResource
 from authproxy.ops.shutdown import Drain
+from authproxy.ops.signals import HangupHandler
 from authproxy.proxy import make_proxy_resource, make_request_factory, proxy_routes
 from authproxy.proxy.early import BodyGate
 from authproxy.storage import Storage
@@ -50,9 +51,11 @@ class HostFacilities:
     inotify: bool = False
     #: Open a TCP connection to the IdP before each login redirect (``ReachabilityProbe``).
     idp_probe: bool = False
+    #: Bind SIGHUP (process-wide) to key re-reading and log reopening (``HangupHandler``).
+    signals: bool = False
 
 
-DAEMON = HostFacilities(inotify=True, idp_probe=True)
+DAEMON = HostFacilities(inotify=True, idp_probe=True, signals=True)
 
 
 @attrs.define
@@ -116,6 +119,8 @@ def build_application(
         ring=ring, sources=sources, clock=reactor, use_inotify=facilities.inotify
     )
     services.append(watcher)
+    if facilities.signals:
+        services.append(HangupHandler(reactor, watcher))
     readiness.register("keys", lambda: (True, watcher.readiness_detail()["keys"]))
 
     storage = build_storage(config, reactor)
@@ -127,7 +132,7 @@ def build_application(
         config.backend, reactor, withheld=(secret_env,) if secret_env else ()
     )
     if probe is not None:
-        readiness.register("backend", probe.readiness)
+        readiness.register("backend", probe)
 
     reachability = ReachabilityProbe(reactor) if facilities.idp_probe else None
     provider = make_upstream_provider(
