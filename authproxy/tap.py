@@ -68,7 +68,24 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         return build_service(config, reactor)
     top = build_service(config, reactor, logs.TWISTD, DAEMON)
     HeapTuning().setServiceParent(top)
+    CleanExit(reactor).setServiceParent(top)
     return top
+
+
+class CleanExit(service.Service):
+    """Makes twistd exit 0 after a graceful shutdown on SIGTERM or SIGINT.
+
+    twistd re-raises the signal that stopped the reactor when it exits, so the process
+    would end "killed by SIGTERM" although it drained and stopped everything on purpose.
+    Stopped after the drain (ops/shutdown.py), so a shutdown cut short keeps the signal.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def stopService(self) -> Any:
+        self._reactor._exitSignal = None
+        return super().stopService()
 
 
 class HeapTuning(service.Service):

@@ -149,7 +149,10 @@ class GracefulService(MultiService):
             self.drain.begin()
         await _stop_all(self.listeners)
         if self.drain is not None:
-            await self.drain.wait()
+            try:
+                await self.drain.wait()
+            except Exception:  # the services below (the backend) must still stop
+                log.failure("Draining connections failed")
         ordered = set(self.listeners) | set(self.last)
         await _stop_all([s for s in reversed(list(self)) if s not in ordered])
         await _stop_all(self.last)

@@ -182,9 +182,10 @@ class BodyRelay(Protocol):
         self.client_gone()  # no more backend data is relayed; its connection closes
         if self._flow_control:
             request.unregisterProducer()
+        channel = request.channel  # finish() lets go of it
         request.finish()
         # Not kept alive: the client must reconnect to a replica that is not stopping.
-        request.loseConnection()
+        channel.loseConnection()
 
     def client_gone(self) -> None:
         """The client disconnected: close the backend connection (it is not reusable)."""
