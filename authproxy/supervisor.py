@@ -125,7 +125,7 @@ class BackendMonitor(ProcessMonitor):
         for d in waiting:
             d.callback(None)
 
-    def stopService(self) -> Deferred[None]:
+    def stopService(self) -> Deferred[None]:  # type: ignore[override]
         """Stop the backend; fires once it exited (SIGKILL after ``killTime`` at most)."""
         running = self.name in self.protocols
         super().stopService()

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request

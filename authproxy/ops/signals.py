@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.logger import LogPublisher, Logger, globalLogPublisher
+from twisted.logger import Logger, LogPublisher, globalLogPublisher
 
 from authproxy.keys.watcher import SecretWatcher
 
