@@ -25,6 +25,8 @@ from authproxy.http.site import AuthproxySite
 from authproxy.keys.ring import KeyFileError, KeyRing, KeySources
 from authproxy.keys.watcher import SecretWatcher
 from authproxy.ops.metrics import AuthproxyMetrics, MetricsResource
+from authproxy.ops.shutdown import Drain
+from authproxy.ops.signals import HangupHandler
 from authproxy.proxy import make_proxy_resource, make_request_factory, proxy_routes
 from authproxy.proxy.early import BodyGate
 from authproxy.storage import Storage
@@ -49,9 +51,11 @@ class HostFacilities:
     inotify: bool = False
     #: Open a TCP connection to the IdP before each login redirect (``ReachabilityProbe``).
     idp_probe: bool = False
+    #: Bind SIGHUP (process-wide) to key re-reading and log reopening (``HangupHandler``).
+    signals: bool = False
 
 
-DAEMON = HostFacilities(inotify=True, idp_probe=True)
+DAEMON = HostFacilities(inotify=True, idp_probe=True, signals=True)
 
 
 @attrs.define
@@ -65,6 +69,10 @@ class Application:
     storage: Storage
     services: list[IService] = attrs.field(factory=list)
     provider: Any = None
+    #: graceful shutdown (ops/shutdown.py)
+    drain: Drain | None = None
+    #: services stopped after all others: the supervised backend
+    last_services: list[IService] = attrs.field(factory=list)
 
 
 class _Closing(Service):
@@ -111,6 +119,8 @@ def build_application(
         ring=ring, sources=sources, clock=reactor, use_inotify=facilities.inotify
     )
     services.append(watcher)
+    if facilities.signals:
+        services.append(HangupHandler(reactor, watcher))
     readiness.register("keys", lambda: (True, watcher.readiness_detail()["keys"]))
 
     storage = build_storage(config, reactor, ring)
@@ -124,9 +134,8 @@ def build_application(
     backend, probe = backend_services(
         config.backend, reactor, withheld=(secret_env,) if secret_env else ()
     )
-    services.extend(backend)
     if probe is not None:
-        readiness.register("backend", probe.readiness)
+        readiness.register("backend", probe)
 
     reachability = ReachabilityProbe(reactor) if facilities.idp_probe else None
     provider = make_upstream_provider(
@@ -163,6 +172,8 @@ def build_application(
     site.head_check = BodyGate(root.route_name, proxy.guard, config.server.max_request_body)
     site.metrics = metrics
     site.access_log = config.logging.access_log
+    drain = Drain(reactor, site.open_channels, proxy.end_streams, config.server.shutdown_grace)
+    readiness.register("shutdown", drain.readiness)
     return Application(
         config=config,
         reactor=reactor,
@@ -173,4 +184,6 @@ def build_application(
         storage=storage,
         services=services,
         provider=provider,
+        drain=drain,
+        last_services=backend,
     )

@@ -177,6 +177,8 @@ class ServerConfig:
     idle_timeout: Duration = Duration(60.0)
     max_connections: int = 4096
     max_connections_per_source: int = 256
+    # SIGTERM: how long open streams may run on before they are ended (ops/shutdown.py)
+    shutdown_grace: Duration = Duration(25.0)
 
 
 @attrs.frozen
@@ -462,6 +464,7 @@ _BOUNDS = {
 _CONNECTION_TIMEOUT_BOUNDS = {
     "header_timeout": (1.0, 300.0),
     "idle_timeout": (1.0, 86400.0),
+    "shutdown_grace": (0.0, 3600.0),
 }
 MAX_CONNECTIONS_BOUNDS = (16, 1_000_000)
 

@@ -2,7 +2,11 @@
 
 With ``backend.command`` authproxy starts the server as a child process through
 twisted.runner.procmon (restarted with backoff when it dies, its output relayed to
-authproxy's log) and ``/ready`` waits until it accepts TCP connections. Without a command
+authproxy's log) and ``/ready`` waits until it accepts TCP connections. The child runs
+through ``authproxy.ops.pdeathsig``: a process group of its own, which is what is stopped
+(SIGTERM, then SIGKILL), and a SIGTERM from the kernel when authproxy dies however it dies.
+Readiness asks the process too, not only the port: a port answered by a stray process
+(an orphan of an earlier run) while our backend crash-loops on ``EADDRINUSE`` is not ready. Without a command
 authproxy only connects, and the backend's health is not part of readiness: a backend that
 is down answers 502 per request, which is the proxy's job to report.
 """
@@ -10,19 +14,22 @@ is down answers 502 per request, which is the proxy's job to report.
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.runner.procmon import ProcessMonitor
 
 from authproxy.config import BackendConfig
 from authproxy.http.tcp_probe import accepts_connections, url_host_port
+from authproxy.ops.pdeathsig import wrapper_argv
 
 log = Logger()
 
@@ -72,6 +79,80 @@ class BackendProbe(TimerService):
         return self.reachable, "accepting connections" if self.reachable else "not reachable yet"
 
 
+class BackendMonitor(ProcessMonitor):
+    """A ProcessMonitor for the one backend: stops its process group, waits for it to
+    exit when stopping, and says whether it runs steadily.
+
+    A backend that cannot bind its port exits soon after it starts, again and again; one
+    whose current run has lasted ``steady_after`` seconds is not doing that.
+    """
+
+    name = "backend"
+
+    def __init__(self, reactor: Any, steady_after: float = 2.0) -> None:
+        super().__init__(reactor=reactor)
+        self.steady_after = steady_after
+        self.exits = 0
+        self._exited: list[Deferred[None]] = []
+
+    def stopProcess(self, name: str) -> None:
+        """SIGTERM to the process group (its pid: pdeathsig made it the leader), SIGKILL
+        to the group after ``killTime``."""
+        proto = self.protocols.get(name)
+        if proto is None or proto.transport is None:
+            super().stopProcess(name)
+            return
+        pid = proto.transport.pid
+        if pid is None or not self._signal_group(pid, signal.SIGTERM):
+            super().stopProcess(name)
+            return
+        self.murder[name] = self._clock.callLater(
+            self.killTime, self._signal_group, pid, signal.SIGKILL
+        )
+
+    @staticmethod
+    def _signal_group(pid: int, signum: int) -> bool:
+        try:
+            os.killpg(pid, signum)
+        except (ProcessLookupError, PermissionError):
+            return False  # not (yet) a group leader, or gone
+        return True
+
+    def _monitoredProcessExited(self, name: str, reason: Failure | None = None) -> None:
+        self.exits += 1
+        super()._monitoredProcessExited(name, reason)
+        waiting, self._exited = self._exited, []
+        for d in waiting:
+            d.callback(None)
+
+    def stopService(self) -> Deferred[None]:  # type: ignore[override]
+        """Stop the backend; fires once it exited (SIGKILL after ``killTime`` at most)."""
+        running = self.name in self.protocols
+        super().stopService()
+        if not running:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._exited.append(d)
+        return d
+
+    def state(self) -> tuple[bool, str]:
+        """(steady, why): running, and for ``steady_after`` seconds already."""
+        if self.name not in self.protocols:
+            return False, f"not running (exited {self.exits} times; restarting)"
+        uptime = self._clock.seconds() - self.timeStarted[self.name]
+        if uptime < self.steady_after:
+            return False, f"started {uptime:.1f}s ago (exited {self.exits} times before)"
+        return True, "running"
+
+
+def supervised_readiness(monitor: BackendMonitor, probe: BackendProbe) -> tuple[bool, str]:
+    """Ready when our own process runs steadily and its port accepts connections."""
+    steady, why = monitor.state()
+    if not steady:
+        return False, why
+    return probe.readiness()
+
+
 def command_argv(command: tuple[str, ...]) -> list[str]:
     """``backend.command`` with ``{python}`` replaced by authproxy's own interpreter.
 
@@ -95,18 +176,19 @@ def backend_services(
     reactor: Any,
     environ: Mapping[str, str] | None = None,
     withheld: tuple[str, ...] = (),
-) -> tuple[list[Any], BackendProbe | None]:
-    """The services to run for the backend, and the probe to register for readiness.
+) -> tuple[list[Any], Callable[[], tuple[bool, str]] | None]:
+    """The services to run for the backend, and its readiness check.
 
     ``withheld`` names environment variables the backend must not inherit.
     """
     if not config.command:
         return [], None
     group = MultiService()
-    monitor = ProcessMonitor(reactor=reactor)
+    monitor = BackendMonitor(reactor)
     env = backend_environment(os.environ if environ is None else environ, withheld)
-    monitor.addProcess("backend", command_argv(config.command), env=env)
+    argv = wrapper_argv(sys.executable, os.getpid(), command_argv(config.command))
+    monitor.addProcess(monitor.name, argv, env=env)
     monitor.setServiceParent(group)
     probe = BackendProbe(reactor, config.url)
     probe.setServiceParent(group)
-    return [group], probe
+    return [group], lambda: supervised_readiness(monitor, probe)

@@ -18,6 +18,7 @@ from twisted.python import usage
 
 from authproxy.config import Config, ConfigError, load_config
 from authproxy.ops.logs import TwistdLogging
+from authproxy.ops.shutdown import Drain, GracefulService
 
 if TYPE_CHECKING:
     from authproxy.application import HostFacilities
@@ -75,7 +76,24 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         return build_service(config, reactor)
     top = build_service(config, reactor, logs.TWISTD, DAEMON)
     HeapTuning().setServiceParent(top)
+    CleanExit(reactor).setServiceParent(top)
     return top
+
+
+class CleanExit(service.Service):
+    """Makes twistd exit 0 after a graceful shutdown on SIGTERM or SIGINT.
+
+    twistd re-raises the signal that stopped the reactor when it exits, so the process
+    would end "killed by SIGTERM" although it drained and stopped everything on purpose.
+    Stopped after the drain (ops/shutdown.py), so a shutdown cut short keeps the signal.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def stopService(self) -> Any:
+        self._reactor._exitSignal = None
+        return super().stopService()
 
 
 class HeapTuning(service.Service):
@@ -97,9 +115,11 @@ class HeapTuning(service.Service):
         gc.set_threshold(20_000, 20, 20)
 
 
-class _Top(service.MultiService):
-    def __init__(self, logging: TwistdLogging, logging_config: tuple[str, str]) -> None:
-        super().__init__()
+class _Top(GracefulService):
+    def __init__(
+        self, logging: TwistdLogging, logging_config: tuple[str, str], drain: Drain | None
+    ) -> None:
+        super().__init__(drain)
         self._logging = logging
         self._logging_config = logging_config
 
@@ -154,9 +174,14 @@ def build_service(
     except ConfigError as e:
         _fail(e.problems)
         raise
-    top = _Top(logging, (config.logging.format, config.logging.level))
+    top = _Top(logging, (config.logging.format, config.logging.level), app.drain)
     for child in app.services:
         child.setServiceParent(top)
+    for child in app.last_services:
+        child.setServiceParent(top)
+        top.last.append(child)
     for description in config.server.listen:
-        strports.service(description, app.site, reactor=reactor).setServiceParent(top)
+        listener = strports.service(description, app.site, reactor=reactor)
+        listener.setServiceParent(top)
+        top.listeners.append(listener)
     return top

@@ -81,8 +81,8 @@ class SupervisionTests(TestCase):
             yield self.until(lambda: not any(c.active() for c in monitor.murder.values()))
 
         self.addCleanup(stop)
-        self.assertFalse(probe.readiness()[0])
-        yield self.until(lambda: probe.readiness()[0])
+        self.assertFalse(probe()[0])
+        yield self.until(lambda: probe()[0])
         monitor: Any = next(iter(services[0]))
         first_pid = monitor.protocols["backend"].transport.pid
         os.kill(first_pid, signal.SIGKILL)
@@ -90,7 +90,7 @@ class SupervisionTests(TestCase):
             lambda: (
                 "backend" in monitor.protocols
                 and monitor.protocols["backend"].transport.pid != first_pid
-                and probe.readiness()[0]
+                and probe()[0]
             )
         )
         # The port opens before the child's "up" line has passed through procmon to the log.

@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
-from authproxy.http.bounded_channel import BoundedChannel
+from authproxy.http.bounded_channel import CONNECTION_DONE, BoundedChannel
 from authproxy.http.writenow import no_delay, write_now
 
 
@@ -30,10 +31,19 @@ class ResponseChannel(BoundedChannel):
     _held_head: bytes | None = None
     _host: Any = None
     _secure: bool | None = None
+    #: the Site's open connections, which a graceful shutdown drains (ops/shutdown.py)
+    open_channels: set[Any] | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
         no_delay(self.transport)
+        if self.open_channels is not None:
+            self.open_channels.add(self)
+
+    def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
+        if self.open_channels is not None:
+            self.open_channels.discard(self)
+        super().connectionLost(reason)
 
     # Every request asks both (Request.requestReceived, the proxy's X-Forwarded-Proto), and
     # neither changes during a connection. Asking the transport costs a getsockname() system

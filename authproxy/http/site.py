@@ -42,8 +42,14 @@ class AuthproxySite(Site):
     # a request's route, body bound and answer before its body (http/request.py)
     head_check: HeadCheck | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # per connection, not per request: what a graceful shutdown waits for and closes
+        self.open_channels: set[Any] = set()
+
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
+        channel.open_channels = self.open_channels
         channel.header_timeout = self.header_timeout
         channel.idle_timeout = self.idle_timeout
         channel.limits = self.limits

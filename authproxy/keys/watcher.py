@@ -111,6 +111,15 @@ class SecretWatcher(Service):
         self._disarm_inotify()
         return super().stopService()
 
+    def reload_now(self) -> str:
+        """Read the key files now (SIGHUP) and say what the ring holds afterwards."""
+        if self._anything_configured():
+            self._ensure_inotify()
+            self._reload()
+        if self.last_error is not None:
+            return f"kept the previous keys: {self.last_error}"
+        return f"generation {self._ring.generation}, active kid {self._ring.active_signing_key.kid}"
+
     def readiness_detail(self) -> dict[str, str]:
         """``{"keys": "ok"}``, or the last reload error while the previous ring keeps serving."""
         if self.last_error is None:

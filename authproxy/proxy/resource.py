@@ -171,6 +171,24 @@ class BodyRelay(Protocol):
         if data:
             self._request.write(data)
 
+    def end_stream(self) -> None:
+        """Shutdown: end the client's response as complete (the last chunk, then a closed
+        connection) and stop reading the backend.
+
+        Only for event streams, where an ending between (or even inside) events is well
+        formed: an MCP client then reconnects with ``Last-Event-ID`` (ops/shutdown.py).
+        """
+        request = self._request
+        if self._client_gone or request.finished or _disconnected(request):
+            return
+        self.client_gone()  # no more backend data is relayed; its connection closes
+        if self._flow_control:
+            request.unregisterProducer()
+        channel = request.channel  # finish() lets go of it
+        request.finish()
+        # Not kept alive: the client must reconnect to a replica that is not stopping.
+        channel.loseConnection()
+
     def client_gone(self) -> None:
         """The client disconnected: close the backend connection (it is not reusable)."""
         self._client_gone = True
@@ -258,6 +276,8 @@ class MCPProxy(Resource):
             backend.max_connections, backend.max_connections_per_grant
         )
         self._full_warned_at = float("-inf")
+        #: open event streams, which a graceful shutdown ends (``end_streams``)
+        self.streams: set[BodyRelay] = set()
         self._backend_base = config.backend.url.rstrip("/").encode("ascii")
         self._backend_host = backend_host_header(config.backend.url)
         self._guard = guard
@@ -294,6 +314,13 @@ class MCPProxy(Resource):
         if self.pool is None:
             return succeed(None)
         return self.pool.closeCachedConnections()
+
+    def end_streams(self) -> int:
+        """End every open event stream cleanly (shutdown); how many there were."""
+        streams = list(self.streams)
+        for relay in streams:
+            relay.end_stream()
+        return len(streams)
 
     def render(self, request: Request) -> Any:
         d = ensureDeferred(self._handle(request))
@@ -551,16 +578,19 @@ class MCPProxy(Resource):
                 retry_after=RETRY_AFTER,
             )
         legacy: list[LegacyStream] = []
-        rewriter, length = self._copy_response_head(
+        rewriter, length, stream = self._copy_response_head(
             request, response, url, method, principal, legacy
         )
         done: Deferred[None] = Deferred()
         protocol = BodyRelay(request, rewriter, done, length)
         relay.append(protocol)
+        if stream and length < 0:  # a declared length cannot be ended early and whole
+            self.streams.add(protocol)
         response.deliverBody(protocol)
         try:
             await done
         finally:
+            self.streams.discard(protocol)
             if legacy:
                 legacy[0].close()
 
@@ -572,10 +602,10 @@ class MCPProxy(Resource):
         method: bytes,
         principal: Principal,
         legacy: list[LegacyStream],
-    ) -> tuple[EndpointEventRewriter | None, int]:
-        """Status and headers to the client; returns the body rewriter and the declared
-        length (-1: none, the body ends with its last chunk). A legacy stream's sessions
-        go into ``legacy``."""
+    ) -> tuple[EndpointEventRewriter | None, int, bool]:
+        """Status and headers to the client; returns the body rewriter, the declared
+        length (-1: none, the body ends with its last chunk) and whether the body is an event
+        stream. A legacy stream's sessions go into ``legacy``."""
         request.setResponseCode(response.code, response.phrase)
         for name, values in end_to_end(response.headers, _connection_listed(response)):
             request.responseHeaders.setRawHeaders(name, values)
@@ -587,7 +617,7 @@ class MCPProxy(Resource):
                 request.setHeader(b"content-length", str(length).encode("ascii"))
         content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
         if not content_type.lower().startswith(b"text/event-stream"):
-            return None, length
+            return None, length, False
         request.setHeader(b"X-Accel-Buffering", b"no")
         rewriter = None
         if self._rewrite_endpoint and not response.headers.hasHeader(b"content-encoding"):
@@ -603,7 +633,7 @@ class MCPProxy(Resource):
             length = -1
         # Status line and headers now, before the first event.
         request.write(b"")
-        return rewriter, length
+        return rewriter, length, True
 
 
 class _Discard(Protocol):
