@@ -59,8 +59,8 @@ def address_refusal(text: str, allow_loopback: bool) -> str | None:
         (address.is_link_local, "a link-local address"),
         (address.is_multicast, "a multicast address"),
         (address in _CGNAT, "a shared (CGNAT) address"),
-        (address.is_private, "a private address"),
         (address.is_reserved, "a reserved address"),
+        (address.is_private, "a private address"),
         (not address.is_global, "an address that is not public"),
     ):
         if refused:
