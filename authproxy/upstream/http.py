@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IResponse
 
+from authproxy.http.deadline import within_deadline
 from authproxy.http.json import loads_untrusted
 from authproxy.upstream.interface import UpstreamError, UpstreamUnavailable
 
@@ -94,19 +95,8 @@ class IdPHTTP:
     ) -> Deferred[IdPResponse]:
         """Send the request; fails with UpstreamUnavailable on timeout, network error, 5xx, 429."""
         d = ensureDeferred(self._request(method, url, dict(headers or {}), form))
-        # not Deferred.addTimeout: Agent turns the cancellation into ResponseNeverReceived
-        timed_out = False
 
-        def expire() -> None:
-            nonlocal timed_out
-            timed_out = True
-            d.cancel()
-
-        call = self._clock.callLater(self.timeout, expire)
-
-        def classify(result: Any) -> Any:
-            if call.active():
-                call.cancel()
+        def classify(result: Any, timed_out: bool) -> Any:
             if not isinstance(result, Failure) or result.check(UpstreamError):
                 return result
             if timed_out:
@@ -119,8 +109,7 @@ class IdPHTTP:
             name = getattr(result.type, "__name__", "error")
             raise UpstreamUnavailable(f"cannot reach the identity provider ({name})")
 
-        d.addBoth(classify)
-        return d
+        return within_deadline(d, self._clock, self.timeout, classify)
 
     async def _request(
         self,

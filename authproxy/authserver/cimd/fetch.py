@@ -30,6 +30,7 @@ from authproxy.authserver.cimd.addresses import Resolve, literal_address, vetted
 from authproxy.authserver.cimd.document import DocumentError
 from authproxy.authserver.cimd.url import DocumentURL
 from authproxy.config import ClientMetadataDocumentsConfig
+from authproxy.http.deadline import within_deadline
 from authproxy.http.json import loads_untrusted
 
 #: (vetted address, document URL) -> a treq-like client whose connections go to that address
@@ -84,18 +85,8 @@ class DocumentFetcher:
         """The document, or DocumentError (also when it takes longer than fetch_timeout)."""
         d = ensureDeferred(self._fetch(url))
         timeout = self._settings.fetch_timeout
-        timed_out = False
 
-        def expire() -> None:
-            nonlocal timed_out
-            timed_out = True
-            d.cancel()
-
-        call = self._clock.callLater(timeout, expire)
-
-        def classify(result: Any) -> Any:
-            if call.active():
-                call.cancel()
+        def classify(result: Any, timed_out: bool) -> Any:
             if not isinstance(result, Failure) or result.check(DocumentError):
                 return result
             if timed_out:
@@ -107,7 +98,7 @@ class DocumentFetcher:
             name = getattr(result.type, "__name__", "error")
             raise DocumentError(f"the client metadata document could not be fetched ({name})")
 
-        return d.addBoth(classify)
+        return within_deadline(d, self._clock, timeout, classify)
 
     async def _fetch(self, url: DocumentURL) -> FetchedDocument:
         literal = literal_address(url.host)
