@@ -12,7 +12,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import attrs
-import treq
 from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -23,6 +22,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IResponse
 
+from authproxy.http.bounded_body import read_bounded
 from authproxy.http.deadline import within_deadline
 from authproxy.http.json import loads_untrusted
 from authproxy.upstream.interface import UpstreamError, UpstreamUnavailable
@@ -43,10 +43,6 @@ class IdPResponse:
     def __repr__(self) -> str:
         # bodies carry tokens: never show them
         return f"IdPResponse(status={self.status})"
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 def parse_body(content_type: str, raw: bytes) -> dict[str, Any]:
@@ -128,26 +124,12 @@ class IdPHTTP:
             raise UpstreamUnavailable(
                 f"the identity provider answered HTTP {response.code}", retry_after
             )
-        if response.length is not None and isinstance(response.length, int):
-            if response.length > MAX_BODY:
-                raise UpstreamError("the identity provider's answer is too large")
-        chunks: list[bytes] = []
-        size = 0
-
-        def collect(data: bytes) -> None:
-            nonlocal size
-            size += len(data)
-            if size > MAX_BODY:
-                raise _BodyTooLarge()
-            chunks.append(data)
-
-        try:
-            await treq.collect(response, collect)
-        except _BodyTooLarge:
-            raise UpstreamError("the identity provider's answer is too large") from None
+        raw = await read_bounded(response, MAX_BODY)
+        if raw is None:
+            raise UpstreamError("the identity provider's answer is too large")
         content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
         ctype = content_type.decode("latin-1")
-        return IdPResponse(response.code, parse_body(ctype, b"".join(chunks)))
+        return IdPResponse(response.code, parse_body(ctype, raw))
 
 
 class ConnectionPoolService(Service):

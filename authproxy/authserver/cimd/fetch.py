@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-import treq
 from treq.client import HTTPClient
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -30,6 +29,7 @@ from authproxy.authserver.cimd.addresses import Resolve, literal_address, vetted
 from authproxy.authserver.cimd.document import DocumentError
 from authproxy.authserver.cimd.url import DocumentURL
 from authproxy.config import ClientMetadataDocumentsConfig
+from authproxy.http.bounded_body import read_bounded
 from authproxy.http.deadline import within_deadline
 from authproxy.http.json import loads_untrusted
 
@@ -55,10 +55,6 @@ def cache_lifetime(cache_control: str) -> float | None:
         return 0.0
     match = _MAX_AGE.search(directives)
     return float(match.group(1)) if match else None
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def _header(response: IResponse, name: bytes) -> str:
@@ -129,25 +125,10 @@ class DocumentFetcher:
 
     async def _read(self, response: IResponse) -> bytes:
         limit = self._settings.max_document_size
-        too_large = DocumentError(f"the client metadata document is larger than {limit} bytes")
-        if isinstance(response.length, int) and response.length > limit:
-            response.deliverBody(Protocol())
-            raise too_large
-        chunks: list[bytes] = []
-        size = 0
-
-        def collect(data: bytes) -> None:
-            nonlocal size
-            size += len(data)
-            if size > limit:
-                raise _TooLarge()
-            chunks.append(data)
-
-        try:
-            await treq.collect(response, collect)
-        except _TooLarge:
-            raise too_large from None
-        return b"".join(chunks)
+        raw = await read_bounded(response, limit)
+        if raw is None:
+            raise DocumentError(f"the client metadata document is larger than {limit} bytes")
+        return raw
 
 
 @implementer(IAgentEndpointFactory)
