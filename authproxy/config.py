@@ -198,6 +198,7 @@ class BackendConfig:
 
 @attrs.frozen
 class RegistrationConfig:
+    enabled: bool = True  # false: /oauth/register refuses, metadata omits it (CIMD only)
     rate: Rate = Rate("5/min")
     max_clients: int = 5000  # a maximal registration holds ~12 KiB (benchmarks/memory_caps.py)
     unused_client_ttl: Duration = Duration(30 * 86400.0)
@@ -209,6 +210,18 @@ class RegistrationConfig:
     @property
     def rate_period(self) -> float:
         return self.rate.period
+
+
+@attrs.frozen
+class ClientMetadataDocumentsConfig:
+    """OAuth Client ID Metadata Documents: an https URL as client_id (authserver/cimd)."""
+
+    enabled: bool = True
+    allowed_hosts: tuple[str, ...] = ()  # exact or "*.example.com"; empty: any public host
+    max_document_size: Size = Size(5 * 1024)
+    fetch_timeout: Duration = Duration(5.0)
+    cache_max_age: Duration = Duration(86400.0)  # the document's Cache-Control may say less
+    allow_loopback: bool = False  # development and tests: http://127.0.0.1 / localhost too
 
 
 @attrs.frozen
@@ -232,6 +245,7 @@ class AuthServerConfig:
     token_rate: Rate = Rate("60/min")
     token_source_rate: Rate = Rate("600/min")
     registration: RegistrationConfig = RegistrationConfig()
+    client_metadata_documents: ClientMetadataDocumentsConfig = ClientMetadataDocumentsConfig()
 
 
 @attrs.frozen
@@ -570,6 +584,7 @@ def _validate(config: Config) -> tuple[Config, list[str]]:
             )
     if auth.registration.max_clients < 1:
         problems.append("auth_server.registration.max_clients: must be at least 1")
+    problems.extend(_client_metadata_documents_problems(auth.client_metadata_documents))
     audiences = auth.allowed_audiences or (server.public_url.rstrip("/") + path,)
     auth = attrs.evolve(auth, issuer=issuer, allowed_audiences=audiences)
 
@@ -602,6 +617,26 @@ def _validate(config: Config) -> tuple[Config, list[str]]:
 
     resolved = attrs.evolve(config, backend=backend, auth_server=auth, upstream=upstream)
     return resolved, problems
+
+
+_CIMD_BOUNDS = {"fetch_timeout": (0.5, 60.0), "cache_max_age": (0.0, 30 * 86400.0)}
+_CIMD_SIZE_BOUNDS = (512, 1024 * 1024)
+_HOST_PATTERN = re.compile(r"(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*")
+
+
+def _client_metadata_documents_problems(cimd: ClientMetadataDocumentsConfig) -> list[str]:
+    section = "auth_server.client_metadata_documents"
+    problems = _duration_problems(section, cimd, _CIMD_BOUNDS)
+    low, high = _CIMD_SIZE_BOUNDS
+    if not low <= cimd.max_document_size <= high:
+        problems.append(f"{section}.max_document_size: must be between 512B and 1MiB")
+    for i, host in enumerate(cimd.allowed_hosts):
+        if not _HOST_PATTERN.fullmatch(host):
+            problems.append(
+                f'{section}.allowed_hosts[{i}]: "{host}" is not a lowercase host name '
+                '(or "*.example.com")'
+            )
+    return problems
 
 
 def _redis_problems(storage: StorageConfig) -> list[str]:

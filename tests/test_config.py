@@ -490,3 +490,45 @@ class RedisStorageConfigTests(SynchronousTestCase):
             self.problems(data),
             ["storage.sentinels: Sentinel discovery is not available yet (use url)"],
         )
+
+
+class ClientMetadataDocumentsConfigTests(SynchronousTestCase):
+    """``[auth_server.client_metadata_documents]`` and ``[auth_server.registration] enabled``."""
+
+    def test_defaults(self) -> None:
+        auth = config_from_mapping(minimal(), environ={}).auth_server
+        cimd = auth.client_metadata_documents
+        self.assertEqual(
+            (cimd.enabled, cimd.allowed_hosts, cimd.max_document_size, cimd.fetch_timeout),
+            (True, (), 5 * 1024, 5.0),
+        )
+        self.assertEqual((cimd.cache_max_age, cimd.allow_loopback), (86400.0, False))
+        self.assertIs(auth.registration.enabled, True)
+
+    def test_values_are_parsed_and_checked(self) -> None:
+        section = {
+            "allowed_hosts": ["vscode.dev", "*.example.com"],
+            "max_document_size": "8KiB",
+            "fetch_timeout": "2s",
+            "cache_max_age": "1h",
+        }
+        auth = config_from_mapping(
+            minimal(auth_server={"client_metadata_documents": section}), environ={}
+        ).auth_server
+        self.assertEqual(auth.client_metadata_documents.max_document_size, 8192)
+        path = "auth_server.client_metadata_documents"
+        for values, field, fragment in [
+            ({"allowed_hosts": ["Bad Host"]}, "allowed_hosts[0]", "host name"),
+            ({"allowed_hosts": ["a.*.example"]}, "allowed_hosts[0]", "host name"),
+            ({"max_document_size": "10MiB"}, "max_document_size", "between"),
+            ({"fetch_timeout": "5m"}, "fetch_timeout", "outside"),
+            ({"cache_max_age": "90d"}, "cache_max_age", "outside"),
+            ({"allow_loopback": "yes"}, "allow_loopback", "true or false"),
+            ({"surprise": 1}, "surprise", "unknown key"),
+        ]:
+            with self.assertRaises(ConfigError) as caught:
+                config_from_mapping(minimal(auth_server={"client_metadata_documents": values}))
+            problems = caught.exception.problems
+            self.assertTrue(
+                any(p.startswith(f"{path}.{field}") and fragment in p for p in problems), problems
+            )

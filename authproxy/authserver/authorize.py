@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from authproxy.authserver.audience import InvalidTarget, ResourceIndicators
+from authproxy.authserver.cimd.document import DocumentError
 from authproxy.authserver.clients import ClientResolver
 from authproxy.authserver.limits import MAX_CLIENT_STATE, MAX_SCOPE_PARAMETER
 from authproxy.authserver.login_binding import LoginBinding
@@ -176,7 +177,15 @@ class AuthorizeResource(AsyncResource):
         redirect_uris = [value for name, value in pairs if name == "redirect_uri"]
         if len(client_ids) != 1 or not client_ids[0]:
             raise bad_request_page("The request does not name exactly one application (client_id).")
-        client = await self.clients.resolve(client_ids[0])
+        try:
+            client = await self.clients.resolve(client_ids[0])
+        except DocumentError as e:
+            raise bad_request_page(
+                f"The application's metadata document ({client_ids[0]}) cannot be used: "
+                f"{e.description}.",
+                "Tell the application's developers; this server checked their metadata "
+                "document and could not accept it.",
+            ) from None
         if client is None:
             raise bad_request_page(
                 "The application that sent you here is not registered with this server, "

@@ -1,9 +1,9 @@
 """Who the client is: the one place that turns a ``client_id`` into a client.
 
 :class:`ClientResolver` answers for every endpoint that meets a client_id (authorize, token,
-revoke). Today a client is one registered through RFC 7591 and kept in storage; client ID
-metadata documents (an https URL as client_id, its metadata fetched from there) become a
-second source here, without the endpoints changing. Client authentication of the token and
+revoke). A client is one registered through RFC 7591 and kept in storage, or one named by a client
+ID metadata document (an https URL as client_id, its metadata fetched from there:
+``authserver/cimd``), without the endpoints telling them apart. Client authentication of the token and
 revocation endpoints lives here too: authproxy's clients are public, so authenticating one
 means finding it from a client_id sent in the body or as an HTTP Basic user.
 """
@@ -16,6 +16,9 @@ from urllib.parse import unquote_plus
 
 from twisted.web.server import Request
 
+from authproxy.authserver.cimd.cache import ClientDocuments
+from authproxy.authserver.cimd.document import DocumentError
+from authproxy.authserver.cimd.url import is_document_url
 from authproxy.http.errors import OAuthError
 from authproxy.http.request_headers import header_text
 from authproxy.storage.clients import IClients
@@ -23,13 +26,20 @@ from authproxy.storage.models import RegisteredClient
 
 
 class ClientResolver:
-    """``client_id`` -> the client, or None when no client of that id exists (any more)."""
+    """``client_id`` -> the client, or None when no client of that id exists (any more).
 
-    def __init__(self, clients: IClients) -> None:
+    With ``documents`` (client ID metadata documents enabled), a client_id URL is resolved
+    by its document, and DocumentError says why one cannot be used.
+    """
+
+    def __init__(self, clients: IClients, documents: ClientDocuments | None = None) -> None:
         self._clients = clients
+        self._documents = documents
 
     async def resolve(self, client_id: str) -> RegisteredClient | None:
-        """The client named ``client_id`` (a registered client from storage), or None."""
+        """The client named ``client_id`` (registered, or by its metadata document), or None."""
+        if self._documents is not None and is_document_url(client_id):
+            return await self._documents.resolve(client_id)
         return await self._clients.get_client(client_id)
 
 
@@ -40,7 +50,10 @@ async def authenticated_client(
     client_id, basic = client_id_from(request, params)
     if client_id is None:
         raise invalid_client("client_id is required", basic=basic)
-    client = await clients.resolve(client_id)
+    try:
+        client = await clients.resolve(client_id)
+    except DocumentError as e:
+        raise invalid_client(f"client metadata document: {e.description}", basic=basic) from None
     if client is None:
         raise invalid_client("unknown client", basic=basic)
     return client

@@ -13,7 +13,8 @@ attacker who starts an authorization of their own learns a valid state and token
 make a victim's browser send the cookie that goes with them.
 
 Remembered consent (``auth_server.consent = "remember"``) is one cookie per client, named
-after a short hash of the client_id. Its value ``1.<expiry>.<grant>.<mac>`` holds the expiry,
+after a short hash of the client_id (for a client ID metadata document, its URL: consent is
+remembered per document URL). Its value ``1.<expiry>.<grant>.<mac>`` holds the expiry,
 the approved resource and scopes (``grant``, base64url) and an HMAC-SHA256 by the ring's
 active secret over client_id, expiry and grant; it is accepted while unexpired, when any
 secret still in the ring verifies it, for the same resource and a subset of the approved
@@ -35,6 +36,7 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from authproxy.authserver.authorize import error_redirect_uri
+from authproxy.authserver.cimd.url import document_host
 from authproxy.authserver.login_binding import HMACSecrets, cookie_prefix, short_hash
 from authproxy.config import Config
 from authproxy.http.errors import BadHeader, HTMLPageError
@@ -262,6 +264,7 @@ class ConsentStep:
             state=pending.state,
             csrf_token=token,
             remember_for=self.cookies.lifespan if self.mode == "remember" else None,
+            document_host=document_host(client.client_id),
         )
         return render_consent(request, view)
 

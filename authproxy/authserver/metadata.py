@@ -35,7 +35,7 @@ def server_metadata(config: Config) -> dict[str, Any]:
     """The RFC 8414 document. Endpoints live under ``server.public_url``."""
     base = config.server.public_url.rstrip("/")
     auth = config.auth_server
-    return {
+    document: dict[str, Any] = {
         "issuer": auth.issuer,
         "authorization_endpoint": base + AUTHORIZE_PATH,
         "token_endpoint": base + TOKEN_PATH,
@@ -51,6 +51,11 @@ def server_metadata(config: Config) -> dict[str, Any]:
         "scopes_supported": list(auth.scopes_supported),
         "authorization_response_iss_parameter_supported": True,
     }
+    if not auth.registration.enabled:
+        del document["registration_endpoint"]
+    if auth.client_metadata_documents.enabled:
+        document["client_id_metadata_document_supported"] = True
+    return document
 
 
 def openid_configuration(config: Config, ring: KeyRing) -> dict[str, Any]:

@@ -217,8 +217,10 @@ class RegistrationResource(CrossOriginPost):
         scopes_supported: Sequence[str],
         limiter: TokenBucketLimiter,
         trusted_proxies: Sequence[str] = (),
+        enabled: bool = True,
     ) -> None:
         super().__init__()
+        self._enabled = enabled
         self._clients = clients
         self._clock = clock
         self._scopes_supported = tuple(scopes_supported)
@@ -227,6 +229,14 @@ class RegistrationResource(CrossOriginPost):
 
     async def handle_POST(self, request: Request) -> bytes:
         self.cors.allow(request)
+        if not self._enabled:
+            # [auth_server.registration] enabled = false: clients use metadata documents
+            raise OAuthError(
+                "access_denied",
+                "dynamic client registration is turned off on this server; use a client ID "
+                "metadata document (an https URL as client_id) instead",
+                status=403,
+            )
         address = source_address(request, self._trusted)
         retry_after = await self._limiter.refuse(address, "Registration")
         if retry_after is not None:

@@ -6,6 +6,7 @@ from twisted.web.resource import IResource
 
 from authproxy.authserver.authorize import AuthorizeResource
 from authproxy.authserver.callback import CallbackResource
+from authproxy.authserver.cimd.cache import ClientDocuments, client_documents
 from authproxy.authserver.clients import ClientResolver
 from authproxy.authserver.consent import ConsentResource, ConsentStep
 from authproxy.authserver.login_binding import LoginBinding
@@ -36,6 +37,7 @@ def auth_routes(
     storage: Storage,
     provider: IUpstreamProvider,
     clock: Clock,
+    documents: ClientDocuments | None = None,
 ) -> dict[str, IResource]:
     """Path -> Resource for metadata, registration, authorize, consent, callback, token, revoke.
 
@@ -43,11 +45,17 @@ def auth_routes(
 
     Also includes the provider's own routes (the development login page). The JWKS is not
     here: it is mounted from ``authproxy.authserver.jwks``.
+
+    Client ID metadata documents, when enabled, are fetched by ``documents`` (by default
+    over the network of ``clock``, which must then be the reactor).
     """
     auth = config.auth_server
     issuer = AccessTokenIssuer(ring=ring, clock=clock, issuer=auth.issuer)
     opaque = OpaqueTokens(ring=ring)
-    clients = ClientResolver(storage.clients)
+    cimd = auth.client_metadata_documents
+    if cimd.enabled and documents is None:
+        documents = client_documents(cimd, clock, auth.scopes_supported)
+    clients = ClientResolver(storage.clients, documents if cimd.enabled else None)
     counters = storage.rate_counters
     registration = auth.registration
     limiter = TokenBucketLimiter(
@@ -60,6 +68,7 @@ def auth_routes(
         auth.scopes_supported,
         limiter,
         trusted_proxies=config.server.trusted_proxies,
+        enabled=registration.enabled,
     )
     consent = auth.consent != "skip"
     binding = LoginBinding.for_public_url(config.server.public_url, ring)

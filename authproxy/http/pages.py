@@ -190,6 +190,8 @@ class ConsentView:
     csrf_token: str
     action: str = "/oauth/consent"
     remember_for: float | None = None  # seconds an approval is remembered in this browser
+    # The host of the client's metadata document (client_id URL), where its identity comes from
+    document_host: str | None = None
 
 
 def redirect_target(uri: str) -> tuple[str, bool]:
@@ -228,6 +230,34 @@ def _span(seconds: float) -> str:
     return f"{round(seconds)} seconds"
 
 
+def _document_parts(view: ConsentView) -> tuple[str, str]:
+    """(the "Identity from" row, the different-host warning) for a metadata document client.
+
+    The warning is for a web redirect URI on another host than the document's: the code
+    would go to a site the document's publisher does not obviously control. A loopback or
+    private-use redirect URI goes to an app on this device, which the page already says.
+    """
+    if view.document_host is None:
+        return "", ""
+    host = escape(view.document_host)
+    row = (
+        f"<div><dt>Identity from</dt><dd><code>{host}</code> "
+        '<span class="muted">(the application describes itself there)</span></dd></div>\n'
+    )
+    try:
+        target = parse_redirect_uri(view.redirect_uri)
+    except InvalidRedirectURI:
+        return row, ""
+    if not target.is_web or target.is_loopback or target.host == view.document_host:
+        return row, ""
+    note = (
+        f'<p class="note"><strong>Different site:</strong> this application\u2019s identity '
+        f"comes from <code>{host}</code>, but it sends you back to "
+        f"<code>{escape(target.shown_host)}</code>. Continue only if you trust both.</p>\n"
+    )
+    return row, note
+
+
 def consent_body(view: ConsentView) -> str:
     """The consent page's body HTML."""
     if view.client_name and view.client_name.strip():
@@ -245,6 +275,7 @@ def consent_body(view: ConsentView) -> str:
     target_dd = f"<code>{escape(target)}</code>"
     if local:
         target_dd += ' <span class="muted">(an application on this device)</span>'
+    identity_row, mismatch_note = _document_parts(view)
     resource = view.resource or "this server"
     remember = ""
     if view.remember_for:
@@ -253,8 +284,9 @@ def consent_body(view: ConsentView) -> str:
     return f"""<p class="lead">{who} wants to use <code>{escape(resource)}</code> on your behalf.</p>
 <dl>
 <div><dt>Application</dt><dd>{app_dd}</dd></div>
-<div><dt>Sends you back to</dt><dd>{target_dd}</dd></div>
+{identity_row}<div><dt>Sends you back to</dt><dd>{target_dd}</dd></div>
 </dl>
+{mismatch_note}
 <h2 id="scopes-heading">If you approve, it will be able to</h2>
 <ul aria-labelledby="scopes-heading">
 {chr(10).join(scopes)}

@@ -214,6 +214,7 @@ class AuthServerHarness:
 
     ``config`` entries are merged into a minimal loopback configuration. Every request method
     returns an :class:`HTTPResult`; flows that must succeed raise AssertionError otherwise.
+    ``documents`` (``authserver.cimd.cache.ClientDocuments``) answers client_id URLs.
     """
 
     def __init__(
@@ -222,6 +223,7 @@ class AuthServerHarness:
         *,
         clock: Clock | None = None,
         storage_limits: Mapping[str, Any] | None = None,
+        documents: Any = None,
     ) -> None:
         from treq.testing import StubTreq
 
@@ -249,7 +251,8 @@ class AuthServerHarness:
         self.storage = memory_storage(clock, **limits)
         self.provider = FakeUpstreamProvider(self.config.server.public_url)
         self.root = PrefixTable()
-        self.root.mount_all(auth_routes(self.config, self.ring, self.storage, self.provider, clock))
+        routes = auth_routes(self.config, self.ring, self.storage, self.provider, clock, documents)
+        self.root.mount_all(routes)
         self.root.mount("/.well-known/jwks.json", JWKSResource(self.ring))
         self.base = self.config.server.public_url
         self.issuer = self.config.auth_server.issuer

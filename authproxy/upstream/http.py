@@ -12,7 +12,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import attrs
-import treq
 from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -23,6 +22,8 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IResponse
 
+from authproxy.http.bounded_body import read_bounded
+from authproxy.http.deadline import within_deadline
 from authproxy.http.json import loads_untrusted
 from authproxy.upstream.interface import UpstreamError, UpstreamUnavailable
 
@@ -42,10 +43,6 @@ class IdPResponse:
     def __repr__(self) -> str:
         # bodies carry tokens: never show them
         return f"IdPResponse(status={self.status})"
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 def parse_body(content_type: str, raw: bytes) -> dict[str, Any]:
@@ -94,19 +91,8 @@ class IdPHTTP:
     ) -> Deferred[IdPResponse]:
         """Send the request; fails with UpstreamUnavailable on timeout, network error, 5xx, 429."""
         d = ensureDeferred(self._request(method, url, dict(headers or {}), form))
-        # not Deferred.addTimeout: Agent turns the cancellation into ResponseNeverReceived
-        timed_out = False
 
-        def expire() -> None:
-            nonlocal timed_out
-            timed_out = True
-            d.cancel()
-
-        call = self._clock.callLater(self.timeout, expire)
-
-        def classify(result: Any) -> Any:
-            if call.active():
-                call.cancel()
+        def classify(result: Any, timed_out: bool) -> Any:
             if not isinstance(result, Failure) or result.check(UpstreamError):
                 return result
             if timed_out:
@@ -119,8 +105,7 @@ class IdPHTTP:
             name = getattr(result.type, "__name__", "error")
             raise UpstreamUnavailable(f"cannot reach the identity provider ({name})")
 
-        d.addBoth(classify)
-        return d
+        return within_deadline(d, self._clock, self.timeout, classify)
 
     async def _request(
         self,
@@ -139,26 +124,12 @@ class IdPHTTP:
             raise UpstreamUnavailable(
                 f"the identity provider answered HTTP {response.code}", retry_after
             )
-        if response.length is not None and isinstance(response.length, int):
-            if response.length > MAX_BODY:
-                raise UpstreamError("the identity provider's answer is too large")
-        chunks: list[bytes] = []
-        size = 0
-
-        def collect(data: bytes) -> None:
-            nonlocal size
-            size += len(data)
-            if size > MAX_BODY:
-                raise _BodyTooLarge()
-            chunks.append(data)
-
-        try:
-            await treq.collect(response, collect)
-        except _BodyTooLarge:
-            raise UpstreamError("the identity provider's answer is too large") from None
+        raw = await read_bounded(response, MAX_BODY)
+        if raw is None:
+            raise UpstreamError("the identity provider's answer is too large")
         content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
         ctype = content_type.decode("latin-1")
-        return IdPResponse(response.code, parse_body(ctype, b"".join(chunks)))
+        return IdPResponse(response.code, parse_body(ctype, raw))
 
 
 class ConnectionPoolService(Service):
