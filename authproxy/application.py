@@ -113,7 +113,10 @@ def build_application(
     services.append(watcher)
     readiness.register("keys", lambda: (True, watcher.readiness_detail()["keys"]))
 
-    storage = build_storage(config, reactor)
+    storage = build_storage(config, reactor, ring)
+    services.extend(storage.services)
+    if storage.readiness is not None:
+        readiness.register("storage", storage.readiness)
     sweep_interval = config.storage.sweep_interval
     services.append(StorageSweeper(storage.upkeep, reactor, interval=sweep_interval))
 

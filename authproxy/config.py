@@ -271,6 +271,9 @@ class StorageConfig:
     sentinels: tuple[str, ...] = ()
     sentinel_master: str = ""
     password: Secret | None = attrs.field(default=None, repr=False)  # read at startup
+    # rediss:// only: the CA certificate (PEM) the server's certificate must chain to
+    ca_file: str = ""
+    ca_pem: bytes | None = attrs.field(default=None, repr=False)  # read at startup
 
 
 @attrs.frozen
@@ -558,12 +561,7 @@ def _validate(config: Config) -> tuple[Config, list[str]]:
             "refresh token, and rotated ones are kept to detect reuse)"
         )
     problems.extend(_redis_problems(storage))
-    if config.storage.type == "redis" and "redis" not in STORAGE_TYPES:
-        problems.append(
-            'storage.type: "redis" is not available yet (implemented, not yet wired into the '
-            'daemon): use "memory"'
-        )
-    elif config.storage.type not in STORAGE_TYPES:
+    if config.storage.type not in STORAGE_TYPES:
         known = ", ".join(f'"{name}"' for name in sorted(STORAGE_TYPES))
         problems.append(f'storage.type: "{config.storage.type}" is not supported (use {known})')
     problems.extend(_choice_problem("logging.format", config.logging.format, LogFormat))
@@ -581,7 +579,7 @@ def _redis_problems(storage: StorageConfig) -> list[str]:
     if storage.type != "redis":
         return [
             f'storage.{name}: only for type "redis"'
-            for name in ("url", "password_file", "sentinels", "sentinel_master")
+            for name in ("url", "password_file", "sentinels", "sentinel_master", "ca_file")
             if getattr(storage, name)
         ]
     problems = []
@@ -589,9 +587,12 @@ def _redis_problems(storage: StorageConfig) -> list[str]:
         problems.append('storage.url: required for type "redis"')
     else:
         try:
-            RedisAddress.parse(storage.url)
+            address = RedisAddress.parse(storage.url)
         except ValueError as e:
             problems.append(f'storage.url: "{redacted(storage.url)}" {e}')
+        else:
+            if storage.ca_file and not address.tls:
+                problems.append("storage.ca_file: only for a rediss:// url (TLS)")
     if not storage.key_prefix or any(c.isspace() for c in storage.key_prefix):
         problems.append("storage.key_prefix: must be non-empty, without spaces")
     for i, sentinel in enumerate(storage.sentinels):
@@ -686,7 +687,26 @@ def _startup_problems(
         )
         problems.extend(password_problems)
         storage = attrs.evolve(storage, password=password)
+    if storage.ca_file:
+        ca_pem, ca_problems = _read_ca_file("storage.ca_file", storage.ca_file)
+        problems.extend(ca_problems)
+        storage = attrs.evolve(storage, ca_pem=ca_pem)
     return attrs.evolve(config, upstream=upstream, storage=storage), problems
+
+
+def _read_ca_file(field: str, path: str) -> tuple[bytes | None, list[str]]:
+    """A PEM CA certificate from a file, or the one-line problem: unreadable or not PEM."""
+    from twisted.internet.ssl import Certificate
+
+    try:
+        pem = Path(path).read_bytes()
+    except OSError as e:
+        return None, [f'{field}: cannot read "{path}" ({e.strerror or e.__class__.__name__})']
+    try:
+        Certificate.loadPEM(pem)
+    except Exception:
+        return None, [f'{field}: "{path}" is not a PEM certificate']
+    return pem, []
 
 
 def _read_secret_file(field: str, path: str) -> tuple[Secret | None, list[str]]:

@@ -451,15 +451,25 @@ class RedisStorageConfigTests(SynchronousTestCase):
         problems = self.problems(self.redis(url="redis://:hunter2@h/0"))
         self.assertFalse(any("hunter2" in p for p in problems), problems)
 
-    def test_good_urls_leave_one_problem_redis_not_offered_yet(self) -> None:
+    def test_good_urls_leave_no_problem(self) -> None:
         for url in ("redis://h/0", "rediss://h:6380/2", "unix:///run/redis.sock?db=1"):
-            self.assertEqual(
-                self.problems(self.redis(url=url)),
-                [
-                    'storage.type: "redis" is not available yet (implemented, not yet wired '
-                    'into the daemon): use "memory"'
-                ],
-            )
+            self.assertEqual(config_from_mapping(self.redis(url=url), environ={}).storage.url, url)
+
+    def test_ca_file_only_with_tls(self) -> None:
+        self.assertProblem(self.redis(ca_file="/etc/ca.pem"), "storage.ca_file", "rediss://")
+
+    def test_unreadable_or_not_pem_ca_file_is_one_line(self) -> None:
+        missing = self.mktemp()
+        not_pem = Path(self.mktemp())
+        not_pem.write_text("not a certificate")
+        for path, why in [(missing, "cannot read"), (str(not_pem), "is not a PEM certificate")]:
+            data = self.redis(url="rediss://h/0", ca_file=path)
+            with self.assertRaises(ConfigError) as caught:
+                startup_check(validate_config(data), environ={})
+            (problem,) = caught.exception.problems
+            self.assertTrue(problem.startswith("storage.ca_file: "), problem)
+            self.assertIn(why, problem)
+            self.assertIn(path, problem)
 
     def test_url_required_unknown_key_sentinels(self) -> None:
         self.assertProblem(minimal(storage={"type": "redis"}), "storage.url", "required")
@@ -472,7 +482,7 @@ class RedisStorageConfigTests(SynchronousTestCase):
         self.assertProblem(minimal(storage={"url": "redis://h/0"}), "storage.url", "only for")
 
     def test_password_file_read_only_at_startup(self) -> None:
-        # validation never opens it (redis is not offered yet, so the storage is set after)
+        # validation never opens it (the storage is set after validation)
         config = validate_config(minimal())
         storage = attrs.evolve(config.storage, password_file="/nonexistent/redis-password")
         config = attrs.evolve(config, storage=storage)

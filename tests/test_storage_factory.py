@@ -35,8 +35,8 @@ class BuildStorageTests(SynchronousTestCase):
             config_from_mapping({**BASE, "storage": {"type": "cassandra"}})
         self.assertIn('storage.type: "cassandra"', str(raised.exception))
 
-    def test_redis_refused_until_offered(self) -> None:
+    def test_redis_is_offered(self) -> None:
         storage = {"type": "redis", "url": "redis://127.0.0.1:6379/0"}
-        with self.assertRaises(ConfigError) as raised:
-            config_from_mapping({**BASE, "storage": storage})
-        self.assertIn('storage.type: "redis" is not available yet', str(raised.exception))
+        config = config_from_mapping({**BASE, "storage": storage})
+        self.assertIn("redis", STORAGE_TYPES)
+        self.assertEqual(config.storage.type, "redis")

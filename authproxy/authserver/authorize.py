@@ -84,6 +84,7 @@ class AuthorizeResource(AsyncResource):
     """``GET /oauth/authorize``: validate, store a PendingAuthorization, hand off upstream."""
 
     log = Logger()
+    for_browsers = True
 
     def __init__(
         self,

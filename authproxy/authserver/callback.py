@@ -51,6 +51,7 @@ class CallbackResource(AsyncResource):
     """``GET /oauth/callback``: finish the upstream login and issue an authorization code."""
 
     log = Logger()
+    for_browsers = True
 
     def __init__(
         self,

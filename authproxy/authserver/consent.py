@@ -274,6 +274,8 @@ class ConsentResource(AsyncResource):
     consumes the pending authorization and redirects to the client with ``access_denied``.
     """
 
+    for_browsers = True
+
     def __init__(
         self,
         config: Config,

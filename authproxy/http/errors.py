@@ -148,6 +148,22 @@ def method_not_allowed(allowed: Iterable[str], description: str) -> JSONError:
     return JSONError(405, "method_not_allowed", description, {"Allow": ", ".join(allowed)})
 
 
+def storage_unavailable(retry_after: int, for_browsers: bool) -> HTTPError:
+    """The 503 for a storage server that cannot answer now (``StorageUnavailable``): an
+    OAuth ``temporarily_unavailable`` for API clients, a page for people in browsers."""
+    headers = {"Retry-After": str(retry_after)}
+    if for_browsers:
+        return HTMLPageError(
+            503,
+            "Temporarily unavailable",
+            "The sign-in service cannot reach its storage right now.",
+            f"Try again in a few seconds (after {retry_after} s).",
+            headers,
+        )
+    description = "storage is temporarily unavailable; retry later"
+    return OAuthError("temporarily_unavailable", description, 503, headers)
+
+
 def internal_error() -> JSONError:
     """The 500 for anything unexpected: no details reach the client (they are logged)."""
     return JSONError(500, "server_error", "internal error")

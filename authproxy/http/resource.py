@@ -21,8 +21,10 @@ from authproxy.http.errors import (
     internal_error,
     method_not_allowed,
     render_error,
+    storage_unavailable,
     write_error,
 )
+from authproxy.storage.unavailable import StorageUnavailable
 
 log = Logger()
 
@@ -32,10 +34,13 @@ class AsyncResource(Resource):
 
     Returning bytes writes them and finishes; returning None means the handler finished the
     request itself (or is streaming). An ``HTTPError`` becomes its response; anything else
-    is logged and answered 500 without details.
+    is logged and answered 500 without details. ``StorageUnavailable`` is answered 503
+    with ``Retry-After``: a page where ``for_browsers``, else OAuth JSON.
     """
 
     isLeaf = True
+    #: Whether people reach this endpoint in a browser (errors as pages, not JSON).
+    for_browsers = False
 
     def render(self, request: Request) -> Any:
         method = request.method.decode("ascii", "replace")
@@ -61,7 +66,10 @@ class AsyncResource(Resource):
 
     def _fail(self, failure: Failure, request: Request) -> None:
         err = failure.value
-        if not isinstance(err, HTTPError):
+        if isinstance(err, StorageUnavailable):
+            log.warn("{path}: storage unavailable ({why})", path=request.path, why=err)
+            err = storage_unavailable(err.retry_after, self.for_browsers)
+        elif not isinstance(err, HTTPError):
             log.failure("Unhandled error rendering {path}", failure, path=request.path)
             err = internal_error()
         write_error(request, err)

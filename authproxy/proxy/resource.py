@@ -36,6 +36,7 @@ from authproxy.http.errors import (
     ProxyError,
     internal_error,
     method_not_allowed,
+    storage_unavailable,
     write_error,
 )
 from authproxy.http.request import too_large_description
@@ -56,6 +57,7 @@ from authproxy.proxy.sse import (
     announced_target,
     session_key,
 )
+from authproxy.storage.unavailable import StorageUnavailable
 from authproxy.supervisor import backend_host_header
 from authproxy.upstream.interface import (
     IUpstreamProvider,
@@ -300,7 +302,10 @@ class MCPProxy(Resource):
 
     def _failed(self, failure: Failure, request: Request) -> None:
         error = failure.value
-        if not isinstance(error, HTTPError):
+        if isinstance(error, StorageUnavailable):  # the guard's deny-list check, a refresh
+            self.log.warn("Proxying: storage unavailable ({why})", why=error)
+            error = storage_unavailable(error.retry_after, for_browsers=False)
+        elif not isinstance(error, HTTPError):
             self.log.failure(
                 "Proxying {method} {path} failed", failure, method=request.method, path=request.path
             )

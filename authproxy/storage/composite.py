@@ -6,6 +6,7 @@ the endpoints that span several concerns (the token endpoint) hold the whole.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import attrs
@@ -54,3 +55,8 @@ class Storage:
     rate_counters: IRateCounters
     users: IUsers
     upkeep: StorageUpkeep
+    #: Long-lived parts the application starts and stops with itself (a networked store's
+    #: connection, its revocation feed); none for memory.
+    services: tuple[Any, ...] = ()
+    #: The ``/ready`` check of a networked store: (connected?, detail); None for memory.
+    readiness: Callable[[], tuple[bool, str]] | None = None

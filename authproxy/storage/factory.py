@@ -14,7 +14,9 @@ from authproxy.storage.memory import memory_storage
 if TYPE_CHECKING:  # config validation reads STORAGE_TYPES: no import back at run time
     from authproxy.config import Config
 
-StorageType = Callable[["Config", Any], Storage]
+# (config, clock, key ring) -> Storage; the ring's HMAC secrets seal what a store must
+# not hold in the clear (upstream tokens in Redis), following key reloads.
+StorageType = Callable[["Config", Any, Any], Storage]
 
 
 def config_caps(config: Config) -> StorageCaps:
@@ -41,14 +43,21 @@ def storage_caps(config: Config) -> dict[str, int]:
     return config_caps(config).collection_caps()
 
 
-def _memory(config: Config, clock: Any) -> Storage:
+def _memory(config: Config, clock: Any, ring: Any) -> Storage:
     return memory_storage(clock, **attrs.asdict(config_caps(config)))
 
 
+def _redis(config: Config, reactor: Any, ring: Any) -> Storage:
+    from authproxy.storage.redis.deployment import redis_storage_for
+
+    return redis_storage_for(config.storage, config_caps(config), reactor, ring)
+
+
 # [storage].type -> how to build it; config validation reads the names from here.
-STORAGE_TYPES: dict[str, StorageType] = {"memory": _memory}
+STORAGE_TYPES: dict[str, StorageType] = {"memory": _memory, "redis": _redis}
 
 
-def build_storage(config: Config, clock: Any) -> Storage:
-    """The storage ``config.storage.type`` names, on ``clock``."""
-    return STORAGE_TYPES[config.storage.type](config, clock)
+def build_storage(config: Config, clock: Any, ring: Any = None) -> Storage:
+    """The storage ``config.storage.type`` names, on ``clock`` (the reactor, for a
+    networked store); ``ring`` is the KeyRing (needed by Redis, see StorageType)."""
+    return STORAGE_TYPES[config.storage.type](config, clock, ring)

@@ -8,9 +8,11 @@ to the injected clock. Keys of one record's script are built inside the script f
 prefixes, so this needs one Redis (with Sentinel for HA), not Redis Cluster.
 
 Other replicas' revocations arrive through :class:`~authproxy.storage.redis.feed.RevocationFeed`
-(pub/sub, a bump on every resubscription, a periodic poll). Not yet a ``[storage].type``:
-the daemon does not build the connection from ``[storage]`` nor run the feed, and the
-Redis-down behaviour (503s, ``/ready``) is still to come.
+(pub/sub, a bump on every resubscription, a periodic poll).
+
+The daemon builds it for ``[storage].type = "redis"`` (``deployment.redis_storage_for``):
+the connection (:class:`~authproxy.storage.redis.link.RedisLink`) and the feed are
+application services; startup never waits for Redis.
 """
 
 from __future__ import annotations

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
+
+# Seconds for one connection attempt (txredisapi retries with backoff after it).
+_CONNECT_TIMEOUT = 5
 
 
 @attrs.frozen
@@ -69,3 +73,38 @@ def redacted(url: str) -> str:
     if not sep or "@" not in rest:
         return url
     return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+def client_endpoint(address: RedisAddress, reactor: Any, ca_pem: bytes | None = None) -> Any:
+    """The Twisted client endpoint that reaches ``address`` on ``reactor``.
+
+    ``rediss://`` verifies the server's certificate for its host name against ``ca_pem``
+    (a PEM CA certificate, ``[storage].ca_file``) or else the platform's trust store.
+    """
+    from twisted.internet import endpoints
+    from twisted.internet.abstract import isIPAddress, isIPv6Address
+
+    if address.scheme == "unix":
+        return endpoints.UNIXClientEndpoint(reactor, address.path, timeout=_CONNECT_TIMEOUT)
+    # an address needs no resolving (HostnameEndpoint resolves in the reactor's thread pool)
+    kind = (
+        endpoints.TCP4ClientEndpoint
+        if isIPAddress(address.host)
+        else endpoints.TCP6ClientEndpoint
+        if isIPv6Address(address.host)
+        else endpoints.HostnameEndpoint
+    )
+    endpoint = kind(reactor, address.host, address.port, timeout=_CONNECT_TIMEOUT)
+    if not address.tls:
+        return endpoint
+    from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
+
+    trust = Certificate.loadPEM(ca_pem) if ca_pem else platformTrust()
+    return endpoints.wrapClientTLS(optionsForClientTLS(address.host, trustRoot=trust), endpoint)
+
+
+def describe(address: RedisAddress) -> str:
+    """Where ``address`` points, for log lines and ``/ready`` (it holds no credentials)."""
+    if address.scheme == "unix":
+        return f"unix:{address.path} db {address.db}"
+    return f"{address.scheme}://{address.host}:{address.port}/{address.db}"

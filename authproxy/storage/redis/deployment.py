@@ -1,0 +1,45 @@
+"""redis_storage_for: the Redis storage a ``[storage]`` section describes, with its services.
+
+The daemon's way in (``[storage].type = "redis"``): the connection (:class:`RedisLink`) and
+the revocation feed are services of the storage, started and stopped with the application;
+nothing here waits for Redis, so a daemon whose Redis is down still starts (``/ready``
+names storage until it connects).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from authproxy.storage.capacity import StorageCaps
+from authproxy.storage.composite import Storage
+from authproxy.storage.redis import redis_storage
+from authproxy.storage.redis.feed import RevocationFeed
+from authproxy.storage.redis.link import RedisLink
+from authproxy.storage.redis.revocations import RedisRevocations
+from authproxy.storage.redis.sealing import HMACSecretRing
+from authproxy.storage.redis.url import RedisAddress, client_endpoint, describe
+
+if TYPE_CHECKING:
+    from authproxy.config import StorageConfig
+
+
+def redis_storage_for(
+    config: StorageConfig, caps: StorageCaps, reactor: Any, ring: HMACSecretRing
+) -> Storage:
+    """The Redis storage of a validated ``[storage]`` section (password and CA already read),
+    sealing upstream tokens with ``ring`` (the live KeyRing: reloads rotate the sealing key).
+    """
+    address = RedisAddress.parse(config.url)
+    password = config.password.reveal() if config.password is not None else None
+    endpoint = client_endpoint(address, reactor, config.ca_pem)
+    link = RedisLink(
+        endpoint, reactor, dbid=address.db, password=password, describe=describe(address)
+    )
+    storage = redis_storage(
+        link.commands, reactor, ring, key_prefix=config.key_prefix, **attrs.asdict(caps)
+    )
+    assert isinstance(storage.revocations, RedisRevocations)
+    feed = RevocationFeed(endpoint, storage.revocations, reactor, password=password)
+    return attrs.evolve(storage, services=(link, feed), readiness=link.readiness)
