@@ -58,8 +58,15 @@ class _Routed(httpx2.AsyncBaseTransport):
             hook = balancer.before.pop(request.url.path, None)
             if hook is not None:
                 hook()
-            # The Host header was set from the public URL when the request was built.
-            request.url = request.url.copy_with(port=balancer.ports[balancer.target])
+            # A copy: the client keeps seeing the public URL (redirects, cookies, Origin);
+            # the Host header was set from it when the request was built.
+            request = httpx2.Request(
+                request.method,
+                request.url.copy_with(port=balancer.ports[balancer.target]),
+                headers=request.headers,
+                stream=request.stream,
+                extensions=request.extensions,
+            )
         return await self.inner.handle_async_request(request)
 
     async def aclose(self) -> None:
