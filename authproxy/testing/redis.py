@@ -92,7 +92,6 @@ class RedisServer:
         if not keep_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
 
-
     def start_again(self) -> RedisServer:
         """After ``stop(keep_directory=True)`` (a clean shutdown, which writes its files): the
         server started again on the same port and directory, so with ``persistence`` it comes
@@ -102,11 +101,11 @@ class RedisServer:
         )
 
 
-def redis_server_or_skip(**kwargs: bool) -> RedisServer:
+def redis_server_or_skip(*, persistence: bool = False) -> RedisServer:
     """A started :class:`RedisServer`; SkipTest when redis-server is missing outside CI."""
     if shutil.which("redis-server") is None:
         missing = "redis-server is not installed (apt-get install redis-server)"
         if os.environ.get("CI"):
             raise AssertionError(missing)
         raise unittest.SkipTest(missing)
-    return RedisServer.start(**kwargs)
+    return RedisServer.start(persistence=persistence)
