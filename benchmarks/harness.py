@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import flows
 import profiling
 import sse
@@ -56,6 +57,8 @@ TARGETS = {
     "P2_events_ratio": 0.5,
     "P2_added_p99_ms": 1.0,
     "P3_refresh_per_s": 1500.0,
+    "P1_redis_rps_vs_memory": 0.95,
+    "P3_redis_refresh_per_s": 1000.0,
     "P4_kib_per_stream": 40.0,
     "P5_failed": 0,
 }
@@ -227,7 +230,12 @@ def logger_factory(tree: Path) -> str:
 
 
 def authproxy_config(
-    workdir: Path, port: int, backend_port: int, log_level: str, tree: Path = REPO
+    workdir: Path,
+    port: int,
+    backend_port: int,
+    log_level: str,
+    tree: Path = REPO,
+    storage: str = "",
 ) -> Path:
     public = f"http://{HOST}:{port}"
     config = workdir / f"authproxy-{port}.toml"
@@ -259,9 +267,25 @@ type = "development"
 [logging]
 level = "{log_level}"
 access_log = false  # like the baselines (nginx: access_log off)
+{storage}
 """
     )
     return config
+
+
+def redis_storage(port: int) -> str:
+    """The ``[storage]`` section of an authproxy on the benchmarks' redis-server."""
+    return f'[storage]\ntype = "redis"\nurl = "redis://{HOST}:{port}/0"\nkey_prefix = "bench:"\n'
+
+
+@attrs.define
+class Launched:
+    """A running authproxy with a registered client and an access token of its own."""
+
+    proc: Proc
+    port: int
+    client: flows.AuthproxyClient
+    token: str
 
 
 def _nginx_conf(workdir: Path, name: str, http: str) -> Path:
@@ -347,6 +371,9 @@ class Bench:
         self.authproxy_backend = 0  # the port of the backend the running authproxy relays to
         self.refresh_seeds: list[str] = []
         self.nginx_port = 0
+        # the same authproxy on Redis storage (redis-server on the load core, like any
+        # server authproxy talks to); measured beside the memory one in P1 and P3
+        self.on_redis: Launched | None = None
 
     def start(self, *args: Any, **kwargs: Any) -> Proc:
         proc = Proc(*args, workdir=self.workdir, **kwargs)
@@ -384,10 +411,37 @@ class Bench:
         """Start authproxy (from the ``source`` tree instead of the installed one if given)
         in front of ``backend_port`` (default: backend.py), register a client and get a
         token through the real endpoints."""
-        self.authproxy_port = port = free_port()
         self.authproxy_backend = backend_port = backend_port or self.backend_port
+        launched = await self.launch(backend_port, source)
+        self.authproxy, self.authproxy_port = launched.proc, launched.port
+        self.client, self.token = launched.client, launched.token
+        header = self.token.split(".", 1)[0]
+        self.results["access_token_alg"] = json.loads(
+            base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))
+        )["alg"]
+
+    async def start_on_redis(self) -> None:
+        """Start redis-server (as in production: append-only file) and an authproxy on it."""
+        if shutil.which("redis-server") is None:
+            log("redis-server is not installed: no Redis storage rows")
+            return
+        port = free_port()
+        redis = self.start(
+            "redis-server",
+            ["redis-server", "--port", str(port), "--bind", HOST, "--dir", str(self.workdir),
+             "--appendonly", "yes", "--save", ""],
+            LOAD_CORE,
+        )  # fmt: skip
+        await redis.wait_line(r"Ready to accept connections")
+        self.on_redis = await self.launch(self.json_backend_port, storage=redis_storage(port))
+
+    async def launch(
+        self, backend_port: int, source: Path | None = None, storage: str = ""
+    ) -> Launched:
+        """Start an authproxy, register a client and get a token through the real endpoints."""
+        port = free_port()
         tree = source or REPO
-        config = authproxy_config(self.workdir, port, backend_port, self.o.log_level, tree)
+        config = authproxy_config(self.workdir, port, backend_port, self.o.log_level, tree, storage)
         # the command line of etc/authproxy.service
         command = [
             str(VENV_BIN / "twistd"), "-n", "--pidfile=",
@@ -395,30 +449,24 @@ class Bench:
             "authproxy", "--config", str(config),
         ]  # fmt: skip
         env = {"PYTHONPATH": str(source)} if source is not None else None
-        self.authproxy = self.start(
-            f"authproxy-{port}", command, PROXY_CORE, env=env, cwd=self.workdir
-        )
-        await self.authproxy.wait_http(f"http://{HOST}:{port}/health")
+        proc = self.start(f"authproxy-{port}", command, PROXY_CORE, env=env, cwd=self.workdir)
+        await proc.wait_http(f"http://{HOST}:{port}/health")
         try:
-            await self.authproxy.wait_http(f"http://{HOST}:{port}/ready", timeout=10)
+            await proc.wait_http(f"http://{HOST}:{port}/ready", timeout=10)
         except RuntimeError:
             log("authproxy /ready did not turn 200 in 10 s; going on")
         public = f"http://{HOST}:{port}"
-        self.client = flows.AuthproxyClient(HOST, port, public, public + MCP_PATH)
-        await self.client.register()
-        tokens = await self.client.tokens()
-        self.token = tokens["access_token"]
-        header = self.token.split(".", 1)[0]
-        self.results["access_token_alg"] = json.loads(
-            base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))
-        )["alg"]
+        client = flows.AuthproxyClient(HOST, port, public, public + MCP_PATH)
+        await client.register()
+        token = (await client.tokens())["access_token"]
         # one request through the guard: the token works end to end
         conn = await Connection.open(HOST, port)
-        response = await conn.request(self.p1_request(port, self.token))
+        response = await conn.request(self.p1_request(port, token))
         conn.close()
         if response.status != 200:
             # the P3 token measurements still make sense; P1, P2, P4 and P5 will fail loudly
             log(f"WARNING: proxied request: {response.status} {response.body[:300]!r}")
+        return Launched(proc, port, client, token)
 
     def p1_request(self, port: int, token: str | None) -> bytes:
         headers = {
@@ -495,12 +543,16 @@ class Bench:
         ]
         if self.authproxy is not None:
             targets.append(("authproxy", self.authproxy_port, self.token))
-        for _, port, token in targets:
+        # throughput only: the latency rounds compare proxies, not stores
+        loaded = [*targets]
+        if self.on_redis is not None:
+            loaded.append(("authproxy_redis", self.on_redis.port, self.on_redis.token))
+        for _, port, token in loaded:
             await self.wrk(port, token, 1)  # warm-up: connections, caches, first allocations
         # rounds interleave the targets, so a burst of noise on the machine hits them alike
         out: dict[str, Any] = {}
         for _ in range(self.o.rounds):
-            for name, port, token in targets:
+            for name, port, token in loaded:
                 result = await self.wrk(port, token, self.o.seconds)
                 log(f"  {name}: {result['rps']:.0f} req/s, errors {result['errors']}")
                 if name not in out or result["rps"] > out[name]["rps"]:
@@ -692,7 +744,10 @@ class Bench:
         out: dict[str, Any] = {}
         self.results["P3"] = out
         if self.client is not None:
-            await self.p3_authproxy(self.client, out)
+            await self.p3_authproxy(self.client, self.authproxy_port, out)
+        if self.on_redis is not None:
+            out["redis"] = {}
+            await self.p3_authproxy(self.on_redis.client, self.on_redis.port, out["redis"])
         oidc = await self.start_oidc()
         if oidc is not None:
             issuer, proc = oidc
@@ -705,7 +760,9 @@ class Bench:
             log(f"  oidc-provider refresh_token: {out['oidc_provider']['per_s']:.0f}/s")
             self.stop(proc)
 
-    async def p3_authproxy(self, client: flows.AuthproxyClient, out: dict[str, Any]) -> None:
+    async def p3_authproxy(
+        self, client: flows.AuthproxyClient, port: int, out: dict[str, Any]
+    ) -> None:
         started = time.monotonic()
         codes = await client.codes(self.o.codes)
         log(f"  {len(codes)} authorization codes prepared in {time.monotonic() - started:.1f} s")
@@ -718,15 +775,15 @@ class Bench:
             return client.code_request(queue.pop()) if queue else None
 
         await asyncio.sleep(0.5)
-        redeem = await chained(HOST, self.authproxy_port, next_code, 16)
+        redeem = await chained(HOST, port, next_code, 16)
         out["code"] = _chain_summary(redeem)
         log(f"  authorization_code: {redeem.rate:.0f}/s ({redeem.ok} ok, {redeem.failed} failed)")
 
         out["refresh"] = await self.refresh_chains(
-            HOST, self.authproxy_port, refresh_tokens[:16], client.refresh_request
+            HOST, port, refresh_tokens[:16], client.refresh_request
         )
-        log(f"  authproxy refresh_token: {out['refresh']['per_s']:.0f}/s")
-        if self.o.profile:
+        log(f"  authproxy refresh_token (port {port}): {out['refresh']['per_s']:.0f}/s")
+        if self.o.profile and port == self.authproxy_port:
             seeds = self.refresh_seeds
             await self.profiled(
                 "P3-refresh",
@@ -854,6 +911,8 @@ class Bench:
             parts = [p for p in parts if p in ("P1", "P2", "P3")]
         else:
             await self.start_authproxy()
+            if not self.o.no_redis and {"P1", "P3"} & set(parts):
+                await self.start_on_redis()
         for part in parts:
             try:
                 await getattr(self, part.lower())()
@@ -906,6 +965,11 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
         row("P1", "requests/s", ap, f"nginx proxy_pass {ngx:.0f}", ap / ngx, "report", None)
         row("P1", "requests/s", ap, f"backend direct {direct:.0f}", ap / direct, "report", None)
+        if "authproxy_redis" in p1:
+            on_redis = p1["authproxy_redis"]["rps"]
+            ratio = on_redis / ap
+            row("P1", "requests/s, Redis storage", on_redis, f"memory storage {ap:.0f}", ratio,
+                "≥ 95 %", ratio >= 0.95)  # fmt: skip
         lat = p1["latency"]
         added = lat["authproxy"]["p99_ms"] - lat["direct"]["p99_ms"]
         row(
@@ -965,6 +1029,18 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "report", None)  # fmt: skip
         row("P3", "code redemptions/s", p3["code"]["per_s"], "— (absolute, 1 core)", None,
             "report", None)  # fmt: skip
+        if "redis" in p3:
+            on_redis = p3["redis"]["refresh"]["per_s"]
+            ok = on_redis >= 1000 and p3["redis"]["refresh"]["failed"] == 0
+            row("P3", "refresh grants/s, Redis storage", on_redis, f"memory storage {refresh:.0f}",
+                on_redis / refresh, "≥ 1000/s", ok)  # fmt: skip
+            if "oidc_provider" in p3:
+                node = p3["oidc_provider"]["per_s"]
+                row("P3", "refresh grants/s, Redis storage", on_redis, f"oidc-provider {node:.0f}",
+                    on_redis / node, "report", None)  # fmt: skip
+            row("P3", "code redemptions/s, Redis storage", p3["redis"]["code"]["per_s"],
+                f"memory storage {p3['code']['per_s']:.0f}",
+                p3["redis"]["code"]["per_s"] / p3["code"]["per_s"], "report", None)  # fmt: skip
     if "P4" in results:
         p4 = results["P4"]
         kib = p4["kib_per_stream"]
@@ -1092,6 +1168,8 @@ def main() -> None:
                         help="scheduling niceness of every benchmark process (e.g. -10 as root, "
                         "to shield the figures from other work on a shared machine)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument("--no-redis", action="store_true",
+                        help="skip the Redis storage rows of P1 and P3")  # fmt: skip
     options = parser.parse_args()
     sys.exit(asyncio.run(amain(options)))
 

@@ -43,19 +43,24 @@ class RedisServer:
     port: int
     directory: Path
     process: subprocess.Popen[bytes]
+    persistence: bool = False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     @classmethod
-    def start(cls, *, persistence: bool = False, port: int | None = None) -> RedisServer:
+    def start(
+        cls, *, persistence: bool = False, port: int | None = None, directory: Path | None = None
+    ) -> RedisServer:
         """Start and wait until it answers PING. ``persistence`` turns on Redis's default
-        snapshots and an append-only file (to test restarts); unit tests run without."""
+        snapshots and an append-only file (to test restarts); unit tests run without.
+        ``directory`` (default: a new one) is where it keeps its files."""
         executable = shutil.which("redis-server")
         if executable is None:
             raise FileNotFoundError("redis-server is not installed")
-        directory = Path(tempfile.mkdtemp(prefix="authproxy-redis-"))
+        if directory is None:
+            directory = Path(tempfile.mkdtemp(prefix="authproxy-redis-"))
         port = _free_port() if port is None else port
         args = [executable, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory)]
         if persistence:
@@ -65,7 +70,7 @@ class RedisServer:
         log = open(directory / "redis.log", "wb")  # noqa: SIM115 (the process keeps it)
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        server = cls(port, directory, process)
+        server = cls(port, directory, process, persistence)
         deadline = time.monotonic() + _START_TIMEOUT
         while not _ping(port):
             if process.poll() is not None or time.monotonic() > deadline:
@@ -87,12 +92,20 @@ class RedisServer:
         if not keep_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
 
+    def start_again(self) -> RedisServer:
+        """After ``stop(keep_directory=True)`` (a clean shutdown, which writes its files): the
+        server started again on the same port and directory, so with ``persistence`` it comes
+        back with its data."""
+        return RedisServer.start(
+            persistence=self.persistence, port=self.port, directory=self.directory
+        )
 
-def redis_server_or_skip(**kwargs: bool) -> RedisServer:
+
+def redis_server_or_skip(*, persistence: bool = False) -> RedisServer:
     """A started :class:`RedisServer`; SkipTest when redis-server is missing outside CI."""
     if shutil.which("redis-server") is None:
         missing = "redis-server is not installed (apt-get install redis-server)"
         if os.environ.get("CI"):
             raise AssertionError(missing)
         raise unittest.SkipTest(missing)
-    return RedisServer.start(**kwargs)
+    return RedisServer.start(persistence=persistence)

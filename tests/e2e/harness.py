@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import httpx2
@@ -151,6 +151,51 @@ class Deployment:
         self.idp.stop()
 
 
+def upstream_secret_file(root: Path) -> Path:
+    """authproxy's client secret at the IdP, in a file as the configuration wants it."""
+    secret_file = root / "upstream-secret"
+    if not secret_file.exists():
+        secret_file.write_text(IDP_CLIENT_SECRET)
+        secret_file.chmod(0o400)
+    return secret_file
+
+
+def idp_client(public_url: str) -> procs.OIDCClient:
+    """authproxy's registration at the IdP, for an authproxy reached at ``public_url``."""
+    return procs.OIDCClient("authproxy", IDP_CLIENT_SECRET, (public_url + "/oauth/callback",))
+
+
+def authproxy_sections(
+    root: Path,
+    *,
+    port: int,
+    public_url: str,
+    idp: procs.OIDCProvider,
+    backend: procs.MCPServerProcess,
+    keys: KeyDirs,
+    access_token_lifespan: str = "15m",
+    header_strategy: str = "replace",
+) -> dict[str, dict[str, Any]]:
+    """authproxy's configuration: listening on ``port``, reached by clients at ``public_url``."""
+    return {
+        "server": {"listen": [f"tcp:{port}:interface=127.0.0.1"], "public_url": public_url},
+        "backend": {"url": backend.base_url, "transport": backend.transport},
+        "auth_server": {
+            "signing_keys_dir": keys.keys.path,
+            "hmac_secrets_dir": keys.hmac.path,
+            "access_token_lifespan": access_token_lifespan,
+        },
+        "upstream": {
+            "type": "oidc",
+            "issuer_url": idp.issuer,
+            "client_id": "authproxy",
+            "client_secret_file": str(upstream_secret_file(root)),
+            "scopes": ["openid", "email", "profile", "offline_access"],
+        },
+        "upstream_token": {"header_strategy": header_strategy},
+    }
+
+
 def deploy(
     root: Path,
     transport: str = "streamable-http",
@@ -162,43 +207,46 @@ def deploy(
     """Start the IdP, the MCP server and authproxy in front of it."""
     port = procs.free_port()
     proxy_url = f"http://127.0.0.1:{port}"
-    client = procs.OIDCClient("authproxy", IDP_CLIENT_SECRET, (proxy_url + "/oauth/callback",))
-    idp = procs.start_oidc_provider([client], access_ttl=idp_access_ttl, log_dir=root)
+    idp = procs.start_oidc_provider(
+        [idp_client(proxy_url)], access_ttl=idp_access_ttl, log_dir=root
+    )
     backend = procs.start_mcp_server(transport, log_dir=root)
     keys = KeyDirs.create(root)
-    secret_file = root / "upstream-secret"
-    secret_file.write_text(IDP_CLIENT_SECRET)
-    secret_file.chmod(0o400)
-    config = write_config(
-        root / "authproxy.toml",
-        {
-            "server": {"listen": [f"tcp:{port}:interface=127.0.0.1"], "public_url": proxy_url},
-            "backend": {"url": backend.base_url, "transport": transport},
-            "auth_server": {
-                "signing_keys_dir": keys.keys.path,
-                "hmac_secrets_dir": keys.hmac.path,
-                "access_token_lifespan": access_token_lifespan,
-            },
-            "upstream": {
-                "type": "oidc",
-                "issuer_url": idp.issuer,
-                "client_id": "authproxy",
-                "client_secret_file": str(secret_file),
-                "scopes": ["openid", "email", "profile", "offline_access"],
-            },
-            "upstream_token": {"header_strategy": header_strategy},
-        },
+    sections = authproxy_sections(
+        root,
+        port=port,
+        public_url=proxy_url,
+        idp=idp,
+        backend=backend,
+        keys=keys,
+        access_token_lifespan=access_token_lifespan,
+        header_strategy=header_strategy,
     )
-    proxy = Authproxy(config, port, root)
+    proxy = Authproxy(write_config(root / "authproxy.toml", sections), port, root)
     proxy.start()
     return Deployment(idp, backend, proxy, keys)
 
 
+class Deployed(Protocol):
+    """What an MCP user needs of a deployment: one replica (:class:`Deployment`) or several."""
+
+    @property
+    def mcp_url(self) -> str: ...
+
+    @property
+    def backend(self) -> procs.MCPServerProcess: ...
+
+
 @attrs.define
 class MCPUser:
-    """An MCP SDK client with its OAuth provider, token storage and browser stand-in."""
+    """An MCP SDK client with its OAuth provider, token storage and browser stand-in.
 
-    deployment: Deployment
+    ``transport`` (default: straight to the URL) makes each HTTP client's transport, the
+    browser's and the SDK's: replicas put their load balancer there.
+    """
+
+    deployment: Deployed
+    transport: Callable[[], httpx2.AsyncBaseTransport] | None = None
     storage: MemoryTokenStorage = attrs.field(factory=MemoryTokenStorage)
     login: BrowserLogin | None = None
     oauth: OAuthClientProvider | None = None
@@ -224,15 +272,21 @@ class MCPUser:
             self.login.agent = agent
         return self.oauth
 
+    def http_client(self, **kwargs: Any) -> httpx2.AsyncClient:
+        """An HTTP client over this user's ``transport``."""
+        transport = self.transport() if self.transport is not None else None
+        return httpx2.AsyncClient(transport=transport, **kwargs)
+
     async def session(self, use: Callable[[Client], Awaitable[T]]) -> T:
         """Open an MCP session through authproxy (logging in when needed) and run ``use``."""
-        async with UserAgent() as agent:
+        browser = self.http_client(timeout=10.0, follow_redirects=False)
+        async with UserAgent(client=browser) as agent:
             oauth = self.provider(agent)
             if self.deployment.backend.transport == "sse":
                 transport: Any = sse_client(self.deployment.mcp_url, auth=oauth)
                 async with Client(transport) as client:
                     return await use(client)
-            http = httpx2.AsyncClient(auth=oauth, timeout=httpx2.Timeout(30, read=300))
+            http = self.http_client(auth=oauth, timeout=httpx2.Timeout(30, read=300))
             async with (
                 http,
                 Client(streamable_http_client(self.deployment.mcp_url, http_client=http)) as client,
