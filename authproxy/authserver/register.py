@@ -35,6 +35,7 @@ from authproxy.http.errors import OAuthError
 from authproxy.http.forms import OAUTH_REFUSALS, media_type, read_body
 from authproxy.http.json import loads_untrusted
 from authproxy.http.responses import NO_STORE, TrustedProxies, json_body, source_key
+from authproxy.ops.metrics import EventCounters
 from authproxy.storage import StorageFull
 from authproxy.storage.clients import IClients
 from authproxy.storage.models import RegisteredClient
@@ -217,8 +218,10 @@ class RegistrationResource(CrossOriginPost):
         scopes_supported: Sequence[str],
         limiter: TokenBucketLimiter,
         trusted_proxies: Sequence[str] = (),
+        events: EventCounters | None = None,
     ) -> None:
         super().__init__()
+        self.events = events or EventCounters()
         self._clients = clients
         self._clock = clock
         self._scopes_supported = tuple(scopes_supported)
@@ -226,6 +229,15 @@ class RegistrationResource(CrossOriginPost):
         self._trusted = TrustedProxies.from_cidrs(trusted_proxies)
 
     async def handle_POST(self, request: Request) -> bytes:
+        try:
+            answer = await self._register(request)
+        except OAuthError as e:
+            self.events.registrations.inc(e.error)
+            raise
+        self.events.registrations.inc("success")
+        return answer
+
+    async def _register(self, request: Request) -> bytes:
         self.cors.allow(request)
         address = source_address(request, self._trusted)
         retry_after = await self._limiter.refuse(address, "Registration")

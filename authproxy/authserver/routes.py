@@ -25,6 +25,7 @@ from authproxy.authserver.token import TokenResource, TokenSettings
 from authproxy.config import Config
 from authproxy.http.responses import TrustedProxies
 from authproxy.keys.ring import KeyRing
+from authproxy.ops.metrics import EventCounters
 from authproxy.storage import Storage
 from authproxy.tokens import AccessTokenIssuer, AccessTokenVerifier, Clock, OpaqueTokens
 from authproxy.upstream.interface import IUpstreamProvider
@@ -36,6 +37,7 @@ def auth_routes(
     storage: Storage,
     provider: IUpstreamProvider,
     clock: Clock,
+    events: EventCounters | None = None,
 ) -> dict[str, IResource]:
     """Path -> Resource for metadata, registration, authorize, consent, callback, token, revoke.
 
@@ -45,13 +47,14 @@ def auth_routes(
     here: it is mounted from ``authproxy.authserver.jwks``.
     """
     auth = config.auth_server
+    events = events or EventCounters()
     issuer = AccessTokenIssuer(ring=ring, clock=clock, issuer=auth.issuer)
     opaque = OpaqueTokens(ring=ring)
     clients = ClientResolver(storage.clients)
     counters = storage.rate_counters
     registration = auth.registration
     limiter = TokenBucketLimiter(
-        counters, registration.rate.events, registration.rate.period, "registration"
+        counters, registration.rate.events, registration.rate.period, "registration", events
     )
     routes: dict[str, IResource] = dict(metadata_routes(config, ring))
     routes[REGISTER_PATH] = RegistrationResource(
@@ -60,6 +63,7 @@ def auth_routes(
         auth.scopes_supported,
         limiter,
         trusted_proxies=config.server.trusted_proxies,
+        events=events,
     )
     consent = auth.consent != "skip"
     binding = LoginBinding.for_public_url(config.server.public_url, ring)
@@ -73,7 +77,7 @@ def auth_routes(
         binding=binding,
         consent=ConsentStep(config, storage.logins, ring, clock) if consent else None,
         limiter=TokenBucketLimiter(
-            counters, auth.authorize_rate.events, auth.authorize_rate.period, "authorize"
+            counters, auth.authorize_rate.events, auth.authorize_rate.period, "authorize", events
         ),
         trusted_proxies=config.server.trusted_proxies,
         clients=clients,
@@ -92,13 +96,18 @@ def auth_routes(
         auth_code_lifespan=auth.auth_code_lifespan,
         binding=binding,
         require_consent=consent,
+        events=events,
     )
     limits = ClientRequestLimits(
         per_client=TokenBucketLimiter(
-            counters, auth.token_rate.events, auth.token_rate.period, "token-client"
+            counters, auth.token_rate.events, auth.token_rate.period, "token-client", events
         ),
         per_source=TokenBucketLimiter(
-            counters, auth.token_source_rate.events, auth.token_source_rate.period, "token-source"
+            counters,
+            auth.token_source_rate.events,
+            auth.token_source_rate.period,
+            "token-source",
+            events,
         ),
         trusted=TrustedProxies.from_cidrs(config.server.trusted_proxies),
     )
@@ -116,6 +125,7 @@ def auth_routes(
         ),
         limits=limits,
         clients=clients,
+        events=events,
     )
     routes[REVOKE_PATH] = RevocationResource(
         storage=storage,
@@ -124,6 +134,7 @@ def auth_routes(
         opaque=opaque,
         limits=limits,
         clients=clients,
+        events=events,
     )
     for path, resource in provider.routes().items():
         if path in routes:

@@ -231,6 +231,7 @@ class AuthServerHarness:
         from authproxy.config import config_from_mapping
         from authproxy.http.routing import PrefixTable
         from authproxy.keys.ring import KeyRing, KeySources
+        from authproxy.ops.metrics import EventCounters
         from authproxy.storage.memory import memory_storage
         from authproxy.tokens import OpaqueTokens
 
@@ -249,7 +250,10 @@ class AuthServerHarness:
         self.storage = memory_storage(clock, **limits)
         self.provider = FakeUpstreamProvider(self.config.server.public_url)
         self.root = PrefixTable()
-        self.root.mount_all(auth_routes(self.config, self.ring, self.storage, self.provider, clock))
+        self.events = EventCounters()  # what /metrics would count
+        self.root.mount_all(
+            auth_routes(self.config, self.ring, self.storage, self.provider, clock, self.events)
+        )
         self.root.mount("/.well-known/jwks.json", JWKSResource(self.ring))
         self.base = self.config.server.public_url
         self.issuer = self.config.auth_server.issuer
