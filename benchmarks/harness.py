@@ -53,6 +53,7 @@ TABLE_END = "<!-- latest table: end -->"
 TARGETS = {
     "P1_rps_vs_rpr": 2.0,
     "P1_added_p99_ms": 2.0,
+    "P1_access_log": 0.90,
     "P2_events_ratio": 0.5,
     "P2_added_p99_ms": 1.0,
     "P3_refresh_per_s": 1500.0,
@@ -226,9 +227,21 @@ def logger_factory(tree: Path) -> str:
     return "authproxy.ops.logs.observer" if ops else "authproxy.logs.observer"
 
 
+NO_ACCESS_LOG = """level = "{log_level}"
+access_log = false  # like the baselines (nginx: access_log off)"""
+ACCESS_LOG = "# the defaults: level info, access log on"
+
+
 def authproxy_config(
-    workdir: Path, port: int, backend_port: int, log_level: str, tree: Path = REPO
+    workdir: Path,
+    port: int,
+    backend_port: int,
+    log_level: str,
+    tree: Path = REPO,
+    access_log: bool = False,
 ) -> Path:
+    """The benchmarked configuration; ``access_log``: the default access log (level info)
+    instead of none, for P1's access-log row."""
     public = f"http://{HOST}:{port}"
     config = workdir / f"authproxy-{port}.toml"
     caps = _knows(tree, "max_connections_per_source")
@@ -257,8 +270,7 @@ rate = "100/min"
 type = "development"
 
 [logging]
-level = "{log_level}"
-access_log = false  # like the baselines (nginx: access_log off)
+{ACCESS_LOG if access_log else NO_ACCESS_LOG.format(log_level=log_level)}
 """
     )
     return config
@@ -386,27 +398,9 @@ class Bench:
         token through the real endpoints."""
         self.authproxy_port = port = free_port()
         self.authproxy_backend = backend_port = backend_port or self.backend_port
-        tree = source or REPO
-        config = authproxy_config(self.workdir, port, backend_port, self.o.log_level, tree)
-        # the command line of etc/authproxy.service
-        command = [
-            str(VENV_BIN / "twistd"), "-n", "--pidfile=",
-            "--logger", logger_factory(tree),
-            "authproxy", "--config", str(config),
-        ]  # fmt: skip
-        env = {"PYTHONPATH": str(source)} if source is not None else None
-        self.authproxy = self.start(
-            f"authproxy-{port}", command, PROXY_CORE, env=env, cwd=self.workdir
+        self.authproxy, self.client, tokens = await self.launch_authproxy(
+            port, backend_port, source
         )
-        await self.authproxy.wait_http(f"http://{HOST}:{port}/health")
-        try:
-            await self.authproxy.wait_http(f"http://{HOST}:{port}/ready", timeout=10)
-        except RuntimeError:
-            log("authproxy /ready did not turn 200 in 10 s; going on")
-        public = f"http://{HOST}:{port}"
-        self.client = flows.AuthproxyClient(HOST, port, public, public + MCP_PATH)
-        await self.client.register()
-        tokens = await self.client.tokens()
         self.token = tokens["access_token"]
         header = self.token.split(".", 1)[0]
         self.results["access_token_alg"] = json.loads(
@@ -473,6 +467,32 @@ class Bench:
         await nginx.wait_http(f"http://{HOST}:{port}/health")
         return nginx, port
 
+    async def launch_authproxy(
+        self, port: int, backend_port: int, source: Path | None, access_log: bool = False
+    ) -> tuple[Proc, flows.AuthproxyClient, dict[str, Any]]:
+        """An authproxy on ``port``, a client registered with it and a token response."""
+        tree = source or REPO
+        config = authproxy_config(
+            self.workdir, port, backend_port, self.o.log_level, tree, access_log
+        )
+        # the command line of etc/authproxy.service
+        command = [
+            str(VENV_BIN / "twistd"), "-n", "--pidfile=",
+            "--logger", logger_factory(tree),
+            "authproxy", "--config", str(config),
+        ]  # fmt: skip
+        env = {"PYTHONPATH": str(source)} if source is not None else None
+        proc = self.start(f"authproxy-{port}", command, PROXY_CORE, env=env, cwd=self.workdir)
+        await proc.wait_http(f"http://{HOST}:{port}/health")
+        try:
+            await proc.wait_http(f"http://{HOST}:{port}/ready", timeout=10)
+        except RuntimeError:
+            log("authproxy /ready did not turn 200 in 10 s; going on")
+        public = f"http://{HOST}:{port}"
+        client = flows.AuthproxyClient(HOST, port, public, public + MCP_PATH)
+        await client.register()
+        return proc, client, await client.tokens()
+
     async def p1(self) -> None:
         log("P1: small JSON-RPC POST, keep-alive, 16 connections")
         backend_port = self.json_backend_port
@@ -493,8 +513,15 @@ class Bench:
             ("rpr", rpr_port, None),
             ("nginx", nginx_port, None),
         ]
+        logged: Proc | None = None
         if self.authproxy is not None:
             targets.append(("authproxy", self.authproxy_port, self.token))
+            # the same daemon with the default access log (level info, a line per request)
+            logged_port = free_port()
+            logged, _, logged_tokens = await self.launch_authproxy(
+                logged_port, backend_port, None, access_log=True
+            )
+            targets.append(("authproxy_access_log", logged_port, logged_tokens["access_token"]))
         for _, port, token in targets:
             await self.wrk(port, token, 1)  # warm-up: connections, caches, first allocations
         # rounds interleave the targets, so a burst of noise on the machine hits them alike
@@ -509,6 +536,9 @@ class Bench:
         # latency at half of authproxy's max rate, open loop, the same rate for every target
         # (with a reference server of authproxy's capacity, busy_responder.py); then at a
         # quarter (authproxy and direct only): where the added p99 stands with room
+        if logged is not None:
+            self.stop(logged)
+            targets = [t for t in targets if t[0] != "authproxy_access_log"]
         best = out["authproxy" if self.authproxy is not None else "rpr"]["rps"]
         twin, twin_port, out["twin"] = await self.start_twin(best)
         twin_target = ("twin", twin_port, None)
@@ -906,6 +936,10 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
         row("P1", "requests/s", ap, f"nginx proxy_pass {ngx:.0f}", ap / ngx, "report", None)
         row("P1", "requests/s", ap, f"backend direct {direct:.0f}", ap / direct, "report", None)
+        if "authproxy_access_log" in p1:
+            logged = p1["authproxy_access_log"]["rps"]
+            row("P1", "requests/s with the default access log", logged,
+                f"without {ap:.0f}", logged / ap, "≥ 0.90", logged / ap >= TARGETS["P1_access_log"])  # fmt: skip
         lat = p1["latency"]
         added = lat["authproxy"]["p99_ms"] - lat["direct"]["p99_ms"]
         row(
