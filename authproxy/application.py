@@ -19,11 +19,13 @@ from authproxy.authserver.jwks import JWKSResource
 from authproxy.authserver.routes import auth_routes
 from authproxy.config import Config, ConfigError
 from authproxy.http.connection_limits import ConnectionLimits
+from authproxy.http.request_id import RequestIds
 from authproxy.http.responses import TrustedProxies
 from authproxy.http.routing import HealthResource, PrefixTable, Readiness, ReadyResource
 from authproxy.http.site import AuthproxySite
 from authproxy.keys.ring import KeyFileError, KeyRing, KeySources
 from authproxy.keys.watcher import SecretWatcher
+from authproxy.ops.access_log import AccessLog
 from authproxy.ops.metrics import AuthproxyMetrics, MetricsResource
 from authproxy.ops.shutdown import Drain
 from authproxy.ops.signals import HangupHandler
@@ -113,6 +115,9 @@ def build_application(
     readiness = Readiness()
     root = PrefixTable()
     services: list[IService] = []
+    metrics = AuthproxyMetrics(route_of=root.route_name)
+    metrics.add_process()
+    events = metrics.events
 
     ring, sources = load_ring(config)
     watcher = SecretWatcher(
@@ -121,6 +126,7 @@ def build_application(
     services.append(watcher)
     if facilities.signals:
         services.append(HangupHandler(reactor, watcher))
+    metrics.add_key_reloads(watcher)
     readiness.register("keys", lambda: (True, watcher.readiness_detail()["keys"]))
 
     storage = build_storage(config, reactor, ring)
@@ -142,18 +148,21 @@ def build_application(
         config, storage.upstream_sessions, reactor, reachability=reachability
     )
     services.extend(upstream_services(provider))
+    count_requests = getattr(provider, "count_requests", None)  # an IdP over HTTP
+    if count_requests is not None:
+        count_requests(events)
     readiness.register("upstream", provider.readiness)
 
-    root.mount_all(auth_routes(config, ring, storage, provider, reactor))
+    root.mount_all(auth_routes(config, ring, storage, provider, reactor, events=events))
     root.mount_all(proxy_routes(config))
-    proxy = make_proxy_resource(config, ring, storage.revocations, provider, reactor)
+    proxy = make_proxy_resource(config, ring, storage.revocations, provider, reactor, events=events)
+    metrics.add_backend_connections(lambda: proxy.limits.in_use)
     root.fallback = proxy
     services.append(_Closing(proxy.close))
     root.mount("/health", HealthResource())
     root.mount("/ready", ReadyResource(readiness))
     root.mount("/.well-known/jwks.json", JWKSResource(ring))
 
-    metrics = AuthproxyMetrics(route_of=root.route_name)
     metrics.add_state(ring, readiness)
     metrics.add_storage(storage.upkeep)
     root.mount("/metrics", MetricsResource(metrics))
@@ -171,9 +180,15 @@ def build_application(
     bound_connections(site, config)
     site.head_check = BodyGate(root.route_name, proxy.guard, config.server.max_request_body)
     site.metrics = metrics
-    site.access_log = config.logging.access_log
     drain = Drain(reactor, site.open_channels, proxy.end_streams, config.server.shutdown_grace)
     readiness.register("shutdown", drain.readiness)
+    trusted = TrustedProxies.from_cidrs(config.server.trusted_proxies)
+    site.request_ids = RequestIds(trusted)
+    logging = config.logging
+    # Access lines are info events: a level above info leaves them out, as it always did.
+    if logging.access_log and logging.level.lower() in ("debug", "info"):
+        site.access_log = AccessLog(reactor, logging.format, trusted=trusted)
+        services.insert(0, site.access_log)  # stopped last: it flushes what the others log
     return Application(
         config=config,
         reactor=reactor,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from authproxy.application import build_application
@@ -25,20 +25,18 @@ class MetricsTests(TestCase):
             }
         )
         app = build_application(config, reactor)
-        access: list[str] = []
-
-        def observe(event: dict[str, Any]) -> None:
-            if event.get("log_namespace") == "authproxy.access":
-                access.append(event["access"])
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        out = io.StringIO()
+        assert app.site.access_log is not None
+        app.site.access_log._out = lambda: out
         port: Any = reactor.listenTCP(0, app.site, interface="127.0.0.1")  # type: ignore[attr-defined]
         self.addCleanup(port.stopListening)
         base = f"http://127.0.0.1:{port.getHost().port}"
+        request_ids = []
         for path in ("/health", "/health", "/oauth/token?code=SECRET", "/some/unguarded/path"):
             response = yield treq.get(base + path, persistent=False)
+            request_ids.append(response.headers.getRawHeaders(b"x-request-id")[0])
             yield treq.content(response)
+        self.assertEqual(len(set(request_ids)), 4)
         response = yield treq.get(base + "/metrics", persistent=False)
         text = (yield treq.text_content(response)).replace("\r", "")
         self.assertEqual(response.code, 200)
@@ -51,8 +49,16 @@ class MetricsTests(TestCase):
         self.assertNotIn("unguarded", text)
         self.assertIn("authproxy_key_ring_generation", text)
         self.assertIn('authproxy_ready{check="keys"} 1.0', text)
+        # Process metrics, key reloads, backend connections, and the guard's refusal.
+        self.assertIn("process_cpu_seconds_total", text)
+        self.assertIn("authproxy_key_reload_ok 1.0", text)
+        self.assertIn("authproxy_backend_connections 0.0", text)
+        self.assertIn('authproxy_guard_refusals_total{reason="missing_token"} 1.0', text)
         # One access line per request, with the path but never the query.
+        app.site.access_log.flush()
+        access = out.getvalue().splitlines()
         self.assertEqual(len(access), 5)
         self.assertIn('"GET /oauth/token HTTP/1.1" 405', access[2])
+        self.assertIn(request_ids[2].decode(), access[2])
         self.assertFalse(any("SECRET" in line for line in access))
         yield app.root.fallback.close()  # type: ignore[attr-defined]

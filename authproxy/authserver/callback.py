@@ -18,6 +18,7 @@ from authproxy.http.errors import HTMLPageError
 from authproxy.http.forms import query_pairs
 from authproxy.http.resource import AsyncResource
 from authproxy.http.responses import add_query, redirect
+from authproxy.ops.metrics import EventCounters
 from authproxy.storage import Storage
 from authproxy.storage.models import AuthorizationCode, PendingAuthorization
 from authproxy.tokens import AUTHORIZATION_CODE, Clock, OpaqueTokens
@@ -47,6 +48,14 @@ def expired_state_page() -> HTMLPageError:
     )
 
 
+class _LoginOutcome:
+    """How a callback ended: ``ended`` when it redirects back to the client, ``refused``
+    when it shows an error page (unknown or expired state unless said otherwise)."""
+
+    ended = "success"
+    refused = "expired"
+
+
 class CallbackResource(AsyncResource):
     """``GET /oauth/callback``: finish the upstream login and issue an authorization code."""
 
@@ -64,8 +73,10 @@ class CallbackResource(AsyncResource):
         auth_code_lifespan: float,
         binding: LoginBinding,
         require_consent: bool = False,
+        events: EventCounters | None = None,
     ) -> None:
         super().__init__()
+        self.events = events or EventCounters()
         self.storage = storage
         self.provider = provider
         self.clock = clock
@@ -76,6 +87,17 @@ class CallbackResource(AsyncResource):
         self.binding = binding
 
     async def handle_GET(self, request: Request) -> bytes:
+        """Count the login's outcome: its own, or the refusal that ended it."""
+        outcome = _LoginOutcome()
+        try:
+            answer = await self._login(request, outcome)
+        except HTMLPageError:
+            self.events.logins.inc(outcome.refused)
+            raise
+        self.events.logins.inc(outcome.ended)
+        return answer
+
+    async def _login(self, request: Request, outcome: _LoginOutcome) -> bytes:
         pairs = query_pairs(request)
         args: dict[str, str] = {}
         for name, value in pairs:
@@ -89,6 +111,7 @@ class CallbackResource(AsyncResource):
         # Checked before the pending is taken: a browser holding someone else's link cannot
         # use up their login.
         if not self.binding.is_bound(request, state):
+            outcome.refused = "another_browser"
             self.log.warn("Callback from a browser that did not start the login refused")
             raise another_browser_page()
         pending = await self.storage.logins.take_pending(state)
@@ -97,6 +120,7 @@ class CallbackResource(AsyncResource):
         self.binding.clear(request, state)
         if self.require_consent and not pending.consented:
             # Only reachable by skipping the consent page: never issue a code for it.
+            outcome.refused = "no_consent"
             self.log.warn(
                 "Callback for client {client_id} without consent refused",
                 client_id=pending.client_id,
@@ -111,6 +135,7 @@ class CallbackResource(AsyncResource):
 
         if "error" in args:
             error = args["error"] if args["error"] in _PASSED_THROUGH_ERRORS else "access_denied"
+            outcome.ended = "upstream_refused"
             self.log.info(
                 "Upstream login for client {client_id} ended with {error}",
                 client_id=pending.client_id,
@@ -121,11 +146,13 @@ class CallbackResource(AsyncResource):
             identity = await self.provider.finish_login(args, pending)
         except UpstreamDenied as e:
             self.log.info("Upstream login denied: {error}", error=str(e))
+            outcome.ended = "denied"
             return self._client_error(
                 request, pending, "access_denied", "the identity provider refused"
             )
         except UpstreamError as e:
             self.log.warn("Upstream login failed: {error}", error=str(e))
+            outcome.refused = "upstream_error"
             raise upstream_error_page(e) from None
 
         user_id = await self.storage.users.user_id_for(self.provider.name, identity.subject)

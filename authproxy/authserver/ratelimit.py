@@ -19,6 +19,7 @@ from twisted.web.server import Request
 
 from authproxy.http.errors import OAuthError
 from authproxy.http.responses import TrustedProxies, source_key
+from authproxy.ops.metrics import EventCounters
 from authproxy.storage.rates import IRateCounters
 
 _log = Logger()
@@ -32,7 +33,12 @@ class TokenBucketLimiter:
     """
 
     def __init__(
-        self, counters: IRateCounters, rate_count: int, rate_period: float, name: str = ""
+        self,
+        counters: IRateCounters,
+        rate_count: int,
+        rate_period: float,
+        name: str = "",
+        events: EventCounters | None = None,
     ) -> None:
         if rate_count < 1 or rate_period <= 0:
             raise ValueError("rate_count must be >= 1 and rate_period > 0")
@@ -40,6 +46,8 @@ class TokenBucketLimiter:
         self._capacity = float(rate_count)
         self._per_second = rate_count / rate_period
         self._prefix = f"{name}\0"
+        self._refused = (events or EventCounters()).rate_limit_refusals
+        self.name = name or "unnamed"
 
     def acquire(self, key: str) -> Deferred[float]:
         """Take one token for ``key``: 0 when allowed, else the seconds until one is available."""
@@ -60,6 +68,7 @@ class TokenBucketLimiter:
         wait = await self.acquire(source_key(address))
         if wait <= 0:
             return None
+        self._refused.inc(self.name)
         _log.warn("{action} rate limit hit by {address}", action=action, address=address)
         return self.retry_after(wait)
 
@@ -68,6 +77,7 @@ class TokenBucketLimiter:
         wait = await self.acquire(client_id)
         if wait <= 0:
             return None
+        self._refused.inc(self.name)
         _log.warn(
             "{action} rate limit hit by client {client_id}", action=action, client_id=client_id
         )

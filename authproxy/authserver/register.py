@@ -35,6 +35,7 @@ from authproxy.http.errors import OAuthError
 from authproxy.http.forms import OAUTH_REFUSALS, media_type, read_body
 from authproxy.http.json import loads_untrusted
 from authproxy.http.responses import NO_STORE, TrustedProxies, json_body, source_key
+from authproxy.ops.metrics import EventCounters
 from authproxy.storage import StorageFull
 from authproxy.storage.clients import IClients
 from authproxy.storage.models import RegisteredClient
@@ -218,9 +219,11 @@ class RegistrationResource(CrossOriginPost):
         limiter: TokenBucketLimiter,
         trusted_proxies: Sequence[str] = (),
         enabled: bool = True,
+        events: EventCounters | None = None,
     ) -> None:
         super().__init__()
         self._enabled = enabled
+        self.events = events or EventCounters()
         self._clients = clients
         self._clock = clock
         self._scopes_supported = tuple(scopes_supported)
@@ -228,6 +231,15 @@ class RegistrationResource(CrossOriginPost):
         self._trusted = TrustedProxies.from_cidrs(trusted_proxies)
 
     async def handle_POST(self, request: Request) -> bytes:
+        try:
+            answer = await self._register(request)
+        except OAuthError as e:
+            self.events.registrations.inc(e.error)
+            raise
+        self.events.registrations.inc("success")
+        return answer
+
+    async def _register(self, request: Request) -> bytes:
         self.cors.allow(request)
         if not self._enabled:
             # [auth_server.registration] enabled = false: clients use metadata documents

@@ -20,6 +20,7 @@ from authproxy.http.cors import CrossOriginPost
 from authproxy.http.errors import OAuthError
 from authproxy.http.forms import OAUTH_FORM
 from authproxy.http.responses import NO_STORE, set_headers
+from authproxy.ops.metrics import EventCounters
 from authproxy.storage import Storage
 from authproxy.tokens import REFRESH_TOKEN, AccessTokenVerifier, OpaqueTokens
 from authproxy.upstream.interface import IUpstreamProvider
@@ -39,8 +40,10 @@ class RevocationResource(CrossOriginPost):
         opaque: OpaqueTokens,
         limits: ClientRequestLimits | None = None,
         clients: ClientResolver | None = None,
+        events: EventCounters | None = None,
     ) -> None:
         super().__init__()
+        self.events = events or EventCounters()
         self.clients = clients or ClientResolver(storage.clients)
         self.limits = limits
         self.storage = storage
@@ -54,6 +57,7 @@ class RevocationResource(CrossOriginPost):
             await self.limits.check_source(request, "Revocation")
         params = OAUTH_FORM.read(request)
         client_id = (await authenticated_client(self.clients, request, params)).client_id
+        request.client_id = client_id  # type: ignore[attr-defined]  # the access log's
         if self.limits is not None:
             await self.limits.check_client(client_id, "Revocation")
         token = params.get("token")
@@ -76,6 +80,7 @@ class RevocationResource(CrossOriginPost):
         if record is None or record.client_id != client_id:
             return
         await end_token_family(self.storage.families, self.provider, record.family_id, record.tsid)
+        self.events.revocations.inc("refresh_token")
         self.log.info(
             "Client {client_id} revoked a refresh token family of user {user_id}",
             client_id=client_id,
@@ -90,4 +95,5 @@ class RevocationResource(CrossOriginPost):
         if not isinstance(jti, str) or not isinstance(exp, int | float):
             return
         await self.storage.revocations.revoke_jti(jti, float(exp))
+        self.events.revocations.inc("access_token")
         self.log.info("Client {client_id} revoked access token {jti}", client_id=client_id, jti=jti)

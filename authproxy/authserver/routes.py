@@ -26,6 +26,7 @@ from authproxy.authserver.token import TokenResource, TokenSettings
 from authproxy.config import Config
 from authproxy.http.responses import TrustedProxies
 from authproxy.keys.ring import KeyRing
+from authproxy.ops.metrics import EventCounters
 from authproxy.storage import Storage
 from authproxy.tokens import AccessTokenIssuer, AccessTokenVerifier, Clock, OpaqueTokens
 from authproxy.upstream.interface import IUpstreamProvider
@@ -38,6 +39,7 @@ def auth_routes(
     provider: IUpstreamProvider,
     clock: Clock,
     documents: ClientDocuments | None = None,
+    events: EventCounters | None = None,
 ) -> dict[str, IResource]:
     """Path -> Resource for metadata, registration, authorize, consent, callback, token, revoke.
 
@@ -50,6 +52,7 @@ def auth_routes(
     over the network of ``clock``, which must then be the reactor).
     """
     auth = config.auth_server
+    events = events or EventCounters()
     issuer = AccessTokenIssuer(ring=ring, clock=clock, issuer=auth.issuer)
     opaque = OpaqueTokens(ring=ring)
     cimd = auth.client_metadata_documents
@@ -59,7 +62,7 @@ def auth_routes(
     counters = storage.rate_counters
     registration = auth.registration
     limiter = TokenBucketLimiter(
-        counters, registration.rate.events, registration.rate.period, "registration"
+        counters, registration.rate.events, registration.rate.period, "registration", events
     )
     routes: dict[str, IResource] = dict(metadata_routes(config, ring))
     routes[REGISTER_PATH] = RegistrationResource(
@@ -69,6 +72,7 @@ def auth_routes(
         limiter,
         trusted_proxies=config.server.trusted_proxies,
         enabled=registration.enabled,
+        events=events,
     )
     consent = auth.consent != "skip"
     binding = LoginBinding.for_public_url(config.server.public_url, ring)
@@ -82,7 +86,7 @@ def auth_routes(
         binding=binding,
         consent=ConsentStep(config, storage.logins, ring, clock) if consent else None,
         limiter=TokenBucketLimiter(
-            counters, auth.authorize_rate.events, auth.authorize_rate.period, "authorize"
+            counters, auth.authorize_rate.events, auth.authorize_rate.period, "authorize", events
         ),
         trusted_proxies=config.server.trusted_proxies,
         clients=clients,
@@ -101,13 +105,18 @@ def auth_routes(
         auth_code_lifespan=auth.auth_code_lifespan,
         binding=binding,
         require_consent=consent,
+        events=events,
     )
     limits = ClientRequestLimits(
         per_client=TokenBucketLimiter(
-            counters, auth.token_rate.events, auth.token_rate.period, "token-client"
+            counters, auth.token_rate.events, auth.token_rate.period, "token-client", events
         ),
         per_source=TokenBucketLimiter(
-            counters, auth.token_source_rate.events, auth.token_source_rate.period, "token-source"
+            counters,
+            auth.token_source_rate.events,
+            auth.token_source_rate.period,
+            "token-source",
+            events,
         ),
         trusted=TrustedProxies.from_cidrs(config.server.trusted_proxies),
     )
@@ -125,6 +134,7 @@ def auth_routes(
         ),
         limits=limits,
         clients=clients,
+        events=events,
     )
     routes[REVOKE_PATH] = RevocationResource(
         storage=storage,
@@ -133,6 +143,7 @@ def auth_routes(
         opaque=opaque,
         limits=limits,
         clients=clients,
+        events=events,
     )
     for path, resource in provider.routes().items():
         if path in routes:

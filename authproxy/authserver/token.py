@@ -20,11 +20,18 @@ from authproxy.http.cors import CrossOriginPost
 from authproxy.http.errors import OAuthError
 from authproxy.http.forms import OAUTH_FORM
 from authproxy.http.responses import NO_STORE, json_body
+from authproxy.ops.metrics import EventCounters
 from authproxy.storage import Storage, StorageFull
 from authproxy.tokens import AccessTokenIssuer, Clock, OpaqueTokens
 from authproxy.upstream.interface import IUpstreamProvider
 
 __all__ = ["TokenResource", "TokenSettings"]
+
+
+class _GrantAttempt:
+    """The grant type a token request named, once known to be a supported one."""
+
+    grant_type = "other"
 
 
 class TokenResource(CrossOriginPost):
@@ -44,15 +51,29 @@ class TokenResource(CrossOriginPost):
         limits: ClientRequestLimits | None = None,
         clients: ClientResolver | None = None,
         grants: GrantRegistry = GRANTS,
+        events: EventCounters | None = None,
     ) -> None:
         super().__init__()
         self.clients = clients or ClientResolver(storage.clients)
         self.limits = limits
         self.storage = storage
-        tokens = TokenIssuance(storage, provider, clock, issuer, opaque, settings)
+        self.events = events or EventCounters()
+        tokens = TokenIssuance(storage, provider, clock, issuer, opaque, settings, self.events)
         self.grants = grants.handlers(tokens)
 
     async def handle_POST(self, request: Request) -> bytes:
+        # Counted by grant type (only the supported ones: the label set stays fixed) and
+        # outcome, the OAuth error code being the outcome of a refusal.
+        attempt = _GrantAttempt()
+        try:
+            answer = await self._exchange(request, attempt)
+        except OAuthError as e:
+            self.events.token_grants.inc(attempt.grant_type, e.error)
+            raise
+        self.events.token_grants.inc(attempt.grant_type, "success")
+        return answer
+
+    async def _exchange(self, request: Request, attempt: _GrantAttempt) -> bytes:
         self.cors.allow(request)
         if self.limits is not None:
             await self.limits.check_source(request, "Token request")
@@ -61,11 +82,13 @@ class TokenResource(CrossOriginPost):
         if self.limits is not None:
             await self.limits.check_client(client.client_id, "Token request")
         grant_type = params.get("grant_type")
+        request.client_id = client.client_id  # type: ignore[attr-defined]  # the access log's
         if not grant_type:
             raise OAuthError("invalid_request", "grant_type is required")
         grant = self.grants.get(grant_type)
         if grant is None:
             raise OAuthError("unsupported_grant_type", f"grant_type {grant_type} is not supported")
+        attempt.grant_type = grant_type
         if grant_type not in client.grant_types:
             raise OAuthError(
                 "unauthorized_client", f"the client did not register the {grant_type} grant"

@@ -86,6 +86,18 @@ class LimitedRequest(HeadFlushingRequest):
         super().requestReceived(method, uri, version)
         return True
 
+    def connectionLost(self, reason: Any) -> None:
+        # Twisted logs a request when it finishes; one whose client left first (a stream
+        # the client closed) would be in neither the access log nor the metrics.
+        site = getattr(self.channel, "site", None)
+        super().connectionLost(reason)
+        if (
+            not self.finished
+            and site is not None
+            and getattr(self, "_authproxy_started", None) is not None
+        ):
+            site.log(self, client_closed=True)
+
     def handleContentChunk(self, data: bytes) -> None:
         if self._refused:
             self._discarded += len(data)

@@ -87,6 +87,10 @@ class TrustedProxies:
         return any(a in network for a in candidates for network in self.networks)
 
 
+#: Trusting nobody: every X-Forwarded-* header is the client's own.
+NO_TRUSTED_PROXIES = TrustedProxies(())
+
+
 def redirect(request: Request, location: str, headers: Mapping[str, str] | None = None) -> bytes:
     """A 302 to ``location`` that no cache keeps and that leaks no Referer."""
     request.setResponseCode(302)

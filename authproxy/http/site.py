@@ -1,8 +1,10 @@
 """The Site serving every endpoint: per-request bookkeeping in the places Twisted calls once.
 
-``getResourceFor`` runs when a request has been received, ``log`` when it has finished.
-Between them: the request's duration for ``/metrics``, authproxy's access line (path only:
-query strings carry authorization codes). Its connections are served by ``ResponseChannel``
+``getResourceFor`` runs when a request has been received (its ``X-Request-Id`` is assigned
+and echoed), ``log`` when it has finished, or, for a request whose client went away first
+(a stream the client closed), when its connection is lost (http/request.py). Between them:
+the request's duration for ``/metrics``, authproxy's access line (ops/access_log.py; path
+only: query strings carry authorization codes). Its connections are served by ``ResponseChannel``
 (channel.py): TCP_NODELAY, and each response leaves in one piece and at once. twisted.web's
 own access log (``logPath``) is not used.
 
@@ -16,16 +18,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.logger import Logger
 from twisted.web.server import Site
 
 from authproxy.http.channel import ResponseChannel
 from authproxy.http.connection_limits import ConnectionLimits
 from authproxy.http.request import HeadCheck
-from authproxy.ops.logs import access_log_line
+from authproxy.http.request_id import RequestIds
+from authproxy.ops.access_log import AccessLog
 from authproxy.ops.metrics import AuthproxyMetrics
-
-_access = Logger(namespace="authproxy.access")
 
 
 class AuthproxySite(Site):
@@ -35,7 +35,8 @@ class AuthproxySite(Site):
     protocol = ResponseChannel  # type: ignore[assignment]
 
     metrics: AuthproxyMetrics | None = None
-    access_log = False
+    access_log: AccessLog | None = None
+    request_ids = RequestIds()
     header_timeout: float = ResponseChannel.header_timeout
     idle_timeout: float = ResponseChannel.idle_timeout
     limits: ConnectionLimits | None = None
@@ -57,13 +58,14 @@ class AuthproxySite(Site):
 
     def getResourceFor(self, request: Any) -> Any:
         request._authproxy_started = self.reactor.seconds()
+        request.request_id = request_id = self.request_ids.assign(request)
+        request.responseHeaders.setRawHeaders(b"x-request-id", [request_id])
         return super().getResourceFor(request)
 
-    def log(self, request: Any) -> None:
-        if self.access_log:
-            line = access_log_line(self._logDateTime or "-", request)
-            _access.info("{access}", access=line)
+    def log(self, request: Any, client_closed: bool = False) -> None:
+        started = getattr(request, "_authproxy_started", None)
+        elapsed = None if started is None else self.reactor.seconds() - started
+        if self.access_log is not None:
+            self.access_log.record(request, elapsed, client_closed)
         if self.metrics is not None:
-            started = getattr(request, "_authproxy_started", None)
-            elapsed = None if started is None else self.reactor.seconds() - started
             self.metrics.observe(request, elapsed)

@@ -64,6 +64,8 @@ class SecretWatcher(Service):
     safety_poll_interval: float = 60.0
 
     last_error: str | None = attrs.field(default=None, init=False)
+    #: When the key files were last read successfully (the clock's time; for /metrics).
+    last_success_at: float | None = attrs.field(default=None, init=False)
     _last_fingerprint: str | None = attrs.field(default=None, init=False)
     _pending: Any = attrs.field(default=None, init=False)  # IDelayedCall
     _poller: LoopingCall | None = attrs.field(default=None, init=False)
@@ -88,6 +90,7 @@ class SecretWatcher(Service):
 
     def startService(self) -> None:
         super().startService()
+        self.last_success_at = self._clock.seconds()  # the ring was loaded before starting
         if not self._anything_configured():
             return  # purely ephemeral keys: nothing on disk to watch
         self._arm_inotify()
@@ -223,6 +226,7 @@ class SecretWatcher(Service):
                 self._log.error("Key reload failed, keeping the current keys: {error}", error=error)
             return
         self._last_fingerprint = digest
+        self.last_success_at = self._clock.seconds()
         if self.last_error is not None:
             self._log.info("Key files are valid again")
             self.last_error = None

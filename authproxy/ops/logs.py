@@ -117,23 +117,3 @@ TWISTD = TwistdLogging()
 def observer() -> ILogObserver:
     """The factory for ``twistd --logger authproxy.ops.logs.observer``: writes to stdout."""
     return TWISTD.observer()
-
-
-def access_log_line(timestamp: str, request: Any) -> str:
-    """Combined-log style access line without the query string.
-
-    Query strings carry authorization codes and states (``/oauth/callback?code=...``),
-    so only the path is logged; Referer is left out for the same reason.
-    """
-    from twisted.web.http import _escape
-
-    ip = request.getClientAddress()
-    host = getattr(ip, "host", "-")
-    path = request.path.decode("ascii", "replace")
-    method = request.method.decode("ascii", "replace")
-    agent = _escape(request.getHeader(b"user-agent") or b"-")
-    length = request.sentLength or "-"
-    return (
-        f'"{host}" - - {timestamp} "{method} {_escape(path)} '
-        f'{request.clientproto.decode("ascii", "replace")}" {request.code} {length} "{agent}"'
-    )

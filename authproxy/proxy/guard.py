@@ -55,7 +55,9 @@ class BearerError(JSONError):
     :meth:`Challenge.challenge`).
 
     ``error`` is None for a request that carried no token at all (RFC 6750 §3.1: then the
-    challenge names no error, and the body says ``unauthorized``).
+    challenge names no error, and the body says ``unauthorized``). ``reason`` is the
+    refusal's label in ``/metrics`` (``missing_token``, ``expired``, ``revoked``...): by
+    default the error code.
     """
 
     error: str | None  # type: ignore[assignment]
@@ -67,9 +69,11 @@ class BearerError(JSONError):
         description: str,
         scope: Sequence[str] = (),
         headers: Mapping[str, str] | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(status, error or "unauthorized", description, headers)
         self.error = error
+        self.reason = reason or error or "missing_token"
         self.scope = tuple(scope)
 
     def payload(self) -> dict[str, str]:
@@ -82,8 +86,8 @@ class BearerError(JSONError):
         return {**NO_STORE, **self.headers}
 
 
-def invalid_token(description: str) -> BearerError:
-    return BearerError(401, "invalid_token", description)
+def invalid_token(description: str, reason: str = "invalid") -> BearerError:
+    return BearerError(401, "invalid_token", description, reason=reason)
 
 
 @attrs.frozen
@@ -201,7 +205,7 @@ class BearerGuard:
         if cached is not None:
             principal = cached.principal
             if principal.exp + self._leeway <= now:
-                raise invalid_token("the access token has expired")
+                raise invalid_token("the access token has expired", "expired")
         else:
             principal = self._verify_signed(token, now)
             generation = self._ring.generation
@@ -237,7 +241,7 @@ class BearerGuard:
         if cached is not None:
             if cached.principal.exp + self._leeway <= now:
                 del self._cache[key]
-                raise invalid_token("the access token has expired")
+                raise invalid_token("the access token has expired", "expired")
             self._cache.move_to_end(key)
             if cached.revocation_generation == revocations:
                 return cached.principal
@@ -248,7 +252,7 @@ class BearerGuard:
             principal = self._verify_signed(token, now)
         if await self._revocations.is_jti_revoked(principal.jti):
             self._cache.pop(key, None)
-            raise invalid_token("the access token has been revoked")
+            raise invalid_token("the access token has been revoked", "revoked")
         if self._ring.generation == self._cache_generation:
             self._cache[key] = _Verified(principal, revocations)  # new keys go to the end
             while len(self._cache) > self._cache_size:
@@ -269,12 +273,12 @@ class BearerGuard:
             # RFC 7519 §4.1.3: a string or an array of strings; anything else is malformed.
             raise invalid_token("the access token's aud claim is malformed")
         if not set(listed) & self._audiences:
-            raise invalid_token("the access token is not meant for this resource")
+            raise invalid_token("the access token is not meant for this resource", "wrong_audience")
         exp = _finite_number(claims.get("exp"))
         if exp is None:
             raise invalid_token("the access token has no usable expiry")
         if exp + self._leeway <= now:
-            raise invalid_token("the access token has expired")
+            raise invalid_token("the access token has expired", "expired")
         raw_nbf = claims.get("nbf")
         nbf = _finite_number(raw_nbf)
         if raw_nbf is not None and (nbf is None or nbf - self._leeway > now):
@@ -330,5 +334,5 @@ def bearer_token(request: Request) -> str:
         raise BearerError(401, None, "an access token is required (Authorization: Bearer)")
     token = token.strip()
     if not token or " " in token or len(token) > MAX_TOKEN_LENGTH:
-        raise invalid_token("the Authorization header is malformed")
+        raise invalid_token("the Authorization header is malformed", "malformed")
     return token

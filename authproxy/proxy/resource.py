@@ -41,6 +41,7 @@ from authproxy.http.errors import (
 )
 from authproxy.http.request import too_large_description
 from authproxy.http.responses import TrustedProxies
+from authproxy.ops.metrics import EventCounters
 from authproxy.proxy.backend_client import NO_BODY_STATUS, RESPONSE_DONE, BytesProducer
 from authproxy.proxy.guard import BearerError, BearerGuard, Challenge, Principal
 from authproxy.proxy.headers import (
@@ -150,6 +151,10 @@ class BodyRelay(Protocol):
         # body of known length fits any socket buffer: flow control would only cost time.
         self._flow_control = not (0 <= length <= SMALL_BODY)
         self._client_gone = False
+        #: Who ended the body: ``backend`` (complete), ``backend_error`` (cut), ``client``
+        #: (disconnected), ``proxy`` (a legacy session that could not be bound),
+        #: ``shutdown`` (ended by the graceful shutdown's grace).
+        self.ended_by = "backend"
 
     def connectionMade(self) -> None:
         assert self.transport is not None
@@ -166,6 +171,7 @@ class BodyRelay(Protocol):
             except SessionRefused:
                 # The endpoint event must not reach this client: cut the stream before it.
                 self.client_gone()
+                self.ended_by = "proxy"
                 self._request.loseConnection()
                 return
         if data:
@@ -182,6 +188,7 @@ class BodyRelay(Protocol):
         if self._client_gone or request.finished or _disconnected(request):
             return
         self.client_gone()  # no more backend data is relayed; its connection closes
+        self.ended_by = "shutdown"
         if self._flow_control:
             request.unregisterProducer()
         channel = request.channel  # finish() lets go of it
@@ -192,6 +199,7 @@ class BodyRelay(Protocol):
     def client_gone(self) -> None:
         """The client disconnected: close the backend connection (it is not reusable)."""
         self._client_gone = True
+        self.ended_by = "client"
         if self.transport is not None:
             self.transport.stopProducing()  # type: ignore[attr-defined]
 
@@ -211,6 +219,7 @@ class BodyRelay(Protocol):
                 # terminating 0-chunk (or leave a short Content-Length body looking whole):
                 # close instead, so the client sees an incomplete response and knows
                 # events may be lost. What was relayed so far is still delivered.
+                self.ended_by = "backend_error"
                 request.loseConnection()
         if not self._done.called:
             self._done.callback(None)
@@ -258,9 +267,11 @@ class MCPProxy(Resource):
         provider: IUpstreamProvider | None = None,
         pool: Any = None,
         sessions: SessionBindings | None = None,
+        events: EventCounters | None = None,
     ) -> None:
         super().__init__()
         self.pool = pool
+        self.events = events or EventCounters()
         backend = config.backend
         # Mcp-Session-Id belongs to streamable HTTP; the legacy SSE transport names its
         # session in the message URL its stream announces (LegacyStream).
@@ -372,7 +383,8 @@ class MCPProxy(Resource):
         try:
             principal = await self._guard.authenticate(request)
         except BearerError as e:
-            raise self.challenge.challenge(e) from None
+            raise self._refused(e) from None
+        request.client_id = principal.client_id  # type: ignore[attr-defined]  # the access log's
         grant: Owner = (principal.subject, principal.client_id)
         session_id = None
         if self._bind_sessions:
@@ -421,12 +433,19 @@ class MCPProxy(Resource):
             )
             await self._inject_upstream_token(principal, headers)
         except BearerError as e:
-            raise self.challenge.challenge(e) from None
+            raise self._refused(e) from None
+        request_id = getattr(request, "request_id", None)
+        if request_id is not None:
+            headers.setRawHeaders(b"x-request-id", [request_id])
         if request.finished or _disconnected(request):
             return
         await self._relay(
             request, method, self._backend_base + target, headers, body, principal, session_id
         )
+
+    def _refused(self, error: BearerError) -> BearerError:
+        self.events.guard_refusals.inc(error.reason)
+        return self.challenge.challenge(error)
 
     def _over_capacity(self, refused: str) -> ProxyError:
         if refused == "grant":
@@ -578,19 +597,24 @@ class MCPProxy(Resource):
                 retry_after=RETRY_AFTER,
             )
         legacy: list[LegacyStream] = []
-        rewriter, length, stream = self._copy_response_head(
+        rewriter, length, streaming = self._copy_response_head(
             request, response, url, method, principal, legacy
         )
         done: Deferred[None] = Deferred()
         protocol = BodyRelay(request, rewriter, done, length)
         relay.append(protocol)
-        if stream and length < 0:  # a declared length cannot be ended early and whole
-            self.streams.add(protocol)
+        if streaming:
+            self.events.open_streams.inc()
+            if length < 0:  # a declared length cannot be ended early and whole
+                self.streams.add(protocol)
         response.deliverBody(protocol)
         try:
             await done
         finally:
-            self.streams.discard(protocol)
+            if streaming:
+                self.streams.discard(protocol)
+                self.events.open_streams.dec()
+                self.events.streams_ended.inc(protocol.ended_by)
             if legacy:
                 legacy[0].close()
 

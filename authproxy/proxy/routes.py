@@ -9,6 +9,7 @@ from twisted.web.resource import Resource
 
 from authproxy.config import Config
 from authproxy.keys.ring import KeyRing
+from authproxy.ops.metrics import EventCounters
 from authproxy.proxy.backend_client import BackendAgent
 from authproxy.proxy.guard import BearerGuard
 from authproxy.proxy.metadata import WELL_KNOWN, ProtectedResourceMetadata
@@ -40,6 +41,7 @@ def make_proxy_resource(
     provider: IUpstreamProvider | None,
     reactor: Any,
     agent: IAgent | None = None,
+    events: EventCounters | None = None,
 ) -> MCPProxy:
     """The guarded streaming proxy, to mount as the root prefix table's fallback.
 
@@ -51,5 +53,11 @@ def make_proxy_resource(
         agent = pool = make_backend_agent(config, reactor)
     guard = BearerGuard.from_config(config, ring, revocations, reactor)
     return MCPProxy(
-        config=config, guard=guard, agent=agent, clock=reactor, provider=provider, pool=pool
+        config=config,
+        guard=guard,
+        agent=agent,
+        clock=reactor,
+        provider=provider,
+        pool=pool,
+        events=events,
     )

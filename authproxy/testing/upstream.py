@@ -233,6 +233,7 @@ class AuthServerHarness:
         from authproxy.config import config_from_mapping
         from authproxy.http.routing import PrefixTable
         from authproxy.keys.ring import KeyRing, KeySources
+        from authproxy.ops.metrics import EventCounters
         from authproxy.storage.memory import memory_storage
         from authproxy.tokens import OpaqueTokens
 
@@ -251,7 +252,10 @@ class AuthServerHarness:
         self.storage = memory_storage(clock, **limits)
         self.provider = FakeUpstreamProvider(self.config.server.public_url)
         self.root = PrefixTable()
-        routes = auth_routes(self.config, self.ring, self.storage, self.provider, clock, documents)
+        self.events = EventCounters()  # what /metrics would count
+        routes = auth_routes(
+            self.config, self.ring, self.storage, self.provider, clock, documents, self.events
+        )
         self.root.mount_all(routes)
         self.root.mount("/.well-known/jwks.json", JWKSResource(self.ring))
         self.base = self.config.server.public_url

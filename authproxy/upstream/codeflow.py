@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 
 from authproxy.config import Config, UpstreamConfig
 from authproxy.http.responses import add_query
+from authproxy.ops.metrics import EventCounters
 from authproxy.storage.models import PendingAuthorization, UpstreamTokenSession
 from authproxy.storage.sessions import IUpstreamSessions
 from authproxy.tokens import s256_challenge
@@ -98,6 +99,10 @@ class CodeFlowProvider(TokenSessions):
         """
         idp_http = idp_http_for(reactor, config.upstream.timeout, http)
         return cls(config, sessions, reactor, idp_http, reachability=reachability)
+
+    def count_requests(self, events: EventCounters) -> None:
+        """Count every request to the IdP in ``events`` (/metrics)."""
+        self._http.events = events
 
     def services(self) -> list[IService]:
         """Services to attach to the application (the connection pool's closer)."""
@@ -217,10 +222,12 @@ class CodeFlowProvider(TokenSessions):
             )
             raise
 
-    def _token_request(self, form: dict[str, str]) -> Deferred[IdPResponse]:
-        return self._client_request(self._token_endpoint(), form)
+    def _token_request(self, form: dict[str, str], purpose: str = "token") -> Deferred[IdPResponse]:
+        return self._client_request(self._token_endpoint(), form, purpose)
 
-    def _client_request(self, endpoint: str, form: dict[str, str]) -> Deferred[IdPResponse]:
+    def _client_request(
+        self, endpoint: str, form: dict[str, str], purpose: str
+    ) -> Deferred[IdPResponse]:
         """POST ``form`` to ``endpoint`` with the client authentication of the token endpoint."""
         headers = {"Accept": "application/json"}
         form = dict(form)
@@ -235,7 +242,7 @@ class CodeFlowProvider(TokenSessions):
                 f"{quote(self._client_id, safe='')}:{quote(self._client_secret.reveal(), safe='')}"
             )
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-        return self._http.request("POST", endpoint, headers=headers, form=form)
+        return self._http.request("POST", endpoint, headers=headers, form=form, endpoint=purpose)
 
     def _refresh(self, session: UpstreamTokenSession) -> Deferred[TokenResponse]:
         return ensureDeferred(self._refresh_tokens(session))
@@ -243,7 +250,7 @@ class CodeFlowProvider(TokenSessions):
     async def _refresh_tokens(self, session: UpstreamTokenSession) -> TokenResponse:
         assert session.refresh_token is not None
         form = {"grant_type": "refresh_token", "refresh_token": session.refresh_token}
-        return parse_token_response(await self._token_request(form))
+        return parse_token_response(await self._token_request(form, "refresh"))
 
     # -- ending a session ---------------------------------------------------------------------
     def end_session(self, tsid: str) -> Deferred[None]:
@@ -264,7 +271,9 @@ class CodeFlowProvider(TokenSessions):
             token, hint = session.refresh_token, "refresh_token"
         else:
             token, hint = session.access_token, "access_token"
-        revoking = self._client_request(endpoint, {"token": token, "token_type_hint": hint})
+        revoking = self._client_request(
+            endpoint, {"token": token, "token_type_hint": hint}, "revocation"
+        )
         revoking.addBoth(self._revoked, hint)
 
     def _revoked(self, result: IdPResponse | Failure, hint: str) -> None:

@@ -25,6 +25,7 @@ from twisted.web.iweb import IResponse
 from authproxy.http.bounded_body import read_bounded
 from authproxy.http.deadline import within_deadline
 from authproxy.http.json import loads_untrusted
+from authproxy.ops.metrics import EventCounters
 from authproxy.upstream.interface import UpstreamError, UpstreamUnavailable
 
 #: IdP documents (discovery, JWKS, token, userinfo answers) are small; refuse anything bigger.
@@ -66,6 +67,21 @@ def _retry_after(response: IResponse) -> int:
         return DEFAULT_RETRY_AFTER
 
 
+def _outcome(result: Any, timed_out: bool) -> str:
+    """An IdP request's outcome label: ok, http_4xx, timeout, unavailable, error, cancelled."""
+    if isinstance(result, IdPResponse):
+        return "ok" if result.status < 400 else "http_4xx"
+    if timed_out:
+        return "timeout"
+    if result.check(UpstreamUnavailable):
+        return "unavailable"  # refused, 5xx, 429
+    if result.check(defer.CancelledError):
+        return "cancelled"
+    if result.check(UpstreamError):
+        return "error"  # too large
+    return "unavailable"  # network, DNS, TLS
+
+
 class IdPHTTP:
     """Requests to the IdP through a treq client, each bounded by ``timeout`` seconds in total."""
 
@@ -80,6 +96,8 @@ class IdPHTTP:
         self._clock = clock
         self.timeout = timeout
         self.pool = pool
+        #: Where each request's endpoint, outcome and latency are counted (/metrics).
+        self.events = EventCounters()
 
     def request(
         self,
@@ -88,11 +106,19 @@ class IdPHTTP:
         *,
         headers: Mapping[str, str] | None = None,
         form: Mapping[str, str] | None = None,
+        endpoint: str = "other",
     ) -> Deferred[IdPResponse]:
-        """Send the request; fails with UpstreamUnavailable on timeout, network error, 5xx, 429."""
+        """Send the request; fails with UpstreamUnavailable on timeout, network error, 5xx, 429.
+
+        ``endpoint`` names it in /metrics: token, refresh, userinfo, jwks, discovery, revocation.
+        """
+        started = self._clock.seconds()
         d = ensureDeferred(self._request(method, url, dict(headers or {}), form))
 
         def classify(result: Any, timed_out: bool) -> Any:
+            self.events.upstream_request(
+                endpoint, _outcome(result, timed_out), self._clock.seconds() - started
+            )
             if not isinstance(result, Failure) or result.check(UpstreamError):
                 return result
             if timed_out:

@@ -96,7 +96,7 @@ class JWKSCache:
     async def _fetch(self) -> None:
         self._attempted_at = self._now()
         response = await self._http.request(
-            "GET", self._jwks_uri(), headers={"Accept": "application/json"}
+            "GET", self._jwks_uri(), headers={"Accept": "application/json"}, endpoint="jwks"
         )
         raw_keys = response.body.get("keys")
         if response.status != 200 or not isinstance(raw_keys, list):

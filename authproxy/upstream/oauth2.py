@@ -70,7 +70,10 @@ class OAuth2Provider(CodeFlowProvider):
         headers = {"Accept": "application/json", **self._userinfo.additional_headers}
         headers["Authorization"] = f"Bearer {tokens.access_token}"
         response = await self._http.request(
-            self._userinfo.http_method.upper(), self._userinfo.endpoint_url, headers=headers
+            self._userinfo.http_method.upper(),
+            self._userinfo.endpoint_url,
+            headers=headers,
+            endpoint="userinfo",
         )
         if response.status != 200:
             self.log.warn(

@@ -132,7 +132,9 @@ class OIDCDiscovery(Service):
         d.addCallbacks(self._succeeded, self._failed)
 
     async def _fetch_once(self) -> ProviderMetadata:
-        response = await self._http.request("GET", self.url, headers={"Accept": "application/json"})
+        response = await self._http.request(
+            "GET", self.url, headers={"Accept": "application/json"}, endpoint="discovery"
+        )
         if response.status != 200:
             raise UpstreamError(f"HTTP {response.status}")
         try:

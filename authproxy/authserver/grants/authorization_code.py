@@ -29,6 +29,7 @@ class AuthorizationCodeGrant(GrantHandler):
         if record is None:
             raise invalid_grant("the authorization code is unknown or expired")
         if record.redeemed:
+            self.tokens.events.authorization_code_replay.inc()
             self.tokens.log.warn(
                 "Authorization code of client {client_id} presented again: revoking its tokens",
                 client_id=record.client_id,

@@ -14,6 +14,7 @@ from twisted.logger import Logger
 
 from authproxy.authserver.audience import InvalidTarget, ResourceIndicators
 from authproxy.http.errors import OAuthError
+from authproxy.ops.metrics import EventCounters
 from authproxy.storage import Storage
 from authproxy.storage.models import RefreshToken, RegisteredClient
 from authproxy.tokens import (
@@ -75,6 +76,7 @@ class TokenIssuance:
     issuer: AccessTokenIssuer
     opaque: OpaqueTokens
     settings: TokenSettings
+    events: EventCounters = attrs.field(factory=EventCounters)
     resources: ResourceIndicators = attrs.field(init=False)
     # The grants log as the token endpoint always has (an instance attribute: no re-naming).
     log: Logger = attrs.field(init=False, default=_TOKEN_LOG, repr=False)

@@ -47,6 +47,7 @@ class RefreshTokenGrant(GrantHandler):
                     client_id=client.client_id,
                 )
                 return retry
+            self.tokens.events.refresh_token_reuse.inc()
             self.tokens.log.warn(
                 "Rotated refresh token of client {client_id} reused: revoking its family",
                 client_id=client.client_id,
