@@ -297,6 +297,7 @@ class StorageConfig:
     url: str = ""
     password_file: str = ""
     key_prefix: str = "authproxy:"
+    # with sentinels, url gives only the scheme (TLS or not) and the database
     sentinels: tuple[str, ...] = ()
     sentinel_master: str = ""
     password: Secret | None = attrs.field(default=None, repr=False)  # read at startup
@@ -669,8 +670,8 @@ def _redis_problems(storage: StorageConfig) -> list[str]:
             problems.append(f"storage.sentinels[{i}]: {e}")
     if bool(storage.sentinels) != bool(storage.sentinel_master):
         problems.append("storage.sentinel_master: needed with sentinels, and only with them")
-    if storage.sentinels:  # refused rather than silently connecting to url alone
-        problems.append("storage.sentinels: Sentinel discovery is not available yet (use url)")
+    if storage.sentinels and storage.url.startswith("unix:"):
+        problems.append("storage.sentinels: need a redis:// or rediss:// url, not unix://")
     return problems
 
 

@@ -484,11 +484,23 @@ class RedisStorageConfigTests(SynchronousTestCase):
         self.assertEqual(checked.storage.password, Secret("hunter2"))
         self.assertNotIn("hunter2", repr(checked))
 
-    def test_sentinels_refused_until_discovery_exists(self) -> None:
-        data = self.redis(sentinels=["10.0.0.5:26379"], sentinel_master="mymaster")
+    def test_sentinels_with_master_are_accepted(self) -> None:
+        data = self.redis(
+            url="rediss://mymaster/1",
+            sentinels=["10.0.0.5:26379", "[::1]:26380"],
+            sentinel_master="mymaster",
+        )
+        storage = validate_config(data).storage
+        self.assertEqual(storage.sentinels, ("10.0.0.5:26379", "[::1]:26380"))
+        self.assertEqual(storage.sentinel_master, "mymaster")
+
+    def test_sentinels_need_a_tcp_url(self) -> None:
+        data = self.redis(
+            url="unix:///run/redis.sock", sentinels=["10.0.0.5:26379"], sentinel_master="m"
+        )
         self.assertEqual(
             self.problems(data),
-            ["storage.sentinels: Sentinel discovery is not available yet (use url)"],
+            ["storage.sentinels: need a redis:// or rediss:// url, not unix://"],
         )
 
 

@@ -67,6 +67,16 @@ class RedisCommandsTests(SynchronousTestCase):
         self.handler.outcome = ResponseError("ERR wrong number of arguments")
         self.failureResultOf(self.commands.get("k"), ResponseError)
 
+    def test_readonly_reports_a_demoted_master(self) -> None:
+        demoted: list[bool] = []
+        commands = RedisCommands(self.handler, lambda: True, lambda: demoted.append(True))
+        self.handler.outcome = ResponseError("LOADING Redis is loading")
+        self.failureResultOf(commands.get("k"), StorageUnavailable)
+        self.assertEqual(demoted, [])
+        self.handler.outcome = ResponseError("READONLY You can't write against a replica")
+        self.failureResultOf(commands.get("k"), StorageUnavailable)
+        self.assertEqual(demoted, [True])
+
 
 class RedisLinkTests(SynchronousTestCase):
     def test_not_started_is_not_ready_and_refuses(self) -> None:
@@ -75,6 +85,34 @@ class RedisLinkTests(SynchronousTestCase):
         link = RedisLink(object(), Clock(), describe="redis://127.0.0.1:1/0")
         self.assertEqual(link.readiness(), (False, "not connected to redis://127.0.0.1:1/0"))
         self.failureResultOf(link.commands.get("k"), StorageUnavailable)
+
+    def test_demoted_master_connection_is_dropped_once(self) -> None:
+        from twisted.internet.task import Clock
+
+        link = RedisLink(object(), Clock(), describe="redis://127.0.0.1:1/0")
+        connection = FakeConnection()
+        link.factory.pool.append(connection)
+        link._demoted()
+        link._demoted()  # a second READONLY while it closes changes nothing
+        self.assertTrue(connection.transport.disconnecting)
+        self.assertEqual(connection.transport.losses, 1)
+
+
+class FakeConnection:
+    """A pooled txredisapi connection: only its transport matters here."""
+
+    def __init__(self) -> None:
+        self.transport = CountingTransport()
+
+
+class CountingTransport:
+    def __init__(self) -> None:
+        self.disconnecting = False
+        self.losses = 0
+
+    def loseConnection(self) -> None:
+        self.disconnecting = True
+        self.losses += 1
 
 
 class NeedsStorage(AsyncResource):

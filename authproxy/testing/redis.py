@@ -15,8 +15,11 @@ import tempfile
 import time
 import unittest
 from pathlib import Path
+from typing import Any
 
 import attrs
+
+from authproxy.storage.redis import resp
 
 _START_TIMEOUT = 10.0
 
@@ -51,22 +54,58 @@ class RedisServer:
 
     @classmethod
     def start(
-        cls, *, persistence: bool = False, port: int | None = None, directory: Path | None = None
+        cls,
+        *,
+        persistence: bool = False,
+        port: int | None = None,
+        directory: Path | None = None,
+        replica_of: int = 0,
     ) -> RedisServer:
         """Start and wait until it answers PING. ``persistence`` turns on Redis's default
         snapshots and an append-only file (to test restarts); unit tests run without.
-        ``directory`` (default: a new one) is where it keeps its files."""
-        executable = shutil.which("redis-server")
-        if executable is None:
-            raise FileNotFoundError("redis-server is not installed")
-        if directory is None:
-            directory = Path(tempfile.mkdtemp(prefix="authproxy-redis-"))
-        port = _free_port() if port is None else port
+        ``directory`` (default: a new one) is where it keeps its files; ``replica_of``: the
+        port of a master on 127.0.0.1 to replicate."""
+        executable, directory, port = _prepare(port, directory)
         args = [executable, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory)]
         if persistence:
             args += ["--appendonly", "yes"]
         else:
             args += ["--save", "", "--appendonly", "no"]
+        if replica_of:
+            args += ["--replicaof", "127.0.0.1", str(replica_of)]
+        return cls._spawn(args, directory, port, persistence)
+
+    @classmethod
+    def start_sentinel(cls, master: str, master_port: int) -> RedisServer:
+        """A Redis Sentinel (``redis-server --sentinel``) watching ``master`` on
+        127.0.0.1:``master_port``, alone (quorum 1), so ``SENTINEL failover`` works."""
+        executable, directory, port = _prepare(None)
+        conf = directory / "sentinel.conf"  # Sentinel rewrites it: it must be writable
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+            f"sentinel monitor {master} 127.0.0.1 {master_port} 1\n"
+            f"sentinel down-after-milliseconds {master} 1000\n"
+            f"sentinel failover-timeout {master} 5000\n"
+        )
+        return cls._spawn([executable, str(conf), "--sentinel"], directory, port, False)
+
+    def command(self, *words: str) -> Any:
+        """One command, answered synchronously (for a test's setup and checks)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(resp.command(*words))
+            data = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError(f"redis on port {self.port} closed the connection")
+                data += chunk
+                try:
+                    return resp.parse_reply(data)[0]
+                except resp.Incomplete:
+                    continue
+
+    @classmethod
+    def _spawn(cls, args: list[str], directory: Path, port: int, persistence: bool) -> RedisServer:
         log = open(directory / "redis.log", "wb")  # noqa: SIM115 (the process keeps it)
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -101,11 +140,20 @@ class RedisServer:
         )
 
 
-def redis_server_or_skip(*, persistence: bool = False) -> RedisServer:
+def _prepare(port: int | None, directory: Path | None = None) -> tuple[str, Path, int]:
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise FileNotFoundError("redis-server is not installed")
+    if directory is None:
+        directory = Path(tempfile.mkdtemp(prefix="authproxy-redis-"))
+    return executable, directory, _free_port() if port is None else port
+
+
+def redis_server_or_skip(**kwargs: Any) -> RedisServer:
     """A started :class:`RedisServer`; SkipTest when redis-server is missing outside CI."""
     if shutil.which("redis-server") is None:
         missing = "redis-server is not installed (apt-get install redis-server)"
         if os.environ.get("CI"):
             raise AssertionError(missing)
         raise unittest.SkipTest(missing)
-    return RedisServer.start(persistence=persistence)
+    return RedisServer.start(**kwargs)

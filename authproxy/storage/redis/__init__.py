@@ -14,6 +14,19 @@ The daemon builds it for ``[storage].type = "redis"`` (``deployment.redis_storag
 the connection (:class:`~authproxy.storage.redis.link.RedisLink`) and the feed are
 application services; startup never waits for Redis.
 
+Sentinel (``[storage].sentinels`` with ``sentinel_master``; see ``sentinel``): before every
+(re)connection, of the link and of the feed alike, the sentinels are asked in order for the
+master's address (2 s each; one down or not knowing the master is skipped), and the node
+must answer ``ROLE`` with ``master`` before the connection is used. ``url`` then gives only
+the scheme (``rediss://``: TLS, the certificate verified for the address the sentinel names)
+and the database; its host and port are not contacted, so write the master's name there
+(``redis://mymaster/0``). The password and ``ca_file`` apply to the data nodes; sentinels
+are asked over plain TCP without a password. A failover: Sentinel kills the old master's
+connections when it demotes it (and a write answering ``READONLY`` drops the link's), the
+reconnect rediscovers, and service continues on the new master with what had replicated.
+Writes the old master accepted after the promotion and before its demotion are lost, as for
+any Redis client (``min-replicas-to-write`` on the servers narrows that window).
+
 Redis down (see ``link``): every endpoint that needs storage answers 503 with
 ``Retry-After`` at once (or after the 3 s reply timeout for a hung Redis), ``/ready`` names
 storage, and proxied requests whose access token the guard already verified keep flowing

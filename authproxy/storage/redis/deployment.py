@@ -19,7 +19,13 @@ from authproxy.storage.redis.feed import RevocationFeed
 from authproxy.storage.redis.link import RedisLink
 from authproxy.storage.redis.revocations import RedisRevocations
 from authproxy.storage.redis.sealing import HMACSecretRing
-from authproxy.storage.redis.url import RedisAddress, client_endpoint, describe
+from authproxy.storage.redis.sentinel import SentinelMasterEndpoint
+from authproxy.storage.redis.url import (
+    RedisAddress,
+    client_endpoint,
+    describe,
+    sentinel_address,
+)
 
 if TYPE_CHECKING:
     from authproxy.config import StorageConfig
@@ -33,13 +39,31 @@ def redis_storage_for(
     """
     address = RedisAddress.parse(config.url)
     password = config.password.reveal() if config.password is not None else None
-    endpoint = client_endpoint(address, reactor, config.ca_pem)
-    link = RedisLink(
-        endpoint, reactor, dbid=address.db, password=password, describe=describe(address)
-    )
+    endpoint, where = _endpoint(config, address, reactor, password)
+    link = RedisLink(endpoint, reactor, dbid=address.db, password=password, describe=where)
     storage = redis_storage(
         link.commands, reactor, ring, key_prefix=config.key_prefix, **attrs.asdict(caps)
     )
     assert isinstance(storage.revocations, RedisRevocations)
     feed = RevocationFeed(endpoint, storage.revocations, reactor, password=password)
     return attrs.evolve(storage, services=(link, feed), readiness=link.readiness)
+
+
+def _endpoint(
+    config: StorageConfig, address: RedisAddress, reactor: Any, password: str | None
+) -> tuple[Any, str]:
+    """The client endpoint and where it leads (for logs and /ready). With sentinels the url
+    gives only the scheme (TLS or not) and the database: its host and port are not used."""
+    if not config.sentinels:
+        return client_endpoint(address, reactor, config.ca_pem), describe(address)
+    sentinels = [sentinel_address(text) for text in config.sentinels]
+    endpoint = SentinelMasterEndpoint(
+        reactor,
+        sentinels,
+        config.sentinel_master,
+        tls=address.tls,
+        ca_pem=config.ca_pem,
+        password=password,
+    )
+    via = ",".join(config.sentinels)
+    return endpoint, f"{address.scheme} master {config.sentinel_master} via {via} db {address.db}"

@@ -6,6 +6,7 @@ with :class:`~authproxy.storage.unavailable.StorageUnavailable`, and so does a c
 connection is lost, whose reply does not arrive within ``reply_timeout`` (txredisapi then
 aborts the connection, so a hung Redis is reconnected too), or that Redis refuses for now
 (``LOADING`` after a restart, ``READONLY`` from a demoted master after a failover...).
+``READONLY`` also drops the connection, so the reconnect finds the new master.
 
 Connecting never blocks startup: the daemon starts, ``/ready`` names storage until the
 first connection is up, and txredisapi reconnects with backoff (at most ``max_delay``
@@ -46,11 +47,18 @@ def unavailable(failure: Failure) -> Failure:
 
 class RedisCommands:
     """txredisapi's command methods (``get``, ``eval``...), each failing fast with
-    StorageUnavailable while ``is_up()`` is false, and mapping connection errors to it."""
+    StorageUnavailable while ``is_up()`` is false, and mapping connection errors to it.
+    A ``READONLY`` reply also calls ``on_readonly`` (the node was demoted: reconnect)."""
 
-    def __init__(self, handler: Any, is_up: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        is_up: Callable[[], bool],
+        on_readonly: Callable[[], object] = lambda: None,
+    ) -> None:
         self._handler = handler
         self._is_up = is_up
+        self._on_readonly = on_readonly
 
     def __getattr__(self, name: str) -> Callable[..., Deferred[Any]]:
         method = getattr(self._handler, name)
@@ -59,10 +67,17 @@ class RedisCommands:
             if not self._is_up():
                 return fail(StorageUnavailable("Redis is unreachable"))
             d: Deferred[Any] = method(*args, **kwargs)
-            return d.addErrback(unavailable)
+            return d.addErrback(self._failed)
 
         command.__name__ = name
         return command
+
+    def _failed(self, failure: Failure) -> Failure:
+        from txredisapi import ResponseError
+
+        if failure.check(ResponseError) and str(failure.value).startswith("READONLY"):
+            self._on_readonly()
+        return unavailable(failure)
 
 
 def _persistent_factory() -> type:
@@ -123,7 +138,7 @@ class RedisLink(MultiService):
             convertNumbers=False,
         )
         self.factory.maxDelay = max_delay
-        self.commands = RedisCommands(self.factory.handler, self.is_up)
+        self.commands = RedisCommands(self.factory.handler, self.is_up, self._demoted)
         self._was_up = False
         ping = TimerService(ping_interval, self._ping)
         ping.clock = clock
@@ -146,6 +161,16 @@ class RedisLink(MultiService):
     def stopService(self) -> Deferred[Any]:
         d: Deferred[Any] = super().stopService() or succeed(None)
         return d.addCallback(lambda _: self.factory.disconnect())
+
+    def _demoted(self) -> None:
+        """A write met a replica: the master moved (a failover). Reconnecting finds the new
+        one (through Sentinel, or a name that now resolves to it)."""
+        for connection in list(self.factory.pool):
+            if not connection.transport.disconnecting:  # once, not per refused command
+                self.log.warn(
+                    "Storage: {where} is read-only now: reconnecting", where=self.describe
+                )
+                connection.transport.loseConnection()
 
     def _ping(self) -> Deferred[Any]:
         d = self.commands.ping()
