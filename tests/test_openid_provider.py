@@ -181,6 +181,7 @@ class UserinfoTests(Base):
         self.assertEqual(result.code, 401)
         self.assertEqual(result.header("www-authenticate"), f'Bearer realm="{ISSUER}"')
         self.assertEqual(result.header("cache-control"), "no-store")
+        self.assertEqual(result.header("access-control-allow-origin"), "*")  # readable to JS
 
     def test_bad_tokens(self) -> None:
         good = self.code_flow(scope="openid")["access_token"]
