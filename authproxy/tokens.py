@@ -234,8 +234,14 @@ class AccessTokenIssuer:
         lifespan: float,
         name: str | None = None,
         email: str | None = None,
+        email_verified: bool | None = None,
+        preferred_username: str | None = None,
     ) -> IssuedAccessToken:
-        """Sign a token valid for ``lifespan`` seconds from now."""
+        """Sign a token valid for ``lifespan`` seconds from now.
+
+        The user's profile claims ride along (when known) so that the userinfo endpoint
+        answers from the verified token alone.
+        """
         key = self.ring.active_signing_key
         iat = int(self.clock.seconds())
         exp = iat + int(lifespan)
@@ -257,6 +263,10 @@ class AccessTokenIssuer:
             claims["name"] = name
         if email:
             claims["email"] = email
+        if email_verified is not None:
+            claims["email_verified"] = email_verified
+        if preferred_username:
+            claims["preferred_username"] = preferred_username
         header = json.dumps(
             {"alg": key.alg, "kid": key.kid, "typ": "at+jwt"}, separators=(",", ":")
         )

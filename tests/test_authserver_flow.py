@@ -77,6 +77,7 @@ class FlowTests(SynchronousTestCase):
                     "/oauth/callback",
                     "/oauth/token",
                     "/oauth/revoke",
+                    "/oauth/userinfo",
                     "/_fake_idp/authorize",
                 ]
             ),

@@ -20,7 +20,7 @@ from twisted.web.server import Request
 from authproxy.authserver.audience import InvalidTarget, ResourceIndicators
 from authproxy.authserver.cimd.document import DocumentError
 from authproxy.authserver.clients import ClientResolver
-from authproxy.authserver.limits import MAX_CLIENT_STATE, MAX_SCOPE_PARAMETER
+from authproxy.authserver.limits import MAX_CLIENT_STATE, MAX_NONCE, MAX_SCOPE_PARAMETER
 from authproxy.authserver.login_binding import LoginBinding
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
 from authproxy.authserver.redirect_uri import redirect_uri_matches
@@ -248,6 +248,11 @@ class AuthorizeResource(AsyncResource):
             )
         scopes = self._scopes(client, scope)
         resource = self._resource(params.get("resource"))
+        nonce = params.get("nonce") or None
+        if nonce is not None and len(nonce) > MAX_NONCE:
+            raise AuthorizationRedirectError(
+                "invalid_request", f"nonce is longer than {MAX_NONCE} characters"
+            )
         now = self.clock.seconds()
         return PendingAuthorization(
             state=secrets.token_urlsafe(32),
@@ -260,6 +265,7 @@ class AuthorizeResource(AsyncResource):
             resource=resource,
             created_at=now,
             expires_at=now + self.pending_lifespan,
+            nonce=nonce,
         )
 
     def _check_prompt(

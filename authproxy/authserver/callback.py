@@ -172,6 +172,9 @@ class CallbackResource(AsyncResource):
                 expires_at=now + self.auth_code_lifespan,
                 name=identity.name,
                 email=identity.email,
+                nonce=pending.nonce,
+                email_verified=identity.email_verified,
+                preferred_username=identity.preferred_username,
             )
         )
         self.log.info(

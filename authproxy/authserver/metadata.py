@@ -14,6 +14,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from authproxy.authserver.grants import GRANTS
+from authproxy.authserver.openid_claims import OPENID_SCOPE, claims_supported
 from authproxy.config import Config
 from authproxy.http.cors import CLIENT_REQUEST_HEADERS, PublicCORS
 from authproxy.keys.ring import KeyRing
@@ -28,6 +29,7 @@ CONSENT_PATH = "/oauth/consent"
 TOKEN_PATH = "/oauth/token"
 REGISTER_PATH = "/oauth/register"
 REVOKE_PATH = "/oauth/revoke"
+USERINFO_PATH = "/oauth/userinfo"
 JWKS_PATH = "/.well-known/jwks.json"
 
 
@@ -55,11 +57,28 @@ def server_metadata(config: Config) -> dict[str, Any]:
         del document["registration_endpoint"]
     if auth.client_metadata_documents.enabled:
         document["client_id_metadata_document_supported"] = True
+    if is_openid_provider(config):
+        document["userinfo_endpoint"] = base + USERINFO_PATH
+        document["claims_supported"] = claims_supported(auth.scopes_supported)
     return document
 
 
+def is_openid_provider(config: Config) -> bool:
+    """Whether authproxy acts as an OpenID provider: only when ``openid`` is a served scope.
+
+    Without it no ID token can be issued, so there is no OpenID discovery document and no
+    userinfo endpoint: nothing is advertised that is not served.
+    """
+    return OPENID_SCOPE in config.auth_server.scopes_supported
+
+
 def openid_configuration(config: Config, ring: KeyRing) -> dict[str, Any]:
-    """The OIDC discovery document: the RFC 8414 fields plus what OIDC requires."""
+    """The OIDC discovery document: the RFC 8414 fields plus what OIDC requires.
+
+    Every field OIDC Discovery §3 makes REQUIRED is here (issuer, the authorization, token
+    and JWKS endpoints, response types, subject types, ID token algorithms), and the
+    RECOMMENDED userinfo endpoint, scopes and claims.
+    """
     document = server_metadata(config)
     algs = list(dict.fromkeys(key.alg for key in ring.signing_keys))
     document.update(
@@ -129,13 +148,16 @@ class MetadataResource(Resource):
 
 
 def metadata_routes(config: Config, ring: KeyRing) -> dict[str, Resource]:
-    """Every metadata path for ``config``'s issuer, mapped to its Resource."""
+    """Every metadata path for ``config``'s issuer, mapped to its Resource (the OpenID
+    discovery paths only when authproxy is an OpenID provider)."""
     oauth_paths, oidc_paths = metadata_paths(config.auth_server.issuer)
     oauth = MetadataResource(config, ring, openid=False)
     oidc = MetadataResource(config, ring, openid=True)
     routes: dict[str, Resource] = {}
     for path in oauth_paths:
         routes[path] = oauth
+    if not is_openid_provider(config):
+        return routes
     for path in oidc_paths:
         routes[path] = oidc
     return routes

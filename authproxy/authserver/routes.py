@@ -17,16 +17,20 @@ from authproxy.authserver.metadata import (
     REGISTER_PATH,
     REVOKE_PATH,
     TOKEN_PATH,
+    USERINFO_PATH,
+    is_openid_provider,
     metadata_routes,
 )
 from authproxy.authserver.ratelimit import ClientRequestLimits, TokenBucketLimiter
 from authproxy.authserver.register import RegistrationResource
 from authproxy.authserver.revoke import RevocationResource
 from authproxy.authserver.token import TokenResource, TokenSettings
+from authproxy.authserver.userinfo import UserinfoResource
 from authproxy.config import Config
 from authproxy.http.responses import TrustedProxies
 from authproxy.keys.ring import KeyRing
 from authproxy.ops.metrics import EventCounters
+from authproxy.proxy.guard import BearerGuard
 from authproxy.storage import Storage
 from authproxy.tokens import AccessTokenIssuer, AccessTokenVerifier, Clock, OpaqueTokens
 from authproxy.upstream.interface import IUpstreamProvider
@@ -41,7 +45,8 @@ def auth_routes(
     documents: ClientDocuments | None = None,
     events: EventCounters | None = None,
 ) -> dict[str, IResource]:
-    """Path -> Resource for metadata, registration, authorize, consent, callback, token, revoke.
+    """Path -> Resource for metadata, registration, authorize, consent, callback, token, revoke,
+    and userinfo when authproxy is an OpenID provider (``openid`` among the served scopes).
 
     With ``auth_server.consent = "skip"`` there is no consent step (and no consent path).
 
@@ -145,6 +150,15 @@ def auth_routes(
         clients=clients,
         events=events,
     )
+    if is_openid_provider(config):
+        guard = BearerGuard(
+            ring=ring,
+            revocations=storage.revocations,
+            clock=clock,  # type: ignore[arg-type]  # the guard reads only seconds()
+            issuer=auth.issuer,
+            audiences=auth.allowed_audiences,  # every token authproxy issues (userinfo.py)
+        )
+        routes[USERINFO_PATH] = UserinfoResource(guard, realm=auth.issuer)
     for path, resource in provider.routes().items():
         if path in routes:
             raise ValueError(f"the upstream provider's route {path} clashes with the auth server")

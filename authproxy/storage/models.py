@@ -48,6 +48,7 @@ class PendingAuthorization:
     upstream_nonce: str = ""
     csrf_token: str = ""  # consent page form token, bound to this pending authorization
     consented: bool = False
+    nonce: str | None = None  # the client's OpenID nonce, echoed in its ID token
     # The rate-limit key of the source that started it: at the cap, the source holding the
     # most logins in progress loses its oldest first.
     owner: str = ""
@@ -71,6 +72,11 @@ class AuthorizationCode:
     family_id: str | None = None  # refresh-token family created by the first redemption
     name: str | None = None
     email: str | None = None
+    # OpenID: the client's nonce and the profile claims beyond name and email (the user
+    # authenticated at created_at: the code is made when the upstream login completes)
+    nonce: str | None = None
+    email_verified: bool | None = None
+    preferred_username: str | None = None
 
 
 @attrs.frozen
@@ -92,6 +98,10 @@ class RefreshToken:
     successor_response: dict[str, object] | None = None
     name: str | None = None
     email: str | None = None
+    # OpenID: when the user authenticated (the family's login), for refreshed ID tokens
+    auth_time: float | None = None
+    email_verified: bool | None = None
+    preferred_username: str | None = None
 
 
 @attrs.frozen

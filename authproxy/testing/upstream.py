@@ -46,6 +46,8 @@ class _IssuedCode:
     subject: str
     name: str | None
     email: str | None
+    email_verified: bool | None
+    preferred_username: str | None
 
 
 class FakeIdPLoginResource(Resource):
@@ -71,6 +73,8 @@ class FakeIdPLoginResource(Resource):
                 subject=provider.subject,
                 name=provider.name_claim,
                 email=provider.email,
+                email_verified=provider.email_verified,
+                preferred_username=provider.preferred_username,
             )
             params = {"code": code, "state": state}
         request.setResponseCode(302)
@@ -82,7 +86,8 @@ class FakeIdPLoginResource(Resource):
 class FakeUpstreamProvider:
     """An IUpstreamProvider for tests; set the public attributes to change its behaviour.
 
-    - ``subject``, ``name_claim``, ``email``: who logs in next.
+    - ``subject``, ``name_claim``, ``email``, ``email_verified``, ``preferred_username``: who
+      logs in next.
     - ``deny``: the fake IdP answers ``error=access_denied``.
     - ``start_failure``: an UpstreamError ``start_login`` raises (IdP metadata unknown).
     - ``finish_failure``: an UpstreamError ``finish_login`` fails with.
@@ -97,6 +102,8 @@ class FakeUpstreamProvider:
         self.subject = "alice"
         self.name_claim: str | None = "Alice Example"
         self.email: str | None = "alice@example.com"
+        self.email_verified: bool | None = True
+        self.preferred_username: str | None = "alice"
         self.deny = False
         self.unreachable = False
         self.start_failure: UpstreamError | None = None
@@ -137,7 +144,12 @@ class FakeUpstreamProvider:
         self.sessions[tsid] = issued.subject
         return defer.succeed(
             UpstreamIdentity(
-                subject=issued.subject, tsid=tsid, name=issued.name, email=issued.email
+                subject=issued.subject,
+                tsid=tsid,
+                name=issued.name,
+                email=issued.email,
+                email_verified=issued.email_verified,
+                preferred_username=issued.preferred_username,
             )
         )
 

@@ -154,7 +154,12 @@ class DevelopmentProvider(TokenSessions):
             tokens,
             name=username,
             email=email,
-            claims={"sub": username, "name": username, "email": email},
+            claims={
+                "sub": username,
+                "name": username,
+                "preferred_username": username,
+                "email": email,
+            },
         )
 
     def _refresh(self, session: UpstreamTokenSession) -> Deferred[TokenResponse]:

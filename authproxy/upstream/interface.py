@@ -34,6 +34,8 @@ class UpstreamIdentity:
     tsid: str
     name: str | None = None
     email: str | None = None
+    email_verified: bool | None = None  # None: the IdP did not say
+    preferred_username: str | None = None
 
 
 class UpstreamError(Exception):

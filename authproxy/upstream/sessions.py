@@ -177,7 +177,15 @@ class TokenSessions:
             upstream=self.name,
             refreshable=tokens.refresh_token is not None,
         )
-        return UpstreamIdentity(subject=subject, tsid=session.tsid, name=name, email=email)
+        verified, username = claims.get("email_verified"), claims.get("preferred_username")
+        return UpstreamIdentity(
+            subject=subject,
+            tsid=session.tsid,
+            name=name,
+            email=email,
+            email_verified=verified if isinstance(verified, bool) else None,
+            preferred_username=username if isinstance(username, str) and username else None,
+        )
 
     def _fresh(self, session: UpstreamTokenSession) -> bool:
         return session.access_token_expires_at - REFRESH_MARGIN > self._now()

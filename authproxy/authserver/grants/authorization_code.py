@@ -74,6 +74,10 @@ class AuthorizationCodeGrant(GrantHandler):
             family_expires_at=family_expires_at,
             name=record.name,
             email=record.email,
+            auth_time=record.created_at,  # the code is made as the upstream login completes
+            nonce=record.nonce,
+            email_verified=record.email_verified,
+            preferred_username=record.preferred_username,
         )
         await self.tokens.storage.families.put_family(
             TokenFamily(

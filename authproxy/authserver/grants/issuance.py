@@ -2,7 +2,8 @@
 
 A grant (``authorization_code``, ``refresh_token``, ...) decides *whether* to issue and for
 what; :class:`TokenIssuance` then mints the access token (and a refresh token when the
-client registered that grant) the same way for every grant.
+client registered that grant, and an ID token when the ``openid`` scope was granted) the
+same way for every grant.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import attrs
 from twisted.logger import Logger
 
 from authproxy.authserver.audience import InvalidTarget, ResourceIndicators
+from authproxy.authserver.id_token import IdTokenIssuer, session_id
+from authproxy.authserver.openid_claims import OPENID_SCOPE, scoped_claims
 from authproxy.http.errors import OAuthError
 from authproxy.ops.metrics import EventCounters
 from authproxy.storage import Storage
@@ -57,6 +60,20 @@ class Issuance:
     family_expires_at: float
     name: str | None
     email: str | None
+    # OpenID: when the user logged in, the client's nonce (code grant only), more profile
+    auth_time: float | None = None
+    nonce: str | None = None
+    email_verified: bool | None = None
+    preferred_username: str | None = None
+
+    def identity(self) -> dict[str, object]:
+        """The user's profile claims (None: unknown), for ID tokens."""
+        return {
+            "name": self.name,
+            "preferred_username": self.preferred_username,
+            "email": self.email,
+            "email_verified": self.email_verified,
+        }
 
 
 @attrs.frozen
@@ -78,11 +95,13 @@ class TokenIssuance:
     settings: TokenSettings
     events: EventCounters = attrs.field(factory=EventCounters)
     resources: ResourceIndicators = attrs.field(init=False)
+    id_tokens: IdTokenIssuer = attrs.field(init=False)
     # The grants log as the token endpoint always has (an instance attribute: no re-naming).
     log: Logger = attrs.field(init=False, default=_TOKEN_LOG, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self.resources = ResourceIndicators(self.settings.allowed_audiences)
+        self.id_tokens = IdTokenIssuer(self.issuer.ring, self.issuer.clock, self.issuer.issuer)
 
     def opaque_param(
         self, params: dict[str, str], name: str, kind: str, what: str
@@ -114,6 +133,8 @@ class TokenIssuance:
             lifespan=self.settings.access_token_lifespan,
             name=grant.name,
             email=grant.email,
+            email_verified=grant.email_verified,
+            preferred_username=grant.preferred_username,
         )
         response: dict[str, Any] = {
             "access_token": access.token,
@@ -121,6 +142,17 @@ class TokenIssuance:
             "expires_in": access.exp - access.iat,
             "scope": " ".join(grant.scopes),
         }
+        if OPENID_SCOPE in grant.scopes:
+            response["id_token"] = self.id_tokens.issue(
+                client_id=grant.client.client_id,
+                subject=grant.user_id,
+                lifespan=self.settings.access_token_lifespan,
+                access_token=access.token,
+                sid=session_id(grant.family_id),
+                auth_time=grant.auth_time,
+                nonce=grant.nonce,
+                claims=scoped_claims(grant.scopes, grant.identity()),
+            )
         refresh = None
         if "refresh_token" in grant.client.grant_types:
             value, token_id = self.opaque.mint(REFRESH_TOKEN)
@@ -137,6 +169,9 @@ class TokenIssuance:
                 expires_at=grant.family_expires_at,
                 name=grant.name,
                 email=grant.email,
+                auth_time=grant.auth_time,
+                email_verified=grant.email_verified,
+                preferred_username=grant.preferred_username,
             )
         return Minted(response=response, access=access, refresh=refresh)
 

@@ -77,6 +77,9 @@ class RefreshTokenGrant(GrantHandler):
             family_expires_at=record.expires_at,
             name=record.name,
             email=record.email,
+            auth_time=record.auth_time,  # a refreshed ID token: same login, no nonce
+            email_verified=record.email_verified,
+            preferred_username=record.preferred_username,
         )
         minted = self.tokens.mint(grant)
         sealed = self.tokens.opaque.seal(token, REFRESH_TOKEN, minted.response)
