@@ -22,6 +22,7 @@ from authproxy.authserver.metadata import (
 from authproxy.authserver.ratelimit import ClientRequestLimits, TokenBucketLimiter
 from authproxy.authserver.register import RegistrationResource
 from authproxy.authserver.revoke import RevocationResource
+from authproxy.authserver.scopes import ClientScopes
 from authproxy.authserver.token import TokenResource, TokenSettings
 from authproxy.config import Config
 from authproxy.http.responses import TrustedProxies
@@ -53,8 +54,9 @@ def auth_routes(
     issuer = AccessTokenIssuer(ring=ring, clock=clock, issuer=auth.issuer)
     opaque = OpaqueTokens(ring=ring)
     cimd = auth.client_metadata_documents
+    client_scopes = ClientScopes.from_config(config)
     if cimd.enabled and documents is None:
-        documents = client_documents(cimd, clock, auth.scopes_supported)
+        documents = client_documents(cimd, clock, client_scopes)
     clients = ClientResolver(storage.clients, documents if cimd.enabled else None)
     counters = storage.rate_counters
     registration = auth.registration
@@ -65,7 +67,7 @@ def auth_routes(
     routes[REGISTER_PATH] = RegistrationResource(
         storage.clients,
         clock,
-        auth.scopes_supported,
+        client_scopes,
         limiter,
         trusted_proxies=config.server.trusted_proxies,
         enabled=registration.enabled,
@@ -78,7 +80,7 @@ def auth_routes(
         clock=clock,
         issuer=auth.issuer,
         allowed_audiences=auth.allowed_audiences,
-        scopes_supported=auth.scopes_supported,
+        scopes_supported=client_scopes,
         binding=binding,
         consent=ConsentStep(config, storage.logins, ring, clock) if consent else None,
         limiter=TokenBucketLimiter(
