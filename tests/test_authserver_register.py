@@ -70,27 +70,6 @@ REDIRECT_URI_TABLE: list[tuple[object, bool]] = [
 
 
 class RedirectURIValidationTests(SynchronousTestCase):
-    def test_unsupported_scopes_are_dropped(self) -> None:
-        # RFC 7591 §3.2.1: the server may register less than asked; the response says what.
-        md = validate_client_metadata(
-            {"redirect_uris": [GOOD_URI], "scope": "openid admin"}, SUPPORTED
-        )
-        self.assertEqual(md.scopes, ("openid",))
-        # Nothing usable asked for: the default set, as when no scope was named.
-        md = validate_client_metadata({"redirect_uris": [GOOD_URI], "scope": "root"}, SUPPORTED)
-        self.assertEqual(md.scopes, SUPPORTED)
-
-    def test_step_up_scopes_are_not_granted_by_default(self) -> None:
-        # ToolHive #3745: a client that names no scope must not get every scope.
-        scopes = ClientScopes.from_config(STEP_UP_CONFIG)
-        md = validate_client_metadata({"redirect_uris": [GOOD_URI]}, scopes)
-        self.assertEqual(md.scopes, SUPPORTED)
-        self.assertNotIn("mcp:admin", md.scopes)
-        md = validate_client_metadata(
-            {"redirect_uris": [GOOD_URI], "scope": "openid mcp:admin"}, scopes
-        )
-        self.assertEqual(md.scopes, ("openid", "mcp:admin"))
-
     def test_table(self) -> None:
         for uri, ok in REDIRECT_URI_TABLE:
             why = check_redirect_uri(uri)
