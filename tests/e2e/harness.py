@@ -122,10 +122,13 @@ def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
         for key, value in table.items():
             if isinstance(value, dict):
                 nested.append((key, value))
+            elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                nested.extend((key, v) for v in value)  # an array of tables
             else:
                 lines.append(f"{key} = {json.dumps(value)}")
         for key, value in nested:
-            emit(f"{prefix}.{key}", value)
+            array = isinstance(table[key], list)
+            emit(f"[{prefix}.{key}]" if array else f"{prefix}.{key}", value)
 
     for name, table in sections.items():
         emit(name, table)
@@ -158,6 +161,7 @@ def deploy(
     access_token_lifespan: str = "15m",
     idp_access_ttl: int | None = None,
     header_strategy: str = "replace",
+    proxy: dict[str, Any] | None = None,
 ) -> Deployment:
     """Start the IdP, the MCP server and authproxy in front of it."""
     port = procs.free_port()
@@ -187,6 +191,7 @@ def deploy(
                 "scopes": ["openid", "email", "profile", "offline_access"],
             },
             "upstream_token": {"header_strategy": header_strategy},
+            **({"proxy": proxy} if proxy else {}),
         },
     )
     proxy = Authproxy(config, port, root)
