@@ -314,11 +314,29 @@ class LoggingConfig:
 
 
 @attrs.frozen
+class ScopeRule:
+    """``[[proxy.scope_rules]]``: the scopes one MCP operation needs (proxy/scope_rules.py)."""
+
+    method: str  # an exact MCP method, e.g. "tools/call"
+    scopes: tuple[str, ...]
+    name: str = "*"  # a glob (*, ?, [...]) on the tool or prompt name, or the resource URI
+
+
+@attrs.frozen
+class ProxyConfig:
+    """``[proxy]``: how the protected resource describes itself and what its operations need."""
+
+    resource_name: str = ""  # RFC 9728 resource_name; default: "MCP server at <host>"
+    scope_rules: tuple[ScopeRule, ...] = ()
+
+
+@attrs.frozen
 class Config:
     server: ServerConfig
     backend: BackendConfig
     upstream: UpstreamConfig
     auth_server: AuthServerConfig = AuthServerConfig()
+    proxy: ProxyConfig = ProxyConfig()
     upstream_token: UpstreamTokenConfig = UpstreamTokenConfig()
     storage: StorageConfig = StorageConfig()
     logging: LoggingConfig = LoggingConfig()
@@ -588,6 +606,8 @@ def _validate(config: Config) -> tuple[Config, list[str]]:
     problems.extend(_client_metadata_documents_problems(auth.client_metadata_documents))
     audiences = auth.allowed_audiences or (server.public_url.rstrip("/") + path,)
     auth = attrs.evolve(auth, issuer=issuer, allowed_audiences=audiences)
+    problems.extend(_proxy_problems(config.proxy))
+    auth = _with_rule_scopes(auth, config.proxy)
 
     upstream, upstream_problems = _validate_upstream(config, issuer)
     problems.extend(upstream_problems)
@@ -618,6 +638,68 @@ def _validate(config: Config) -> tuple[Config, list[str]]:
 
     resolved = attrs.evolve(config, backend=backend, auth_server=auth, upstream=upstream)
     return resolved, problems
+
+
+# RFC 6749 §3.3 scope-token: %x21 / %x23-5B / %x5D-7E
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+_MCP_METHOD = re.compile(r"[A-Za-z0-9_./-]+")
+MAX_RESOURCE_NAME = 200
+
+
+def _proxy_problems(proxy: ProxyConfig) -> list[str]:
+    """One line per problem of ``[proxy]``: the resource name and each scope rule."""
+    problems = []
+    if len(proxy.resource_name) > MAX_RESOURCE_NAME or not proxy.resource_name.isprintable():
+        problems.append(
+            f"proxy.resource_name: must be printable text of at most {MAX_RESOURCE_NAME} characters"
+        )
+    for i, rule in enumerate(proxy.scope_rules):
+        where = f"proxy.scope_rules[{i}]"
+        if not _MCP_METHOD.fullmatch(rule.method):
+            problems.append(
+                f'{where}.method: "{rule.method}" is not an MCP method name (an exact name, '
+                'e.g. "tools/call")'
+            )
+        if (why := glob_problem(rule.name)) is not None:
+            problems.append(f'{where}.name: "{rule.name}" {why}')
+        if not rule.scopes:
+            problems.append(f"{where}.scopes: needs at least one scope")
+        for j, scope in enumerate(rule.scopes):
+            if not _SCOPE_TOKEN.fullmatch(scope):
+                problems.append(f'{where}.scopes[{j}]: "{scope}" is not a scope (RFC 6749 §3.3)')
+    return problems
+
+
+def glob_problem(glob: str) -> str | None:
+    """Why ``glob`` is not a usable name pattern (fnmatch: ``*``, ``?``, ``[...]``), or None."""
+    if not glob:
+        return 'is empty (use "*" for any name)'
+    if not glob.isprintable():
+        return "has control characters"
+    if _unclosed_bracket(glob):
+        return 'has an unclosed "[" (write "[[]" for a literal bracket)'
+    return None
+
+
+def _unclosed_bracket(glob: str) -> bool:
+    """Whether a ``[`` of ``glob`` opens no set: fnmatch would quietly match it literally,
+    which is almost surely a typo. (The same scan as fnmatch's: ``[!`` and a leading ``]``.)"""
+    i = 0
+    while (i := glob.find("[", i)) >= 0:
+        j = i + 1
+        j += glob.startswith("!", j)
+        j += glob.startswith("]", j)
+        if (i := glob.find("]", j)) < 0:
+            return True
+    return False
+
+
+def _with_rule_scopes(auth: AuthServerConfig, proxy: ProxyConfig) -> AuthServerConfig:
+    """``auth`` whose scopes_supported also lists every scope rule's scopes (clients must be
+    able to ask for them)."""
+    named = [s for rule in proxy.scope_rules for s in rule.scopes]
+    supported = tuple(dict.fromkeys([*auth.scopes_supported, *named]))
+    return attrs.evolve(auth, scopes_supported=supported)
 
 
 _CIMD_BOUNDS = {"fetch_timeout": (0.5, 60.0), "cache_max_age": (0.0, 30 * 86400.0)}

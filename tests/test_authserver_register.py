@@ -17,11 +17,16 @@ from authproxy.authserver.limits import (
 )
 from authproxy.authserver.ratelimit import TokenBucketLimiter
 from authproxy.authserver.register import check_redirect_uri, validate_client_metadata
+from authproxy.authserver.scopes import ClientScopes
 from authproxy.http.errors import OAuthError
 from authproxy.storage.memory.rates import MemoryRateCounters
+from authproxy.testing.backend import proxy_config
 from authproxy.testing.upstream import AuthServerHarness, s256_pair
 
 SUPPORTED = ("openid", "profile", "email", "offline_access")
+STEP_UP_CONFIG = proxy_config(
+    proxy={"scope_rules": [{"method": "tools/call", "name": "delete_*", "scopes": ["mcp:admin"]}]}
+)
 GOOD_URI = "http://127.0.0.1:33418/callback"
 
 # (redirect URI, acceptable)
@@ -106,6 +111,27 @@ class ClientMetadataValidationTests(SynchronousTestCase):
         self.assertEqual(md.client_name, "Claude Code")
         self.assertEqual(md.extra, {"client_uri": "https://claude.ai", "contacts": ["a@b.c"]})
 
+    def test_unsupported_scopes_are_dropped(self) -> None:
+        # RFC 7591 §3.2.1: the server may register less than asked; the response says what.
+        md = validate_client_metadata(
+            {"redirect_uris": [GOOD_URI], "scope": "openid admin"}, SUPPORTED
+        )
+        self.assertEqual(md.scopes, ("openid",))
+        # Nothing usable asked for: the default set, as when no scope was named.
+        md = validate_client_metadata({"redirect_uris": [GOOD_URI], "scope": "root"}, SUPPORTED)
+        self.assertEqual(md.scopes, SUPPORTED)
+
+    def test_step_up_scopes_are_not_granted_by_default(self) -> None:
+        # ToolHive #3745: a client that names no scope must not get every scope.
+        scopes = ClientScopes.from_config(STEP_UP_CONFIG)
+        md = validate_client_metadata({"redirect_uris": [GOOD_URI]}, scopes)
+        self.assertEqual(md.scopes, SUPPORTED)
+        self.assertNotIn("mcp:admin", md.scopes)
+        md = validate_client_metadata(
+            {"redirect_uris": [GOOD_URI], "scope": "openid mcp:admin"}, scopes
+        )
+        self.assertEqual(md.scopes, ("openid", "mcp:admin"))
+
     def test_table(self) -> None:
         base: dict[str, Any] = {"redirect_uris": [GOOD_URI]}
         cases: list[tuple[object, str]] = [
@@ -138,7 +164,6 @@ class ClientMetadataValidationTests(SynchronousTestCase):
             ({**base, "response_types": []}, "invalid_client_metadata"),
             ({**base, "client_name": "x" * 257}, "invalid_client_metadata"),
             ({**base, "client_name": 5}, "invalid_client_metadata"),
-            ({**base, "scope": "openid admin"}, "invalid_client_metadata"),
             ({**base, "scope": ["openid"]}, "invalid_client_metadata"),
             ({**base, "logo_uri": 7}, "invalid_client_metadata"),
             ({**base, "contacts": "a@b.c"}, "invalid_client_metadata"),
@@ -287,7 +312,7 @@ class RegistrationEndpointTests(SynchronousTestCase):
         self.assertEqual(result.json()["error"], "invalid_redirect_uri")
         self.assertIn("error_description", result.json())
         result = self.h.request(
-            "POST", "/oauth/register", json_body={"redirect_uris": [GOOD_URI], "scope": "root"}
+            "POST", "/oauth/register", json_body={"redirect_uris": [GOOD_URI], "scope": 7}
         )
         self.assertEqual((result.code, result.json()["error"]), (400, "invalid_client_metadata"))
 

@@ -157,9 +157,10 @@ class RefusalTests(GuardTestCase):
         self.assertEqual(body["error"], "insufficient_scope")
         self.assertEqual(body["scope"], "email")
         self.assertEqual(h.backend.received, [])
-        # The unauthenticated challenge names the required scopes too.
+        # The unauthenticated challenge names what to ask for: the required scopes among them.
         response, _ = self.call()
-        self.assertIn('scope="email"', response.headers.getRawHeaders("www-authenticate")[0])
+        challenge = response.headers.getRawHeaders("www-authenticate")[0]
+        self.assertIn('scope="openid profile email"', challenge)
         # A token with the scope passes (scp array or scope string).
         response, _ = self.call(h.auth(h.token(scope="openid email", scp=None)))
         self.assertEqual(response.code, 200)

@@ -24,7 +24,7 @@ from authproxy.authserver.limits import MAX_CLIENT_STATE, MAX_NONCE, MAX_SCOPE_P
 from authproxy.authserver.login_binding import LoginBinding
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
 from authproxy.authserver.redirect_uri import redirect_uri_matches
-from authproxy.authserver.scopes import split_scope
+from authproxy.authserver.scopes import ClientScopes, split_scope
 from authproxy.authserver.upstream_failure import upstream_error_page
 from authproxy.http.errors import HTMLPageError
 from authproxy.http.forms import query_pairs
@@ -95,7 +95,7 @@ class AuthorizeResource(AsyncResource):
         clock: Clock,
         issuer: str,
         allowed_audiences: Sequence[str],
-        scopes_supported: Sequence[str],
+        scopes_supported: ClientScopes | Sequence[str],
         binding: LoginBinding,
         pending_lifespan: float = DEFAULT_PENDING_LIFESPAN,
         consent: ConsentGate | None = None,
@@ -112,7 +112,7 @@ class AuthorizeResource(AsyncResource):
         self.resources = ResourceIndicators(allowed_audiences)
         self.limiter = limiter
         self._trusted = TrustedProxies.from_cidrs(trusted_proxies)
-        self.scopes_supported = tuple(scopes_supported)
+        self.client_scopes = ClientScopes.of(scopes_supported)
         self.pending_lifespan = pending_lifespan
         self.consent = consent
         self.binding = binding
@@ -298,9 +298,9 @@ class AuthorizeResource(AsyncResource):
         )
 
     def _scopes(self, client: RegisteredClient, requested: str | None) -> tuple[str, ...]:
-        allowed = [s for s in client.scopes if s in self.scopes_supported]
         if requested is None or not requested.strip():
-            return tuple(allowed)
+            return tuple(s for s in client.scopes if s in self.client_scopes.supported)
+        allowed = self.client_scopes.authorizable(client.scopes)
         scopes = split_scope(requested)
         if outside := [s for s in scopes if s not in allowed]:
             raise AuthorizationRedirectError(

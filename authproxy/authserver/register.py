@@ -29,7 +29,7 @@ from authproxy.authserver.limits import (
     MAX_REGISTRATION_BODY,
 )
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
-from authproxy.authserver.scopes import split_scope
+from authproxy.authserver.scopes import ClientScopes
 from authproxy.http.cors import CrossOriginPost
 from authproxy.http.errors import OAuthError
 from authproxy.http.forms import OAUTH_REFUSALS, media_type, read_body
@@ -93,7 +93,9 @@ def _is_https_url(value: str) -> bool:
     return parsed.scheme == "https"
 
 
-def validate_client_metadata(document: object, scopes_supported: Sequence[str]) -> ClientMetadata:
+def validate_client_metadata(
+    document: object, scopes_supported: ClientScopes | Sequence[str]
+) -> ClientMetadata:
     """Check a registration request against every rule; raise OAuthError (400) otherwise."""
     if not isinstance(document, dict):
         raise _invalid("the body must be a JSON object")
@@ -143,14 +145,11 @@ def validate_client_metadata(document: object, scopes_supported: Sequence[str]) 
         name = name.strip() or None
 
     scope = document.get("scope")
-    if scope is None:
-        scopes = tuple(scopes_supported)
-    else:
-        if not isinstance(scope, str):
-            raise _invalid("scope must be a space-separated string")
-        scopes = split_scope(scope)
-        if unknown := [s for s in scopes if s not in scopes_supported]:
-            raise _invalid(f"unsupported scope: {' '.join(unknown)}")
+    if scope is not None and not isinstance(scope, str):
+        raise _invalid("scope must be a space-separated string")
+    # Unsupported scopes are dropped, not refused (RFC 7591 §3.2.1: the response says what
+    # was registered); a client that names none gets the default set, never every scope.
+    scopes = ClientScopes.of(scopes_supported).registered(scope)
 
     extra: dict[str, object] = {}
     for field in (*_METADATA_URIS, *_METADATA_STRINGS):
@@ -215,7 +214,7 @@ class RegistrationResource(CrossOriginPost):
         self,
         clients: IClients,
         clock: Clock,
-        scopes_supported: Sequence[str],
+        scopes_supported: ClientScopes | Sequence[str],
         limiter: TokenBucketLimiter,
         trusted_proxies: Sequence[str] = (),
         enabled: bool = True,
@@ -226,7 +225,7 @@ class RegistrationResource(CrossOriginPost):
         self.events = events or EventCounters()
         self._clients = clients
         self._clock = clock
-        self._scopes_supported = tuple(scopes_supported)
+        self._scopes_supported = ClientScopes.of(scopes_supported)
         self._limiter = limiter
         self._trusted = TrustedProxies.from_cidrs(trusted_proxies)
 

@@ -24,6 +24,7 @@ from authproxy.authserver.metadata import (
 from authproxy.authserver.ratelimit import ClientRequestLimits, TokenBucketLimiter
 from authproxy.authserver.register import RegistrationResource
 from authproxy.authserver.revoke import RevocationResource
+from authproxy.authserver.scopes import ClientScopes
 from authproxy.authserver.token import TokenResource, TokenSettings
 from authproxy.authserver.userinfo import UserinfoResource
 from authproxy.config import Config
@@ -61,8 +62,9 @@ def auth_routes(
     issuer = AccessTokenIssuer(ring=ring, clock=clock, issuer=auth.issuer)
     opaque = OpaqueTokens(ring=ring)
     cimd = auth.client_metadata_documents
+    client_scopes = ClientScopes.from_config(config)
     if cimd.enabled and documents is None:
-        documents = client_documents(cimd, clock, auth.scopes_supported)
+        documents = client_documents(cimd, clock, client_scopes)
     clients = ClientResolver(storage.clients, documents if cimd.enabled else None)
     counters = storage.rate_counters
     registration = auth.registration
@@ -73,7 +75,7 @@ def auth_routes(
     routes[REGISTER_PATH] = RegistrationResource(
         storage.clients,
         clock,
-        auth.scopes_supported,
+        client_scopes,
         limiter,
         trusted_proxies=config.server.trusted_proxies,
         enabled=registration.enabled,
@@ -87,7 +89,7 @@ def auth_routes(
         clock=clock,
         issuer=auth.issuer,
         allowed_audiences=auth.allowed_audiences,
-        scopes_supported=auth.scopes_supported,
+        scopes_supported=client_scopes,
         binding=binding,
         consent=ConsentStep(config, storage.logins, ring, clock) if consent else None,
         limiter=TokenBucketLimiter(

@@ -102,18 +102,23 @@ def _quote(value: str) -> str:
 
 @attrs.frozen
 class Challenge:
-    """Builds the ``WWW-Authenticate: Bearer`` header for the protected resource."""
+    """Builds the ``WWW-Authenticate: Bearer`` header for the protected resource.
+
+    ``scopes``: what a client should ask for when it signs in (authserver/scopes.py
+    ``initial_scopes``), named by every challenge whose error names none of its own (MCP
+    clients request the challenge's scope before anything else).
+    """
 
     realm: str
     resource_metadata: str
-    required_scopes: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ()
 
     def header(self, error: BearerError) -> str:
         params = [("realm", self.realm), ("resource_metadata", self.resource_metadata)]
         if error.error is not None:
             params.append(("error", error.error))
             params.append(("error_description", error.description))
-        scope = error.scope or self.required_scopes
+        scope = error.scope or self.scopes
         if scope:
             params.append(("scope", " ".join(scope)))
         return "Bearer " + ", ".join(f"{k}={_quote(v)}" for k, v in params)

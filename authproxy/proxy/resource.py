@@ -29,6 +29,7 @@ from twisted.web.iweb import IAgent, IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from authproxy.authserver.scopes import initial_scopes
 from authproxy.config import Config
 from authproxy.http.cors import AllowedOriginsCORS, OriginPolicy
 from authproxy.http.errors import (
@@ -51,6 +52,7 @@ from authproxy.proxy.headers import (
 )
 from authproxy.proxy.limits import BackendConnectionLimits
 from authproxy.proxy.metadata import metadata_url
+from authproxy.proxy.scope_rules import ScopeRules
 from authproxy.proxy.sessions import MemorySessionBindings, Owner, SessionBindings
 from authproxy.proxy.sse import (
     EndpointEventRewriter,
@@ -313,8 +315,9 @@ class MCPProxy(Resource):
         self.challenge = Challenge(
             realm=config.server.public_url,
             resource_metadata=metadata_url(config),
-            required_scopes=tuple(config.auth_server.required_scopes),
+            scopes=initial_scopes(config),
         )
+        self._scope_rules = ScopeRules.from_config(config)
 
     @property
     def guard(self) -> BearerGuard:
@@ -382,6 +385,8 @@ class MCPProxy(Resource):
             raise ProxyError(413, "request_too_large", too_large_description(self._max_body))
         try:
             principal = await self._guard.authenticate(request)
+            if self._scope_rules is not None and method == b"POST":
+                self._scope_rules.check(request.requestHeaders, body, principal)
         except BearerError as e:
             raise self._refused(e) from None
         request.client_id = principal.client_id  # type: ignore[attr-defined]  # the access log's

@@ -19,9 +19,12 @@ from authproxy.upstream.interface import IUpstreamProvider
 
 
 def proxy_routes(config: Config) -> dict[str, Resource]:
-    """Exact paths served beside the proxy: the RFC 9728 metadata (plain and path-inserted)."""
-    metadata = ProtectedResourceMetadata(config)
-    return {WELL_KNOWN: metadata, WELL_KNOWN + config.backend.path: metadata}
+    """Exact paths served beside the proxy: the RFC 9728 metadata (path-inserted, and the
+    root document, which is the resource's own only for a resource at the root)."""
+    return {
+        WELL_KNOWN: ProtectedResourceMetadata(config, at_root=True),
+        WELL_KNOWN + config.backend.path: ProtectedResourceMetadata(config),
+    }
 
 
 def make_backend_agent(config: Config, reactor: Any) -> BackendAgent:

@@ -122,10 +122,13 @@ def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
         for key, value in table.items():
             if isinstance(value, dict):
                 nested.append((key, value))
+            elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                nested.extend((key, v) for v in value)  # an array of tables
             else:
                 lines.append(f"{key} = {json.dumps(value)}")
         for key, value in nested:
-            emit(f"{prefix}.{key}", value)
+            array = isinstance(table[key], list)
+            emit(f"[{prefix}.{key}]" if array else f"{prefix}.{key}", value)
 
     for name, table in sections.items():
         emit(name, table)
@@ -203,6 +206,7 @@ def deploy(
     access_token_lifespan: str = "15m",
     idp_access_ttl: int | None = None,
     header_strategy: str = "replace",
+    proxy: dict[str, Any] | None = None,
 ) -> Deployment:
     """Start the IdP, the MCP server and authproxy in front of it."""
     port = procs.free_port()
@@ -222,9 +226,11 @@ def deploy(
         access_token_lifespan=access_token_lifespan,
         header_strategy=header_strategy,
     )
-    proxy = Authproxy(write_config(root / "authproxy.toml", sections), port, root)
-    proxy.start()
-    return Deployment(idp, backend, proxy, keys)
+    if proxy:
+        sections["proxy"] = proxy
+    authproxy = Authproxy(write_config(root / "authproxy.toml", sections), port, root)
+    authproxy.start()
+    return Deployment(idp, backend, authproxy, keys)
 
 
 class Deployed(Protocol):

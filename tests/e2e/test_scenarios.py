@@ -267,3 +267,23 @@ def test_jwks_and_metadata_are_served(root: Path) -> None:
         assert json.loads(httpx2.get(d.proxy.url + "/ready").text)["status"] == "ready"
     finally:
         d.stop()
+
+
+def test_step_up_for_a_tool_that_needs_more_scope(root: Path) -> None:
+    """A scope rule gates one tool: the MCP SDK gets 403 insufficient_scope, re-authorizes
+    with the challenge's scopes (the consent page shows the new one), and the call succeeds."""
+    rule = {"method": "tools/call", "name": "cou?t", "scopes": ["mcp:admin"]}
+    d = deploy(root, proxy={"scope_rules": [rule]})
+    try:
+        user = MCPUser(d)
+        out = procs.run_async(user.session, list_echo_count)
+        assert out["events"][-1] == ("result", "counted 5")
+        assert user.login is not None and len(user.login.authorize_urls) == 2, "one step-up"
+        first, stepped = user.login.authorize_urls
+        assert "mcp%3Aadmin" not in first and "mcp%3Aadmin" in stepped
+        assert user.storage.tokens is not None and user.storage.tokens.scope is not None
+        assert "mcp:admin" in user.storage.tokens.scope.split()
+        consent_pages = [p for p in user.login.agent.pages if "mcp:admin" in p[2]]
+        assert consent_pages, "the step-up consent page names the new scope"
+    finally:
+        d.stop()

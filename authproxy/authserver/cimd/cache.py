@@ -20,6 +20,7 @@ from authproxy.authserver.cimd.addresses import threaded_resolver
 from authproxy.authserver.cimd.document import DocumentError, client_from_document
 from authproxy.authserver.cimd.fetch import DocumentFetcher, pinned_http
 from authproxy.authserver.cimd.url import DocumentURL, document_url
+from authproxy.authserver.scopes import ClientScopes
 from authproxy.config import ClientMetadataDocumentsConfig
 from authproxy.storage.models import RegisteredClient
 from authproxy.tokens import Clock
@@ -39,13 +40,13 @@ class ClientDocuments:
         settings: ClientMetadataDocumentsConfig,
         fetcher: DocumentFetcher,
         clock: Clock,
-        scopes_supported: Sequence[str],
+        scopes_supported: ClientScopes | Sequence[str],
         max_entries: int = MAX_ENTRIES,
     ) -> None:
         self._settings = settings
         self._fetcher = fetcher
         self._clock = clock
-        self._scopes = tuple(scopes_supported)
+        self._scopes = ClientScopes.of(scopes_supported)
         self._max_entries = max_entries
         self._entries: OrderedDict[str, tuple[float, RegisteredClient | DocumentError]] = (
             OrderedDict()
@@ -99,7 +100,9 @@ class ClientDocuments:
 
 
 def client_documents(
-    settings: ClientMetadataDocumentsConfig, reactor: Any, scopes_supported: Sequence[str]
+    settings: ClientMetadataDocumentsConfig,
+    reactor: Any,
+    scopes_supported: ClientScopes | Sequence[str],
 ) -> ClientDocuments:
     """The production documents: the system resolver, connections pinned to vetted addresses."""
     fetcher = DocumentFetcher(

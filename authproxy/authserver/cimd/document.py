@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from authproxy.authserver.register import SUPPORTED_GRANT_TYPES, validate_client_metadata
-from authproxy.authserver.scopes import split_scope
+from authproxy.authserver.scopes import ClientScopes
 from authproxy.http.errors import OAuthError
 from authproxy.storage.models import RegisteredClient
 
@@ -36,7 +36,7 @@ class DocumentError(Exception):
 
 
 def client_from_document(
-    url: str, document: object, scopes_supported: Sequence[str], now: float
+    url: str, document: object, scopes_supported: ClientScopes | Sequence[str], now: float
 ) -> RegisteredClient:
     """The client that the document at ``url`` describes; DocumentError when it is unusable."""
     if not isinstance(document, dict):
@@ -62,9 +62,6 @@ def client_from_document(
         **document,
         "grant_types": [g for g in grants if g in SUPPORTED_GRANT_TYPES],
     }
-    scope = document.get("scope")
-    if isinstance(scope, str):
-        registration["scope"] = " ".join(s for s in split_scope(scope) if s in scopes_supported)
     try:
         metadata = validate_client_metadata(registration, scopes_supported)
     except OAuthError as e:
