@@ -156,6 +156,12 @@ VALID = {
     "memory storage by default": variant("oidc", _set("storage", {})),
 }
 
+
+def broken(example: str, path: str, value: Any, rule: str) -> tuple[str, dict[str, Any], str]:
+    """An ``INVALID`` entry: ``example`` with ``spec.<path>`` set to ``value``, and its rule."""
+    return f"{example}: {path} = {value!r}", variant(example, _set(path, value)), rule
+
+
 #: (what is wrong, the resource, the one message the CEL rules answer with)
 INVALID: list[tuple[str, dict[str, Any], str]] = [
     (
@@ -166,56 +172,20 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         ),
         "one upstream",
     ),
-    (
-        "http issuer off loopback",
-        variant("oidc", _set("issuer", "http://mcp.example.com")),
-        "issuer https",
-    ),
-    (
-        "a host that starts like localhost",
-        variant("oidc", _set("issuer", "http://localhost.example.com")),
-        "issuer https",
-    ),
-    (
-        "issuer with a query",
-        variant("oidc", _set("issuer", "https://mcp.example.com?a=b")),
-        "issuer query",
-    ),
-    (
-        "issuer with a fragment",
-        variant("oidc", _set("issuer", "https://mcp.example.com#x")),
-        "issuer query",
-    ),
-    (
-        "issuer ending in /",
-        variant("oidc", _set("issuer", "https://mcp.example.com/")),
-        "issuer slash",
-    ),
-    ("no signing key", variant("oidc", _set("signingKeySecretRefs", [])), "signing keys"),
-    ("six signing keys", variant("oidc", _set("signingKeySecretRefs", [REF] * 6)), "signing keys"),
-    ("no HMAC secret", variant("oidc", _set("hmacSecretRefs", [])), "hmac"),
-    (
-        "access token 30s",
-        variant("oidc", _set("tokenLifespans.accessTokenLifespan", "30s")),
-        "access",
-    ),
-    (
-        "access token 25h",
-        variant("oidc", _set("tokenLifespans.accessTokenLifespan", "25h")),
-        "access",
-    ),
-    (
-        "refresh token 30m",
-        variant("oidc", _set("tokenLifespans.refreshTokenLifespan", "30m")),
-        "refresh",
-    ),
-    (
-        "refresh token 721h",
-        variant("oidc", _set("tokenLifespans.refreshTokenLifespan", "721h")),
-        "refresh",
-    ),
-    ("code 10s", variant("oidc", _set("tokenLifespans.authCodeLifespan", "10s")), "code"),
-    ("code 11m", variant("oidc", _set("tokenLifespans.authCodeLifespan", "10m1s")), "code"),
+    broken("oidc", "issuer", "http://mcp.example.com", "issuer https"),
+    broken("oidc", "issuer", "http://localhost.example.com", "issuer https"),
+    broken("oidc", "issuer", "https://mcp.example.com?a=b", "issuer query"),
+    broken("oidc", "issuer", "https://mcp.example.com#x", "issuer query"),
+    broken("oidc", "issuer", "https://mcp.example.com/", "issuer slash"),
+    broken("oidc", "signingKeySecretRefs", [], "signing keys"),
+    broken("oidc", "signingKeySecretRefs", [REF] * 6, "signing keys"),
+    broken("oidc", "hmacSecretRefs", [], "hmac"),
+    broken("oidc", "tokenLifespans.accessTokenLifespan", "30s", "access"),
+    broken("oidc", "tokenLifespans.accessTokenLifespan", "25h", "access"),
+    broken("oidc", "tokenLifespans.refreshTokenLifespan", "30m", "refresh"),
+    broken("oidc", "tokenLifespans.refreshTokenLifespan", "721h", "refresh"),
+    broken("oidc", "tokenLifespans.authCodeLifespan", "10s", "code"),
+    broken("oidc", "tokenLifespans.authCodeLifespan", "10m1s", "code"),
     (
         "oidc with oauth2Config too",
         variant(
@@ -227,7 +197,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         ),
         "upstream type",
     ),
-    ("oidc without oidcConfig", variant("oidc", _set(OIDC, _DELETE)), "upstream type"),
+    broken("oidc", OIDC, _DELETE, "upstream type"),
     (
         "oauth2 with oidcConfig",
         variant(
@@ -236,49 +206,22 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         ),
         "upstream type",
     ),
-    ("an unknown type", variant("oidc", _set("upstreamProviders.0.type", "saml")), "upstream type"),
-    (
-        "http IdP off loopback",
-        variant("oidc", _set(f"{OIDC}.issuerUrl", "http://idp.example.com")),
-        "idp url",
+    broken("oidc", "upstreamProviders.0.type", "saml", "upstream type"),
+    broken("oidc", f"{OIDC}.issuerUrl", "http://idp.example.com", "idp url"),
+    *(
+        broken("github", f"{OAUTH2}.{field}", url, "idp url")
+        for field, url in (
+            ("authorizationEndpoint", "http://github.com/login"),
+            ("tokenEndpoint", "http://github.com/token"),
+            ("revocationEndpoint", "http://github.com/revoke"),
+            ("userInfo.endpointUrl", "http://api.github.com/user"),
+        )
     ),
-    (
-        "http authorization endpoint",
-        variant("github", _set(f"{OAUTH2}.authorizationEndpoint", "http://github.com/login")),
-        "idp url",
-    ),
-    (
-        "http token endpoint",
-        variant("github", _set(f"{OAUTH2}.tokenEndpoint", "http://github.com/t")),
-        "idp url",
-    ),
-    (
-        "http revocation endpoint",
-        variant("github", _set(f"{OAUTH2}.revocationEndpoint", "http://github.com/r")),
-        "idp url",
-    ),
-    (
-        "http userinfo endpoint",
-        variant("github", _set(f"{OAUTH2}.userInfo.endpointUrl", "http://api.github.com/user")),
-        "idp url",
-    ),
-    (
-        "oauth2 without clientId",
-        variant("github", _set(f"{OAUTH2}.clientId", _DELETE)),
-        "client id",
-    ),
-    (
-        "oauth2 with an empty clientId",
-        variant("github", _set(f"{OAUTH2}.clientId", "")),
-        "client id",
-    ),
-    ("oauth2 without userInfo", variant("github", _set(f"{OAUTH2}.userInfo", _DELETE)), "userinfo"),
-    ("redis without its settings", variant("oidc", _set("storage", {"type": "redis"})), "redis"),
-    (
-        "memory with redis settings",
-        variant("github", _set("storage.type", "memory")),
-        "redis",
-    ),
+    broken("github", f"{OAUTH2}.clientId", _DELETE, "client id"),
+    broken("github", f"{OAUTH2}.clientId", "", "client id"),
+    broken("github", f"{OAUTH2}.userInfo", _DELETE, "userinfo"),
+    broken("oidc", "storage", {"type": "redis"}, "redis"),
+    broken("github", "storage.type", "memory", "redis"),
 ]
 
 
