@@ -3,6 +3,7 @@
     authproxy run --config FILE [TWISTD_OPTION ...]   # twistd -n --pidfile= ... authproxy --config FILE
     authproxy check --config FILE [--root DIR]         # like nginx -t: exit 0 if usable, else 1
     authproxy keys generate|generate-hmac|jwks ...     # the key tool (also ``authproxy-keys``)
+    authproxy kube render FILE [--patch] [--output-dir DIR]  # an EmbeddedAuthServer -> objects
     authproxy --version
 
 Each subcommand is one ``Subcommand`` in ``SUBCOMMANDS``: a name, a help line, how it adds
@@ -88,12 +89,28 @@ def _keys(args: argparse.Namespace, rest: list[str]) -> int:
     return main([*rest, *args.argv], prog="authproxy keys")
 
 
+def _kube_arguments(parser: argparse.ArgumentParser) -> None:
+    from authproxy.kube.render import add_arguments
+
+    sub = parser.add_subparsers(dest="kube_command", required=True, metavar="COMMAND")
+    add_arguments(
+        sub.add_parser("render", help="the Kubernetes objects that run an EmbeddedAuthServer")
+    )
+
+
+def _kube(args: argparse.Namespace, _: list[str]) -> int:
+    from authproxy.kube.render import run
+
+    return run(args)
+
+
 SUBCOMMANDS = (
     Subcommand("run", "run the daemon under twistd", _run_arguments, _run, passes_on=True),
     Subcommand("check", "check a configuration file and exit", _check_arguments, _check),
     Subcommand(
         "keys", "create signing keys and HMAC secrets", _keys_arguments, _keys, passes_on=True
     ),
+    Subcommand("kube", "render an EmbeddedAuthServer resource", _kube_arguments, _kube),
 )
 
 

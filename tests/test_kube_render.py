@@ -1,0 +1,305 @@
+"""``authproxy kube render``: the objects an EmbeddedAuthServer resource renders to."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import os
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import yaml
+from twisted.trial.unittest import SynchronousTestCase
+
+from authproxy.command import main
+from authproxy.config import validate_config
+from authproxy.kube.configuration import HMAC_DIR, KEYS_DIR, REDIS_DIR, UPSTREAM_DIR
+from authproxy.kube.render import render
+from authproxy.kube.resource import ResourceError, load_resource
+from authproxy.ops.check import check_config
+from authproxy.testing import KubeletDir, ec_pem, hmac_secret
+from tests.kube_objects import pod_volumes, projected_files, strategic_merge
+
+KUBERNETES = Path(__file__).resolve().parents[1] / "etc" / "kubernetes"
+EXAMPLES = {p.stem: p for p in (KUBERNETES / "examples").glob("*.yaml")}
+SHIPPED = {d["kind"]: d for d in yaml.safe_load_all((KUBERNETES / "authproxy.yaml").read_text())}
+KUBERNETES_VERSION = "1.33.0"  # as .ci/run validates
+
+
+def example(name: str) -> dict[str, Any]:
+    return load_resource(EXAMPLES[name].read_text())
+
+
+def toml_of(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return tomllib.loads(objects[0]["data"]["authproxy.toml"])
+
+
+def flat(value: Any, path: str = "") -> dict[str, Any]:
+    """``value`` as {path: leaf}, for diffing two renders."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in flat(item, f"{path}.{key}").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in flat(item, f"{path}[{i}]").items()}
+    return {path: value}
+
+
+class RenderTests(SynchronousTestCase):
+    def test_deployment_objects_validate(self) -> None:
+        for name in EXAMPLES:
+            with self.subTest(name):
+                objects = render(example(name))
+                self.assertEqual(
+                    [o["kind"] for o in objects], ["ConfigMap", "Deployment", "Service"]
+                )
+                for obj in objects:
+                    kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+                validate_config(toml_of(objects))
+
+    def test_pod_matches_the_shipped_manifest(self) -> None:
+        shipped_pod = SHIPPED["Deployment"]["spec"]["template"]["spec"]
+        shipped = shipped_pod["containers"][0]
+        pod = render(example("oidc"))[1]["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        for field in (
+            "args",
+            "ports",
+            "resources",
+            "startupProbe",
+            "livenessProbe",
+            "readinessProbe",
+            "lifecycle",
+        ):
+            self.assertEqual(container[field], shipped[field], field)
+        self.assertEqual(
+            {
+                k: v
+                for k, v in container["securityContext"].items()
+                if k not in ("runAsUser", "runAsGroup")
+            },
+            shipped["securityContext"],
+        )
+        for field in (
+            "automountServiceAccountToken",
+            "terminationGracePeriodSeconds",
+            "securityContext",
+        ):
+            self.assertEqual(pod[field], shipped_pod[field], field)
+
+    def test_secrets_are_projected_in_list_order_with_mode_0400(self) -> None:
+        resource = example("github")
+        resource["spec"]["signingKeySecretRefs"] = [
+            {"name": "new", "key": "k.pem"},
+            {"name": "old", "key": "k.pem"},
+        ]
+        resource["spec"]["hmacSecretRefs"] = [{"name": "h", "key": "b"}, {"name": "h", "key": "a"}]
+        volumes = pod_volumes(render(resource))
+        secrets = {
+            "new": {"k.pem": b"NEW"},
+            "old": {"k.pem": b"OLD"},
+            "h": {"a": b"A", "b": b"B"},
+            "repo-tools-github": {"client-secret": b"S"},
+            "repo-tools-redis": {"password": b"P"},
+        }
+        self.assertEqual(
+            projected_files(volumes["authproxy-keys"], secrets),
+            {"key-0.pem": b"NEW", "key-1.pem": b"OLD"},
+        )
+        self.assertEqual(
+            projected_files(volumes["authproxy-hmac"], secrets), {"hmac-0": b"B", "hmac-1": b"A"}
+        )
+        self.assertEqual(
+            projected_files(volumes["authproxy-upstream"], secrets), {"client-secret": b"S"}
+        )
+        self.assertEqual(projected_files(volumes["authproxy-redis"], secrets), {"password": b"P"})
+        modes = {v["projected"]["defaultMode"] for v in volumes.values() if "projected" in v} | {
+            item["mode"]
+            for v in volumes.values()
+            if "projected" in v
+            for source in v["projected"]["sources"]
+            for item in source["secret"]["items"]
+        }
+        self.assertEqual(modes, {0o400})
+
+    def test_configuration_names_the_mounts(self) -> None:
+        objects = render(example("github"))
+        config = toml_of(objects)
+        self.assertEqual(
+            (config["auth_server"]["signing_keys_dir"], config["auth_server"]["hmac_secrets_dir"]),
+            (KEYS_DIR, HMAC_DIR),
+        )
+        self.assertEqual(config["upstream"]["client_secret_file"], f"{UPSTREAM_DIR}/client-secret")
+        self.assertEqual(
+            config["storage"],
+            {
+                "type": "redis",
+                "url": "redis://redis:6379/0",
+                "password_file": f"{REDIS_DIR}/password",
+                "key_prefix": "repo-tools:",
+            },
+        )
+        self.assertEqual(config["upstream"]["userinfo"]["subject_fields"], ["id"])
+        self.assertEqual(
+            config["upstream"]["userinfo"]["additional_headers"],
+            {"Accept": "application/vnd.github+json"},
+        )
+        mounts = {
+            m["mountPath"]
+            for m in objects[1]["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        }
+        self.assertEqual(
+            mounts, {"/etc/authproxy/config", KEYS_DIR, HMAC_DIR, UPSTREAM_DIR, REDIS_DIR}
+        )
+        self.assertEqual(objects[1]["spec"]["replicas"], 2)  # Redis: state shared by replicas
+
+    def test_adding_a_key_changes_only_the_projected_items(self) -> None:
+        resource = example("oidc")
+        before = render(resource)
+        rotated = copy.deepcopy(resource)
+        rotated["spec"]["signingKeySecretRefs"].insert(
+            0, {"name": "weather-keys", "key": "key-2026-12.pem"}
+        )
+        after = render(rotated)
+        self.assertEqual(after[0], before[0])  # the ConfigMap: no restart for configuration
+        old, new = flat(before), flat(after)
+        changed = {path for path in old.keys() | new.keys() if old.get(path) != new.get(path)}
+        self.assertTrue(changed)
+        keys_index = [v["name"] for v in before[1]["spec"]["template"]["spec"]["volumes"]].index(
+            "authproxy-keys"
+        )
+        sources = f"[1].spec.template.spec.volumes[{keys_index}].projected.sources["
+        self.assertEqual({p for p in changed if not p.startswith(sources)}, set())
+
+    def test_patch_adds_authproxy_to_the_mcp_server_deployment(self) -> None:
+        objects = render(example("github"))
+        configmap, patch = render(example("github"), patch=True)
+        self.assertEqual(configmap, objects[0])
+        self.assertEqual(patch["metadata"]["name"], "repo-tools")
+        mcp_server = copy.deepcopy(SHIPPED["Deployment"])
+        mcp_server["metadata"]["name"] = "repo-tools"
+        pod = mcp_server["spec"]["template"]["spec"]
+        pod["containers"] = [c for c in pod["containers"] if c["name"] == "mcp-server"]
+        pod["volumes"] = [v for v in pod["volumes"] if v["name"] == "tmp"]
+        merged = strategic_merge(mcp_server, patch)
+        kubernetes_validate.validate(merged, KUBERNETES_VERSION, strict=True)
+        merged_pod = merged["spec"]["template"]["spec"]
+        self.assertEqual([c["name"] for c in merged_pod["containers"]], ["mcp-server", "authproxy"])
+        self.assertEqual(merged_pod["securityContext"]["fsGroup"], 10001)
+        self.assertEqual(
+            [v["name"] for v in merged_pod["volumes"]],
+            [
+                "tmp",
+                "authproxy-config",
+                "authproxy-keys",
+                "authproxy-hmac",
+                "authproxy-upstream",
+                "authproxy-redis",
+            ],
+        )
+
+    def test_patch_needs_a_loopback_backend(self) -> None:
+        with self.assertRaises(ResourceError) as caught:
+            render(example("oidc"), patch=True)
+        self.assertIn("spec.backend.url", caught.exception.problems[0])
+        self.assertIn("loopback", caught.exception.problems[0])
+
+
+class ResourceErrorTests(SynchronousTestCase):
+    def test_not_an_embedded_auth_server(self) -> None:
+        with self.assertRaises(ResourceError) as caught:
+            load_resource("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\nspec: {}\n")
+        self.assertIn(
+            "expected authproxy.dev/v1alpha1 EmbeddedAuthServer", caught.exception.problems[0]
+        )
+
+    def test_every_missing_field_is_named(self) -> None:
+        resource = example("oidc")
+        spec = resource["spec"]
+        del spec["issuer"], spec["backend"]
+        spec["hmacSecretRefs"] = [{"name": "h"}]
+        with self.assertRaises(ResourceError) as caught:
+            render(resource)
+        self.assertEqual(
+            sorted(p.split(":")[0] for p in caught.exception.problems),
+            ["spec.backend.url", "spec.hmacSecretRefs[0]", "spec.issuer"],
+        )
+
+    def test_authproxy_refuses_what_the_daemon_would(self) -> None:
+        resource = example("oidc")
+        resource["spec"]["tokenLifespans"]["accessTokenLifespan"] = "25h"
+        with self.assertRaises(ResourceError) as caught:
+            render(resource)
+        self.assertEqual(
+            caught.exception.problems,
+            ["authproxy configuration: auth_server.access_token_lifespan: 25h is outside 1m..1d"],
+        )
+
+
+class CommandTests(SynchronousTestCase):
+    def run_command(self, *argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = main(["kube", "render", *argv])
+        return status, out.getvalue(), err.getvalue()
+
+    def test_stdout_is_one_yaml_stream(self) -> None:
+        status, out, _ = self.run_command(str(EXAMPLES["oidc"]))
+        self.assertEqual(status, 0)
+        self.assertEqual(list(yaml.safe_load_all(out)), render(example("oidc")))
+
+    def test_output_dir_for_patch(self) -> None:
+        directory = Path(tempfile.mkdtemp())
+        status, _, _ = self.run_command(
+            "--patch", "--output-dir", str(directory), str(EXAMPLES["github"])
+        )
+        self.assertEqual(status, 0)
+        self.assertEqual(sorted(os.listdir(directory)), ["configmap.yaml", "deployment-patch.yaml"])
+        patch = yaml.safe_load((directory / "deployment-patch.yaml").read_text())
+        self.assertEqual(patch, render(example("github"), patch=True)[1])
+
+    def test_problems_go_to_stderr(self) -> None:
+        path = Path(tempfile.mkdtemp()) / "bad.yaml"
+        path.write_text(
+            "apiVersion: authproxy.dev/v1alpha1\nkind: EmbeddedAuthServer\nmetadata: {}\n"
+        )
+        status, out, err = self.run_command(str(path))
+        self.assertEqual((status, out), (1, ""))
+        self.assertEqual(
+            err.splitlines(), [f"{path}: metadata.name: is required", f"{path}: spec: is required"]
+        )
+
+
+class CheckRoundTripTests(SynchronousTestCase):
+    def test_rendered_configuration_passes_check_on_kubelet_files(self) -> None:
+        """The ConfigMap's TOML, with the Secrets written where the pod mounts them (the
+        ``..data`` layout), passes ``authproxy check --root``."""
+        for name in EXAMPLES:
+            with self.subTest(name):
+                objects = render(example(name))
+                root = Path(tempfile.mkdtemp())
+                secrets: dict[str, dict[str, bytes]] = {}
+                resource = example(name)
+                for ref in resource["spec"]["signingKeySecretRefs"]:
+                    secrets.setdefault(ref["name"], {})[ref["key"]] = ec_pem()
+                for ref in resource["spec"]["hmacSecretRefs"]:
+                    secrets.setdefault(ref["name"], {})[ref["key"]] = hmac_secret()
+                for volume in pod_volumes(objects).values():
+                    if "projected" in volume:
+                        for source in volume["projected"]["sources"]:
+                            for item in source["secret"]["items"]:
+                                secrets.setdefault(source["secret"]["name"], {}).setdefault(
+                                    item["key"], b"s3cret"
+                                )
+                container = objects[1]["spec"]["template"]["spec"]["containers"][0]
+                mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+                for volume_name, volume in pod_volumes(objects).items():
+                    if "projected" in volume:
+                        directory = KubeletDir(str(root / mounts[volume_name].lstrip("/")))
+                        directory.publish(projected_files(volume, secrets))
+                config = root / "authproxy.toml"
+                config.write_text(objects[0]["data"]["authproxy.toml"])
+                report = check_config(config, environ={}, root=str(root))
+                self.assertEqual(report.problems, ())
