@@ -203,8 +203,13 @@ def deploy(
     access_token_lifespan: str = "15m",
     idp_access_ttl: int | None = None,
     header_strategy: str = "replace",
+    extra_config: dict[str, dict[str, Any]] | None = None,
 ) -> Deployment:
-    """Start the IdP, the MCP server and authproxy in front of it."""
+    """Start the IdP, the MCP server and authproxy in front of it.
+
+    ``extra_config`` adds keys to authproxy's configuration, section by section (a nested
+    dict is a sub-table, e.g. ``{"auth_server": {"client_metadata_documents": {...}}}``).
+    """
     port = procs.free_port()
     proxy_url = f"http://127.0.0.1:{port}"
     idp = procs.start_oidc_provider(
@@ -222,6 +227,8 @@ def deploy(
         access_token_lifespan=access_token_lifespan,
         header_strategy=header_strategy,
     )
+    for name, table in (extra_config or {}).items():
+        sections.setdefault(name, {}).update(table)
     proxy = Authproxy(write_config(root / "authproxy.toml", sections), port, root)
     proxy.start()
     return Deployment(idp, backend, proxy, keys)
@@ -250,6 +257,10 @@ class MCPUser:
     storage: MemoryTokenStorage = attrs.field(factory=MemoryTokenStorage)
     login: BrowserLogin | None = None
     oauth: OAuthClientProvider | None = None
+    #: A client ID metadata document's URL to use as client_id instead of registering, when
+    #: the server supports it. Set past the SDK's constructor, which insists on https; the
+    #: tests serve the document on http loopback (authproxy's ``allow_loopback``).
+    client_metadata_url: str | None = None
 
     def provider(self, agent: UserAgent) -> OAuthClientProvider:
         if self.oauth is None:
@@ -267,6 +278,7 @@ class MCPUser:
                 redirect_handler=self.login.redirect_handler,
                 callback_handler=self.login.callback_handler,
             )
+            self.oauth.context.client_metadata_url = self.client_metadata_url
         else:
             assert self.login is not None
             self.login.agent = agent
