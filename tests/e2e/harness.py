@@ -17,35 +17,16 @@ from mcp.client import Client
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import OAuthClientMetadata
 
 from authproxy.testing import KubeletDir, ec_pem, hmac_secret
 from tests import processes as procs
+from tests.e2e.token_storage import MemoryTokenStorage
 from tests.e2e.useragent import BrowserLogin, UserAgent
 
 T = TypeVar("T")
 CLIENT_REDIRECT = "http://127.0.0.1:33418/callback"
 IDP_CLIENT_SECRET = "e2e-upstream-secret"
-
-
-class MemoryTokenStorage:
-    """The SDK's TokenStorage, in memory (what a real client keeps on disk)."""
-
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client_info: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
 
 
 @attrs.define
