@@ -17,35 +17,16 @@ from mcp.client import Client
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import OAuthClientMetadata
 
 from authproxy.testing import KubeletDir, ec_pem, hmac_secret
 from tests import processes as procs
+from tests.e2e.token_storage import MemoryTokenStorage
 from tests.e2e.useragent import BrowserLogin, UserAgent
 
 T = TypeVar("T")
 CLIENT_REDIRECT = "http://127.0.0.1:33418/callback"
 IDP_CLIENT_SECRET = "e2e-upstream-secret"
-
-
-class MemoryTokenStorage:
-    """The SDK's TokenStorage, in memory (what a real client keeps on disk)."""
-
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client_info: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
 
 
 @attrs.define
@@ -206,9 +187,13 @@ def deploy(
     access_token_lifespan: str = "15m",
     idp_access_ttl: int | None = None,
     header_strategy: str = "replace",
-    proxy: dict[str, Any] | None = None,
+    extra_config: dict[str, dict[str, Any]] | None = None,
 ) -> Deployment:
-    """Start the IdP, the MCP server and authproxy in front of it."""
+    """Start the IdP, the MCP server and authproxy in front of it.
+
+    ``extra_config`` adds keys to authproxy's configuration, section by section (a nested
+    dict is a sub-table, e.g. ``{"auth_server": {"client_metadata_documents": {...}}}``).
+    """
     port = procs.free_port()
     proxy_url = f"http://127.0.0.1:{port}"
     idp = procs.start_oidc_provider(
@@ -226,11 +211,11 @@ def deploy(
         access_token_lifespan=access_token_lifespan,
         header_strategy=header_strategy,
     )
-    if proxy:
-        sections["proxy"] = proxy
-    authproxy = Authproxy(write_config(root / "authproxy.toml", sections), port, root)
-    authproxy.start()
-    return Deployment(idp, backend, authproxy, keys)
+    for name, table in (extra_config or {}).items():
+        sections.setdefault(name, {}).update(table)
+    proxy = Authproxy(write_config(root / "authproxy.toml", sections), port, root)
+    proxy.start()
+    return Deployment(idp, backend, proxy, keys)
 
 
 class Deployed(Protocol):
@@ -256,6 +241,10 @@ class MCPUser:
     storage: MemoryTokenStorage = attrs.field(factory=MemoryTokenStorage)
     login: BrowserLogin | None = None
     oauth: OAuthClientProvider | None = None
+    #: A client ID metadata document's URL to use as client_id instead of registering, when
+    #: the server supports it. Set past the SDK's constructor, which insists on https; the
+    #: tests serve the document on http loopback (authproxy's ``allow_loopback``).
+    client_metadata_url: str | None = None
 
     def provider(self, agent: UserAgent) -> OAuthClientProvider:
         if self.oauth is None:
@@ -273,6 +262,7 @@ class MCPUser:
                 redirect_handler=self.login.redirect_handler,
                 callback_handler=self.login.callback_handler,
             )
+            self.oauth.context.client_metadata_url = self.client_metadata_url
         else:
             assert self.login is not None
             self.login.agent = agent

@@ -273,7 +273,7 @@ def test_step_up_for_a_tool_that_needs_more_scope(root: Path) -> None:
     """A scope rule gates one tool: the MCP SDK gets 403 insufficient_scope, re-authorizes
     with the challenge's scopes (the consent page shows the new one), and the call succeeds."""
     rule = {"method": "tools/call", "name": "cou?t", "scopes": ["mcp:admin"]}
-    d = deploy(root, proxy={"scope_rules": [rule]})
+    d = deploy(root, extra_config={"proxy": {"scope_rules": [rule]}})
     try:
         user = MCPUser(d)
         out = procs.run_async(user.session, list_echo_count)
