@@ -267,7 +267,7 @@ class UpstreamConfig:
     client_secret_file: str | None = None
     client_secret_env: str | None = None
     token_endpoint_auth_method: TokenEndpointAuthMethod = "client_secret_basic"
-    redirect_uri: str = ""  # default: issuer + /oauth/callback
+    redirect_uri: str = ""  # default: server.public_url + /oauth/callback
     scopes: tuple[str, ...] = ("openid", "offline_access", "email", "profile")
     authorization_endpoint: str | None = None
     token_endpoint: str | None = None
@@ -588,7 +588,7 @@ def _validate(config: Config) -> tuple[Config, list[str]]:
     audiences = auth.allowed_audiences or (server.public_url.rstrip("/") + path,)
     auth = attrs.evolve(auth, issuer=issuer, allowed_audiences=audiences)
 
-    upstream, upstream_problems = _validate_upstream(config, issuer)
+    upstream, upstream_problems = _validate_upstream(config)
     problems.extend(upstream_problems)
 
     problems.extend(
@@ -674,7 +674,7 @@ def _redis_problems(storage: StorageConfig) -> list[str]:
     return problems
 
 
-def _validate_upstream(config: Config, issuer: str) -> tuple[UpstreamConfig, list[str]]:
+def _validate_upstream(config: Config) -> tuple[UpstreamConfig, list[str]]:
     # Imported here: the upstream types' modules import this one.
     from authproxy.upstream.registry import UPSTREAM_TYPES
 
@@ -698,7 +698,9 @@ def _validate_upstream(config: Config, issuer: str) -> tuple[UpstreamConfig, lis
     resolved = attrs.evolve(
         upstream,
         name=upstream.name or upstream.type,
-        redirect_uri=upstream.redirect_uri or issuer + "/oauth/callback",
+        # where the callback is mounted: public_url's root, even for an issuer with a path
+        redirect_uri=upstream.redirect_uri
+        or config.server.public_url.rstrip("/") + "/oauth/callback",
     )
     return resolved, problems
 

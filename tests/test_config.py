@@ -78,9 +78,15 @@ class DerivedDefaultTests(SynchronousTestCase):
         self.assertEqual(config.backend.path, "/sse")
         self.assertEqual(config.auth_server.allowed_audiences, ("http://127.0.0.1:8080/sse",))
 
-    def test_explicit_issuer_drives_redirect_uri(self) -> None:
-        config = config_from_mapping(minimal(auth_server={"issuer": "http://localhost:9999"}))
-        self.assertEqual(config.upstream.redirect_uri, "http://localhost:9999/oauth/callback")
+    def test_redirect_uri_is_where_the_callback_is_mounted(self) -> None:
+        # The callback is mounted at public_url's root whatever the issuer says: an issuer
+        # with a path (or another host) is an identifier, not where the endpoints live, and
+        # the login cookie set at public_url's /oauth/authorize only returns to that host.
+        for issuer in ("http://127.0.0.1:8080/auth", "http://localhost:9999"):
+            config = config_from_mapping(minimal(auth_server={"issuer": issuer}))
+            self.assertEqual(
+                config.upstream.redirect_uri, "http://127.0.0.1:8080/oauth/callback", issuer
+            )
 
 
 class ValidationTests(SynchronousTestCase):

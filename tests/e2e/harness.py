@@ -175,9 +175,11 @@ def authproxy_sections(
     keys: KeyDirs,
     access_token_lifespan: str = "15m",
     header_strategy: str = "replace",
+    issuer: str = "",
 ) -> dict[str, dict[str, Any]]:
-    """authproxy's configuration: listening on ``port``, reached by clients at ``public_url``."""
-    return {
+    """authproxy's configuration: listening on ``port``, reached by clients at ``public_url``
+    (and ``issuer`` as its issuer identifier, when given)."""
+    sections: dict[str, dict[str, Any]] = {
         "server": {"listen": [f"tcp:{port}:interface=127.0.0.1"], "public_url": public_url},
         "backend": {"url": backend.base_url, "transport": backend.transport},
         "auth_server": {
@@ -194,6 +196,9 @@ def authproxy_sections(
         },
         "upstream_token": {"header_strategy": header_strategy},
     }
+    if issuer:
+        sections["auth_server"]["issuer"] = issuer
+    return sections
 
 
 def deploy(
@@ -203,8 +208,10 @@ def deploy(
     access_token_lifespan: str = "15m",
     idp_access_ttl: int | None = None,
     header_strategy: str = "replace",
+    issuer_path: str = "",
 ) -> Deployment:
-    """Start the IdP, the MCP server and authproxy in front of it."""
+    """Start the IdP, the MCP server and authproxy in front of it (its issuer
+    ``public_url + issuer_path``)."""
     port = procs.free_port()
     proxy_url = f"http://127.0.0.1:{port}"
     idp = procs.start_oidc_provider(
@@ -221,6 +228,7 @@ def deploy(
         keys=keys,
         access_token_lifespan=access_token_lifespan,
         header_strategy=header_strategy,
+        issuer=proxy_url + issuer_path if issuer_path else "",
     )
     proxy = Authproxy(write_config(root / "authproxy.toml", sections), port, root)
     proxy.start()
