@@ -171,6 +171,8 @@ class ServerConfig:
     listen: tuple[str, ...] = ("tcp:8080:interface=127.0.0.1",)
     trusted_proxies: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
+    # Host names served besides public_url's (http/hosts.py); ["*"]: any
+    allowed_hosts: tuple[str, ...] = ()
     max_request_body: Size = Size(4 * 1024 * 1024)
     # Connection bounds (bounded_channel.py, connection_limits.py)
     header_timeout: Duration = Duration(10.0)
@@ -550,6 +552,12 @@ def _validate(config: Config) -> tuple[Config, list[str]]:
         parts = _split(origin)
         if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
             problems.append(f'server.allowed_origins[{i}]: "{origin}" is not an origin')
+    for i, host in enumerate(server.allowed_hosts):
+        if host != "*" and not _is_host_name(host):
+            problems.append(
+                f'server.allowed_hosts[{i}]: "{host}" is not a host name or IP address '
+                '(no scheme, port or path; "*" for any)'
+            )
     problems.extend(_connection_problems(server))
 
     if (why := check_url(backend.url)) is not None:
@@ -672,6 +680,14 @@ def _redis_problems(storage: StorageConfig) -> list[str]:
     if storage.sentinels:  # refused rather than silently connecting to url alone
         problems.append("storage.sentinels: Sentinel discovery is not available yet (use url)")
     return problems
+
+
+def _is_host_name(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return _HOST_PATTERN.fullmatch(value.lower()) is not None and not value.startswith("*")
+    return True
 
 
 def _validate_upstream(config: Config) -> tuple[UpstreamConfig, list[str]]:

@@ -120,6 +120,15 @@ class ValidationTests(SynchronousTestCase):
         for ok in ("http://localhost:1", "http://127.0.0.5", "http://[::1]:8", "https://a.b/x"):
             config_from_mapping(minimal(server={"public_url": ok}))
 
+    def test_allowed_hosts(self) -> None:
+        for bad in ("https://a.example", "a.example:8080", "a.example/x", "*.a.example", ""):
+            self.assertProblem(
+                minimal(server={"allowed_hosts": [bad]}), "server.allowed_hosts[0]", "host name"
+            )
+        hosts = ["*", "MCP.Example.com", "10.0.0.1", "::1", "svc-1.ns.svc"]
+        config = config_from_mapping(minimal(server={"allowed_hosts": hosts}))
+        self.assertEqual(config.server.allowed_hosts, tuple(hosts))
+
     def test_lifespan_bounds(self) -> None:
         for field, bad in [
             ("access_token_lifespan", "59s"),
