@@ -51,6 +51,9 @@ class PendingAuthorization:
     # The rate-limit key of the source that started it: at the cap, the source holding the
     # most logins in progress loses its oldest first.
     owner: str = ""
+    # False when the request omitted redirect_uri (the client registered only this one):
+    # the token request then need not repeat it (RFC 6749 §4.1.3)
+    redirect_uri_given: bool = True
 
 
 @attrs.frozen
@@ -71,6 +74,7 @@ class AuthorizationCode:
     family_id: str | None = None  # refresh-token family created by the first redemption
     name: str | None = None
     email: str | None = None
+    redirect_uri_given: bool = True  # as in PendingAuthorization
 
 
 @attrs.frozen
@@ -92,6 +96,7 @@ class RefreshToken:
     successor_response: dict[str, object] | None = None
     name: str | None = None
     email: str | None = None
+    redirect_uri_given: bool = True  # as in PendingAuthorization
 
 
 @attrs.frozen
