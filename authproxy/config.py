@@ -275,6 +275,11 @@ class UpstreamConfig:
     token_endpoint: str | None = None
     revocation_endpoint: str | None = None  # RFC 7009; oidc: default from discovery
     userinfo: UserinfoConfig | None = None
+    # oidc and oauth2: extra authorization request parameters (Google's access_type =
+    # "offline"); never the protocol's own (AUTHORIZE_PARAMS_RESERVED)
+    authorize_params: dict[str, str] | None = None
+    # oidc: the id_token claim naming the user (default "sub"; Entra ID's "oid")
+    subject_claim: str | None = None
     timeout: Duration = Duration(10.0)
     # Resolved from client_secret_file / client_secret_env by startup_check; never in the file.
     client_secret: Secret | None = attrs.field(default=None, repr=False)
@@ -690,6 +695,25 @@ def _is_host_name(value: str) -> bool:
     return True
 
 
+#: The authorization request parameters authproxy sets itself; ``scope`` comes from
+#: ``upstream.scopes``, so there is one place to configure it.
+AUTHORIZE_PARAMS_RESERVED = frozenset(
+    {
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+        "request",
+        "request_uri",
+        "response_mode",
+    }
+)
+
+
 def _validate_upstream(config: Config) -> tuple[UpstreamConfig, list[str]]:
     # Imported here: the upstream types' modules import this one.
     from authproxy.upstream.registry import UPSTREAM_TYPES
@@ -709,6 +733,14 @@ def _validate_upstream(config: Config) -> tuple[UpstreamConfig, list[str]]:
                 "upstream.userinfo.http_method", upstream.userinfo.http_method, HttpMethod
             )
         )
+    for name in upstream.authorize_params or {}:
+        if name in AUTHORIZE_PARAMS_RESERVED:
+            problems.append(
+                f"upstream.authorize_params.{name}: is set by authproxy "
+                + ("(use upstream.scopes)" if name == "scope" else "(the protocol's own)")
+            )
+    if upstream.subject_claim is not None and not upstream.subject_claim:
+        problems.append("upstream.subject_claim: must name a claim")
     if upstream.redirect_uri and (why := check_url(upstream.redirect_uri)) is not None:
         problems.append(f"upstream.redirect_uri: {why}")
     resolved = attrs.evolve(

@@ -22,6 +22,8 @@ from authproxy.config import (
     validate_config,
 )
 
+OIDC_UPSTREAM = {"type": "oidc", "issuer_url": "https://idp.example", "client_id": "authproxy"}
+
 
 def minimal(**sections: dict[str, Any]) -> dict[str, Any]:
     data: dict[str, Any] = {
@@ -119,6 +121,26 @@ class ValidationTests(SynchronousTestCase):
             )
         for ok in ("http://localhost:1", "http://127.0.0.5", "http://[::1]:8", "https://a.b/x"):
             config_from_mapping(minimal(server={"public_url": ok}))
+
+    def test_upstream_authorize_params(self) -> None:
+        for reserved in ("client_id", "redirect_uri", "state", "scope", "nonce", "response_type"):
+            self.assertProblem(
+                minimal(upstream={**OIDC_UPSTREAM, "authorize_params": {reserved: "x"}}),
+                f"upstream.authorize_params.{reserved}",
+                "set by authproxy",
+            )
+        params = {"authorize_params": {"access_type": "offline"}}
+        config = config_from_mapping(minimal(upstream={**OIDC_UPSTREAM, **params}))
+        self.assertEqual(config.upstream.authorize_params, {"access_type": "offline"})
+        self.assertProblem(minimal(upstream=params), "upstream.authorize_params", "does not apply")
+
+    def test_subject_claim(self) -> None:
+        self.assertProblem(
+            minimal(upstream={**OIDC_UPSTREAM, "subject_claim": ""}), "upstream.subject_claim"
+        )
+        self.assertProblem(
+            minimal(upstream={"subject_claim": "oid"}), "upstream.subject_claim", "does not apply"
+        )
 
     def test_allowed_hosts(self) -> None:
         for bad in ("https://a.example", "a.example:8080", "a.example/x", "*.a.example", ""):
