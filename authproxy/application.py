@@ -19,9 +19,16 @@ from authproxy.authserver.jwks import JWKSResource
 from authproxy.authserver.routes import auth_routes
 from authproxy.config import Config, ConfigError
 from authproxy.http.connection_limits import ConnectionLimits
+from authproxy.http.hosts import ServedHosts
 from authproxy.http.request_id import RequestIds
 from authproxy.http.responses import TrustedProxies
-from authproxy.http.routing import HealthResource, PrefixTable, Readiness, ReadyResource
+from authproxy.http.routing import (
+    HealthResource,
+    JSONNotFound,
+    PrefixTable,
+    Readiness,
+    ReadyResource,
+)
 from authproxy.http.site import AuthproxySite
 from authproxy.keys.ring import KeyFileError, KeyRing, KeySources
 from authproxy.keys.watcher import SecretWatcher
@@ -166,6 +173,11 @@ def build_application(
     metrics.add_state(ring, readiness)
     metrics.add_storage(storage.upkeep)
     root.mount("/metrics", MetricsResource(metrics))
+    # Unknown well-known names are not the MCP server's: a 404, not the guard's 401.
+    root.mount("/.well-known/", JSONNotFound(), prefix=True)
+    root.hosts = ServedHosts(config.server.public_url, config.server.allowed_hosts)
+    # Probes and scrapers address the pod by its IP (Kubernetes httpGet sends Host: IP:port).
+    root.any_host_paths = frozenset({b"/health", b"/ready", b"/metrics"})
 
     site = AuthproxySite(
         root,
@@ -178,7 +190,9 @@ def build_application(
     )
     site.displayTracebacks = False
     bound_connections(site, config)
-    site.head_check = BodyGate(root.route_name, proxy.guard, config.server.max_request_body)
+    site.head_check = BodyGate(
+        root.route_name, proxy.guard, config.server.max_request_body, root.misdirected
+    )
     site.metrics = metrics
     drain = Drain(reactor, site.open_channels, proxy.end_streams, config.server.shutdown_grace)
     readiness.register("shutdown", drain.readiness)

@@ -171,6 +171,8 @@ class ServerConfig:
     listen: tuple[str, ...] = ("tcp:8080:interface=127.0.0.1",)
     trusted_proxies: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
+    # Host names served besides public_url's (http/hosts.py); ["*"]: any
+    allowed_hosts: tuple[str, ...] = ()
     max_request_body: Size = Size(4 * 1024 * 1024)
     # Connection bounds (bounded_channel.py, connection_limits.py)
     header_timeout: Duration = Duration(10.0)
@@ -267,12 +269,17 @@ class UpstreamConfig:
     client_secret_file: str | None = None
     client_secret_env: str | None = None
     token_endpoint_auth_method: TokenEndpointAuthMethod = "client_secret_basic"
-    redirect_uri: str = ""  # default: issuer + /oauth/callback
+    redirect_uri: str = ""  # default: server.public_url + /oauth/callback
     scopes: tuple[str, ...] = ("openid", "offline_access", "email", "profile")
     authorization_endpoint: str | None = None
     token_endpoint: str | None = None
     revocation_endpoint: str | None = None  # RFC 7009; oidc: default from discovery
     userinfo: UserinfoConfig | None = None
+    # oidc and oauth2: extra authorization request parameters (Google's access_type =
+    # "offline"); never the protocol's own (AUTHORIZE_PARAMS_RESERVED)
+    authorize_params: dict[str, str] | None = None
+    # oidc: the id_token claim naming the user (default "sub"; Entra ID's "oid")
+    subject_claim: str | None = None
     timeout: Duration = Duration(10.0)
     # Resolved from client_secret_file / client_secret_env by startup_check; never in the file.
     client_secret: Secret | None = attrs.field(default=None, repr=False)
@@ -569,6 +576,12 @@ def _validate(config: Config) -> tuple[Config, list[str]]:
         parts = _split(origin)
         if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
             problems.append(f'server.allowed_origins[{i}]: "{origin}" is not an origin')
+    for i, host in enumerate(server.allowed_hosts):
+        if host != "*" and not _is_host_name(host):
+            problems.append(
+                f'server.allowed_hosts[{i}]: "{host}" is not a host name or IP address '
+                '(no scheme, port or path; "*" for any)'
+            )
     problems.extend(_connection_problems(server))
 
     if (why := check_url(backend.url)) is not None:
@@ -609,7 +622,7 @@ def _validate(config: Config) -> tuple[Config, list[str]]:
     problems.extend(_proxy_problems(config.proxy))
     auth = _with_rule_scopes(auth, config.proxy)
 
-    upstream, upstream_problems = _validate_upstream(config, issuer)
+    upstream, upstream_problems = _validate_upstream(config)
     problems.extend(upstream_problems)
 
     problems.extend(
@@ -757,7 +770,34 @@ def _redis_problems(storage: StorageConfig) -> list[str]:
     return problems
 
 
-def _validate_upstream(config: Config, issuer: str) -> tuple[UpstreamConfig, list[str]]:
+def _is_host_name(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return _HOST_PATTERN.fullmatch(value.lower()) is not None and not value.startswith("*")
+    return True
+
+
+#: The authorization request parameters authproxy sets itself; ``scope`` comes from
+#: ``upstream.scopes``, so there is one place to configure it.
+AUTHORIZE_PARAMS_RESERVED = frozenset(
+    {
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+        "request",
+        "request_uri",
+        "response_mode",
+    }
+)
+
+
+def _validate_upstream(config: Config) -> tuple[UpstreamConfig, list[str]]:
     # Imported here: the upstream types' modules import this one.
     from authproxy.upstream.registry import UPSTREAM_TYPES
 
@@ -776,12 +816,22 @@ def _validate_upstream(config: Config, issuer: str) -> tuple[UpstreamConfig, lis
                 "upstream.userinfo.http_method", upstream.userinfo.http_method, HttpMethod
             )
         )
+    for name in upstream.authorize_params or {}:
+        if name in AUTHORIZE_PARAMS_RESERVED:
+            problems.append(
+                f"upstream.authorize_params.{name}: is set by authproxy "
+                + ("(use upstream.scopes)" if name == "scope" else "(the protocol's own)")
+            )
+    if upstream.subject_claim is not None and not upstream.subject_claim:
+        problems.append("upstream.subject_claim: must name a claim")
     if upstream.redirect_uri and (why := check_url(upstream.redirect_uri)) is not None:
         problems.append(f"upstream.redirect_uri: {why}")
     resolved = attrs.evolve(
         upstream,
         name=upstream.name or upstream.type,
-        redirect_uri=upstream.redirect_uri or issuer + "/oauth/callback",
+        # where the callback is mounted: public_url's root, even for an issuer with a path
+        redirect_uri=upstream.redirect_uri
+        or config.server.public_url.rstrip("/") + "/oauth/callback",
     )
     return resolved, problems
 

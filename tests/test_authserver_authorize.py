@@ -200,8 +200,21 @@ class AuthorizeTests(SynchronousTestCase):
         ):
             self.assertHTMLError(self.authorize(redirect_uri=uri), b"not registered")
 
-    def test_missing_redirect_uri(self) -> None:
-        self.assertHTMLError(self.authorize(redirect_uri=None), b"redirect URI")
+    def test_missing_redirect_uri_with_several_registered(self) -> None:
+        # OAuth 2.1 / RFC 6749 §3.1.2.3: which one is meant cannot be known
+        client = self.h.register(
+            redirect_uris=["http://127.0.0.1:33418/callback", "http://127.0.0.1:33418/other"]
+        )
+        result = self.h.get(self.h.authorize_url(client, self.challenge, redirect_uri=None))
+        self.assertHTMLError(result, b"redirect URI")
+
+    def test_missing_redirect_uri_with_one_registered_means_that_one(self) -> None:
+        callback = self.h.login(self.client, self.challenge, redirect_uri=None)
+        self.assertEqual(callback["state"], "client-state-123")
+        self.assertTrue(callback["code"])
+
+    def test_empty_redirect_uri_is_not_an_omitted_one(self) -> None:
+        self.assertHTMLError(self.authorize(redirect_uri=""), b"redirect URI")
 
     def test_repeated_client_id(self) -> None:
         url = self.h.authorize_url(self.client, self.challenge) + "&client_id=other"

@@ -129,6 +129,20 @@ class AuthorizationCodeGrantTests(Base):
         )
         self.assertEqual(ok.code, 200)
 
+    def test_redirect_uri_omitted_at_authorize_may_be_omitted_at_token(self) -> None:
+        # RFC 6749 §4.1.3: required only when the authorization request included it
+        code = self.code(redirect_uri=None)
+        result = self.h.redeem(self.client, code, self.verifier, redirect_uri=None)  # type: ignore[arg-type]
+        self.assertEqual(result.code, 200, result.body)
+        # sent anyway, it must still be the registered one
+        code = self.code(redirect_uri=None)
+        self.assertEqual(self.h.redeem(self.client, code, self.verifier).code, 200)
+        code = self.code(redirect_uri=None)
+        other = self.h.redeem(
+            self.client, code, self.verifier, redirect_uri="http://127.0.0.1:33418/other"
+        )
+        self.assertError(other, 400, "invalid_grant")
+
     def test_unknown_client(self) -> None:
         result = self.h.redeem(self.client, self.code(), self.verifier, client_id="nobody")
         self.assertError(result, 401, "invalid_client")

@@ -22,6 +22,8 @@ from authproxy.config import (
     validate_config,
 )
 
+OIDC_UPSTREAM = {"type": "oidc", "issuer_url": "https://idp.example", "client_id": "authproxy"}
+
 
 def minimal(**sections: dict[str, Any]) -> dict[str, Any]:
     data: dict[str, Any] = {
@@ -78,9 +80,15 @@ class DerivedDefaultTests(SynchronousTestCase):
         self.assertEqual(config.backend.path, "/sse")
         self.assertEqual(config.auth_server.allowed_audiences, ("http://127.0.0.1:8080/sse",))
 
-    def test_explicit_issuer_drives_redirect_uri(self) -> None:
-        config = config_from_mapping(minimal(auth_server={"issuer": "http://localhost:9999"}))
-        self.assertEqual(config.upstream.redirect_uri, "http://localhost:9999/oauth/callback")
+    def test_redirect_uri_is_where_the_callback_is_mounted(self) -> None:
+        # The callback is mounted at public_url's root whatever the issuer says: an issuer
+        # with a path (or another host) is an identifier, not where the endpoints live, and
+        # the login cookie set at public_url's /oauth/authorize only returns to that host.
+        for issuer in ("http://127.0.0.1:8080/auth", "http://localhost:9999"):
+            config = config_from_mapping(minimal(auth_server={"issuer": issuer}))
+            self.assertEqual(
+                config.upstream.redirect_uri, "http://127.0.0.1:8080/oauth/callback", issuer
+            )
 
 
 class ValidationTests(SynchronousTestCase):
@@ -113,6 +121,35 @@ class ValidationTests(SynchronousTestCase):
             )
         for ok in ("http://localhost:1", "http://127.0.0.5", "http://[::1]:8", "https://a.b/x"):
             config_from_mapping(minimal(server={"public_url": ok}))
+
+    def test_upstream_authorize_params(self) -> None:
+        for reserved in ("client_id", "redirect_uri", "state", "scope", "nonce", "response_type"):
+            self.assertProblem(
+                minimal(upstream={**OIDC_UPSTREAM, "authorize_params": {reserved: "x"}}),
+                f"upstream.authorize_params.{reserved}",
+                "set by authproxy",
+            )
+        params = {"authorize_params": {"access_type": "offline"}}
+        config = config_from_mapping(minimal(upstream={**OIDC_UPSTREAM, **params}))
+        self.assertEqual(config.upstream.authorize_params, {"access_type": "offline"})
+        self.assertProblem(minimal(upstream=params), "upstream.authorize_params", "does not apply")
+
+    def test_subject_claim(self) -> None:
+        self.assertProblem(
+            minimal(upstream={**OIDC_UPSTREAM, "subject_claim": ""}), "upstream.subject_claim"
+        )
+        self.assertProblem(
+            minimal(upstream={"subject_claim": "oid"}), "upstream.subject_claim", "does not apply"
+        )
+
+    def test_allowed_hosts(self) -> None:
+        for bad in ("https://a.example", "a.example:8080", "a.example/x", "*.a.example", ""):
+            self.assertProblem(
+                minimal(server={"allowed_hosts": [bad]}), "server.allowed_hosts[0]", "host name"
+            )
+        hosts = ["*", "MCP.Example.com", "10.0.0.1", "::1", "svc-1.ns.svc"]
+        config = config_from_mapping(minimal(server={"allowed_hosts": hosts}))
+        self.assertEqual(config.server.allowed_hosts, tuple(hosts))
 
     def test_lifespan_bounds(self) -> None:
         for field, bad in [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionRefusedError
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseFailed
@@ -561,6 +561,80 @@ class BackendFailureTests(RelayTestCase):
         h.provider.failures["tsid-1"] = UpstreamError("bad answer")
         response = self.request(h, "POST", MCP, data=b"{}", headers=h.auth())
         self.assertEqual(response.code, 502)
+
+
+class BackendUnauthorizedTests(RelayTestCase):
+    """A backend 401 to the user's upstream token: refresh once and replay, else sign in again."""
+
+    def refused(self, h: ProxyHarness, *tokens: str) -> None:
+        h.backend.refused_tokens.update(b"Bearer " + t.encode() for t in tokens)
+
+    def test_refreshed_and_replayed_once(self) -> None:
+        h = self.harness()
+        self.refused(h, "upstream-token-1")
+        h.provider.refreshed["tsid-1"] = "upstream-token-2"
+        response = self.request(h, "POST", MCP, data=b'{"id":1}', headers=h.auth())
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.json(h, response)["body"], '{"id":1}')  # the body replayed
+        self.assertEqual(h.provider.refreshes, [("tsid-1", "upstream-token-1")])
+        sent = [r.headers["authorization"] for r in h.backend.received]
+        self.assertEqual(sent, [["Bearer upstream-token-1"], ["Bearer upstream-token-2"]])
+        self.assertEqual(h.provider.ended, [])
+
+    def test_refused_again_ends_the_session_with_our_challenge(self) -> None:
+        h = self.harness()
+        self.refused(h, "upstream-token-1", "upstream-token-2")
+        h.provider.refreshed["tsid-1"] = "upstream-token-2"
+        for method in ("GET", "DELETE", "POST"):
+            h.provider.tokens["tsid-1"] = "upstream-token-1"
+            h.provider.refreshed["tsid-1"] = "upstream-token-2"
+            response = self.request(h, method, MCP, data=b"{}", headers=h.auth())
+            self.assertEqual(response.code, 401, method)
+            (challenge,) = response.headers.getRawHeaders("www-authenticate")
+            self.assertIn('error="invalid_token"', challenge)
+            self.assertIn("resource_metadata=", challenge)
+            self.assertNotIn("backend", challenge)
+            self.assertNotIn(b"backend says no", self.body(h, response))
+        self.assertEqual(h.provider.ended, ["tsid-1"] * 3)
+        self.assertEqual(len(h.backend.received), 6)  # each tried twice, never more
+
+    def test_refresh_refused_ends_the_session(self) -> None:
+        h = self.harness()
+        self.refused(h, "upstream-token-1")
+        response = self.request(h, "POST", MCP, data=b"{}", headers=h.auth())
+        self.assertEqual(response.code, 401)
+        challenge = response.headers.getRawHeaders("www-authenticate")[0]
+        self.assertIn('error="invalid_token"', challenge)
+        self.assertIn("sign in again", self.json(h, response)["error_description"])
+        self.assertEqual(len(h.backend.received), 1)
+        self.assertEqual(h.provider.ended, ["tsid-1"])
+
+    def test_refresh_unavailable_is_503(self) -> None:
+        h = self.harness()
+        self.refused(h, "upstream-token-1")
+
+        def unavailable(tsid: str, rejected: str) -> Deferred[str]:
+            return fail(UpstreamUnavailable("IdP timed out", retry_after=7))
+
+        h.provider.refresh_upstream_token = unavailable  # type: ignore[method-assign]
+        response = self.request(h, "POST", MCP, data=b"{}", headers=h.auth())
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.headers.getRawHeaders("retry-after"), ["7"])
+
+    def test_without_upstream_token_a_backend_401_is_502(self) -> None:
+        h = self.harness(upstream_token={"header_strategy": "none"})
+        h.backend.response_headers[b"www-authenticate"] = b'Basic realm="backend"'
+        response = self.request(h, "GET", "https://mcp.example.com/status/401", headers=h.auth())
+        self.assertEqual(response.code, 502)
+        self.assertIsNone(response.headers.getRawHeaders("www-authenticate"))
+        self.assertEqual(self.json(h, response)["error"], "bad_gateway")
+
+    def test_backend_challenge_never_relayed(self) -> None:
+        h = self.harness()
+        h.backend.response_headers[b"www-authenticate"] = b'Bearer error="insufficient_scope"'
+        response = self.request(h, "GET", "https://mcp.example.com/status/403", headers=h.auth())
+        self.assertEqual(response.code, 403)
+        self.assertIsNone(response.headers.getRawHeaders("www-authenticate"))
 
 
 def _orig(headers: dict[str, str], lower: str) -> str:

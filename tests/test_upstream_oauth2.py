@@ -48,6 +48,20 @@ class UserinfoMappingTests(SynchronousTestCase):
             )
             self.assertEqual(identity.claims["sub"], subject)
 
+    def test_dotted_paths(self) -> None:
+        # Twitter/X: {"data": {"id": ..., "username": ...}}
+        config = UserinfoConfig(
+            endpoint_url=ISSUER + "/userinfo",
+            subject_fields=("data.id",),
+            name_fields=("data.profile.name", "data.username"),
+            email_fields=("e.mail",),
+        )
+        document = {"data": {"id": 42, "username": "x", "profile": "flat"}, "e.mail": "a@b.test"}
+        identity = map_userinfo(document, config)
+        # an exact key wins over a path; a path through a non-object is absent
+        self.assertEqual((identity.subject, identity.name, identity.email), ("42", "x", "a@b.test"))
+        self.assertRaises(UpstreamError, map_userinfo, {"data": [1]}, config)
+
     def test_no_subject(self) -> None:
         for document in ({}, {"id": None}, {"id": ""}, {"login": "x"}):
             failure = self.assertRaises(UpstreamError, map_userinfo, document, self.config)

@@ -277,6 +277,13 @@ class StartLoginTests(SynchronousTestCase):
         self.assertNotEqual(other.code_verifier, login.code_verifier)
         self.assertNotEqual(other.nonce, login.nonce)
 
+    def test_extra_authorize_params(self) -> None:
+        # Google wants access_type=offline for a refresh token
+        h = Harness(upstream={"authorize_params": {"access_type": "offline", "hd": "x.test"}})
+        params = query(h.provider.start_login("s").url)
+        self.assertEqual((params["access_type"], params["hd"]), ("offline", "x.test"))
+        self.assertEqual(params["state"], "s")
+
     def test_endpoint_with_query(self) -> None:
         h = Harness(start=False)
         h.idp.discovery_overrides = {"authorization_endpoint": ISSUER + "/authorize?tenant=x"}
@@ -311,6 +318,22 @@ class FinishLoginTests(SynchronousTestCase):
         self.assertNotIn("client_secret", request["form"])
         token = self.successResultOf(h.provider.upstream_access_token(identity.tsid))
         self.assertEqual(token, session.access_token)
+
+    def test_subject_claim(self) -> None:
+        h = Harness(upstream={"subject_claim": "oid"})
+        h.idp.id_token_claims = {"oid": "00000000-aaaa"}
+        identity = self.successResultOf(h.finish())
+        self.assertEqual(identity.subject, "00000000-aaaa")
+        session = self.successResultOf(
+            h.storage.upstream_sessions.get_upstream_session(identity.tsid)
+        )
+        assert session is not None
+        self.assertEqual(session.subject, "00000000-aaaa")
+
+    def test_subject_claim_missing_fails_the_login(self) -> None:
+        h = Harness(upstream={"subject_claim": "oid"})
+        failure = self.failureResultOf(h.finish(), UpstreamError)
+        self.assertIn('"oid"', str(failure.value))
 
     def test_tsids_are_fresh(self) -> None:
         h = Harness()

@@ -72,6 +72,26 @@ class SessionTests(SynchronousTestCase):
         refresh_form = self.h.idp.token_requests[-1]
         self.assertEqual(refresh_form["auth_method"], "client_secret_basic")
 
+    def test_rejected_token_is_refreshed_though_fresh(self) -> None:
+        # the backend refused it: refresh, even well before expiry, and cache the new one
+        old = self.successResultOf(self.token())
+        new = self.successResultOf(self.h.provider.refresh_upstream_token(self.tsid, old))
+        self.assertNotEqual(new, old)
+        self.assertEqual(self.refreshes(), 1)
+        self.assertEqual(self.successResultOf(self.token()), new)
+        # a second request that saw the old token refused finds it already replaced
+        again = self.successResultOf(self.h.provider.refresh_upstream_token(self.tsid, old))
+        self.assertEqual(again, new)
+        self.assertEqual(self.refreshes(), 1)
+
+    def test_rejected_token_refresh_refused_ends_the_session(self) -> None:
+        old = self.successResultOf(self.token())
+        self.h.idp.refresh_error = "invalid_grant"
+        self.failureResultOf(
+            self.h.provider.refresh_upstream_token(self.tsid, old), UpstreamSessionEnded
+        )
+        self.assertIsNone(self.session())
+
     def test_refresh_keeps_refresh_token_when_not_rotated(self) -> None:
         old = self.session()
         assert old is not None

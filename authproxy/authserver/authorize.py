@@ -120,7 +120,7 @@ class AuthorizeResource(AsyncResource):
     async def handle_GET(self, request: Request) -> bytes:
         await self._check_rate(request)
         pairs = query_pairs(request)
-        client, redirect_uri = await self._client_and_redirect_uri(pairs)
+        client, redirect_uri, given = await self._client_and_redirect_uri(pairs)
         params: dict[str, str] = {}
         repeated: list[str] = []
         for name, value in pairs:
@@ -136,6 +136,7 @@ class AuthorizeResource(AsyncResource):
                     "invalid_request", f"state is longer than {MAX_CLIENT_STATE} characters"
                 )
             pending = self._validate(client, redirect_uri, params, repeated, client_state)
+            pending = attrs.evolve(pending, redirect_uri_given=given)
             self._check_prompt(request, params.get("prompt"), pending, client)
         except AuthorizationRedirectError as e:
             self.log.info(
@@ -171,8 +172,13 @@ class AuthorizeResource(AsyncResource):
 
     async def _client_and_redirect_uri(
         self, pairs: list[tuple[str, str]]
-    ) -> tuple[RegisteredClient, str]:
-        """The registered client and the validated redirect URI, or an HTML 400 page."""
+    ) -> tuple[RegisteredClient, str, bool]:
+        """The registered client, the validated redirect URI and whether the request named
+        it, or an HTML 400 page.
+
+        A request may omit ``redirect_uri`` when the client registered exactly one (RFC 6749
+        §3.1.2.3); with several, OAuth 2.1 requires it, since which is meant is unknown.
+        """
         client_ids = [value for name, value in pairs if name == "client_id"]
         redirect_uris = [value for name, value in pairs if name == "redirect_uri"]
         if len(client_ids) != 1 or not client_ids[0]:
@@ -192,6 +198,8 @@ class AuthorizeResource(AsyncResource):
                 "or its registration has expired.",
                 "Go back to your application and connect it to this server again.",
             )
+        if not redirect_uris and len(client.redirect_uris) == 1:
+            return client, client.redirect_uris[0], False
         if len(redirect_uris) != 1 or not redirect_uris[0]:
             raise bad_request_page("The request does not name exactly one redirect URI.")
         redirect_uri = redirect_uris[0]
@@ -200,7 +208,7 @@ class AuthorizeResource(AsyncResource):
                 "The address this request would return you to is not registered for the "
                 "application, so you are not being sent there."
             )
-        return client, redirect_uri
+        return client, redirect_uri, True
 
     def _validate(
         self,

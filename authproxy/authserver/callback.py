@@ -163,6 +163,7 @@ class CallbackResource(AsyncResource):
                 code_id=code_id,
                 client_id=pending.client_id,
                 redirect_uri=pending.redirect_uri,
+                redirect_uri_given=pending.redirect_uri_given,
                 code_challenge=pending.code_challenge,
                 scopes=pending.scopes,
                 resource=pending.resource,

@@ -19,6 +19,7 @@ from twisted.web.server import Request
 
 from authproxy.http.errors import method_not_allowed as method_not_allowed_error
 from authproxy.http.errors import not_found, render_error
+from authproxy.http.hosts import ServedHosts, misdirected
 from authproxy.http.loopback import is_loopback_host
 from authproxy.http.responses import json_body
 
@@ -45,6 +46,10 @@ class PrefixTable(Resource):
     # route labels for the metrics, made once per route rather than once per request
     _labels: dict[tuple[bytes, bool], str] = attrs.field(factory=dict, init=False)
     fallback: IResource = attrs.field(factory=JSONNotFound)
+    #: the Host check (http/hosts.py); None answers every host
+    hosts: ServedHosts | None = None
+    #: paths served whatever the Host: probes address the pod by its IP
+    any_host_paths: frozenset[bytes] = frozenset()
 
     def __attrs_post_init__(self) -> None:
         Resource.__init__(self)
@@ -79,9 +84,19 @@ class PrefixTable(Resource):
     # A leaf itself: Site never walks children, render() routes on the whole path once.
     isLeaf = True
 
+    def misdirected(self, request: Request) -> bool:
+        """Whether ``request`` names a host this server does not answer for."""
+        hosts = self.hosts
+        if hosts is None or hosts.permits(request.requestHeaders.getRawHeaders(b"host", [None])[0]):
+            return False
+        return request.path not in self.any_host_paths
+
     def render(self, request: Request) -> Any:
         route, resource = self.match(request.path)
         request.route = route  # type: ignore[attr-defined]  # read by the metrics
+        if self.misdirected(request):
+            host = request.requestHeaders.getRawHeaders(b"host", [None])[0]
+            return render_error(request, misdirected(host))
         try:
             return resource.render(request)
         except UnsupportedMethod as e:

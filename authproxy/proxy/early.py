@@ -41,8 +41,11 @@ class BodyGate:
         route_of: Callable[[bytes], str],
         guard: BearerGuard,
         proxied_max_body: int | None = None,
+        misdirected: Callable[[Any], bool] | None = None,
     ) -> None:
         self.route = route_of
+        # a request for a foreign Host is answered (421) before its body, on any route
+        self._misdirected = misdirected
         self._guard = guard
         self._proxied = proxied_max_body
         self._local = (
@@ -53,6 +56,8 @@ class BodyGate:
         return self._proxied if route == PROXY_ROUTE else self._local
 
     def answer_before_body(self, request: Any, route: str) -> bool:
+        if self._misdirected is not None and self._misdirected(request):
+            return True
         if route != PROXY_ROUTE:
             return False  # the authorization server and the probes read their own bodies
         try:

@@ -9,6 +9,17 @@ forever. When the client goes away the backend request is cancelled (its connect
 never returned to the pool half-read); when the backend dies mid-stream the client's
 connection is closed without ending the response (no last chunk), so the client sees the
 stream cut rather than complete.
+
+A backend 401 is never relayed, nor any ``WWW-Authenticate`` of the backend's: the client's
+authorization is with authproxy, so the backend's challenge names the wrong server and the
+client would retry in vain. When the request carried the user's upstream token
+(``[upstream_token]`` other than ``none``), the token is refreshed once, even if it looked
+fresh, and the request replayed: every proxied request is replayable, since its body is
+held whole before it is forwarded (``_read_body``; bodies are bounded by
+``server.max_request_body``, not streamed). A second 401, or a refresh the IdP refuses,
+ends that upstream session and answers 401 ``invalid_token`` with authproxy's challenge, so
+the client signs in again. Without an upstream token a backend 401 is about authproxy's own
+access to the backend, which the client cannot fix by signing in: it becomes a 502.
 """
 
 from __future__ import annotations
@@ -311,6 +322,9 @@ class MCPProxy(Resource):
         self._mapper = EndpointURLMapper(config.backend.url, config.server.public_url)
         self._strategy = config.upstream_token.header_strategy
         self._custom_header = config.upstream_token.custom_header.lower().encode("ascii")
+        self._upstream_header = (
+            b"authorization" if self._strategy == "replace" else self._custom_header
+        )
         self._owned_headers = request_owned(config.upstream_token.custom_header)
         self.challenge = Challenge(
             realm=config.server.public_url,
@@ -511,8 +525,13 @@ class MCPProxy(Resource):
             raise BearerError(
                 401, "invalid_token", "the access token has no upstream session; sign in again"
             )
+        token = await self._upstream_token(self._provider.upstream_access_token, principal.tsid)
+        self._set_upstream_token(headers, token)
+
+    async def _upstream_token(self, fetch: Any, *args: str) -> str:
+        """``fetch(*args)``'s upstream token, its failures as the client's answer."""
         try:
-            token = await self._provider.upstream_access_token(principal.tsid)
+            token: str = await fetch(*args)
         except UpstreamSessionEnded:
             raise BearerError(
                 401,
@@ -531,9 +550,40 @@ class MCPProxy(Resource):
             raise BearerError(
                 502, "upstream_error", "the upstream identity provider failed"
             ) from None
-        value = b"Bearer " + token.encode("latin-1")
-        name = b"authorization" if self._strategy == "replace" else self._custom_header
-        headers.setRawHeaders(name, [value])
+        return token
+
+    def _set_upstream_token(self, headers: Headers, token: str) -> None:
+        headers.setRawHeaders(self._upstream_header, [b"Bearer " + token.encode("latin-1")])
+
+    async def _backend_refused(self, principal: Principal, headers: Headers, retried: bool) -> None:
+        """After a backend 401: refresh the upstream token into ``headers`` for one replay, or
+        end the upstream session (refused again) and ask the client to sign in again."""
+        if self._strategy == "none" or self._provider is None or principal.tsid is None:
+            self.log.warn("The MCP server answered 401 to a request without an upstream token")
+            raise ProxyError(
+                502, "bad_gateway", "the MCP server refused authproxy's request (HTTP 401)"
+            )
+        tsid = principal.tsid
+        if not retried:
+            sent = (headers.getRawHeaders(self._upstream_header) or [b""])[0]
+            rejected = sent.removeprefix(b"Bearer ").decode("latin-1")
+            try:
+                token = await self._upstream_token(
+                    self._provider.refresh_upstream_token, tsid, rejected
+                )
+            except BearerError as e:
+                if e.status == 401:  # not refreshable: nothing more to do with this session
+                    await self._provider.end_session(tsid)
+                raise
+            self._set_upstream_token(headers, token)
+            return
+        self.log.info("The MCP server refused a refreshed upstream token: session ended")
+        await self._provider.end_session(tsid)
+        raise BearerError(
+            401,
+            "invalid_token",
+            "the MCP server refused the upstream identity provider's token; sign in again",
+        )
 
     # -- the relay ------------------------------------------------------------------------
     async def _relay(
@@ -545,6 +595,7 @@ class MCPProxy(Resource):
         body: bytes,
         principal: Principal,
         session_id: bytes | None,
+        retried: bool = False,
     ) -> None:
         producer = BytesProducer(body) if body or method == b"POST" else None
         if self._rewrite_endpoint and method == b"GET":
@@ -589,6 +640,16 @@ class MCPProxy(Resource):
         if gone:
             # Headers arrived after the client left: drop the connection unread.
             response.deliverBody(_Discard())
+            return
+        if response.code == 401:
+            response.deliverBody(_Discard())
+            try:
+                await self._backend_refused(principal, headers, retried)
+            except BearerError as e:
+                raise self._refused(e) from None
+            await self._relay(
+                request, method, url, headers, body, principal, session_id, retried=True
+            )
             return
         if self._bind_sessions and not self._track_session(response, method, principal, session_id):
             response.deliverBody(_Discard())
@@ -638,6 +699,7 @@ class MCPProxy(Resource):
         request.setResponseCode(response.code, response.phrase)
         for name, values in end_to_end(response.headers, _connection_listed(response)):
             request.responseHeaders.setRawHeaders(name, values)
+        request.responseHeaders.removeHeader(b"www-authenticate")  # the backend's, never ours
         length = -1
         if isinstance(response.length, int) and response.code not in NO_BODY_STATUS:
             if method != b"HEAD":

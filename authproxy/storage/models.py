@@ -52,6 +52,9 @@ class PendingAuthorization:
     # The rate-limit key of the source that started it: at the cap, the source holding the
     # most logins in progress loses its oldest first.
     owner: str = ""
+    # False when the request omitted redirect_uri (the client registered only this one):
+    # the token request then need not repeat it (RFC 6749 §4.1.3)
+    redirect_uri_given: bool = True
 
 
 @attrs.frozen
@@ -77,6 +80,7 @@ class AuthorizationCode:
     nonce: str | None = None
     email_verified: bool | None = None
     preferred_username: str | None = None
+    redirect_uri_given: bool = True  # as in PendingAuthorization
 
 
 @attrs.frozen
@@ -102,6 +106,7 @@ class RefreshToken:
     auth_time: float | None = None
     email_verified: bool | None = None
     preferred_username: str | None = None
+    redirect_uri_given: bool = True  # as in PendingAuthorization
 
 
 @attrs.frozen

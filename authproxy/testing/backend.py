@@ -85,6 +85,8 @@ class FakeMCPBackend(Resource):
         self.streams_lost = 0
         self.response_headers: dict[bytes, bytes] = {}
         self.session_id = b"session-1"  # the Mcp-Session-Id of every POST answer
+        #: Authorization values answered 401 with the backend's own challenge
+        self.refused_tokens: set[bytes] = set()
 
     @property
     def last(self) -> ReceivedRequest:
@@ -100,6 +102,10 @@ class FakeMCPBackend(Resource):
         )
         for name, value in self.response_headers.items():
             request.setHeader(name, value)
+        if request.getHeader(b"authorization") in self.refused_tokens:
+            request.setResponseCode(401)
+            request.setHeader(b"www-authenticate", b'Bearer realm="backend", error="invalid_token"')
+            return b"backend says no"
         if path.startswith("/status/"):
             request.setResponseCode(int(path.rsplit("/", 1)[1]))
             request.setHeader(b"content-type", b"application/json")
@@ -202,6 +208,10 @@ class FakeUpstreamTokens:
         self.tokens: dict[str, str] = {}
         self.failures: dict[str, Exception] = {}
         self.calls: list[str] = []
+        #: tsid -> the token a forced refresh yields (absent: the refresh ends the session)
+        self.refreshed: dict[str, str] = {}
+        self.refreshes: list[tuple[str, str]] = []  # (tsid, rejected token)
+        self.ended: list[str] = []
 
     def upstream_access_token(self, tsid: str) -> Deferred[str]:
         self.calls.append(tsid)
@@ -209,6 +219,13 @@ class FakeUpstreamTokens:
             return fail(self.failures[tsid])
         if tsid not in self.tokens:
             return fail(UpstreamSessionEnded("no such session"))
+        return succeed(self.tokens[tsid])
+
+    def refresh_upstream_token(self, tsid: str, rejected: str) -> Deferred[str]:
+        self.refreshes.append((tsid, rejected))
+        if tsid not in self.refreshed:
+            return fail(UpstreamSessionEnded("the refresh was refused"))
+        self.tokens[tsid] = self.refreshed.pop(tsid)
         return succeed(self.tokens[tsid])
 
     def check_reachable(self) -> Deferred[None]:
@@ -222,6 +239,7 @@ class FakeUpstreamTokens:
 
     def end_session(self, tsid: str) -> Deferred[None]:
         self.tokens.pop(tsid, None)
+        self.ended.append(tsid)
         return succeed(None)
 
     def readiness(self) -> tuple[bool, str]:

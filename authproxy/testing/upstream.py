@@ -158,6 +158,9 @@ class FakeUpstreamProvider:
             return defer.fail(UpstreamSessionEnded("the upstream session has ended"))
         return defer.succeed(f"upstream-access-token-{tsid}")
 
+    def refresh_upstream_token(self, tsid: str, rejected: str) -> Deferred[str]:
+        return self.upstream_access_token(tsid)
+
     def end_session(self, tsid: str) -> Deferred[None]:
         self.sessions.pop(tsid, None)
         self.ended_sessions.append(tsid)

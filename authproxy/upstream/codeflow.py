@@ -79,6 +79,7 @@ class CodeFlowProvider(TokenSessions):
         self._auth_method = upstream.token_endpoint_auth_method
         self._redirect_uri = upstream.redirect_uri
         self._scope = " ".join(upstream.scopes)
+        self._authorize_params = dict(upstream.authorize_params or {})
         self._configured_revocation = upstream.revocation_endpoint
         self._reachability = reachability
         self._configure(upstream)
@@ -138,6 +139,7 @@ class CodeFlowProvider(TokenSessions):
         endpoint = self._authorization_endpoint()
         verifier = secrets.token_urlsafe(48)
         params = {
+            **self._authorize_params,  # validated: none of the protocol's own
             "response_type": "code",
             "client_id": self._client_id,
             "redirect_uri": self._redirect_uri,

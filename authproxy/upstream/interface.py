@@ -91,6 +91,11 @@ class IUpstreamProvider(Interface):
         (re-authenticate) or UpstreamUnavailable (transient).
         """
 
+    def refresh_upstream_token(tsid: str, rejected: str) -> Deferred[str]:
+        """A new upstream access token for the session, whose token ``rejected`` the backend
+        refused: refreshed even when it looks fresh (unless another request already replaced
+        it). Fails like ``upstream_access_token``."""
+
     def end_session(tsid: str) -> Deferred[None]:
         """Forget the session's upstream tokens; an IdP with an RFC 7009 endpoint is also
         asked to revoke them (in the background: the Deferred does not wait for the IdP)."""

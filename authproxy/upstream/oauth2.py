@@ -15,10 +15,24 @@ from authproxy.upstream.kind import UpstreamType, optional_urls, required_client
 from authproxy.upstream.sessions import TokenResponse
 
 
+def field_value(document: Mapping[str, Any], field: str) -> Any:
+    """``document[field]``, or for a dotted ``field`` absent as a key, the value at that path
+    (``data.id``: ``document["data"]["id"]``); None when there is none."""
+    if field in document or "." not in field:
+        return document.get(field)
+    value: Any = document
+    for part in field.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
 def first_field(document: Mapping[str, Any], fields: Sequence[str]) -> str | None:
-    """The first of ``fields`` present in ``document`` as a string (numbers become strings)."""
+    """The first of ``fields`` (keys or dotted paths) present in ``document`` as a string
+    (numbers become strings)."""
     for field in fields:
-        value = document.get(field)
+        value = field_value(document, field)
         if isinstance(value, bool) or value is None:
             continue
         if isinstance(value, int | float):
@@ -106,7 +120,13 @@ def _config_problems(config: Config) -> list[str]:
 #: ``[upstream] type = "oauth2"``: configured endpoints, and the user from userinfo.
 OAUTH2 = UpstreamType(
     "oauth2",
-    fields=("authorization_endpoint", "token_endpoint", "userinfo", "revocation_endpoint"),
+    fields=(
+        "authorization_endpoint",
+        "token_endpoint",
+        "userinfo",
+        "revocation_endpoint",
+        "authorize_params",
+    ),
     config_problems=_config_problems,
     build=OAuth2Provider.build,
 )

@@ -204,6 +204,7 @@ class OIDCProvider(CodeFlowProvider):
     uses_nonce = True
 
     def _configure(self, upstream: UpstreamConfig) -> None:
+        self._subject_claim = upstream.subject_claim or "sub"
         assert upstream.issuer_url is not None
         self.discovery = OIDCDiscovery(upstream.issuer_url, self._http, self._clock)
         self.jwks = JWKSCache(self._http, self._clock, lambda: self.discovery.require().jwks_uri)
@@ -260,10 +261,22 @@ class OIDCProvider(CodeFlowProvider):
                 "Upstream {upstream} id_token rejected: {reason}", upstream=self.name, reason=str(e)
             )
             raise
+        subject = claims.get(self._subject_claim)
+        if isinstance(subject, int) and not isinstance(subject, bool):
+            subject = str(subject)
+        if not isinstance(subject, str) or not subject:
+            self.log.warn(
+                "Upstream {upstream} id_token lacks the subject claim {claim}",
+                upstream=self.name,
+                claim=self._subject_claim,
+            )
+            raise UpstreamError(
+                f'the id_token has no "{self._subject_claim}" claim to name the user'
+            )
         name = claims.get("name") or claims.get("preferred_username")
         email = claims.get("email")
         return Identity(
-            subject=claims["sub"],
+            subject=subject,
             name=name if isinstance(name, str) else None,
             email=email if isinstance(email, str) else None,
             claims={k: claims[k] for k in KEPT_CLAIMS if k in claims},
@@ -282,7 +295,7 @@ def _config_problems(config: Config) -> list[str]:
 #: ``[upstream] type = "oidc"``: the endpoints come from the issuer's discovery document.
 OIDC = UpstreamType(
     "oidc",
-    fields=("issuer_url", "revocation_endpoint"),
+    fields=("issuer_url", "revocation_endpoint", "authorize_params", "subject_claim"),
     config_problems=_config_problems,
     build=OIDCProvider.build,
 )

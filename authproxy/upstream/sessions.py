@@ -187,7 +187,10 @@ class TokenSessions:
             preferred_username=username if isinstance(username, str) and username else None,
         )
 
-    def _fresh(self, session: UpstreamTokenSession) -> bool:
+    def _fresh(self, session: UpstreamTokenSession, rejected: str | None = None) -> bool:
+        """Usable as it is: not (nearly) expired, and not the token the backend refused."""
+        if rejected is not None and session.access_token == rejected:
+            return False
         return session.access_token_expires_at - REFRESH_MARGIN > self._now()
 
     def upstream_access_token(self, tsid: str) -> Deferred[str]:
@@ -197,6 +200,12 @@ class TokenSessions:
             return succeed(cached[0])
         return ensureDeferred(self._access_token(tsid))
 
+    def refresh_upstream_token(self, tsid: str, rejected: str) -> Deferred[str]:
+        """A new access token for ``tsid``: the backend refused ``rejected`` before it expired
+        (the IdP revoked it, or the backend's clock disagrees)."""
+        self._fresh_tokens.pop(tsid, None)
+        return ensureDeferred(self._access_token(tsid, rejected))
+
     def _remember(self, session: UpstreamTokenSession) -> str:
         if len(self._fresh_tokens) >= MAX_CACHED_TOKENS:
             self._fresh_tokens.clear()  # rare; the next requests re-read storage
@@ -204,16 +213,16 @@ class TokenSessions:
         self._fresh_tokens[session.tsid] = (session.access_token, until)
         return session.access_token
 
-    async def _access_token(self, tsid: str) -> str:
+    async def _access_token(self, tsid: str, rejected: str | None = None) -> str:
         self._fresh_tokens.pop(tsid, None)
         session = await self._sessions.get_upstream_session(tsid)
         if session is None:
             raise UpstreamSessionEnded("the upstream login session has ended")
-        if self._fresh(session):
+        if self._fresh(session, rejected):
             return self._remember(session)
-        return await self._refreshes.run(lambda: self._refresh_session(tsid), tsid)
+        return await self._refreshes.run(lambda: self._refresh_session(tsid, rejected), tsid)
 
-    async def _refresh_session(self, tsid: str) -> str:
+    async def _refresh_session(self, tsid: str, rejected: str | None = None) -> str:
         """Refresh under the storage's refresh lock, or use what the replica holding it
         stores: one refresh per session across replicas (IdPs that rotate refresh tokens
         would end the session on a second refresh with the same token)."""
@@ -223,7 +232,7 @@ class TokenSessions:
             lock = await self._sessions.lock_refresh(tsid, self._lock_ttl)
             if lock is not None:
                 try:
-                    return await self._refresh_locked(tsid)
+                    return await self._refresh_locked(tsid, rejected)
                 finally:
                     await self._sessions.unlock_refresh(tsid, lock)
             if waited > self._lock_ttl:  # the lock frees itself after its TTL: not reached
@@ -234,16 +243,16 @@ class TokenSessions:
             session = await self._sessions.get_upstream_session(tsid)
             if session is None:
                 raise UpstreamSessionEnded("the upstream login session has ended")
-            if self._fresh(session):  # the other replica stored its refreshed token
+            if self._fresh(session, rejected):  # the other replica stored its refreshed token
                 return self._remember(session)
 
-    async def _refresh_locked(self, tsid: str) -> str:
+    async def _refresh_locked(self, tsid: str, rejected: str | None = None) -> str:
         # re-read: a refresh that finished while our caller read storage (here or on another
         # replica) may have renewed it
         session = await self._sessions.get_upstream_session(tsid)
         if session is None:
             raise UpstreamSessionEnded("the upstream login session has ended")
-        if self._fresh(session):
+        if self._fresh(session, rejected):
             return self._remember(session)
         if session.refresh_token is None:
             raise UpstreamSessionEnded(

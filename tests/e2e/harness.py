@@ -159,9 +159,11 @@ def authproxy_sections(
     keys: KeyDirs,
     access_token_lifespan: str = "15m",
     header_strategy: str = "replace",
+    issuer: str = "",
 ) -> dict[str, dict[str, Any]]:
-    """authproxy's configuration: listening on ``port``, reached by clients at ``public_url``."""
-    return {
+    """authproxy's configuration: listening on ``port``, reached by clients at ``public_url``
+    (and ``issuer`` as its issuer identifier, when given)."""
+    sections: dict[str, dict[str, Any]] = {
         "server": {"listen": [f"tcp:{port}:interface=127.0.0.1"], "public_url": public_url},
         "backend": {"url": backend.base_url, "transport": backend.transport},
         "auth_server": {
@@ -178,6 +180,9 @@ def authproxy_sections(
         },
         "upstream_token": {"header_strategy": header_strategy},
     }
+    if issuer:
+        sections["auth_server"]["issuer"] = issuer
+    return sections
 
 
 def deploy(
@@ -188,8 +193,10 @@ def deploy(
     idp_access_ttl: int | None = None,
     header_strategy: str = "replace",
     extra_config: dict[str, dict[str, Any]] | None = None,
+    issuer_path: str = "",
 ) -> Deployment:
-    """Start the IdP, the MCP server and authproxy in front of it.
+    """Start the IdP, the MCP server and authproxy in front of it (its issuer
+    ``public_url + issuer_path``).
 
     ``extra_config`` adds keys to authproxy's configuration, section by section (a nested
     dict is a sub-table, e.g. ``{"auth_server": {"client_metadata_documents": {...}}}``).
@@ -210,6 +217,7 @@ def deploy(
         keys=keys,
         access_token_lifespan=access_token_lifespan,
         header_strategy=header_strategy,
+        issuer=proxy_url + issuer_path if issuer_path else "",
     )
     for name, table in (extra_config or {}).items():
         sections.setdefault(name, {}).update(table)

@@ -88,6 +88,26 @@ def test_login_and_stream(deployment: Deployment) -> None:
     assert user.storage.tokens is not None and user.storage.tokens.refresh_token
 
 
+def test_issuer_with_a_path(root: Path) -> None:
+    """An issuer with a path: discovery through RFC 8414 path-inserted metadata, then a login
+    whose IdP callback reaches authproxy (the callback stays at public_url's root)."""
+    d = deploy(root, issuer_path="/auth")
+    try:
+        issuer = d.proxy.url + "/auth"
+        inserted = httpx2.get(d.proxy.url + "/.well-known/oauth-authorization-server/auth")
+        assert inserted.status_code == 200
+        assert inserted.json()["issuer"] == issuer
+        resource = httpx2.get(d.proxy.url + "/.well-known/oauth-protected-resource/mcp").json()
+        assert resource["authorization_servers"] == [issuer]
+
+        user = MCPUser(d)
+        out = procs.run_async(user.session, list_echo_count)
+        assert out["echo"] == "hello through authproxy"
+        assert user.login is not None and len(user.login.authorize_urls) == 1
+    finally:
+        d.stop()
+
+
 @pytest.mark.parametrize("transport", ["streamable-http"])
 def test_backend_sees_upstream_token_never_authproxys(root: Path, transport: str) -> None:
     """Scenario 3."""

@@ -42,9 +42,9 @@ class AuthorizationCodeGrant(GrantHandler):
         problem = None
         if record.client_id != client.client_id:
             problem = "the authorization code was issued to another client"
-        elif params.get("redirect_uri") is None:
+        elif params.get("redirect_uri") is None and record.redirect_uri_given:
             problem = "redirect_uri is required"
-        elif params["redirect_uri"] != record.redirect_uri:
+        elif params.get("redirect_uri", record.redirect_uri) != record.redirect_uri:
             problem = "redirect_uri does not match the authorization request"
         elif not params.get("code_verifier"):
             problem = "code_verifier is required"
