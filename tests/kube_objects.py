@@ -44,3 +44,15 @@ def strategic_merge(deployment: dict[str, Any], patch: Mapping[str, Any]) -> dic
         return copy.deepcopy(change)
 
     return merge(deployment, patch)
+
+
+def shutdown_slack(pod: Mapping[str, Any], shutdown_grace: float) -> float:
+    """Seconds the pod's ``terminationGracePeriodSeconds`` leaves beyond authproxy's own
+    shutdown: its container's preStop sleep, ``shutdown_grace`` and the margin the renderer
+    and the shipped manifests allow. Negative: kubelet's SIGKILL cuts the streams."""
+    from authproxy.kube.render import SHUTDOWN_MARGIN_SECONDS
+
+    authproxy = next(c for c in pod["containers"] if c["name"] == "authproxy")
+    pre_stop = authproxy["lifecycle"]["preStop"]["sleep"]["seconds"]
+    needed = pre_stop + shutdown_grace + SHUTDOWN_MARGIN_SECONDS
+    return float(pod["terminationGracePeriodSeconds"] - needed)

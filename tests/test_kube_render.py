@@ -22,7 +22,7 @@ from authproxy.kube.render import render
 from authproxy.kube.resource import ResourceError, load_resource
 from authproxy.ops.check import check_config
 from authproxy.testing import KubeletDir, ec_pem, hmac_secret
-from tests.kube_objects import pod_volumes, projected_files, strategic_merge
+from tests.kube_objects import pod_volumes, projected_files, shutdown_slack, strategic_merge
 
 KUBERNETES = Path(__file__).resolve().parents[1] / "etc" / "kubernetes"
 EXAMPLES = {p.stem: p for p in (KUBERNETES / "examples").glob("*.yaml")}
@@ -53,7 +53,14 @@ class RenderTests(SynchronousTestCase):
             with self.subTest(name):
                 objects = render(example(name))
                 self.assertEqual(
-                    [o["kind"] for o in objects], ["ConfigMap", "Deployment", "Service"]
+                    [o["kind"] for o in objects],
+                    [
+                        "ConfigMap",
+                        "Deployment",
+                        "Service",
+                        "PodDisruptionBudget",
+                        "NetworkPolicy",
+                    ],
                 )
                 for obj in objects:
                     kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
@@ -88,6 +95,51 @@ class RenderTests(SynchronousTestCase):
             "securityContext",
         ):
             self.assertEqual(pod[field], shipped_pod[field], field)
+
+    def test_grace_period_covers_pre_stop_shutdown_grace_and_margin(self) -> None:
+        for name in EXAMPLES:
+            for patch in (False, True):
+                with self.subTest(name, patch=patch):
+                    resource = example(name)
+                    resource["spec"]["backend"]["url"] = "http://127.0.0.1:9000"
+                    objects = render(resource, patch=patch)
+                    written = toml_of(objects)["server"]["shutdown_grace"]
+                    grace = validate_config(toml_of(objects)).server.shutdown_grace
+                    self.assertEqual((written, grace), ("25s", 25.0))
+                    pod = objects[1]["spec"]["template"]["spec"]
+                    self.assertGreaterEqual(shutdown_slack(pod, grace), 0)
+
+    def test_disruption_budget_and_network_policy(self) -> None:
+        objects = {o["kind"]: o for o in render(example("oidc"))}
+        pod_labels = objects["Deployment"]["spec"]["template"]["metadata"]["labels"]
+        budget, policy = objects["PodDisruptionBudget"], objects["NetworkPolicy"]
+        # One replica (memory storage): a drain may evict it.
+        self.assertEqual(budget["spec"]["maxUnavailable"], 1)
+        self.assertEqual(budget["spec"]["selector"]["matchLabels"], pod_labels)
+        self.assertEqual(policy["spec"]["podSelector"]["matchLabels"], pod_labels)
+        self.assertEqual(
+            policy["spec"]["ingress"], [{"ports": [{"protocol": "TCP", "port": 8080}]}]
+        )
+        dns, out = policy["spec"]["egress"]
+        self.assertEqual({p["port"] for p in dns["ports"]}, {53})
+        # The IdP over https and the MCP server's Service (http://weather-mcp:9000).
+        self.assertEqual([p["port"] for p in out["ports"]], [443, 9000])
+        self.assertNotIn("to", out)
+
+    def test_redis_budget_keeps_one_serving_and_policy_lets_redis_out(self) -> None:
+        resource = example("github")
+        resource["spec"]["storage"]["redis"]["addr"] = "redis.cache:6380"
+        objects = {o["kind"]: o for o in render(resource)}
+        self.assertEqual(
+            objects["PodDisruptionBudget"]["spec"],
+            {
+                "minAvailable": 1,
+                "selector": objects["Deployment"]["spec"]["selector"],
+            },
+        )
+        ports = [p["port"] for p in objects["NetworkPolicy"]["spec"]["egress"][1]["ports"]]
+        # GitHub's endpoints, Redis; the backend is on loopback (no rule needed).
+        self.assertEqual(ports, [443, 6380])
 
     def test_secrets_are_projected_in_list_order_with_mode_0400(self) -> None:
         resource = example("github")

@@ -3,6 +3,8 @@ the promises the README makes. (The schemas are checked by kubernetes-validate i
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +12,15 @@ import yaml
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from authproxy.config import Config, ConfigError, validate_config
+from authproxy.kube.render import TERMINATION_GRACE_SECONDS
+from tests.kube_objects import shutdown_slack
 
-KUBERNETES = Path(__file__).resolve().parents[1] / "etc" / "kubernetes"
+ROOT = Path(__file__).resolve().parents[1]
+KUBERNETES = ROOT / "etc" / "kubernetes"
 # crd/ and examples/ hold the EmbeddedAuthServer resource (tests/test_kube_crd.py).
 MANIFESTS = sorted(
     p for p in KUBERNETES.rglob("*.yaml") if p.parent.name not in ("crd", "examples")
 )
-#: server.shutdown_grace's default, which terminationGracePeriodSeconds is built on.
-DEFAULT_SHUTDOWN_GRACE = 25
 
 
 def resources(path: Path) -> dict[str, dict[str, Any]]:
@@ -27,8 +30,6 @@ def resources(path: Path) -> dict[str, dict[str, Any]]:
 
 def embedded_config(manifest: dict[str, dict[str, Any]]) -> Config:
     """The ConfigMap's authproxy.toml, validated as authproxy validates it before reading files."""
-    import tomllib
-
     try:
         return validate_config(tomllib.loads(manifest["ConfigMap"]["data"]["authproxy.toml"]))
     except ConfigError as e:
@@ -81,9 +82,9 @@ class ManifestTests(SynchronousTestCase):
             {"startupProbe": "/health", "livenessProbe": "/health", "readinessProbe": "/ready"},
         )
         # Endpoints drop the pod during preStop; then streams get shutdown_grace; then margin.
-        pre_stop = authproxy["lifecycle"]["preStop"]["sleep"]["seconds"]
-        grace = getattr(config.server, "shutdown_grace", DEFAULT_SHUTDOWN_GRACE)
-        self.assertGreater(pod["terminationGracePeriodSeconds"], pre_stop + grace)
+        written = tomllib.loads(manifest["ConfigMap"]["data"]["authproxy.toml"])["server"]
+        self.assertIn("shutdown_grace", written)  # written out, not left to the default
+        self.assertGreaterEqual(shutdown_slack(pod, config.server.shutdown_grace), 0)
         # Secrets owner-only (kubelet adds group read for fsGroup, which authproxy accepts).
         secrets = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
         self.assertEqual({s["defaultMode"] for s in secrets.values()}, {0o400})
@@ -120,3 +121,14 @@ class ManifestTests(SynchronousTestCase):
             for port in rule["ports"]
         ]
         self.assertIn(6379, ports)
+
+    def test_one_shutdown_arithmetic(self) -> None:
+        """The shipped manifests, the renderer and the README give the same grace period."""
+        for path in MANIFESTS:
+            pod = resources(path)["Deployment"]["spec"]["template"]["spec"]
+            self.assertEqual(pod["terminationGracePeriodSeconds"], TERMINATION_GRACE_SECONDS)
+        readme = (ROOT / "README.rst").read_text()
+        self.assertEqual(
+            set(re.findall(r"terminationGracePeriodSeconds: (\d+)", readme)),
+            {str(TERMINATION_GRACE_SECONDS)},
+        )

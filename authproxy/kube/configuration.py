@@ -28,6 +28,8 @@ CLIENT_SECRET_FILE = "client-secret"
 REDIS_PASSWORD_FILE = "password"
 #: The container port authproxy listens on in the pod.
 PORT = 8080
+#: server.shutdown_grace, written out: the pod's terminationGracePeriodSeconds is built on it.
+SHUTDOWN_GRACE_SECONDS = 25
 
 _LIFESPANS = {
     "accessTokenLifespan": "access_token_lifespan",
@@ -68,7 +70,11 @@ def authproxy_config(spec: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     if not isinstance(issuer, str):
         problems.append("spec.issuer: is required")
     config: dict[str, dict[str, Any]] = {
-        "server": {"listen": [f"tcp:{PORT}"], "public_url": issuer},
+        "server": {
+            "listen": [f"tcp:{PORT}"],
+            "public_url": issuer,
+            "shutdown_grace": f"{SHUTDOWN_GRACE_SECONDS}s",
+        },
         "backend": _renamed(spec.get("backend"), {"url": "url", "transport": "transport"}),
         "auth_server": {
             "signing_keys_dir": KEYS_DIR,

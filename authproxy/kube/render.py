@@ -1,14 +1,24 @@
 """``authproxy kube render``: an EmbeddedAuthServer resource -> the Kubernetes objects that run it.
 
 ``render`` is a pure function of the resource: the ConfigMap holding authproxy.toml, then
-either a Deployment and a Service for authproxy on its own, or (``patch=True``) a
-strategic-merge patch that adds the authproxy container and its volumes to the existing MCP
-server Deployment, whose MCP server is then authproxy's backend on loopback.
+either a Deployment, a Service, a PodDisruptionBudget and a NetworkPolicy for authproxy on
+its own, or (``patch=True``) a strategic-merge patch that adds the authproxy container and
+its volumes to the existing MCP server Deployment, whose MCP server is then authproxy's
+backend on loopback.
+
+The patch comes without a budget or a policy, on purpose: the pod is the MCP server's, and
+so are they. A second PodDisruptionBudget over the same pod makes every eviction of it fail
+(the eviction API refuses a pod with more than one budget, so node drains hang), and a
+NetworkPolicy of authproxy's selecting that pod with ``policyTypes: [Egress]`` would cut
+whatever the MCP server itself reaches out to. README, "Kubernetes resource", says what to
+add to the MCP server's own policy instead.
 
 Secrets arrive as projected volumes whose items name each referenced key ``key-0.pem``,
-``key-1.pem``, ... and ``hmac-0``, ... in list order (index 0 active) with mode 0400. Adding
-a key to a list changes those items and nothing else; authproxy's key watcher reloads the
-directory when kubelet swaps its ``..data`` link. The pod matches the shipped manifests
+``key-1.pem``, ... and ``hmac-0``, ... in list order (index 0 active) with mode 0400. The
+TOML names the directories only, so editing a list changes the pod template's projected
+items and nothing else, which still rolls the Deployment's pods (a pod's volumes are fixed
+for its life); rotating through the Secrets' contents under the referenced key names does
+not (README, "Kubernetes resource": rotate). The pod matches the shipped manifests
 (etc/kubernetes/authproxy.yaml): probes, securityContext, resources, preStop and grace.
 """
 
@@ -90,10 +100,13 @@ def render(
             )
         return [configmap, _patch(target or name, container, volumes, annotations)]
     replicas = 2 if config.get("storage", {}).get("type") == "redis" else 1
+    own = f"{name}-authproxy"
     return [
         configmap,
-        _deployment(f"{name}-authproxy", labels, replicas, container, volumes, annotations),
-        _service(f"{name}-authproxy", labels),
+        _deployment(own, labels, replicas, container, volumes, annotations),
+        _service(own, labels),
+        _disruption_budget(own, labels, replicas),
+        _network_policy(own, labels, config),
     ]
 
 
@@ -169,7 +182,7 @@ def _container(image: str, volumes: Sequence[tuple[dict[str, Any], str]]) -> dic
         "livenessProbe": _probe("/health", periodSeconds=10, timeoutSeconds=3, failureThreshold=3),
         "readinessProbe": _probe("/ready", periodSeconds=5, timeoutSeconds=3, failureThreshold=2),
         # Endpoints drop the pod before SIGTERM: no new requests arrive during shutdown_grace.
-        "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
         # Its own user, so the patch needs nothing of the MCP server's pod but fsGroup.
         "securityContext": {**_RESTRICTED, "runAsUser": USER_ID, "runAsGroup": USER_ID},
         "volumeMounts": [
@@ -194,8 +207,13 @@ def _pod_security() -> dict[str, Any]:
     }
 
 
-#: preStop 5 s + server.shutdown_grace 25 s + 5 s for stopping the backend (README, "Kubernetes").
-TERMINATION_GRACE_SECONDS = 35
+#: The preStop sleep: endpoints drop the pod before SIGTERM reaches authproxy.
+PRE_STOP_SECONDS = 5
+#: After shutdown_grace: the other services stop and the process exits (a supervised
+#: backend gets SIGKILL 5 s after SIGTERM at most: ProcessMonitor's killTime).
+SHUTDOWN_MARGIN_SECONDS = 5
+#: 5 + 25 + 5 = 35, as in the shipped manifests and README ("Shutdown and signals").
+TERMINATION_GRACE_SECONDS = PRE_STOP_SECONDS + c.SHUTDOWN_GRACE_SECONDS + SHUTDOWN_MARGIN_SECONDS
 
 
 def _deployment(
@@ -235,6 +253,77 @@ def _service(name: str, labels: dict[str, str]) -> dict[str, Any]:
         "kind": "Service",
         "metadata": {"name": name, "labels": labels},
         "spec": {"selector": labels, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }
+
+
+def _disruption_budget(name: str, labels: dict[str, str], replicas: int) -> dict[str, Any]:
+    """As in the shipped manifests: with one replica a drain may evict it (or the drain
+    would hang); with two, one keeps serving."""
+    budget: dict[str, Any] = {"minAvailable": 1} if replicas > 1 else {"maxUnavailable": 1}
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {**budget, "selector": {"matchLabels": labels}},
+    }
+
+
+_DEFAULT_PORTS = {"https": 443, "http": 80, "redis": 6379, "rediss": 6379}
+
+
+def _egress_ports(config: Mapping[str, Mapping[str, Any]]) -> list[int]:
+    """The TCP ports authproxy connects to: the IdP's URLs, the backend, Redis."""
+    upstream = config["upstream"]
+    urls = [
+        upstream.get(field)
+        for field in (
+            "issuer_url",
+            "authorization_endpoint",
+            "token_endpoint",
+            "revocation_endpoint",
+        )
+    ]
+    urls += [
+        upstream.get("userinfo", {}).get("endpoint_url"),
+        config["backend"]["url"],
+        config.get("storage", {}).get("url"),
+    ]
+    ports = set()
+    for url in filter(None, urls):
+        parts = urlsplit(url)
+        if not is_loopback_host(parts.hostname):
+            ports.add(parts.port or _DEFAULT_PORTS.get(parts.scheme, 443))
+    return sorted(ports)
+
+
+def _network_policy(
+    name: str, labels: dict[str, str], config: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """In: authproxy's port. Out: DNS, and the ports of what the configuration names, to
+    any address (the renderer cannot know where the IdP, the backend and Redis live;
+    narrow ``to`` by hand where they are fixed)."""
+    dns = [{"protocol": protocol, "port": 53} for protocol in ("UDP", "TCP")]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "podSelector": {"matchLabels": labels},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": c.PORT}]}],
+            "egress": [
+                {
+                    "to": [
+                        {
+                            "namespaceSelector": {},
+                            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                        }
+                    ],
+                    "ports": dns,
+                },
+                {"ports": [{"protocol": "TCP", "port": p} for p in _egress_ports(config)]},
+            ],
+        },
     }
 
 
@@ -286,7 +375,8 @@ def to_yaml(objects: Sequence[Mapping[str, Any]]) -> str:
 
 def file_names(objects: Sequence[Mapping[str, Any]], patch: bool) -> list[str]:
     """What ``--output-dir`` names each object's file: ``configmap.yaml``, ``deployment.yaml``
-    (``deployment-patch.yaml`` for the patch), ``service.yaml``."""
+    (``deployment-patch.yaml`` for the patch), ``service.yaml``, ``poddisruptionbudget.yaml``,
+    ``networkpolicy.yaml``."""
     names = []
     for obj in objects:
         kind = str(obj["kind"]).lower()
