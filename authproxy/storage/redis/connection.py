@@ -87,6 +87,8 @@ def connect_redis(
     """
     from txredisapi import ConnectionHandler, RedisFactory
 
+    from authproxy.storage.redis.protocol import storage_protocol
+
     factory = RedisFactory(
         repr(endpoint),
         dbid,
@@ -97,6 +99,7 @@ def connect_redis(
         replyTimeout=reply_timeout,
         convertNumbers=False,
     )
+    factory.protocol = storage_protocol()
     factory.reconnect = reconnect
     factory.startConnecting(endpoint)
     return cast(Deferred[Any], factory.deferred)
