@@ -33,8 +33,7 @@ class RefreshTokenGrant(GrantHandler):
             raise invalid_grant("the refresh token is unknown or expired")
         if record.client_id != client.client_id:
             raise invalid_grant("the refresh token was issued to another client")
-        family = await self.tokens.storage.families.get_family(record.family_id)
-        if family is None or family.revoked:
+        if not await self.tokens.storage.families.is_family_live(record.family_id):
             raise invalid_grant("the refresh token was revoked")
 
         now = self.tokens.clock.seconds()

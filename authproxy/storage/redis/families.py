@@ -200,6 +200,17 @@ class RedisTokenFamilies:
 
         return d.addCallback(with_jtis)
 
+    def is_family_live(self, family_id: str) -> Deferred[bool]:
+        """Whether the family exists and is not revoked: one HMGET, its jti hash unread."""
+        d = self._families.get_fields(family_id, "revoked")
+
+        def live(values: list[Any] | None) -> bool:
+            if values is None or values[1]:
+                return False
+            return not json.loads(values[0]).get("revoked")  # stored revoked (rare)
+
+        return d.addCallback(live)
+
     def add_family_access_token(self, family_id: str, jti: str, exp: float) -> Deferred[None]:
         """Record an access token issued in the family (deny-listed at once if revoked)."""
         d = self._family_script(ADD_FAMILY_ACCESS_TOKEN, family_id, jti, repr(exp))
