@@ -382,6 +382,7 @@ class Bench:
         # the same authproxy on Redis storage (redis-server on the load core, like any
         # server authproxy talks to); measured beside the memory one in P1 and P3
         self.on_redis: Launched | None = None
+        self.redis_port = 0
 
     def start(self, *args: Any, **kwargs: Any) -> Proc:
         proc = Proc(*args, workdir=self.workdir, **kwargs)
@@ -441,6 +442,7 @@ class Bench:
             LOAD_CORE,
         )  # fmt: skip
         await redis.wait_line(r"Ready to accept connections")
+        self.redis_port = port
         self.on_redis = await self.launch(self.json_backend_port, storage=redis_storage(port))
 
     async def launch(
@@ -797,23 +799,53 @@ class Bench:
             return client.code_request(queue.pop()) if queue else None
 
         await asyncio.sleep(0.5)
+        before = await self.redis_commandstats()
         redeem = await chained(HOST, port, next_code, 16)
         out["code"] = _chain_summary(redeem)
+        on_redis = self.on_redis is not None and port == self.on_redis.port
+        if on_redis:
+            out["code"]["redis_commands"] = await self.redis_commands_per(redeem.ok, before)
         log(f"  authorization_code: {redeem.rate:.0f}/s ({redeem.ok} ok, {redeem.failed} failed)")
 
         out["refresh"] = await self.refresh_chains(
-            HOST, port, refresh_tokens[:16], client.refresh_request
+            HOST, port, refresh_tokens[:16], client.refresh_request, count_redis=on_redis
         )
         log(f"  authproxy refresh_token (port {port}): {out['refresh']['per_s']:.0f}/s")
-        if self.o.profile and port == self.authproxy_port:
+        if on_redis:
+            for kind in ("code", "refresh"):
+                log(f"  Redis commands per {kind} grant: {out[kind]['redis_commands']}")
+        if self.o.profile and port in (self.authproxy_port, on_redis and port):
             seeds = self.refresh_seeds
             await self.profiled(
-                "P3-refresh",
-                self.refresh_chains(HOST, self.authproxy_port, seeds, client.refresh_request),
+                "P3-refresh-redis" if on_redis else "P3-refresh",
+                self.refresh_chains(HOST, port, seeds, client.refresh_request),
+                self.on_redis.proc if on_redis and self.on_redis else None,
             )
 
+    async def redis_commandstats(self) -> dict[str, int]:
+        """Calls per command so far on the benchmarks' redis-server ({} without one)."""
+        if not self.redis_port:
+            return {}
+        cli = await asyncio.create_subprocess_exec(
+            "redis-cli", "-h", HOST, "-p", str(self.redis_port), "INFO", "commandstats",
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        text, _ = await cli.communicate()
+        found = re.findall(r"^cmdstat_(\w+):calls=(\d+)", text.decode(), re.M)
+        return {name: int(calls) for name, calls in found}
+
+    async def redis_commands_per(self, grants: int, before: dict[str, int]) -> dict[str, float]:
+        """Redis commands per grant since ``before``, by command, and their total."""
+        after = await self.redis_commandstats()
+        per = {
+            name: round((calls - before.get(name, 0)) / max(1, grants), 2)
+            for name, calls in sorted(after.items())
+            if name not in ("info", "ping") and calls > before.get(name, 0)
+        }
+        return {**per, "total": round(sum(per.values()), 2)}
+
     async def refresh_chains(
-        self, host: str, port: int, seeds: list[str], make: Any
+        self, host: str, port: int, seeds: list[str], make: Any, count_redis: bool = False
     ) -> dict[str, Any]:
         """One chain of single-use refresh tokens per connection (rotation on every grant)."""
         current = list(seeds)
@@ -827,16 +859,22 @@ class Bench:
 
         # a short warm-up on the same chains, then the measurement
         await chained(host, port, next_refresh, len(seeds), duration=1.0)
+        before = await self.redis_commandstats() if count_redis else {}
         result = await chained(host, port, next_refresh, len(seeds), duration=self.o.seconds)
         self.refresh_seeds = current
-        return _chain_summary(result)
+        summary = _chain_summary(result)
+        if count_redis:
+            summary["redis_commands"] = await self.redis_commands_per(result.ok, before)
+        return summary
 
-    async def profiled(self, name: str, workload: Any) -> None:
-        """Run ``workload`` once more with py-spy sampling authproxy; write the summary."""
-        assert self.authproxy is not None
+    async def profiled(self, name: str, workload: Any, target: Proc | None = None) -> None:
+        """Run ``workload`` once more with py-spy sampling ``target`` (default: the authproxy
+        on memory storage); write the summary."""
+        target = target or self.authproxy
+        assert target is not None
         raw = self.workdir / f"profile-{name}.raw"  # collapsed stacks, e.g. for flamegraph.pl
         RESULTS.mkdir(exist_ok=True)
-        spy = await profiling.record(self.authproxy.pid, self.o.seconds, raw, LOAD_CORE)
+        spy = await profiling.record(target.pid, self.o.seconds, raw, LOAD_CORE)
         await asyncio.sleep(0.5)
         await workload
         await spy.wait()

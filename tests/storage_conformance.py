@@ -458,6 +458,16 @@ class TokenFamiliesConformance(ConformanceBase):
         self.successResultOf(self.families.put_family(make_family(lifespan=100)))
         self.clock.advance(100)
         self.assertIsNone(self.successResultOf(self.families.get_family("family-1")))
+        self.assertFalse(self.successResultOf(self.families.is_family_live("family-1")))
+
+    def test_family_live_until_revoked(self) -> None:
+        self.successResultOf(self.families.put_family(make_family()))
+        self.successResultOf(self.families.put_family(make_family("born-revoked", revoked=True)))
+        self.assertTrue(self.successResultOf(self.families.is_family_live("family-1")))
+        self.assertFalse(self.successResultOf(self.families.is_family_live("born-revoked")))
+        self.assertFalse(self.successResultOf(self.families.is_family_live("nope")))
+        self.successResultOf(self.families.revoke_family("family-1"))
+        self.assertFalse(self.successResultOf(self.families.is_family_live("family-1")))
 
     def test_family_access_tokens_recorded(self) -> None:
         self.successResultOf(self.families.put_family(make_family()))

@@ -23,7 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from authproxy.storage import Storage
 from authproxy.storage.redis import redis_storage
-from authproxy.storage.redis.connection import connect_redis
+from authproxy.storage.redis.connection import LuaScript, connect_redis
 from authproxy.storage.redis.feed import RevocationFeed
 from authproxy.testing.redis import RedisServer, redis_server_or_skip
 from tests.storage_conformance import (
@@ -142,6 +142,22 @@ class RedisRateCountersTests(OnRedis, RateCountersConformance, SynchronousTestCa
 
 class RedisStorageTests(OnRedis, StorageConformance, SynchronousTestCase):
     pass
+
+
+class LuaScriptTests(OnRedis, SynchronousTestCase):
+    """Scripts go as EVALSHA of a hash computed once; Redis forgetting them is harmless."""
+
+    def test_script_runs_again_after_redis_forgot_it(self) -> None:
+        script = LuaScript("echo", "return ARGV[1] .. KEYS[1]")
+        self.assertEqual(self.successResultOf(script(self.redis, ["k"], ["a"])), "ak")
+        self.successResultOf(self.redis.execute_command("SCRIPT", "FLUSH"))
+        self.assertEqual(self.successResultOf(script(self.redis, ["k"], [2])), "2k")
+        known = self.successResultOf(self.redis.execute_command("SCRIPT", "EXISTS", script.sha))
+        self.assertEqual(known, [1])
+
+    def test_script_errors_still_fail(self) -> None:
+        script = LuaScript("broken", "return redis.call('NOSUCHCOMMAND')")
+        self.failureResultOf(script(self.redis, [], []))
 
 
 class TwoReplicasTests(OnRedis, SynchronousTestCase):

@@ -26,6 +26,10 @@ class ITokenFamilies(Interface):
     def get_family(family_id: str) -> Deferred[TokenFamily | None]:
         """The family, or None."""
 
+    def is_family_live(family_id: str) -> Deferred[bool]:
+        """Whether the family exists and is not revoked: what a refresh grant checks, without
+        reading the family's access tokens (a list that grows with every rotation)."""
+
     def add_family_access_token(family_id: str, jti: str, exp: float) -> Deferred[None]:
         """Record an access token issued in the family, so revoking the family revokes it."""
 

@@ -8,7 +8,10 @@ user out), and after the grace it is reuse, which revokes the whole family. A fa
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
+
+from twisted.internet.defer import DeferredList
+from twisted.python.failure import Failure
 
 from authproxy.authserver.grants.issuance import GrantHandler, Issuance, invalid_grant
 from authproxy.authserver.scopes import split_scope
@@ -33,8 +36,7 @@ class RefreshTokenGrant(GrantHandler):
             raise invalid_grant("the refresh token is unknown or expired")
         if record.client_id != client.client_id:
             raise invalid_grant("the refresh token was issued to another client")
-        family = await self.tokens.storage.families.get_family(record.family_id)
-        if family is None or family.revoked:
+        if not await self.tokens.storage.families.is_family_live(record.family_id):
             raise invalid_grant("the refresh token was revoked")
 
         now = self.tokens.clock.seconds()
@@ -90,11 +92,18 @@ class RefreshTokenGrant(GrantHandler):
             if retry is None:
                 raise invalid_grant("the refresh token was already used")
             return retry
+        # Independent writes, sent together: on Redis one round trip's wait instead of two.
+        families = self.tokens.storage.families
+        writes = [
+            families.add_family_access_token(
+                grant.family_id, minted.access.jti, float(minted.access.exp)
+            )
+        ]
         if minted.refresh is not None:
-            await self.tokens.storage.families.put_refresh_token(minted.refresh)
-        await self.tokens.storage.families.add_family_access_token(
-            grant.family_id, minted.access.jti, float(minted.access.exp)
-        )
+            writes.append(families.put_refresh_token(minted.refresh))
+        for succeeded, result in await DeferredList(writes, consumeErrors=True):
+            if not succeeded:
+                cast(Failure, result).raiseException()
         return minted.response
 
     def _retry_response(

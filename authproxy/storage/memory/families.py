@@ -141,6 +141,11 @@ class MemoryTokenFamilies:
         family = self._families.get(family_id, self._ledger.now())
         return defer.succeed(None if family is None else self._with_jtis(family))
 
+    def is_family_live(self, family_id: str) -> Deferred[bool]:
+        """Whether the family exists and is not revoked."""
+        family = self._families.get(family_id, self._ledger.now())
+        return defer.succeed(family is not None and not family.revoked)
+
     def _with_jtis(self, family: TokenFamily) -> TokenFamily:
         jtis = self._family_jtis.get(family.family_id, {})
         return attrs.evolve(family, access_token_jtis=tuple(jtis.items()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
@@ -9,7 +11,29 @@ from zope.interface import implementer
 from authproxy.storage.clients import IClients, client_expiry
 from authproxy.storage.models import RegisteredClient
 from authproxy.storage.redis.connection import dumps, loads
-from authproxy.storage.redis.owned import OwnedCollection
+from authproxy.storage.redis.owned import OwnedCollection, owned_script
+
+# A use of a live client: last_used_at beside the record; with an unused-client ttl
+# (arg(3), '' for none) it expires that long after max(the use, its creation), as
+# client_expiry says; never again an eviction candidate.
+TOUCH_CLIENT = owned_script(
+    "touch_client",
+    """
+local id, now, unused_ttl = arg(1), tonumber(arg(2)), tonumber(arg(3))
+if not live(id, now) then return 0 end
+local key = rprefix .. id
+redis.call('HSET', key, 'last_used_at', arg(2))
+if unused_ttl then
+  local created_at = tonumber(cjson.decode(redis.call('HGET', key, 'record')).created_at)
+  local expires_at = math.max(now, created_at) + unused_ttl
+  redis.call('HSET', key, 'expires_at', string.format('%.17g', expires_at))
+  redis.call('PEXPIRE', key, math.max(1, math.ceil((expires_at - now) * 1000)))
+  redis.call('ZADD', all, expires_at, id)
+end
+uncandidate(id, owners, owner_of, oprefix)
+return 1
+""",
+)
 
 
 @implementer(IClients)
@@ -40,23 +64,30 @@ class RedisClients:
 
     def get_client(self, client_id: str) -> Deferred[RegisteredClient | None]:
         """The client, or None when unknown or expired for lack of use."""
-        d = self._clients.get_fields(client_id)
-        return d.addCallback(lambda v: None if v is None else loads(str(v[0]), RegisteredClient))
+        d = self._clients.get_fields(client_id, "last_used_at")
+
+        def client(values: list[Any] | None) -> RegisteredClient | None:
+            if values is None:
+                return None
+            record = loads(str(values[0]), RegisteredClient)
+            if values[1] is None:
+                return record
+            return attrs.evolve(record, last_used_at=float(values[1]))
+
+        return d.addCallback(client)
 
     def touch_client(self, client_id: str) -> Deferred[None]:
-        """Record a use: sets last_used_at and renews the unused-client expiry.
+        """Record a use: sets last_used_at and renews the unused-client expiry, in one Lua
+        step (a token grant's last round trip). ``last_used_at`` lives beside the record.
 
         Two replicas touching at once both write the same kind of value: the later wins.
         """
-        now = self._clients.now()
-
-        def touch(client: RegisteredClient | None) -> Deferred[None] | None:
-            if client is None:
-                return None
-            client = attrs.evolve(client, last_used_at=now)
-            d = self._clients.update(
-                client_id, dumps(client), self._client_expiry(client), no_longer_candidate=True
-            )
-            return d.addCallback(lambda _: None)
-
-        return self.get_client(client_id).addCallback(touch)
+        ttl = self._unused_client_ttl
+        d = self._clients.script(
+            TOUCH_CLIENT,
+            [],
+            client_id,
+            repr(self._clients.now()),
+            "" if ttl is None else repr(ttl),
+        )
+        return d.addCallback(lambda _: None)

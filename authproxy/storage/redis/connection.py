@@ -10,6 +10,7 @@ clocks must agree to within the leeway the guard already allows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from typing import Any, TypeVar, cast
 import cattrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 T = TypeVar("T")
 
@@ -45,15 +47,27 @@ def ttl_ms(expires_at: float, now: float) -> int:
 class LuaScript:
     """A Lua script: the one atomic step an OAuth operation needs, named after it.
 
-    txredisapi's ``eval`` sends EVALSHA once Redis knows the script (EVAL the first time).
+    Sent as EVALSHA of the hash computed once here, and as EVAL when Redis does not know it
+    (the first time, after a restart or ``SCRIPT FLUSH``). txredisapi's own ``eval`` would
+    hash the whole source (the shared prelude makes it kilobytes) on every call.
     """
 
     def __init__(self, name: str, source: str) -> None:
         self.name = name
         self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 (Redis's script id)
 
     def __call__(self, redis: Any, keys: Sequence[str], args: Sequence[Any]) -> Deferred[Any]:
-        return cast(Deferred[Any], redis.eval(self.source, list(keys), [str(a) for a in args]))
+        keys, args = list(keys), [str(a) for a in args]
+        d: Deferred[Any] = redis.evalsha(self.sha, keys, args)
+
+        def unknown(failure: Failure) -> Any:
+            from txredisapi import ScriptDoesNotExist
+
+            failure.trap(ScriptDoesNotExist)
+            return redis.eval(self.source, keys, args)
+
+        return d.addErrback(unknown)
 
 
 class RedisCollection:
@@ -87,6 +101,8 @@ def connect_redis(
     """
     from txredisapi import ConnectionHandler, RedisFactory
 
+    from authproxy.storage.redis.protocol import storage_protocol
+
     factory = RedisFactory(
         repr(endpoint),
         dbid,
@@ -97,6 +113,7 @@ def connect_redis(
         replyTimeout=reply_timeout,
         convertNumbers=False,
     )
+    factory.protocol = storage_protocol()
     factory.reconnect = reconnect
     factory.startConnecting(endpoint)
     return cast(Deferred[Any], factory.deferred)

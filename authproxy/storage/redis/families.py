@@ -16,15 +16,13 @@ import json
 from typing import Any
 
 import attrs
-from twisted.internet import defer
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from zope.interface import implementer
 
-from authproxy.storage.capacity import StorageFull
 from authproxy.storage.families import ITokenFamilies
 from authproxy.storage.models import RefreshToken, TokenFamily
 from authproxy.storage.redis.connection import LuaScript, dumps, loads, ttl_ms
-from authproxy.storage.redis.owned import OwnedCollection, owned_script
+from authproxy.storage.redis.owned import PUT_OWNED_PARTS, OwnedCollection, owned_script
 from authproxy.storage.redis.revocations import DENY, RedisRevocations
 
 # KEYS[9..11]: the deny list's sorted set and generation counter, the family's jti hash;
@@ -77,24 +75,28 @@ return 0
 """,
 )
 
-# arg(3), arg(4): a refresh token's rotation time and successor response, set beside its record.
+# A refresh token's rotation time and successor response, set beside its record.
 _ROTATION = """
-local function rotate(id)
-  redis.call('HSET', rprefix .. id, 'rotated_at', arg(3), 'successor_response', arg(4))
+local function rotate(id, rotated_at, successor_response)
+  redis.call('HSET', rprefix .. id, 'rotated_at', rotated_at, 'successor_response', successor_response)
 end
 """
 
-# After a refresh token is stored: list it among its family's children (KEYS[9]), which
-# live as long as the family's longest-lived token, and record a rotation it came with.
-LINK_REFRESH_TOKEN = owned_script(
-    "link_refresh_token",
+# Store a refresh token (PUT_OWNED's arguments) and, in the same step, list it among its
+# family's children (KEYS[9]), which live as long as the family's longest-lived token, and
+# record a rotation it came with (arg(10), arg(11); '' when none).
+PUT_REFRESH_TOKEN = owned_script(
+    "put_refresh_token",
+    PUT_OWNED_PARTS,
     _ROTATION,
     """
-local id, ttl = arg(1), tonumber(arg(2))
+local stored = put()
+if stored[1] < 0 then return stored end
+local id, ttl = arg(1), tonumber(arg(8))
 redis.call('SADD', KEYS[9], id)
 if ttl > 0 and redis.call('PTTL', KEYS[9]) < ttl then redis.call('PEXPIRE', KEYS[9], ttl) end
-if arg(3) ~= '' then rotate(id) end
-return 1
+if arg(10) ~= '' then rotate(id, arg(10), arg(11)) end
+return stored
 """,
 )
 
@@ -106,7 +108,7 @@ MARK_ROTATED = owned_script(
     """
 local id, now = arg(1), tonumber(arg(2))
 if not live(id, now) or redis.call('HEXISTS', rprefix .. id, 'rotated_at') == 1 then return 0 end
-rotate(id)
+rotate(id, arg(3), arg(4))
 candidate(id, redis.call('HGET', rprefix .. id, 'owner'))
 return 1
 """,
@@ -154,18 +156,19 @@ class RedisTokenFamilies:
         """Fail with StorageFull when one more issuance cannot be stored: while the deny list
         is full (a revocation is never forgotten), when no rotated refresh token could make
         room, or (``new_family``) when only another client's family could."""
-        checks = [self._revocations.deny_list_room, lambda: self._refresh_tokens.room(client_id)]
+        # all asked at once (one round trip's wait, not three); the first refusal counts
+        checks = [self._revocations.deny_list_room(), self._refresh_tokens.room(client_id)]
         if new_family:
-            checks.append(lambda: self._families.room(client_id))
+            checks.append(self._families.room(client_id))
 
-        def next_check(full: StorageFull | None, remaining: list[Any]) -> Any:
-            if full is not None:
-                raise full
-            if not remaining:
-                return None
-            return remaining[0]().addCallback(next_check, remaining[1:])
+        def first_refusal(results: list[tuple[bool, Any]]) -> None:
+            for succeeded, result in results:
+                if not succeeded:
+                    result.raiseException()  # Redis unreachable, say
+                if result is not None:
+                    raise result
 
-        return next_check(None, checks) or defer.succeed(None)
+        return DeferredList(checks, consumeErrors=True).addCallback(first_refusal)
 
     def put_family(self, family: TokenFamily) -> Deferred[None]:
         """Store a new token family; StorageFull when only another client's family could go
@@ -200,6 +203,17 @@ class RedisTokenFamilies:
 
         return d.addCallback(with_jtis)
 
+    def is_family_live(self, family_id: str) -> Deferred[bool]:
+        """Whether the family exists and is not revoked: one HMGET, its jti hash unread."""
+        d = self._families.get_fields(family_id, "revoked")
+
+        def live(values: list[Any] | None) -> bool:
+            if values is None or values[1]:
+                return False
+            return not json.loads(values[0]).get("revoked")  # stored revoked (rare)
+
+        return d.addCallback(live)
+
     def add_family_access_token(self, family_id: str, jti: str, exp: float) -> Deferred[None]:
         """Record an access token issued in the family (deny-listed at once if revoked)."""
         d = self._family_script(ADD_FAMILY_ACCESS_TOKEN, family_id, jti, repr(exp))
@@ -228,24 +242,18 @@ class RedisTokenFamilies:
         is never evicted. The token leaves with its family."""
         record = dumps(attrs.evolve(token, rotated_at=None, successor_response=None))
         rotated = token.rotated_at is not None
-        d = self._refresh_tokens.put(
-            token.token_id, token.client_id, record, token.expires_at, candidate=rotated
-        )
         children = self._families.record_key(token.family_id) + "|children"
-        now = self._refresh_tokens.now()
         rotation = ["", ""]
         if rotated:
             rotation = [repr(token.rotated_at), dumps(token.successor_response)]
-        d.addCallback(
-            lambda _: self._refresh_tokens.script(
-                LINK_REFRESH_TOKEN,
-                [children],
-                token.token_id,
-                ttl_ms(token.expires_at, now),
-                *rotation,
-            )
+        return self._refresh_tokens.put(
+            token.token_id,
+            token.client_id,
+            record,
+            token.expires_at,
+            candidate=rotated,
+            then=(PUT_REFRESH_TOKEN, [children], rotation),
         )
-        return d.addCallback(lambda _: None)
 
     def get_refresh_token(self, token_id: str) -> Deferred[RefreshToken | None]:
         """The token record, or None."""

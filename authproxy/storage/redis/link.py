@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from authproxy.storage.redis.protocol import storage_protocol
 from authproxy.storage.unavailable import StorageUnavailable
 
 # Error replies that mean "not now" rather than "wrong command": answered as unavailable.
@@ -84,13 +85,16 @@ def _persistent_factory() -> type:
     from txredisapi import RedisFactory
 
     class PersistentRedisFactory(RedisFactory):  # type: ignore[misc]
-        """Never gives up reconnecting on its own.
+        """Never gives up reconnecting on its own; its connections parse replies at once
+        (:mod:`~authproxy.storage.redis.protocol`).
 
         txredisapi stops for good when AUTH or SELECT fails on a new connection, and a hung
         Redis makes them time out: the link would then stay down after Redis recovered.
         Here the failed connection is dropped and retried with backoff (a wrong password
         too: /ready says storage is down and the log says why); only ``disconnect`` stops.
         """
+
+        protocol = storage_protocol()
 
         def stopTrying(self) -> Deferred[None]:
             return succeed(None)

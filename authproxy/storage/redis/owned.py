@@ -110,31 +110,34 @@ def owned_script(name: str, *parts: str) -> LuaScript:
     return LuaScript(name, PRELUDE + "".join(parts))
 
 
-# Store a record under the cap: {1 when a live record was evicted, ''}, or {-1, soonest
-# expiry} when the cap is reached and nothing may be evicted.
-PUT_OWNED = owned_script(
-    "put_owned",
-    """
-local id, owner, now, cap, policy = arg(1), arg(2), tonumber(arg(3)), tonumber(arg(4)), arg(5)
-local record, expires_at, ttl, is_candidate = arg(6), arg(7), tonumber(arg(8)), arg(9)
-local evicted = 0
-if full(id, now, cap) then
-  local gone = victim(owner, policy)
-  if not gone then return {-1, soonest()} end
-  if not redis.call('ZSCORE', spent, gone) then evicted = 1 end
-  forget(gone)
+# Store a record under the cap (arg(1..9), see OwnedCollection.put): {1 when a live record
+# was evicted, ''}, or {-1, soonest expiry} when the cap is reached and nothing may be
+# evicted. A script that stores and then does more (PUT_OWNED_PARTS + its own Lua) starts
+# with ``local stored = put()``; its own arguments are arg(10) on.
+PUT_OWNED_PARTS = """
+local function put()
+  local id, owner, now, cap, policy = arg(1), arg(2), tonumber(arg(3)), tonumber(arg(4)), arg(5)
+  local record, expires_at, ttl, is_candidate = arg(6), arg(7), tonumber(arg(8)), arg(9)
+  local evicted = 0
+  if full(id, now, cap) then
+    local gone = victim(owner, policy)
+    if not gone then return {-1, soonest()} end
+    if not redis.call('ZSCORE', spent, gone) then evicted = 1 end
+    forget(gone)
+  end
+  -- a replaced record keeps its children (a family's refresh tokens), not its old fields
+  redis.call('DEL', rprefix .. id)
+  redis.call('ZREM', spent, id)
+  unindex(id, all, owners, owner_of, oprefix)
+  redis.call('HSET', rprefix .. id, 'record', record, 'expires_at', expires_at, 'owner', owner)
+  if ttl > 0 then redis.call('PEXPIRE', rprefix .. id, ttl) end
+  redis.call('ZADD', all, expires_at, id)
+  if is_candidate == '1' then candidate(id, owner) end
+  return {evicted, ''}
 end
--- a replaced record keeps its children (a family's refresh tokens), not its old fields
-redis.call('DEL', rprefix .. id)
-redis.call('ZREM', spent, id)
-unindex(id, all, owners, owner_of, oprefix)
-redis.call('HSET', rprefix .. id, 'record', record, 'expires_at', expires_at, 'owner', owner)
-if ttl > 0 then redis.call('PEXPIRE', rprefix .. id, ttl) end
-redis.call('ZADD', all, expires_at, id)
-if is_candidate == '1' then candidate(id, owner) end
-return {evicted, ''}
-""",
-)
+"""
+
+PUT_OWNED = owned_script("put_owned", PUT_OWNED_PARTS, "return put()\n")
 
 # Whether one more record of ``owner`` fits: {0, ''} or {-1, soonest expiry}.
 ROOM = owned_script(
@@ -241,12 +244,22 @@ class OwnedCollection(RedisCollection):
         return StorageFull(f"{self.name} cap of {self.cap} reached", self.name, retry_after)
 
     def put(
-        self, record_id: str, owner: str, record: str, expires_at: float, candidate: bool = True
+        self,
+        record_id: str,
+        owner: str,
+        record: str,
+        expires_at: float,
+        candidate: bool = True,
+        then: tuple[LuaScript, list[str], list[Any]] | None = None,
     ) -> Deferred[None]:
-        """Store; at the cap evict by ``policy``, or fail with StorageFull."""
+        """Store; at the cap evict by ``policy``, or fail with StorageFull. ``then``: a
+        script that stores (``PUT_OWNED_PARTS``) and does more in the same step, its extra
+        keys (``KEYS[9]`` on) and arguments (``arg(10)`` on)."""
         now = self.now()
-        d = self._run(
-            PUT_OWNED,
+        script, extra_keys, extra = then or (PUT_OWNED, [], [])
+        d = self.script(
+            script,
+            extra_keys,
             record_id,
             owner,
             repr(now),
@@ -256,6 +269,7 @@ class OwnedCollection(RedisCollection):
             repr(expires_at),
             ttl_ms(expires_at, now),
             "1" if candidate else "0",
+            *extra,
         )
 
         def stored(result: list[Any]) -> None:

@@ -1,0 +1,67 @@
+"""The txredisapi protocols as the storage uses them: replies parsed as they arrive, no Nagle.
+
+txredisapi's reply parser (its own ``LineReceiver``) pauses the transport after every bulk
+string and parses the rest of the read only on the reactor's next turn (``callLater(0)``),
+which resumes the transport again: two ``epoll_ctl`` calls and a whole reactor iteration per
+bulk string. A reply to ``HMGET`` of three fields took four reactor turns, each behind every
+other ready socket, and a refresh grant makes a dozen such round trips. Measured with P3 on
+Redis (benchmarks/README.md): that wait, not Redis, set the grants/s. :class:`InlineReplies`
+parses the rest of a read at once, in a loop (no recursion however many replies a read
+holds).
+
+Nagle's algorithm is off on the connection (``TCP_NODELAY``, which Twisted does not set): a
+command written while an earlier one is unacknowledged must not wait for Redis's ACK.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def no_delay(transport: Any) -> bool:
+    """Turn Nagle's algorithm off on a TCP (or TLS over TCP) connection; whether it was one
+    (a unix socket has no Nagle to turn off)."""
+    set_no_delay = getattr(transport, "setTcpNoDelay", None)
+    if set_no_delay is None:
+        return False
+    try:
+        set_no_delay(True)
+    except OSError:  # not a TCP socket (a unix socket under a TLS wrapper, say)
+        return False
+    return True
+
+
+class InlineReplies:
+    """Mixin for a txredisapi protocol: the rest of a read after a bulk string is parsed at
+    once instead of a reactor turn later; ``TCP_NODELAY`` on connect."""
+
+    _rest = b""
+
+    def connectionMade(self) -> Any:
+        no_delay(self.transport)  # type: ignore[attr-defined]
+        return super().connectionMade()  # type: ignore[misc]
+
+    def setLineMode(self, extra: bytes | str = b"") -> None:
+        # txredisapi calls this at the end of a bulk string with the rest of the read: keep
+        # it for dataReceived's loop below rather than pausing until the next reactor turn.
+        self.line_mode = 1
+        if extra:
+            self._rest = extra if isinstance(extra, bytes) else extra.encode()
+
+    def dataReceived(self, data: bytes, unpause: bool = False) -> Any:
+        while True:
+            self._rest = b""
+            why = super().dataReceived(data)  # type: ignore[misc]
+            if why or not self._rest:
+                return why
+            data = self._rest
+
+
+def storage_protocol() -> type:
+    """txredisapi's RedisProtocol with :class:`InlineReplies` (imported on first use)."""
+    from txredisapi import RedisProtocol
+
+    class StorageRedisProtocol(InlineReplies, RedisProtocol):  # type: ignore[misc]
+        """The storage's connection protocol."""
+
+    return StorageRedisProtocol
