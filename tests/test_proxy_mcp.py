@@ -222,18 +222,23 @@ class MCPThroughProxyMixin:
             async def progress(value: float, total: float | None, message: str | None) -> None:
                 first.set()
 
-            async with self.session() as session:
-                async with anyio.create_task_group() as tg:
+            try:
+                async with self.session() as session:
+                    async with anyio.create_task_group() as tg:
 
-                    async def call() -> None:
-                        await session.call_tool(
-                            "count", {"n": 500, "delay": 0.1}, progress_callback=progress
-                        )
+                        async def call() -> None:
+                            await session.call_tool(
+                                "count", {"n": 500, "delay": 0.1}, progress_callback=progress
+                            )
 
-                    tg.start_soon(call)
-                    await first.wait()
-                    seen.append(established_to(backend_port))
-                    tg.cancel_scope.cancel()
+                        tg.start_soon(call)
+                        await first.wait()
+                        seen.append(established_to(backend_port))
+                        tg.cancel_scope.cancel()
+            except* anyio.BrokenResourceError:
+                # The SDK's SSE reader can race its own teardown after the cancellation (an
+                # event arrives for a stream it already closed); what is tested is below.
+                pass
 
         yield self.in_thread(lambda: anyio.run(scenario))
         self.assertGreaterEqual(seen[0], 1)
