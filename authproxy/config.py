@@ -620,6 +620,13 @@ def _validate(config: Config) -> tuple[Config, list[str]]:
     audiences = auth.allowed_audiences or (server.public_url.rstrip("/") + path,)
     auth = attrs.evolve(auth, issuer=issuer, allowed_audiences=audiences)
     problems.extend(_proxy_problems(config.proxy))
+    if config.proxy.scope_rules and auth.consent == "skip":
+        # Step-up scopes are granted to whoever asks (authorize admits them beyond the
+        # registration): only the consent page makes a person approve them.
+        problems.append(
+            'proxy.scope_rules: need auth_server.consent "remember" or "always": with '
+            '"skip" any client gets a step-up scope by asking for it'
+        )
     auth = _with_rule_scopes(auth, config.proxy)
 
     upstream, upstream_problems = _validate_upstream(config)

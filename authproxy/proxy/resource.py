@@ -399,8 +399,17 @@ class MCPProxy(Resource):
             raise ProxyError(413, "request_too_large", too_large_description(self._max_body))
         try:
             principal = await self._guard.authenticate(request)
-            if self._scope_rules is not None and method == b"POST":
-                self._scope_rules.check(request.requestHeaders, body, principal)
+            if self._scope_rules is not None:
+                if method == b"POST":
+                    self._scope_rules.check(request.requestHeaders, body, principal)
+                elif body:
+                    # Unchecked, it could reach a method-override layer as a POST.
+                    raise ProxyError(
+                        400,
+                        "invalid_request",
+                        f"a {method.decode()} request must not have a body (with scope rules, "
+                        "only a POST's body is read, and any other is refused)",
+                    )
         except BearerError as e:
             raise self._refused(e) from None
         request.client_id = principal.client_id  # type: ignore[attr-defined]  # the access log's

@@ -16,7 +16,9 @@ matched. The ``Mcp-Method`` and ``Mcp-Name`` headers (SEP-2243, required on POST
 refused with 400 and the JSON-RPC error ``HEADER_MISMATCH``, so no header can make an
 operation look like another. A batch (a JSON array, from revisions before the headers) is
 matched element by element, on the body alone; every element must pass. A body that is not
-JSON is refused (400, parse error): its operation cannot be known.
+JSON is refused (400, parse error): its operation cannot be known. So is one another parser
+could read as another operation (400, invalid request; ``operation_of``): repeated keys,
+keys that fold to a member's name, a resource URI that is not canonical (resource_uri.py).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import binascii
 import fnmatch
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import attrs
 from twisted.web.http_headers import Headers
@@ -36,9 +40,12 @@ from authproxy.config import Config, ScopeRule
 from authproxy.http.errors import ErrorResponse, ProxyError
 from authproxy.http.json import loads_untrusted
 from authproxy.proxy.guard import BearerError, Principal
+from authproxy.proxy.resource_uri import uri_problem
 
-# JSON-RPC error codes: the standard parse error, and the MCP SDKs' HEADER_MISMATCH.
+# JSON-RPC error codes: the standard parse error and invalid request, and the MCP SDKs'
+# HEADER_MISMATCH.
 PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
 HEADER_MISMATCH = -32020
 
 # The methods whose Mcp-Name header mirrors a parameter, and which one (SEP-2243).
@@ -144,7 +151,7 @@ def _describe(operation: Operation) -> str:
 def operations(headers: Headers, body: bytes) -> list[Operation]:
     """The operations of a POST body, checked against its Mcp-Method and Mcp-Name headers."""
     try:
-        message = loads_untrusted(body)
+        message = loads_untrusted(body, object_pairs_hook=_Members.from_pairs)
     except (ValueError, UnicodeDecodeError):
         raise JSONRPCRefusal(
             PARSE_ERROR, "the request body is not JSON (a JSON-RPC message is expected)"
@@ -175,15 +182,91 @@ def operations(headers: Headers, body: bytes) -> list[Operation]:
 
 
 def operation_of(message: object) -> Operation:
-    """The method and name of one JSON-RPC message (a response or garbage has neither)."""
-    if not isinstance(message, dict) or not isinstance(message.get("method"), str):
+    """The method and name of one JSON-RPC message (a response or garbage has neither).
+
+    JSONRPCRefusal (invalid request) when a backend could read another operation in it: a
+    repeated key, or one that a case-insensitive or Unicode-folding parser reads as a
+    member the operation is made of, in the message or its params; params that are not an
+    object, a name that is not a string, or a resource URI that is not canonical."""
+    if not isinstance(message, dict):
         return Operation(None, None)
-    method: str = message["method"]
-    param = NAME_PARAMS.get(method)
+    if (problem := _doubtful_member("the message", message)) is not None:
+        raise JSONRPCRefusal(INVALID_REQUEST, problem)
+    request_id = message.get("id")
     params = message.get("params")
-    if param is None or not isinstance(params, dict) or not isinstance(params.get(param), str):
+    if isinstance(params, dict) and (problem := _doubtful_member("params", params)):
+        raise JSONRPCRefusal(INVALID_REQUEST, problem, request_id)
+    method = message.get("method")
+    if not isinstance(method, str):
+        return Operation(None, None)
+    param = NAME_PARAMS.get(method)
+    if param is None or params is None:
         return Operation(method, None)
-    return Operation(method, params[param])
+    if not isinstance(params, dict):
+        raise JSONRPCRefusal(INVALID_REQUEST, f"params of {method} must be an object", request_id)
+    name = params.get(param)
+    if name is None:
+        return Operation(method, None)
+    if not isinstance(name, str):
+        raise JSONRPCRefusal(
+            INVALID_REQUEST, f"params.{param} of {method} must be a string", request_id
+        )
+    if param == "uri" and (problem := uri_problem(name)) is not None:
+        raise JSONRPCRefusal(
+            INVALID_REQUEST,
+            f"params.uri of {method} {problem}; send the resource's canonical URI",
+            request_id,
+        )
+    return Operation(method, name)
+
+
+# The members an operation is made of (JSON-RPC's, and those of the params rules read).
+GUARDED_MEMBERS = frozenset({"jsonrpc", "method", "params", "id", "name", "uri", "arguments"})
+
+
+class _Members(dict[str, Any]):
+    """A parsed JSON object that knows a key it had more than once (json keeps the last)."""
+
+    __slots__ = ("repeated",)
+    repeated: str | None
+
+    @classmethod
+    def from_pairs(cls, pairs: list[tuple[str, Any]]) -> _Members:
+        members = cls(pairs)
+        members.repeated = None
+        if len(members) != len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    members.repeated = key
+                    break
+                seen.add(key)
+        return members
+
+
+def _doubtful_member(where: str, members: dict[str, Any]) -> str | None:
+    """Why a backend might read ``members`` differently, or None."""
+    repeated = getattr(members, "repeated", None)
+    if repeated is not None:
+        return f"{where} has the key {_quoted(repeated)} twice; send each member once"
+    for key in members:
+        if key not in GUARDED_MEMBERS and (folded := _folded(key)) in GUARDED_MEMBERS:
+            return (
+                f"{where} has the key {_quoted(key)}, which some parsers read as "
+                f'"{folded}"; spell it exactly'
+            )
+    return None
+
+
+def _folded(key: str) -> str:
+    """``key`` as the loosest parser compares it: Go's encoding/json folds case (and
+    ``ſ`` to s, the Kelvin sign to k), others normalise Unicode or stop at a NUL."""
+    folded = key.lower() if key.isascii() else unicodedata.normalize("NFKC", key).casefold()
+    return folded.replace("\0", "")
+
+
+def _quoted(key: str) -> str:
+    return json.dumps(key[:40], ensure_ascii=False)
 
 
 def _header(headers: Headers, name: bytes, request_id: object) -> str | None:
