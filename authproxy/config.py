@@ -307,6 +307,9 @@ class StorageConfig:
     # with sentinels, url gives only the scheme (TLS or not) and the database
     sentinels: tuple[str, ...] = ()
     sentinel_master: str = ""
+    # AUTH to the sentinels (their requirepass); TLS to them as to the data nodes (rediss://)
+    sentinel_password_file: str = ""
+    sentinel_password: Secret | None = attrs.field(default=None, repr=False)  # read at startup
     password: Secret | None = attrs.field(default=None, repr=False)  # read at startup
     # rediss:// only: the CA certificate (PEM) the server's certificate must chain to
     ca_file: str = ""
@@ -749,7 +752,14 @@ def _redis_problems(storage: StorageConfig) -> list[str]:
     if storage.type != "redis":
         return [
             f'storage.{name}: only for type "redis"'
-            for name in ("url", "password_file", "sentinels", "sentinel_master", "ca_file")
+            for name in (
+                "url",
+                "password_file",
+                "sentinels",
+                "sentinel_master",
+                "sentinel_password_file",
+                "ca_file",
+            )
             if getattr(storage, name)
         ]
     problems = []
@@ -763,6 +773,7 @@ def _redis_problems(storage: StorageConfig) -> list[str]:
         else:
             if storage.ca_file and not address.tls:
                 problems.append("storage.ca_file: only for a rediss:// url (TLS)")
+            problems.extend(_sentinel_trust_problems(storage, address.tls))
     if not storage.key_prefix or any(c.isspace() for c in storage.key_prefix):
         problems.append("storage.key_prefix: must be non-empty, without spaces")
     for i, sentinel in enumerate(storage.sentinels):
@@ -775,6 +786,26 @@ def _redis_problems(storage: StorageConfig) -> list[str]:
     if storage.sentinels and storage.url.startswith("unix:"):
         problems.append("storage.sentinels: need a redis:// or rediss:// url, not unix://")
     return problems
+
+
+def _sentinel_trust_problems(storage: StorageConfig, tls: bool) -> list[str]:
+    """A sentinel decides where the Redis password goes: only TLS verified against
+    ``ca_file`` keeps a rogue sentinel, or the address it names, from receiving it."""
+    if not storage.sentinels:
+        if storage.sentinel_password_file:
+            return ["storage.sentinel_password_file: only with sentinels"]
+        return []
+    if storage.password_file and not tls:
+        return [
+            "storage.password_file: with sentinels, needs a rediss:// url (over plain TCP "
+            "whoever answers as a sentinel can name itself and receive the password)"
+        ]
+    if tls and not storage.ca_file:
+        return [
+            "storage.ca_file: required with sentinels and a rediss:// url (the platform's "
+            "trust store would accept a public certificate for any host a sentinel names)"
+        ]
+    return []
 
 
 def _is_host_name(value: str) -> bool:
@@ -898,6 +929,12 @@ def _startup_problems(
         )
         problems.extend(password_problems)
         storage = attrs.evolve(storage, password=password)
+    if storage.sentinel_password_file:
+        sentinel_password, sentinel_problems = _read_secret_file(
+            "storage.sentinel_password_file", storage.sentinel_password_file
+        )
+        problems.extend(sentinel_problems)
+        storage = attrs.evolve(storage, sentinel_password=sentinel_password)
     if storage.ca_file:
         ca_pem, ca_problems = _read_ca_file("storage.ca_file", storage.ca_file)
         problems.extend(ca_problems)
@@ -1004,7 +1041,7 @@ _FILE_KEYS = {
         "hmac_secret_files",
     ),
     "upstream": ("client_secret_file",),
-    "storage": ("password_file", "ca_file"),
+    "storage": ("password_file", "sentinel_password_file", "ca_file"),
 }
 
 

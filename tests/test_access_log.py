@@ -118,6 +118,17 @@ class AccessLogTests(SynchronousTestCase):
         access.flush()
         self.assertEqual(json.loads(self.out.getvalue())["client"], "198.51.100.9")
 
+    def test_forged_forwarded_for_cannot_forge_text_fields(self) -> None:
+        access = self.log("text", trusted=TrustedProxies.from_cidrs(["10.0.0.0/8"]))
+        request = finished_request(peer="10.1.2.3")
+        request.requestHeaders.addRawHeader(b"x-forwarded-for", b'1.2.3.4" - - [forged] "GET')
+        access.record(request, 0.001)
+        access.flush()
+        line = self.out.getvalue()
+        self.assertNotIn("forged", line)
+        self.assertIn('"10.1.2.3" - - [', line)  # the proxy that sent it, not the claim
+        self.assertEqual(line.count('"'), 6)  # client, request line, user agent
+
 
 class RequestIdTests(SynchronousTestCase):
     def request(self, peer: str, sent: bytes | None) -> DummyRequest:

@@ -129,6 +129,18 @@ class TokenRateLimitTests(SynchronousTestCase):
             revoke(h, clients[2], "x", headers={"X-Forwarded-For": "192.0.2.2"}).code, 200
         )
 
+    def test_forged_forwarded_hops_that_are_not_addresses_choose_no_bucket(self) -> None:
+        # Behind a trusted proxy that passes X-Forwarded-For on as it came, every forged
+        # value was its own bucket: a client had as many as it cared to invent.
+        h = AuthServerHarness({"auth_server": {"token_source_rate": "2/min"}, **BEHIND_PROXY})
+        clients = [h.register() for _ in range(3)]
+        forged = ["bucket-1", 'x" 200 0 "-', "127.0.0.1, not-an-ip"]
+        codes = [
+            revoke(h, c, "x", headers={"X-Forwarded-For": f}).code
+            for c, f in zip(clients, forged, strict=True)
+        ]
+        self.assertEqual(codes, [200, 200, 429])
+
     def test_config_validated(self) -> None:
         base = {
             "server": {"public_url": "http://127.0.0.1:8080"},

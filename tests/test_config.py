@@ -526,6 +526,7 @@ class RedisStorageConfigTests(SynchronousTestCase):
             url="rediss://mymaster/1",
             sentinels=["10.0.0.5:26379", "[::1]:26380"],
             sentinel_master="mymaster",
+            ca_file="/etc/authproxy/redis-ca.pem",
         )
         storage = validate_config(data).storage
         self.assertEqual(storage.sentinels, ("10.0.0.5:26379", "[::1]:26380"))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from twisted.internet import reactor as global_reactor
+from twisted.internet import ssl
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
@@ -11,8 +14,17 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy.storage.redis.resp import Incomplete, RespError, command, parse_reply
+from authproxy.config import ConfigError, config_from_mapping
+from authproxy.storage.redis.resp import (
+    Incomplete,
+    RespError,
+    RespExchange,
+    command,
+    parse_reply,
+)
 from authproxy.storage.redis.sentinel import MasterNotFound, SentinelMasterEndpoint
+from tests.e2e.tls import LoopbackCA
+from tests.test_redis_wiring import turn_until
 
 ASK = command("SENTINEL", "get-master-addr-by-name", "mymaster")
 MASTER_AT_7001 = b"*2\r\n$9\r\n127.0.0.1\r\n$4\r\n7001\r\n"
@@ -40,6 +52,26 @@ class RespTests(SynchronousTestCase):
             self.assertRaises(Incomplete, parse_reply, partial)
         for garbage in (b"HTTP/1.1 400\r\n", b"$x\r\n"):
             self.assertRaises(ValueError, parse_reply, garbage)
+
+    def test_deep_nesting_is_a_protocol_error(self) -> None:
+        # a hostile sentinel's 5000 nested arrays raised RecursionError out of the parser
+        nested = b"*1\r\n" * 5000 + b":1\r\n"
+        self.assertRaises(ValueError, parse_reply, nested)
+        exchange = RespExchange([ASK])
+        transport = StringTransport()
+        exchange.makeConnection(transport)
+        exchange.dataReceived(nested)
+        self.failureResultOf(exchange.replies, ValueError)
+        self.assertTrue(transport.disconnecting or transport.disconnected)
+
+    def test_a_reply_trickled_a_byte_at_a_time_is_read(self) -> None:
+        # the reader keeps its place: each byte is read once, not the whole buffer per chunk
+        reply = b"*2000\r\n" + b":1\r\n" * 1999 + b"$2\r\nok\r\n"
+        exchange = RespExchange([ASK])
+        exchange.makeConnection(StringTransport())
+        for i in range(len(reply)):
+            exchange.dataReceived(reply[i : i + 1])
+        self.assertEqual(self.successResultOf(exchange.replies), [[1] * 1999 + [b"ok"]])
 
 
 class Recorder(Protocol):
@@ -152,6 +184,17 @@ class SentinelMasterEndpointTests(SynchronousTestCase):
         self.assertIn("WRONGPASS", str(failure.value))
         self.assertNotIn("hunter2", str(failure.value) + repr(endpoint))
 
+    def test_what_a_sentinel_says_is_logged_quoted_and_short(self) -> None:
+        endpoint = SentinelMasterEndpoint(self.reactor, self.sentinels[:2], "mymaster")
+        d = endpoint.connect(Factory.forProtocol(Recorder))
+        self.answer(0, self.sentinels[0], b"-ERR x\nforged log line " + b"A" * 5000 + b"\r\n")
+        host = b"127.0.0.1\nforged"
+        self.answer(1, self.sentinels[1], b"*2\r\n$%d\r\n%s\r\n$4\r\n7001\r\n" % (len(host), host))
+        message = str(self.failureResultOf(d, MasterNotFound).value)
+        self.assertNotIn("\n", message)
+        self.assertLess(len(message), 600)
+        self.assertEqual(len(self.reactor.tcpClients), 2)  # the odd "host" was not tried
+
     def test_a_hung_master_times_out(self) -> None:
         d = self.connect()
         self.answer(0, self.sentinels[0], MASTER_AT_7001)
@@ -197,3 +240,96 @@ class DeploymentTests(SynchronousTestCase):
                 "10.0.0.5:26379,sentinel.internal:26379 db 2",
             ),
         )
+
+
+def serve_tls(
+    test: SynchronousTestCase, ca: LoopbackCA, answer: bytes = b""
+) -> tuple[int, list[bytes]]:
+    """A TLS server on loopback with ``ca``'s certificate for 127.0.0.1: its port, and the
+    application data it received; it sends ``answer`` once a whole RESP command is in."""
+    received: list[bytes] = []
+
+    class Node(Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            received.append(data)
+            if answer and b"".join(received).endswith(b"\r\n"):
+                self.transport.write(answer)  # type: ignore[union-attr]
+
+    pem = ca.key_file.read_bytes() + ca.cert_file.read_bytes()
+    options = ssl.PrivateCertificate.loadPEM(pem).options()
+    port = global_reactor.listenSSL(  # type: ignore[attr-defined]
+        0, Factory.forProtocol(Node), options, interface="127.0.0.1"
+    )
+    test.addCleanup(port.stopListening)
+    return port.getHost().port, received
+
+
+class SentinelTrustTests(SynchronousTestCase):
+    """With a password, sentinels and data nodes alike are spoken to only over TLS whose
+    certificate chains to ``ca_file``: neither a rogue sentinel, nor a node a sentinel names,
+    ever receives a password (real TLS on loopback)."""
+
+    def setUp(self) -> None:
+        ours, rogue = Path(self.mktemp()), Path(self.mktemp())
+        ours.mkdir(parents=True)
+        rogue.mkdir(parents=True)
+        self.ours, self.rogue = LoopbackCA.create(ours), LoopbackCA.create(rogue)
+
+    def endpoint(self, sentinel_port: int) -> SentinelMasterEndpoint:
+        return SentinelMasterEndpoint(
+            global_reactor,
+            [("127.0.0.1", sentinel_port)],
+            "mymaster",
+            tls=True,
+            ca_pem=self.ours.ca_file.read_bytes(),
+            password="data-hunter2",
+            sentinel_password="sentinel-hunter2",
+            timeout=10,
+        )
+
+    def connect(self, endpoint: SentinelMasterEndpoint) -> Any:
+        results: list[Any] = []
+        endpoint.connect(Factory.forProtocol(Recorder)).addBoth(results.append)
+        turn_until(lambda: results)
+        return results[0]
+
+    def test_a_node_a_sentinel_names_without_our_certificate_gets_no_password(self) -> None:
+        rogue_port, rogue_got = serve_tls(self, self.rogue, b"+OK\r\n")
+        named = b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%d\r\n" % (len(str(rogue_port)), rogue_port)
+        sentinel_port, sentinel_got = serve_tls(self, self.ours, b"+OK\r\n" + named)
+        result = self.connect(self.endpoint(sentinel_port))
+        self.assertIsInstance(result, Failure)
+        self.assertEqual(rogue_got, [])  # not one byte of AUTH reached it
+        asked = b"".join(sentinel_got)
+        self.assertEqual(asked, command("AUTH", "sentinel-hunter2") + ASK)
+
+    def test_a_rogue_sentinel_gets_no_password(self) -> None:
+        sentinel_port, sentinel_got = serve_tls(self, self.rogue, MASTER_AT_7001)
+        result = self.connect(self.endpoint(sentinel_port))
+        self.assertIsInstance(result, Failure)
+        self.assertEqual(sentinel_got, [])
+
+    def test_config_refuses_a_password_a_sentinel_could_send_elsewhere(self) -> None:
+        base = {
+            "server": {"public_url": "http://127.0.0.1:8080"},
+            "backend": {"url": "http://127.0.0.1:9000"},
+            "upstream": {"type": "development"},
+        }
+        sentinels = {"sentinels": ["127.0.0.1:26379"], "sentinel_master": "mymaster"}
+        for storage, problem in (
+            (
+                {"url": "redis://mymaster/0", "password_file": "/run/pw", **sentinels},
+                "storage.password_file: with sentinels, needs a rediss:// url",
+            ),
+            (
+                {"url": "rediss://mymaster/0", **sentinels},
+                "storage.ca_file: required with sentinels and a rediss:// url",
+            ),
+            (
+                {"url": "redis://r/0", "sentinel_password_file": "/run/pw"},
+                "storage.sentinel_password_file: only with sentinels",
+            ),
+        ):
+            with self.assertRaises(ConfigError) as caught:
+                config_from_mapping({**base, "storage": {"type": "redis", **storage}})
+            self.assertIn(problem, str(caught.exception))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from twisted.application.service import Service
@@ -10,6 +14,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from authproxy.ops.pdeathsig import main as pdeathsig_main
+from authproxy.ops.pdeathsig import wrapper_argv
 from authproxy.ops.shutdown import Drain, GracefulService
 
 
@@ -100,3 +105,20 @@ class PdeathsigTests(SynchronousTestCase):
     def test_usage_error_without_a_command(self) -> None:
         self.assertEqual(pdeathsig_main(["--parent", "1"]), 2)
         self.assertEqual(pdeathsig_main(["--", "true"]), 2)
+
+    def test_a_hostile_authproxy_package_in_the_backends_cwd_is_never_imported(self) -> None:
+        # The backend's working directory is the wrapper's: a plain ``python -m`` would put
+        # it first on sys.path and run its authproxy/ops/pdeathsig.py instead of ours.
+        cwd = Path(self.mktemp())
+        hijack = cwd / "authproxy" / "ops"
+        hijack.mkdir(parents=True)
+        marker = cwd / "hijacked"
+        for package in (cwd / "authproxy", hijack):
+            (package / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+        (hijack / "pdeathsig.py").write_text("")
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": root}  # the editable/compat install's way in
+        argv = wrapper_argv(sys.executable, os.getpid(), [sys.executable, "-c", "print('ran')"])
+        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, timeout=60)
+        self.assertFalse(marker.exists(), "the backend's cwd supplied authproxy")
+        self.assertEqual((done.returncode, done.stdout), (0, b"ran\n"), done.stderr)

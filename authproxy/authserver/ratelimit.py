@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from authproxy.http.errors import OAuthError
-from authproxy.http.responses import TrustedProxies, source_key
+from authproxy.http.responses import TrustedProxies, ip_address_of, source_key
 from authproxy.ops.metrics import EventCounters
 from authproxy.storage.rates import IRateCounters
 
@@ -121,7 +121,10 @@ def source_address(request: Request, trusted: TrustedProxies) -> str:
     """The client's address: the peer, or from X-Forwarded-For when the peer is a trusted proxy.
 
     The header is read right to left, skipping trusted proxies, so a client cannot choose the
-    address it is counted under by sending its own X-Forwarded-For.
+    address it is counted under by sending its own X-Forwarded-For. Only IP addresses are
+    hops: at anything else the reading stops at the trusted proxy that passed it on, so a
+    forged value is never a bucket or a log field. When every hop is trusted, the leftmost
+    is the client (itself inside a trusted network).
     """
     peer = getattr(request.getClientAddress(), "host", None) or "unknown"
     if not trusted.trusts(peer):
@@ -131,7 +134,11 @@ def source_address(request: Request, trusted: TrustedProxies) -> str:
     for raw in request.requestHeaders.getRawHeaders(b"X-Forwarded-For", []):
         value = raw.decode("latin-1")
         hops.extend(part.strip() for part in value.split(",") if part.strip())
+    client = peer
     for hop in reversed(hops):
+        if ip_address_of(hop) is None:
+            break
+        client = hop
         if not trusted.trusts(hop):
-            return hop
-    return hops[0] if hops else peer
+            break
+    return client

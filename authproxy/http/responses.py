@@ -46,15 +46,23 @@ def json_body(
     return json.dumps(payload, separators=(",", ":")).encode("utf-8")
 
 
+def ip_address_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``text`` as an IP address (without a zone index), or None when it is not one: the one
+    test of which peers and X-Forwarded-For hops count as addresses."""
+    try:
+        return ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
 def source_key(address: str) -> str:
     """What a source address is counted under by every per-source limit: IPv4 as is, IPv6 by its /64 network.
 
     An IPv4-mapped IPv6 address (``::ffff:192.0.2.1``, a dual-stack listener) counts as the
     IPv4 address it carries. Anything that is not an IP address (a UNIX socket) is its own key.
     """
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])  # no zone index
-    except ValueError:
+    ip = ip_address_of(address)
+    if ip is None:
         return address
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
@@ -74,11 +82,8 @@ class TrustedProxies:
         return cls(tuple(ipaddress.ip_network(c, strict=False) for c in cidrs))
 
     def trusts(self, host: str | None) -> bool:
-        if not host or not self.networks:
-            return False
-        try:
-            address = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
+        address = ip_address_of(host) if host and self.networks else None
+        if address is None:
             return False
         candidates: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = (address,)
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

@@ -115,7 +115,7 @@ class AccessLog(Service):
         duration = "-" if elapsed is None else f"{elapsed:.3f}"
         closed = " client-closed" if client_closed else ""
         return (
-            f'{stamp} [authproxy.access#info] "{self._client(request)}" - - {self._clf} '
+            f'{stamp} [authproxy.access#info] "{_escape(self._client(request))}" - - {self._clf} '
             f'"{method} {path} {request.clientproto.decode("ascii", "replace")}" '
             f'{request.code} {request.sentLength or "-"} "{agent}" {duration} {rid} '
             f"{_escape(client_id)}{closed}\n"

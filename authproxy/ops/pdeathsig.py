@@ -27,7 +27,10 @@ USAGE = "usage: python -m authproxy.ops.pdeathsig --parent PID -- COMMAND [ARGS.
 
 def wrapper_argv(python: str, parent: int, command: Sequence[str]) -> list[str]:
     """The argv that runs ``command`` through this wrapper for parent ``parent``."""
-    return [python, "-m", "authproxy.ops.pdeathsig", "--parent", str(parent), "--", *command]
+    # -P: the backend's working directory is not put first on sys.path (a hostile
+    # ``authproxy/`` there would run instead of this module); -P, not -I, keeps PYTHONPATH,
+    # which an editable or compat install may need.
+    return [python, "-P", "-m", "authproxy.ops.pdeathsig", "--parent", str(parent), "--", *command]
 
 
 def die_with_parent(signum: int = signal.SIGTERM) -> None:

@@ -20,12 +20,14 @@ master's address (2 s each; one down or not knowing the master is skipped), and 
 must answer ``ROLE`` with ``master`` before the connection is used. ``url`` then gives only
 the scheme (``rediss://``: TLS, the certificate verified for the address the sentinel names)
 and the database; its host and port are not contacted, so write the master's name there
-(``redis://mymaster/0``). The password and ``ca_file`` apply to the data nodes; sentinels
-are asked over plain TCP without a password. A failover: Sentinel kills the old master's
+(``redis://mymaster/0``). With ``rediss://`` sentinels are asked over TLS too, and
+``ca_file`` (required then) verifies sentinels and data nodes alike; ``sentinel_password``
+authenticates to the sentinels (the trust model: ``sentinel``'s docstring). A failover: Sentinel kills the old master's
 connections when it demotes it (and a write answering ``READONLY`` drops the link's), the
 reconnect rediscovers, and service continues on the new master with what had replicated.
 Writes the old master accepted after the promotion and before its demotion are lost, as for
-any Redis client (``min-replicas-to-write`` on the servers narrows that window).
+any Redis client, an authorization code's ``redeemed`` flag included (so a code could be
+redeemed twice); ``min-replicas-to-write`` on the servers narrows that window.
 
 Redis down (see ``link``): every endpoint that needs storage answers 503 with
 ``Retry-After`` at once (or after the 3 s reply timeout for a hung Redis), ``/ready`` names

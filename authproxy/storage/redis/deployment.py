@@ -64,6 +64,9 @@ def _endpoint(
         tls=address.tls,
         ca_pem=config.ca_pem,
         password=password,
+        sentinel_password=(
+            config.sentinel_password.reveal() if config.sentinel_password is not None else None
+        ),
     )
     via = ",".join(config.sentinels)
     return endpoint, f"{address.scheme} master {config.sentinel_master} via {via} db {address.db}"

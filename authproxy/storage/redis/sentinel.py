@@ -16,13 +16,23 @@ Each ``connect``:
    by a sentinel that has not noticed, answers ``slave``, and the attempt fails (the caller
    retries, rediscovering).
 
-Sentinels are asked over plain TCP without a password (sentinel ACLs are not supported).
+Sentinels are asked as the url says: over TLS for ``rediss://``, the certificate verified
+against the same CA, and with ``AUTH`` first when they have a password (their
+``requirepass``; sentinel ACL users are not supported).
+
+The trust model: a sentinel decides where the Redis password goes, so with a password the
+configuration must be ``rediss://`` with ``ca_file`` (``config._sentinel_trust_problems``).
+Then a rogue sentinel fails the TLS handshake before it is asked anything, and a node an
+honest but misled sentinel names receives ``AUTH`` only after its certificate chained to
+that CA and matched the name; the platform trust store is never used here, since it would
+accept any public certificate for whatever host a sentinel names.
 txredisapi's own ``Sentinel`` is not used: it asks every sentinel at once on the global
 reactor through HostnameEndpoint, and checks the role inside its protocol.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,7 +42,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from authproxy.storage.redis.resp import RespError, RespExchange, RespExchangeFactory, command
-from authproxy.storage.redis.url import RedisAddress, client_endpoint, tcp_endpoint
+from authproxy.storage.redis.url import RedisAddress, client_endpoint
 
 
 class MasterNotFound(Exception):
@@ -43,8 +53,9 @@ class MasterNotFound(Exception):
 class SentinelMasterEndpoint:
     """Connects to the current master ``master`` as the ``sentinels`` (host, port) name it.
 
-    ``tls`` and ``ca_pem`` apply to the data nodes, as for ``client_endpoint``;
-    ``password`` authenticates the ``ROLE`` check (and is never logged or shown).
+    ``tls`` and ``ca_pem`` apply to the sentinels and the data nodes alike, as for
+    ``client_endpoint``; ``password`` authenticates the ``ROLE`` check, ``sentinel_password``
+    the question to each sentinel (neither is ever logged or shown).
     """
 
     log = Logger()
@@ -58,6 +69,7 @@ class SentinelMasterEndpoint:
         tls: bool = False,
         ca_pem: bytes | None = None,
         password: str | None = None,
+        sentinel_password: str | None = None,
         timeout: float = 2.0,
     ) -> None:
         if not sentinels:
@@ -68,6 +80,7 @@ class SentinelMasterEndpoint:
         self._scheme = "rediss" if tls else "redis"
         self._ca_pem = ca_pem
         self._password = password
+        self._sentinel_password = sentinel_password
         self.timeout = timeout
         self._named: tuple[str, int] | None = None  # the address last named, for the log
 
@@ -91,7 +104,11 @@ class SentinelMasterEndpoint:
         role = replies[-1][0] if isinstance(replies[-1], list) and replies[-1] else None
         if refused is not None or role != b"master":
             exchange.transport.loseConnection()  # type: ignore[union-attr]
-            why = f"answered {refused}" if refused else f"says it is a {_text(role)}, not a master"
+            why = (
+                f"answered {_shown(refused)}"
+                if refused
+                else f"says it is a {_shown(role)}, not a master"
+            )
             raise MasterNotFound(f"{host}:{port}, named master {self.master!r}, {why}")
         inner = exchange.hand_over(factory)
         if inner is None:
@@ -121,21 +138,24 @@ class SentinelMasterEndpoint:
                     )
                     self._named = named
                 return named
-            knows = "does not know it" if reply is None else f"answered {_text(reply)}"
+            knows = "does not know it" if reply is None else f"answered {_shown(reply)}"
             answers.append(f"{host}:{port} {knows}")
         found = MasterNotFound(f"no sentinel named master {self.master!r}: " + "; ".join(answers))
         self.log.warn("Storage: {why}", why=found)
         raise found
 
     def _ask(self, host: str, port: int) -> Deferred[Any]:
-        endpoint = tcp_endpoint(self._reactor, host, port, timeout=self.timeout)
-        ask = RespExchangeFactory([command("SENTINEL", "get-master-addr-by-name", self.master)])
+        address = RedisAddress(self._scheme, host=host, port=port)
+        endpoint = client_endpoint(address, self._reactor, self._ca_pem, timeout=self.timeout)
+        commands = [command("SENTINEL", "get-master-addr-by-name", self.master)]
+        if self._sentinel_password is not None:
+            commands.insert(0, command("AUTH", self._sentinel_password))
 
         def reply(exchange: RespExchange) -> Deferred[list[Any]]:
             return exchange.replies.addBoth(_closing(exchange))
 
-        d: Deferred[Any] = endpoint.connect(ask).addCallback(reply)
-        return d.addCallback(lambda replies: replies[0]).addTimeout(self.timeout, self._reactor)
+        d: Deferred[Any] = endpoint.connect(RespExchangeFactory(commands)).addCallback(reply)
+        return d.addCallback(_answer).addTimeout(self.timeout, self._reactor)
 
 
 def _closing(exchange: RespExchange) -> Any:
@@ -147,20 +167,37 @@ def _closing(exchange: RespExchange) -> Any:
     return close
 
 
+def _answer(replies: list[Any]) -> Any:
+    """The reply to get-master-addr-by-name, or the AUTH refusal before it."""
+    return next((r for r in replies[:-1] if isinstance(r, RespError)), replies[-1])
+
+
 def _address(reply: Any) -> tuple[str, int] | None:
-    """(host, port) from a get-master-addr-by-name reply; None for anything else."""
+    """(host, port) from a get-master-addr-by-name reply; None for anything else (a "host"
+    that is not a host name or address is never connected to, nor logged as one)."""
     if not (isinstance(reply, list) and len(reply) == 2):
         return None
     host, port = reply
     if not (isinstance(host, bytes) and isinstance(port, bytes) and port.isdigit()):
         return None
-    return host.decode(errors="replace"), int(port)
+    if not _HOST.fullmatch(host) or not 0 < int(port) < 65536:
+        return None
+    return host.decode("ascii"), int(port)
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return "nothing" if value is None else str(value)
+_HOST = re.compile(rb"[A-Za-z0-9._:-]{1,253}")
+_SHOWN = 120  # characters of a reply shown in a log line or error
+
+
+def _shown(value: Any) -> str:
+    """What a sentinel or node said, for a log line or error: a printable text as is,
+    anything else quoted (no line breaks or control characters), and at most _SHOWN long."""
+    if value is None:
+        return "nothing"
+    text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    if not text.isprintable():
+        text = repr(text)
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
 
 
 def _failure(error: Exception) -> str:

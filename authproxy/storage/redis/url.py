@@ -75,7 +75,12 @@ def redacted(url: str) -> str:
     return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
 
-def client_endpoint(address: RedisAddress, reactor: Any, ca_pem: bytes | None = None) -> Any:
+def client_endpoint(
+    address: RedisAddress,
+    reactor: Any,
+    ca_pem: bytes | None = None,
+    timeout: float = _CONNECT_TIMEOUT,
+) -> Any:
     """The Twisted client endpoint that reaches ``address`` on ``reactor``.
 
     ``rediss://`` verifies the server's certificate for its host name against ``ca_pem``
@@ -85,7 +90,7 @@ def client_endpoint(address: RedisAddress, reactor: Any, ca_pem: bytes | None = 
 
     if address.scheme == "unix":
         return endpoints.UNIXClientEndpoint(reactor, address.path, timeout=_CONNECT_TIMEOUT)
-    endpoint = tcp_endpoint(reactor, address.host, address.port)
+    endpoint = tcp_endpoint(reactor, address.host, address.port, timeout)
     if not address.tls:
         return endpoint
     from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
