@@ -57,7 +57,7 @@ def auth_routes(
     opaque = OpaqueTokens(ring=ring)
     cimd = auth.client_metadata_documents
     if cimd.enabled and documents is None:
-        documents = client_documents(cimd, clock, auth.scopes_supported)
+        documents = client_documents(cimd, clock, auth.scopes_supported, events)
     clients = ClientResolver(storage.clients, documents if cimd.enabled else None)
     counters = storage.rate_counters
     registration = auth.registration

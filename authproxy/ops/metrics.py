@@ -101,6 +101,14 @@ class EventCounters:
             ["outcome"],
             registry,
         )
+        self.client_document_fetches = LabelledCounter(
+            "authproxy_client_document_fetches",
+            "Client ID metadata documents fetched from the network (cache misses), by outcome: "
+            "success, fetch_failed (address refused, unreachable, HTTP status, not JSON, too "
+            "large, timeout) or invalid_document (fetched, but describes no usable client).",
+            ["outcome"],
+            registry,
+        )
         self.guard_refusals = LabelledCounter(
             "authproxy_guard_refusals",
             "Proxied requests the bearer guard refused, by reason.",
@@ -134,7 +142,8 @@ class EventCounters:
         )
         self.streams_ended = LabelledCounter(
             "authproxy_streams_ended",
-            "Relayed event streams that ended, by who ended them (backend, backend_error, client).",
+            "Relayed event streams that ended, by who ended them (backend, backend_error, "
+            "client, proxy, shutdown).",
             ["by"],
             registry,
         )
