@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 from twisted.application.service import IService, Service
 from twisted.logger import Logger
+from twisted.web.server import Site
 
 from authproxy.authserver.jwks import JWKSResource
 from authproxy.authserver.routes import auth_routes
@@ -21,12 +22,18 @@ from authproxy.config import Config, ConfigError
 from authproxy.http.connection_limits import ConnectionLimits
 from authproxy.http.request_id import RequestIds
 from authproxy.http.responses import TrustedProxies
-from authproxy.http.routing import HealthResource, PrefixTable, Readiness, ReadyResource
+from authproxy.http.routing import (
+    HealthResource,
+    JSONNotFound,
+    PrefixTable,
+    Readiness,
+    ReadyResource,
+)
 from authproxy.http.site import AuthproxySite
 from authproxy.keys.ring import KeyFileError, KeyRing, KeySources
 from authproxy.keys.watcher import SecretWatcher
 from authproxy.ops.access_log import AccessLog
-from authproxy.ops.metrics import AuthproxyMetrics, MetricsResource
+from authproxy.ops.metrics import AuthproxyMetrics, MetricsResource, metrics_only_site
 from authproxy.ops.shutdown import Drain
 from authproxy.ops.signals import HangupHandler
 from authproxy.proxy import make_proxy_resource, make_request_factory, proxy_routes
@@ -75,6 +82,8 @@ class Application:
     drain: Drain | None = None
     #: services stopped after all others: the supervised backend
     last_services: list[IService] = attrs.field(factory=list)
+    #: the Site serving only /metrics on ``server.metrics_listen`` (None: on the main Site)
+    metrics_site: Site | None = None
 
 
 class _Closing(Service):
@@ -165,7 +174,13 @@ def build_application(
 
     metrics.add_state(ring, readiness)
     metrics.add_storage(storage.upkeep)
-    root.mount("/metrics", MetricsResource(metrics))
+    metrics_site = None
+    if config.server.metrics_listen is None:
+        root.mount("/metrics", MetricsResource(metrics))
+    else:
+        # Not relayed to the MCP server either: /metrics is authproxy's, wherever it is served.
+        root.mount("/metrics", JSONNotFound())
+        metrics_site = metrics_only_site(metrics, reactor)
 
     site = AuthproxySite(
         root,
@@ -201,4 +216,5 @@ def build_application(
         provider=provider,
         drain=drain,
         last_services=backend,
+        metrics_site=metrics_site,
     )

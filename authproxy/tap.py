@@ -184,4 +184,8 @@ def build_service(
         listener = strports.service(description, app.site, reactor=reactor)
         listener.setServiceParent(top)
         top.listeners.append(listener)
+    metrics_listen = config.server.metrics_listen
+    if metrics_listen is not None and app.metrics_site is not None:
+        # Not among ``top.listeners``: scrapes go on while a shutdown drains the others.
+        strports.service(metrics_listen, app.metrics_site, reactor=reactor).setServiceParent(top)
     return top

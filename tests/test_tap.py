@@ -61,6 +61,23 @@ class MakeServiceTests(SynchronousTestCase):
         sites = {factory for _, factory, _, _ in reactor.tcpServers}
         self.assertEqual(len(sites), 1, "every endpoint serves one Site")
 
+    def test_metrics_listen_has_a_site_of_its_own(self) -> None:
+        path = write_config(self, 8080, ["tcp:8080:interface=127.0.0.1"])
+        Path(path).write_text(
+            Path(path)
+            .read_text()
+            .replace("[backend]", 'metrics_listen = "tcp:9100:interface=127.0.0.1"\n[backend]')
+        )
+        reactor = MemoryReactorClock()
+        options = Options()
+        options.parseOptions(["--config", path])
+        service = makeService(options, reactor=reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        sites = {port: factory for port, factory, _, _ in reactor.tcpServers}
+        self.assertEqual(sorted(sites), [8080, 9100])
+        self.assertIsNot(sites[8080], sites[9100])
+
     def test_starting_it_leaves_the_process_alone(self) -> None:
         # With a reactor passed in (tests, embedding), no GC tuning and no logging handoff.
         path = write_config(self, 8080, ["tcp:8080:interface=127.0.0.1"])
