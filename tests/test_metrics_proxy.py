@@ -25,6 +25,13 @@ def sample(registry: Any, name: str, **labels: str) -> float:
     return 0.0 if value is None else value
 
 
+def drop_clients(h: ProxyHarness) -> None:
+    """Every client connection to the proxy goes away."""
+    for pump in list(h.client._agent._pumps):
+        pump.clientIO.loseConnection()
+    h.flush()
+
+
 class GuardRefusalTests(RelayTestCase):
     def refusals(self, h: ProxyHarness, reason: str) -> float:
         return sample(h.proxy.events.registry, "authproxy_guard_refusals_total", reason=reason)
@@ -84,9 +91,7 @@ class StreamCountTests(RelayTestCase):
         h = self.harness()
         done = self.open(h)
         self.assertEqual(self.open_streams(h), 1)
-        for pump in list(h.client._agent._pumps):
-            pump.clientIO.loseConnection()
-        h.flush()
+        drop_clients(h)
         self.failureResultOf(done)
         self.assertEqual((self.open_streams(h), self.ended(h, "client")), (0, 1))
 
@@ -135,9 +140,7 @@ class ClientClosedTests(RelayTestCase):
         done = h.client.collect(response, lambda _: None)
         h.flush()
         self.assertEqual(served.lines(), [])  # not finished: no line yet
-        for pump in list(h.client._agent._pumps):
-            pump.clientIO.loseConnection()
-        h.flush()
+        drop_clients(h)
         self.failureResultOf(done)
         [line] = served.lines()
         self.assertIn('"GET /mcp HTTP/1.1" 200', line)

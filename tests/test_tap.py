@@ -46,16 +46,21 @@ class OptionsTests(SynchronousTestCase):
 
 
 class MakeServiceTests(SynchronousTestCase):
-    def test_listens_on_every_endpoint(self) -> None:
-        path = write_config(
-            self, 8080, ["tcp:8080:interface=127.0.0.1", "tcp:8081:interface=127.0.0.1"]
-        )
+    def started(self, path: str) -> MemoryReactorClock:
+        """The reactor the service for the configuration at ``path`` listens on, started."""
         reactor = MemoryReactorClock()
         options = Options()
         options.parseOptions(["--config", path])
         service = makeService(options, reactor=reactor)
         service.startService()
         self.addCleanup(service.stopService)
+        return reactor
+
+    def test_listens_on_every_endpoint(self) -> None:
+        path = write_config(
+            self, 8080, ["tcp:8080:interface=127.0.0.1", "tcp:8081:interface=127.0.0.1"]
+        )
+        reactor = self.started(path)
         ports = sorted((port, interface) for port, _, _, interface in reactor.tcpServers)
         self.assertEqual(ports, [(8080, "127.0.0.1"), (8081, "127.0.0.1")])
         sites = {factory for _, factory, _, _ in reactor.tcpServers}
@@ -68,12 +73,7 @@ class MakeServiceTests(SynchronousTestCase):
             .read_text()
             .replace("[backend]", 'metrics_listen = "tcp:9100:interface=127.0.0.1"\n[backend]')
         )
-        reactor = MemoryReactorClock()
-        options = Options()
-        options.parseOptions(["--config", path])
-        service = makeService(options, reactor=reactor)
-        service.startService()
-        self.addCleanup(service.stopService)
+        reactor = self.started(path)
         sites = {port: factory for port, factory, _, _ in reactor.tcpServers}
         self.assertEqual(sorted(sites), [8080, 9100])
         self.assertIsNot(sites[8080], sites[9100])
