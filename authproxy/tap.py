@@ -174,6 +174,8 @@ def build_service(
     except ConfigError as e:
         _fail(e.problems)
         raise
+    if app.site.access_log is not None:
+        app.site.access_log.out = logging.access_stream
     top = _Top(logging, (config.logging.format, config.logging.level), app.drain)
     for child in app.services:
         child.setServiceParent(top)

@@ -27,7 +27,7 @@ class MetricsTests(TestCase):
         app = build_application(config, reactor)
         out = io.StringIO()
         assert app.site.access_log is not None
-        app.site.access_log._out = lambda: out
+        app.site.access_log.out = lambda: out
         port: Any = reactor.listenTCP(0, app.site, interface="127.0.0.1")  # type: ignore[attr-defined]
         self.addCleanup(port.stopListening)
         base = f"http://127.0.0.1:{port.getHost().port}"
@@ -77,7 +77,7 @@ class MetricsTests(TestCase):
         )
         app = build_application(config, reactor)
         assert app.metrics_site is not None and app.site.access_log is not None
-        app.site.access_log._out = io.StringIO
+        app.site.access_log.out = io.StringIO
         main = f"http://127.0.0.1:{self.listen(app.site)}"
         metrics = f"http://127.0.0.1:{self.listen(app.metrics_site)}"
         response = yield treq.get(main + "/metrics", persistent=False)

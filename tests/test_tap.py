@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
@@ -116,29 +117,56 @@ class MakeServiceTests(SynchronousTestCase):
 class DaemonProcessTests(SynchronousTestCase):
     """twistd -n authproxy as a real process on a free loopback port."""
 
-    def test_serves_health(self) -> None:
-        port = free_port()
-        path = write_config(self, port, [f"tcp:{port}:interface=127.0.0.1"])
+    def start(self, path: str, *options: str) -> tuple[subprocess.Popen[bytes], Any]:
+        """twistd with ``options`` before the plugin, its output in a file."""
         log = open(self.mktemp(), "w+")
+        command = twistd_authproxy(path)
+        plugin = command.index("authproxy")
         proc = subprocess.Popen(
-            twistd_authproxy(path),
+            [*command[:plugin], *options, *command[plugin:]],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         self.addCleanup(proc.wait, 10)
         self.addCleanup(proc.terminate)
-        body = None
+        return proc, log
+
+    def health(self, proc: subprocess.Popen[bytes], port: int) -> Any:
+        """/health's answer once the daemon listens (None if it never does)."""
         for _ in range(200):
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    body = json.load(r)
-                break
+                    return json.load(r)
             except OSError:
                 if proc.poll() is not None:
-                    break
+                    return None
                 time.sleep(0.05)
+        return None
+
+    def test_serves_health(self) -> None:
+        port = free_port()
+        path = write_config(self, port, [f"tcp:{port}:interface=127.0.0.1"])
+        proc, log = self.start(path)
+        body = self.health(proc, port)
         log.seek(0)
         self.assertEqual(body, {"status": "ok"}, log.read())
+
+    def test_access_lines_are_lines_of_their_own(self) -> None:
+        # Under twistd, sys.stdout turns each line written into a log event: access lines
+        # must bypass it (a second timestamp on every line, a JSON line quoted in another).
+        port = free_port()
+        path = write_config(self, port, [f"tcp:{port}:interface=127.0.0.1"])
+        with open(path, "a") as f:
+            f.write('[logging]\nformat = "json"\n')
+        proc, log = self.start(path, "--logger", "authproxy.ops.logs.observer")
+        self.assertEqual(self.health(proc, port), {"status": "ok"})
+        proc.terminate()  # the access log is written out when the service stops
+        self.assertEqual(proc.wait(30), 0)
+        log.seek(0)
+        records = [json.loads(line) for line in log.read().splitlines()]
+        access = [r for r in records if r["namespace"] == "authproxy.access"]
+        self.assertEqual([(r["path"], r["status"]) for r in access], [("/health", 200)])
+        self.assertEqual([r for r in records if r["namespace"] == "stdout"], [])
 
     def test_broken_config_exits_1_naming_the_field(self) -> None:
         path = Path(self.mktemp() + ".toml")

@@ -3,9 +3,11 @@
 Lines go to their own lean path, not through ``twisted.logger``: building an event dict,
 publishing it to every observer and formatting it per request cost a third of the proxy's
 throughput. Each line is formatted when the request ends (the fields are cheap to read
-then), appended to a buffer, and the buffer is written to stdout (where twistd's log goes)
-at most ``flush_interval`` later, when it holds ``MAX_BUFFERED`` lines, and when the service
-stops. ``logging.format`` chooses text (combined-log style) or one JSON object per line.
+then), appended to a buffer, and the buffer is written at most ``flush_interval`` later,
+when it holds ``MAX_BUFFERED`` lines, and when the service stops. It is written where the
+log observer writes (the daemon's stdout, ``TwistdLogging.access_stream``), never to
+twistd's replacement of ``sys.stdout``, which makes each line a log event of its own.
+``logging.format`` chooses text (combined-log style) or one JSON object per line.
 
 Never logged: query strings (they carry authorization codes and states), the Referer
 (for the same reason), any header but the User-Agent.
@@ -54,7 +56,8 @@ class AccessLog(Service):
         self._clock = clock
         self._json = fmt == "json"
         self._escape: Callable[[bytes], str] = _json_string if self._json else _escape
-        self._out = out  # read at each write: twistd may replace sys.stdout after wiring
+        #: the stream, read at each write (the daemon's: ``TwistdLogging.access_stream``)
+        self.out = out
         self._trusted = trusted
         self.flush_interval = flush_interval
         self._lines: list[str] = []
@@ -84,7 +87,7 @@ class AccessLog(Service):
         if not self._lines:
             return
         lines, self._lines = self._lines, []
-        out = self._out()
+        out = self.out()
         out.write("".join(lines))
         out.flush()
 
