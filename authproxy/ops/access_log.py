@@ -142,7 +142,7 @@ class AccessLog(Service):
         duration = "-" if elapsed is None else f"{elapsed:.3f}"
         closed = " client-closed" if client_closed else ""
         return (
-            f'{stamp} [authproxy.access#info] "{self._client(request)}" - - {self._clf} '
+            f'{stamp} [authproxy.access#info] "{escaped(self._client(request))}" - - {self._clf} '
             f'"{escaped(request.method)} {escaped(request.path)} {escaped(request.clientproto)}" '
             f'{request.code} {request.sentLength or "-"} "{agent}" {duration} {rid} '
             f"{client_id}{closed}\n"
