@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 from twisted.application.service import IService, Service
 from twisted.logger import Logger
+from twisted.web.server import Site
 
 from authproxy.authserver.jwks import JWKSResource
 from authproxy.authserver.routes import auth_routes
@@ -33,7 +34,7 @@ from authproxy.http.site import AuthproxySite
 from authproxy.keys.ring import KeyFileError, KeyRing, KeySources
 from authproxy.keys.watcher import SecretWatcher
 from authproxy.ops.access_log import AccessLog
-from authproxy.ops.metrics import AuthproxyMetrics, MetricsResource
+from authproxy.ops.metrics import AuthproxyMetrics, MetricsResource, metrics_only_site
 from authproxy.ops.shutdown import Drain
 from authproxy.ops.signals import HangupHandler
 from authproxy.proxy import make_proxy_resource, make_request_factory, proxy_routes
@@ -82,6 +83,8 @@ class Application:
     drain: Drain | None = None
     #: services stopped after all others: the supervised backend
     last_services: list[IService] = attrs.field(factory=list)
+    #: the Site serving only /metrics on ``server.metrics_listen`` (None: on the main Site)
+    metrics_site: Site | None = None
 
 
 class _Closing(Service):
@@ -172,7 +175,13 @@ def build_application(
 
     metrics.add_state(ring, readiness)
     metrics.add_storage(storage.upkeep)
-    root.mount("/metrics", MetricsResource(metrics))
+    metrics_site = None
+    if config.server.metrics_listen is None:
+        root.mount("/metrics", MetricsResource(metrics))
+    else:
+        # Not relayed to the MCP server either: /metrics is authproxy's, wherever it is served.
+        root.mount("/metrics", JSONNotFound())
+        metrics_site = metrics_only_site(metrics, reactor)
     # Unknown well-known names are not the MCP server's: a 404, not the guard's 401.
     root.mount("/.well-known/", JSONNotFound(), prefix=True)
     root.hosts = ServedHosts(config.server.public_url, config.server.allowed_hosts)
@@ -215,4 +224,5 @@ def build_application(
         provider=provider,
         drain=drain,
         last_services=backend,
+        metrics_site=metrics_site,
     )

@@ -181,6 +181,8 @@ class ServerConfig:
     max_connections_per_source: int = 256
     # SIGTERM: how long open streams may run on before they are ended (ops/shutdown.py)
     shutdown_grace: Duration = Duration(25.0)
+    # /metrics only on this endpoint (a Site of its own), not on ``listen``; None: on ``listen``
+    metrics_listen: str | None = None
 
 
 @attrs.frozen
@@ -586,6 +588,10 @@ def _validate(config: Config) -> tuple[Config, list[str]]:
                 '(no scheme, port or path; "*" for any)'
             )
     problems.extend(_connection_problems(server))
+    if server.metrics_listen is not None and server.metrics_listen in server.listen:
+        problems.append(
+            "server.metrics_listen: is also in server.listen (it must be an endpoint of its own)"
+        )
 
     if (why := check_url(backend.url)) is not None:
         problems.append(f"backend.url: {why}")
@@ -918,6 +924,9 @@ def _startup_problems(
         for i, description in enumerate(config.server.listen)
         if (why := _check_listen(description, reactor)) is not None
     ]
+    metrics_listen = config.server.metrics_listen
+    if metrics_listen is not None and (why := _check_listen(metrics_listen, reactor)) is not None:
+        problems.append(f"server.metrics_listen: {why}")
     problems.extend(_key_problems(config.auth_server))
     secret, secret_problems = _client_secret(config.upstream, environ)
     problems.extend(secret_problems)

@@ -174,6 +174,8 @@ def build_service(
     except ConfigError as e:
         _fail(e.problems)
         raise
+    if app.site.access_log is not None:
+        app.site.access_log.out = logging.access_stream
     top = _Top(logging, (config.logging.format, config.logging.level), app.drain)
     for child in app.services:
         child.setServiceParent(top)
@@ -184,4 +186,8 @@ def build_service(
         listener = strports.service(description, app.site, reactor=reactor)
         listener.setServiceParent(top)
         top.listeners.append(listener)
+    metrics_listen = config.server.metrics_listen
+    if metrics_listen is not None and app.metrics_site is not None:
+        # Not among ``top.listeners``: scrapes go on while a shutdown drains the others.
+        strports.service(metrics_listen, app.metrics_site, reactor=reactor).setServiceParent(top)
     return top

@@ -16,17 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import harness
 from httpclient import Connection, fixed_rate
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def amain(options: argparse.Namespace) -> None:
@@ -47,12 +41,12 @@ async def amain(options: argparse.Namespace) -> None:
         for round_ in range(options.rounds):
             for name, (proc, port, token) in daemons.items():
                 wrk = await bench.wrk(port, token, options.seconds)
-                before = cpu_seconds(proc.pid)
+                before = harness.cpu_seconds(proc.pid)
                 result = await fixed_rate(
                     harness.HOST, port, bench.p1_request(port, token), options.rate,
                     options.seconds,
                 )  # fmt: skip
-                cpu_us = (cpu_seconds(proc.pid) - before) * 1e6 / max(1, result.sent)
+                cpu_us = (harness.cpu_seconds(proc.pid) - before) * 1e6 / max(1, result.sent)
                 summary = result.summary()
                 refresh = {"per_s": 0.0}
                 if options.p3:

@@ -87,6 +87,47 @@ class AccessLogTests(SynchronousTestCase):
         self.assertIn("[14/Nov/2023:22:13:20 +0000]", line)
         self.assertTrue(line.endswith(" client-closed\n"))
 
+    def hostile_request(self) -> DummyRequest:
+        request = finished_request(path=b'/m"c\\p\xff\xe9')
+        request.requestHeaders.setRawHeaders(b"user-agent", [b'agent "x"\\ \x01 \xc3\xa9'])
+        request.client_id = 'https://c.example/"id"'  # type: ignore[attr-defined]
+        return request
+
+    def test_json_escapes_whatever_the_client_sent(self) -> None:
+        access = self.log("json")
+        for _ in range(2):  # escaped once, then from the cache: the same line
+            access.record(self.hostile_request(), None, client_closed=True)
+        access.flush()
+        first, second = self.out.getvalue().splitlines()
+        self.assertEqual(first, second)
+        self.assertTrue(first.isascii())
+        record = json.loads(first)
+        self.assertEqual(record["path"], '/m"c\\p\ufffd\ufffd')
+        self.assertEqual(record["user_agent"], 'agent "x"\\ \x01 \u00e9')
+        self.assertEqual(record["client_id"], 'https://c.example/"id"')
+        self.assertEqual((record["duration"], record["ended"]), (None, "client"))
+
+    def test_text_escapes_whatever_the_client_sent(self) -> None:
+        access = self.log("text")
+        access.record(self.hostile_request(), 0.5)
+        access.flush()
+        line = self.out.getvalue()
+        self.assertIn('"POST /m\\"c\\\\p\\xff\\xe9 HTTP/1.1"', line)
+        self.assertIn('"agent \\"x\\"\\\\ \\x01 \\xc3\\xa9"', line)
+        self.assertTrue(line.endswith(' https://c.example/\\"id\\"\n'), line)
+
+    def test_escapes_remembered_are_bounded(self) -> None:
+        access = self.log("text")
+        for n in range(3000):
+            request = finished_request()
+            request.requestHeaders.setRawHeaders(b"user-agent", [b"agent/%d" % n])
+            access.record(request, 0.001)
+        access.record(finished_request(path=b"/" + b"x" * 300), 0.001)
+        self.assertLessEqual(len(access._escapes), 1024)
+        self.assertNotIn(b"/" + b"x" * 300, access._escapes)
+        access.flush()
+        self.assertIn('"agent/2999"', self.out.getvalue())
+
     def test_lines_written_in_batches_on_a_timer(self) -> None:
         access = self.log("json", flush_interval=0.25)
         access.record(finished_request(), 0.001)

@@ -199,6 +199,15 @@ class ValidationTests(SynchronousTestCase):
             minimal(server={"listen": ["tcp:1", "bogus:thing"]}), "server.listen[1]", "endpoint"
         )
 
+    def test_metrics_listen(self) -> None:
+        self.assertProblem(
+            minimal(server={"metrics_listen": "bogus:thing"}), "server.metrics_listen", "endpoint"
+        )
+        same = {"listen": ["tcp:8080"], "metrics_listen": "tcp:8080"}
+        self.assertProblem(minimal(server=same), "server.metrics_listen", "of its own")
+        config = config_from_mapping(minimal(server={"metrics_listen": "tcp:9100"}), environ={})
+        self.assertEqual(config.server.metrics_listen, "tcp:9100")
+
     def test_oidc_needs_issuer_url_and_refuses_oauth2_fields(self) -> None:
         data = minimal(upstream={"type": "oidc", "client_id": "x", "token_endpoint": "https://t"})
         problems = self.problems(data)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 
 from twisted.logger import Logger, LogLevel, LogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from authproxy.ops.logs import make_observer
+from authproxy.ops.logs import TwistdLogging, make_observer
 
 
 class JSONLogTests(SynchronousTestCase):
@@ -60,3 +61,14 @@ class ObserverHintTests(SynchronousTestCase):
         count = len(events)
         handoff.warn_if_not_installed("json", "debug")
         self.assertEqual(len(events), count)
+
+
+class AccessStreamTests(SynchronousTestCase):
+    def test_access_lines_go_where_the_observer_writes(self) -> None:
+        logging = TwistdLogging()
+        self.assertIs(logging.access_stream(), sys.stdout)  # twistd's own observer: stdout
+        real = io.StringIO()
+        self.patch(sys, "stdout", real)
+        logging.observer()
+        self.patch(sys, "stdout", io.StringIO())  # twistd's LoggingFile, after the observer
+        self.assertIs(logging.access_stream(), real)

@@ -27,7 +27,7 @@ class MetricsTests(TestCase):
         app = build_application(config, reactor)
         out = io.StringIO()
         assert app.site.access_log is not None
-        app.site.access_log._out = lambda: out
+        app.site.access_log.out = lambda: out
         port: Any = reactor.listenTCP(0, app.site, interface="127.0.0.1")  # type: ignore[attr-defined]
         self.addCleanup(port.stopListening)
         base = f"http://127.0.0.1:{port.getHost().port}"
@@ -62,3 +62,41 @@ class MetricsTests(TestCase):
         self.assertIn(request_ids[2].decode(), access[2])
         self.assertFalse(any("SECRET" in line for line in access))
         yield app.root.fallback.close()  # type: ignore[attr-defined]
+
+    @inlineCallbacks
+    def test_metrics_listen_serves_metrics_there_only(self) -> Any:
+        config = config_from_mapping(
+            {
+                "server": {
+                    "public_url": "http://127.0.0.1:8080",
+                    "metrics_listen": "tcp:0:interface=127.0.0.1",
+                },
+                "backend": {"url": "http://127.0.0.1:9"},
+                "upstream": {"type": "development"},
+            }
+        )
+        app = build_application(config, reactor)
+        assert app.metrics_site is not None and app.site.access_log is not None
+        app.site.access_log.out = io.StringIO
+        main = f"http://127.0.0.1:{self.listen(app.site)}"
+        metrics = f"http://127.0.0.1:{self.listen(app.metrics_site)}"
+        response = yield treq.get(main + "/metrics", persistent=False)
+        self.assertEqual(response.code, 404)
+        self.assertEqual((yield treq.json_content(response))["error"], "not_found")
+        response = yield treq.get(metrics + "/metrics", persistent=False)
+        self.assertEqual(response.code, 200)
+        text = yield treq.text_content(response)
+        # the 404 above was counted by the main Site, and is shown here
+        self.assertIn(
+            'authproxy_http_requests_total{code="404",method="GET",route="/metrics"}', text
+        )
+        response = yield treq.get(metrics + "/health", persistent=False)
+        self.assertEqual(response.code, 404)
+        yield treq.content(response)
+        app.site.access_log.flush()
+        yield app.root.fallback.close()  # type: ignore[attr-defined]
+
+    def listen(self, site: Any) -> int:
+        port: Any = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        return int(port.getHost().port)

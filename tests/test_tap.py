@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
@@ -46,20 +47,37 @@ class OptionsTests(SynchronousTestCase):
 
 
 class MakeServiceTests(SynchronousTestCase):
-    def test_listens_on_every_endpoint(self) -> None:
-        path = write_config(
-            self, 8080, ["tcp:8080:interface=127.0.0.1", "tcp:8081:interface=127.0.0.1"]
-        )
+    def started(self, path: str) -> MemoryReactorClock:
+        """The reactor the service for the configuration at ``path`` listens on, started."""
         reactor = MemoryReactorClock()
         options = Options()
         options.parseOptions(["--config", path])
         service = makeService(options, reactor=reactor)
         service.startService()
         self.addCleanup(service.stopService)
+        return reactor
+
+    def test_listens_on_every_endpoint(self) -> None:
+        path = write_config(
+            self, 8080, ["tcp:8080:interface=127.0.0.1", "tcp:8081:interface=127.0.0.1"]
+        )
+        reactor = self.started(path)
         ports = sorted((port, interface) for port, _, _, interface in reactor.tcpServers)
         self.assertEqual(ports, [(8080, "127.0.0.1"), (8081, "127.0.0.1")])
         sites = {factory for _, factory, _, _ in reactor.tcpServers}
         self.assertEqual(len(sites), 1, "every endpoint serves one Site")
+
+    def test_metrics_listen_has_a_site_of_its_own(self) -> None:
+        path = write_config(self, 8080, ["tcp:8080:interface=127.0.0.1"])
+        Path(path).write_text(
+            Path(path)
+            .read_text()
+            .replace("[backend]", 'metrics_listen = "tcp:9100:interface=127.0.0.1"\n[backend]')
+        )
+        reactor = self.started(path)
+        sites = {port: factory for port, factory, _, _ in reactor.tcpServers}
+        self.assertEqual(sorted(sites), [8080, 9100])
+        self.assertIsNot(sites[8080], sites[9100])
 
     def test_starting_it_leaves_the_process_alone(self) -> None:
         # With a reactor passed in (tests, embedding), no GC tuning and no logging handoff.
@@ -99,29 +117,56 @@ class MakeServiceTests(SynchronousTestCase):
 class DaemonProcessTests(SynchronousTestCase):
     """twistd -n authproxy as a real process on a free loopback port."""
 
-    def test_serves_health(self) -> None:
-        port = free_port()
-        path = write_config(self, port, [f"tcp:{port}:interface=127.0.0.1"])
+    def start(self, path: str, *options: str) -> tuple[subprocess.Popen[bytes], Any]:
+        """twistd with ``options`` before the plugin, its output in a file."""
         log = open(self.mktemp(), "w+")
+        command = twistd_authproxy(path)
+        plugin = command.index("authproxy")
         proc = subprocess.Popen(
-            twistd_authproxy(path),
+            [*command[:plugin], *options, *command[plugin:]],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         self.addCleanup(proc.wait, 10)
         self.addCleanup(proc.terminate)
-        body = None
+        return proc, log
+
+    def health(self, proc: subprocess.Popen[bytes], port: int) -> Any:
+        """/health's answer once the daemon listens (None if it never does)."""
         for _ in range(200):
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    body = json.load(r)
-                break
+                    return json.load(r)
             except OSError:
                 if proc.poll() is not None:
-                    break
+                    return None
                 time.sleep(0.05)
+        return None
+
+    def test_serves_health(self) -> None:
+        port = free_port()
+        path = write_config(self, port, [f"tcp:{port}:interface=127.0.0.1"])
+        proc, log = self.start(path)
+        body = self.health(proc, port)
         log.seek(0)
         self.assertEqual(body, {"status": "ok"}, log.read())
+
+    def test_access_lines_are_lines_of_their_own(self) -> None:
+        # Under twistd, sys.stdout turns each line written into a log event: access lines
+        # must bypass it (a second timestamp on every line, a JSON line quoted in another).
+        port = free_port()
+        path = write_config(self, port, [f"tcp:{port}:interface=127.0.0.1"])
+        with open(path, "a") as f:
+            f.write('[logging]\nformat = "json"\n')
+        proc, log = self.start(path, "--logger", "authproxy.ops.logs.observer")
+        self.assertEqual(self.health(proc, port), {"status": "ok"})
+        proc.terminate()  # the access log is written out when the service stops
+        self.assertEqual(proc.wait(30), 0)
+        log.seek(0)
+        records = [json.loads(line) for line in log.read().splitlines()]
+        access = [r for r in records if r["namespace"] == "authproxy.access"]
+        self.assertEqual([(r["path"], r["status"]) for r in access], [("/health", 200)])
+        self.assertEqual([r for r in records if r["namespace"] == "stdout"], [])
 
     def test_broken_config_exits_1_naming_the_field(self) -> None:
         path = Path(self.mktemp() + ".toml")

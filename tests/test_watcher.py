@@ -13,6 +13,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from authproxy.keys.ring import KeyRing, KeySources, load_key_set
 from authproxy.keys.watcher import SecretWatcher
+from authproxy.ops.metrics import AuthproxyMetrics
 from authproxy.testing import KubeletDir, ec_pem, ed_pem
 
 
@@ -92,6 +93,27 @@ class PollingTests(SynchronousTestCase):
         self.assertEqual(self.ring.active_signing_key.alg, "EdDSA")
         self.assertIsNone(self.watcher.last_error)
         self.assertEqual(self.watcher.readiness_detail(), {"keys": "ok"})
+
+    def test_reload_metrics_after_a_failed_then_a_good_reload(self) -> None:
+        metrics = AuthproxyMetrics()
+        metrics.add_key_reloads(self.watcher)
+
+        def gauge(name: str) -> float | None:
+            return metrics.registry.get_sample_value(name)
+
+        started = gauge("authproxy_key_reload_last_success_timestamp_seconds")
+        self.assertEqual((gauge("authproxy_key_reload_ok"), started), (1, self.clock.seconds()))
+        self.keys.publish({"key-0.pem": b"not a key"})
+        self.tick()
+        self.assertEqual(gauge("authproxy_key_reload_ok"), 0)
+        self.assertEqual(gauge("authproxy_key_reload_last_success_timestamp_seconds"), started)
+        self.keys.publish({"key-0.pem": ed_pem()})
+        self.tick()
+        self.assertEqual(gauge("authproxy_key_reload_ok"), 1)
+        self.assertEqual(
+            gauge("authproxy_key_reload_last_success_timestamp_seconds"), self.clock.seconds()
+        )
+        self.assertGreater(self.clock.seconds(), started)
 
     def test_short_hmac_update_reports_file(self) -> None:
         self.hmac.publish({"hmac-0": b"too short"})

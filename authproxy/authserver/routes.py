@@ -64,7 +64,7 @@ def auth_routes(
     cimd = auth.client_metadata_documents
     client_scopes = ClientScopes.from_config(config)
     if cimd.enabled and documents is None:
-        documents = client_documents(cimd, clock, client_scopes)
+        documents = client_documents(cimd, clock, client_scopes, events)
     clients = ClientResolver(storage.clients, documents if cimd.enabled else None)
     counters = storage.rate_counters
     registration = auth.registration

@@ -89,6 +89,8 @@ class TwistdLogging:
         self.format = "text"
         self.level = "info"
         self.installed = False
+        #: the stream the observer writes to (None until twistd builds it)
+        self.stream: IO[str] | None = None
 
     def configure(self, fmt: str, level: str) -> None:
         """Record ``[logging]`` for the observer twistd builds later."""
@@ -97,7 +99,18 @@ class TwistdLogging:
     def observer(self) -> ILogObserver:
         """The configured observer, writing to stdout."""
         self.installed = True
-        return make_observer(self.format, self.level, sys.stdout)
+        self.stream = sys.stdout
+        return make_observer(self.format, self.level, self.stream)
+
+    def access_stream(self) -> IO[str]:
+        """Where access lines go (ops/access_log.py): beside the observer's own lines.
+
+        Not ``sys.stdout`` as it is when they are written: twistd replaces it, after building
+        the observer, with a file that turns every line written into a log event, which
+        costs what the access log avoids and prefixes a second timestamp to every line.
+        Without this module's observer (twistd's own), that is where the lines go.
+        """
+        return self.stream if self.stream is not None else sys.stdout
 
     def warn_if_not_installed(self, fmt: str, level: str) -> None:
         """Say so when ``[logging]`` asks for something twistd's default observer ignores."""

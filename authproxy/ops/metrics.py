@@ -28,9 +28,9 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import Request, Site
 
-from authproxy.http.routing import Readiness
+from authproxy.http.routing import PrefixTable, Readiness
 from authproxy.keys.ring import KeyRing
 
 
@@ -101,6 +101,14 @@ class EventCounters:
             ["outcome"],
             registry,
         )
+        self.client_document_fetches = LabelledCounter(
+            "authproxy_client_document_fetches",
+            "Client ID metadata documents fetched from the network (cache misses), by outcome: "
+            "success, fetch_failed (address refused, unreachable, HTTP status, not JSON, too "
+            "large, timeout) or invalid_document (fetched, but describes no usable client).",
+            ["outcome"],
+            registry,
+        )
         self.guard_refusals = LabelledCounter(
             "authproxy_guard_refusals",
             "Proxied requests the bearer guard refused, by reason.",
@@ -134,7 +142,8 @@ class EventCounters:
         )
         self.streams_ended = LabelledCounter(
             "authproxy_streams_ended",
-            "Relayed event streams that ended, by who ended them (backend, backend_error, client).",
+            "Relayed event streams that ended, by who ended them (backend, backend_error, "
+            "client, proxy, shutdown).",
             ["by"],
             registry,
         )
@@ -314,3 +323,17 @@ class MetricsResource(Resource):
         request.setHeader("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         request.setHeader("Cache-Control", "no-store")
         return generate_latest(self._metrics.registry)
+
+
+class _UnloggedSite(Site):
+    def log(self, request: Any) -> None:
+        """Scrapes are not access-logged (one every few seconds, every one alike)."""
+
+
+def metrics_only_site(metrics: AuthproxyMetrics, reactor: Any) -> Site:
+    """The Site of ``server.metrics_listen``: ``/metrics`` and nothing else (JSON 404s)."""
+    root = PrefixTable()
+    root.mount("/metrics", MetricsResource(metrics))
+    site = _UnloggedSite(root, reactor=reactor)
+    site.displayTracebacks = False
+    return site

@@ -211,8 +211,9 @@ class BodyRelay(Protocol):
 
     def client_gone(self) -> None:
         """The client disconnected: close the backend connection (it is not reusable)."""
+        if not self._client_gone:  # a cut by the proxy or the shutdown also ends here: keep it
+            self.ended_by = "client"
         self._client_gone = True
-        self.ended_by = "client"
         if self.transport is not None:
             self.transport.stopProducing()  # type: ignore[attr-defined]
 

@@ -22,6 +22,7 @@ from authproxy.authserver.cimd.fetch import DocumentFetcher, pinned_http
 from authproxy.authserver.cimd.url import DocumentURL, document_url
 from authproxy.authserver.scopes import ClientScopes
 from authproxy.config import ClientMetadataDocumentsConfig
+from authproxy.ops.metrics import EventCounters
 from authproxy.storage.models import RegisteredClient
 from authproxy.tokens import Clock
 from authproxy.upstream.single_flight import SingleFlight
@@ -42,6 +43,7 @@ class ClientDocuments:
         clock: Clock,
         scopes_supported: ClientScopes | Sequence[str],
         max_entries: int = MAX_ENTRIES,
+        events: EventCounters | None = None,
     ) -> None:
         self._settings = settings
         self._fetcher = fetcher
@@ -52,7 +54,8 @@ class ClientDocuments:
             OrderedDict()
         )
         self._flight: SingleFlight[RegisteredClient] = SingleFlight()
-        self.fetches = 0  # documents requested from the network (a counter for metrics)
+        self.fetches = 0  # documents requested from the network
+        self._outcomes = (events or EventCounters()).client_document_fetches
 
     async def resolve(self, client_id: str) -> RegisteredClient:
         """The client of the document at ``client_id``, from the cache or fetched now."""
@@ -72,12 +75,15 @@ class ClientDocuments:
         client_id = url.url
         self.fetches += 1
         max_age: float = self._settings.cache_max_age
+        outcome = "fetch_failed"
         try:
             fetched = await self._fetcher.fetch(url)
+            outcome = "invalid_document"
             client = client_from_document(
                 client_id, fetched.body, self._scopes, self._clock.seconds()
             )
         except DocumentError as e:
+            self._outcomes.inc(outcome)
             log.warn(
                 "Client metadata document {url} refused: {reason}", url=client_id, reason=e.reason
             )
@@ -86,6 +92,7 @@ class ClientDocuments:
         if fetched.max_age is not None:
             max_age = min(max_age, fetched.max_age)
         self._keep(client_id, max_age, client)
+        self._outcomes.inc("success")
         log.info("Client metadata document {url} fetched", url=client_id)
         return client
 
@@ -103,6 +110,7 @@ def client_documents(
     settings: ClientMetadataDocumentsConfig,
     reactor: Any,
     scopes_supported: ClientScopes | Sequence[str],
+    events: EventCounters | None = None,
 ) -> ClientDocuments:
     """The production documents: the system resolver, connections pinned to vetted addresses."""
     fetcher = DocumentFetcher(
@@ -111,4 +119,4 @@ def client_documents(
         threaded_resolver(reactor),
         pinned_http(reactor, settings.fetch_timeout),
     )
-    return ClientDocuments(settings, fetcher, reactor, scopes_supported)
+    return ClientDocuments(settings, fetcher, reactor, scopes_supported, events=events)
