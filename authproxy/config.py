@@ -839,6 +839,17 @@ AUTHORIZE_PARAMS_RESERVED = frozenset(
         "response_mode",
     }
 )
+#: Claims and fields the user can set or an IdP lets be reassigned: naming the user by one
+#: lets someone take another's identity (the "nOAuth" class). Compared lower-case, on a
+#: dotted path's last part.
+MUTABLE_IDENTITY_CLAIMS = frozenset(
+    {"email", "preferred_username", "upn", "name", "nickname", "unique_name", "login", "username"}
+)
+MUTABLE_SUBJECT = "is a name or address the user can change, or the IdP can give to someone else; use a stable id (sub, oid, id)"
+
+
+def _mutable(claim: str) -> bool:
+    return claim.rpartition(".")[2].lower() in MUTABLE_IDENTITY_CLAIMS
 
 
 def _validate_upstream(config: Config) -> tuple[UpstreamConfig, list[str]]:
@@ -868,6 +879,11 @@ def _validate_upstream(config: Config) -> tuple[UpstreamConfig, list[str]]:
             )
     if upstream.subject_claim is not None and not upstream.subject_claim:
         problems.append("upstream.subject_claim: must name a claim")
+    elif upstream.subject_claim and _mutable(upstream.subject_claim):
+        problems.append(f'upstream.subject_claim: "{upstream.subject_claim}" {MUTABLE_SUBJECT}')
+    for field in upstream.userinfo.subject_fields if upstream.userinfo else ():
+        if _mutable(field):
+            problems.append(f'upstream.userinfo.subject_fields: "{field}" {MUTABLE_SUBJECT}')
     if upstream.redirect_uri and (why := check_url(upstream.redirect_uri)) is not None:
         problems.append(f"upstream.redirect_uri: {why}")
     resolved = attrs.evolve(

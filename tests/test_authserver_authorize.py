@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from authproxy.authserver.limits import MAX_CLIENT_STATE, MAX_SCOPE_PARAMETER
 from authproxy.authserver.redirect_uri import redirect_uri_matches
+from authproxy.storage.models import RegisteredClient
 from authproxy.testing.upstream import FAKE_IDP_PATH, AuthServerHarness, s256_pair
 from authproxy.upstream.interface import UpstreamError, UpstreamUnavailable
 
@@ -212,6 +213,27 @@ class AuthorizeTests(SynchronousTestCase):
         callback = self.h.login(self.client, self.challenge, redirect_uri=None)
         self.assertEqual(callback["state"], "client-state-123")
         self.assertTrue(callback["code"])
+
+    def test_omitted_redirect_uri_stored_before_the_parser_tightened_is_refused(self) -> None:
+        # review 2 F2: a stored URI the parser now refuses was followed when omitted
+        stale = "http://evil.example\\@127.0.0.1/cb"  # Python: 127.0.0.1; browsers: evil.example
+        client = RegisteredClient(
+            client_id="legacy-client",
+            redirect_uris=(stale,),
+            grant_types=("authorization_code",),
+            response_types=("code",),
+            scopes=(),
+            client_name=None,
+            token_endpoint_auth_method="none",
+            created_at=self.h.clock.seconds(),
+        )
+        self.successResultOf(self.h.storage.clients.add_client(client))
+        document = {"client_id": "legacy-client", "redirect_uris": [stale]}
+        for params in ({}, {"response_type": "token"}):  # the latter would redirect an error
+            result = self.h.get(
+                self.h.authorize_url(document, self.challenge, redirect_uri=None, **params)
+            )
+            self.assertHTMLError(result, b"not registered")
 
     def test_empty_redirect_uri_is_not_an_omitted_one(self) -> None:
         self.assertHTMLError(self.authorize(redirect_uri=""), b"redirect URI")

@@ -142,6 +142,31 @@ class ValidationTests(SynchronousTestCase):
             minimal(upstream={"subject_claim": "oid"}), "upstream.subject_claim", "does not apply"
         )
 
+    def test_subject_never_a_claim_users_can_change(self) -> None:
+        # review 2 F6 (nOAuth): a subject a user can set lets them become another user
+        for claim in ("email", "preferred_username", "upn", "name", "nickname", "unique_name"):
+            self.assertProblem(
+                minimal(upstream={**OIDC_UPSTREAM, "subject_claim": claim}),
+                "upstream.subject_claim",
+                "the user can change",
+            )
+        for fields in (["email"], ["id", "login"], ["data.username"]):
+            userinfo = {"endpoint_url": "https://idp.example/user", "subject_fields": fields}
+            upstream = {
+                "type": "oauth2",
+                "client_id": "c",
+                "authorization_endpoint": "https://idp.example/authorize",
+                "token_endpoint": "https://idp.example/token",
+                "userinfo": userinfo,
+            }
+            self.assertProblem(
+                minimal(upstream=upstream),
+                "upstream.userinfo.subject_fields",
+                "the user can change",
+            )
+        for claim in ("sub", "oid", "EMAIL_ID"):
+            config_from_mapping(minimal(upstream={**OIDC_UPSTREAM, "subject_claim": claim}))
+
     def test_allowed_hosts(self) -> None:
         for bad in ("https://a.example", "a.example:8080", "a.example/x", "*.a.example", ""):
             self.assertProblem(

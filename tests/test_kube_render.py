@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from authproxy.command import main
 from authproxy.config import validate_config
-from authproxy.kube.configuration import HMAC_DIR, KEYS_DIR, REDIS_DIR, UPSTREAM_DIR
+from authproxy.kube.configuration import HMAC_DIR, KEYS_DIR, REDIS_DIR, UPSTREAM_DIR, to_toml
 from authproxy.kube.render import render
 from authproxy.kube.resource import ResourceError, load_resource
 from authproxy.ops.check import check_config
@@ -288,6 +288,38 @@ class ResourceErrorTests(SynchronousTestCase):
             caught.exception.problems,
             ["authproxy configuration: auth_server.access_token_lifespan: 25h is outside 1m..1d"],
         )
+
+
+class TOMLTests(SynchronousTestCase):
+    """Review 2 F4 (kube_probe.py): JSON strings are not TOML strings; an emoji in a
+    keyPrefix (the CRD's ^\\S+$ allows it) rendered a ConfigMap the pods crash-looped on."""
+
+    def test_strings_round_trip_through_tomllib(self) -> None:
+        awkward = [
+            "tools\U0001f511:",
+            "gh\U0001f600",
+            'x"\n[server]\nallowed_hosts = ["*"]\n#',
+            "a\u2028b\x00c\x1f\x7fd\\e\tf",
+            "caf\u00e9 \ud7ff \ue000 \uffff \U0010ffff",
+        ]
+        for text in awkward:
+            config = {"storage": {"key_prefix": text, "list": [text], "sub": {text: text}}}
+            self.assertEqual(tomllib.loads(to_toml(config)), config, repr(text))
+
+    def test_emoji_key_prefix_renders_a_loadable_configuration(self) -> None:
+        resource = example("github")
+        resource["spec"]["storage"]["redis"]["keyPrefix"] = "tools\U0001f511:"
+        self.assertEqual(toml_of(render(resource))["storage"]["key_prefix"], "tools\U0001f511:")
+
+    def test_what_toml_cannot_hold_is_refused_at_render(self) -> None:
+        with self.assertRaises(ValueError) as caught:
+            to_toml({"upstream": {"client_id": "a\ud800b"}})
+        self.assertIn("upstream.client_id", str(caught.exception))
+        resource = example("github")
+        resource["spec"]["upstreamProviders"][0]["oauth2Config"]["clientId"] = "a\ud800b"
+        with self.assertRaises(ResourceError) as refused:
+            render(resource)
+        self.assertIn("surrogate", refused.exception.problems[0])
 
 
 class CommandTests(SynchronousTestCase):

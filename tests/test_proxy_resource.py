@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseFailed
 from twisted.web.iweb import IAgent
+from twisted.web.server import Request
 from zope.interface import implementer
 
+from authproxy.storage.models import UpstreamTokenSession
 from authproxy.testing.backend import FakeMCPBackend, ProxyHarness, proxy_config
 from authproxy.upstream.interface import UpstreamError, UpstreamUnavailable
+from authproxy.upstream.sessions import TokenResponse, TokenSessions
 
 MCP = "https://mcp.example.com/mcp"
 
@@ -621,6 +624,77 @@ class BackendUnauthorizedTests(RelayTestCase):
         self.assertEqual(response.code, 503)
         self.assertEqual(response.headers.getRawHeaders("retry-after"), ["7"])
 
+    def test_post_not_replayed_without_an_invalid_token_challenge(self) -> None:
+        # review 2 F1: only an auth layer's invalid_token says the POST was never acted on
+        for challenge in (None, b'Bearer realm="backend"', b'Basic realm="x", Bearer'):
+            h = self.harness()
+            h.backend.refusal_challenge = challenge
+            self.refused(h, "upstream-token-1")
+            h.provider.refreshed["tsid-1"] = "upstream-token-2"
+            response = self.request(h, "POST", MCP, data=b'{"id":1}', headers=h.auth())
+            self.assertEqual(response.code, 401, challenge)
+            (ours,) = response.headers.getRawHeaders("www-authenticate")
+            self.assertIn('error="invalid_token"', ours)
+            self.assertIn("resource_metadata=", ours)
+            self.assertEqual(len(h.backend.received), 1, challenge)  # never replayed
+            # renewed for the client's own retry, and the session kept
+            self.assertEqual(h.provider.refreshes, [("tsid-1", "upstream-token-1")])
+            self.assertEqual(h.provider.ended, [])
+            retry = self.request(h, "POST", MCP, data=b'{"id":1}', headers=h.auth())
+            self.assertEqual(retry.code, 200)
+
+    def test_get_replayed_only_after_a_bearer_challenge(self) -> None:
+        for challenge, tries in ((b'Bearer realm="backend"', 2), (None, 1), (b"Basic", 1)):
+            h = self.harness()
+            h.backend.refusal_challenge = challenge
+            self.refused(h, "upstream-token-1")
+            h.provider.refreshed["tsid-1"] = "upstream-token-2"
+            response = self.request(h, "DELETE", MCP, headers=h.auth())
+            self.assertEqual(response.code, 204 if tries == 2 else 401, challenge)
+            self.assertEqual(len(h.backend.received), tries, challenge)
+            self.assertEqual(h.provider.ended, [])
+
+    def test_backend_401s_refresh_at_most_once_per_window(self) -> None:
+        # review 2 F1 (refresh_amplification.py): every request's first try refused, its
+        # replay accepted; 20 requests made 20 IdP refreshes
+        idp: list[CountingSessions] = []
+
+        def upstream(h: ProxyHarness) -> CountingSessions:
+            idp.append(CountingSessions(h.config, h.storage.upstream_sessions, h.clock))
+            session = UpstreamTokenSession(
+                tsid="tsid-1",
+                upstream_name="x",
+                access_token="at-0",
+                refresh_token="rt-0",
+                access_token_expires_at=h.clock.seconds() + 3600,
+                expires_at=h.clock.seconds() + 86400,
+                subject="user-1",
+                claims={},
+                id_token=None,
+            )
+            h.storage.upstream_sessions.put_upstream_session(session)
+            return idp[0]
+
+        h = ProxyHarness(backend=FlakyBackend(sse_path="/sse"), upstream=upstream)
+        codes = [
+            self.request(h, "POST", MCP, data=b'{"id":1}', headers=h.auth()).code for _ in range(20)
+        ]
+        self.assertEqual(codes[0], 200)  # one hiccup: refreshed and replayed
+        self.assertEqual(idp[0].calls, 1)
+        # the refreshed token refused too: the session ended, the client asked to sign in
+        self.assertEqual(set(codes[1:]), {401})
+        self.assertEqual(len(h.backend.received), 3)
+
+    def test_one_backend_hiccup_keeps_the_session(self) -> None:
+        h = self.harness()
+        self.refused(h, "upstream-token-1")
+        h.provider.refreshed["tsid-1"] = "upstream-token-2"
+        for _ in range(3):
+            response = self.request(h, "GET", MCP, headers=h.auth())
+            self.assertEqual(response.code, 200)
+        self.assertEqual(len(h.provider.refreshes), 1)
+        self.assertEqual(h.provider.ended, [])
+
     def test_without_upstream_token_a_backend_401_is_502(self) -> None:
         h = self.harness(upstream_token={"header_strategy": "none"})
         h.backend.response_headers[b"www-authenticate"] = b'Basic realm="backend"'
@@ -635,6 +709,38 @@ class BackendUnauthorizedTests(RelayTestCase):
         response = self.request(h, "GET", "https://mcp.example.com/status/403", headers=h.auth())
         self.assertEqual(response.code, 403)
         self.assertIsNone(response.headers.getRawHeaders("www-authenticate"))
+
+
+class FlakyBackend(FakeMCPBackend):
+    """Refuses every other request with a Bearer challenge, whatever its token."""
+
+    arrivals = 0
+
+    def render(self, request: Request) -> Any:
+        self.arrivals += 1
+        if self.arrivals % 2:
+            self.received.append(None)  # type: ignore[arg-type]
+            request.setResponseCode(401)
+            request.setHeader(b"www-authenticate", b'Bearer error="invalid_token"')
+            return b"no"
+        return super().render(request)
+
+
+class CountingSessions(TokenSessions):
+    """Real upstream sessions whose IdP refresh always succeeds, counted."""
+
+    calls = 0
+
+    def _refresh(self, session: UpstreamTokenSession) -> Deferred[TokenResponse]:
+        self.calls += 1
+        return succeed(
+            TokenResponse(
+                access_token=f"at-{self.calls}",
+                token_type="Bearer",
+                expires_in=3600,
+                refresh_token=f"rt-{self.calls}",
+            )
+        )
 
 
 def _orig(headers: dict[str, str], lower: str) -> str:

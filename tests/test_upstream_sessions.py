@@ -17,7 +17,7 @@ from authproxy.storage.unavailable import StorageUnavailable
 from authproxy.upstream.development import DevelopmentProvider
 from authproxy.upstream.interface import UpstreamSessionEnded, UpstreamUnavailable
 from authproxy.upstream.registry import make_upstream_provider
-from authproxy.upstream.sessions import REFRESH_MARGIN
+from authproxy.upstream.sessions import FORCED_REFRESH_COOLDOWN, REFRESH_MARGIN
 from tests.test_upstream_oidc import START, Harness, make_config
 
 
@@ -91,6 +91,26 @@ class SessionTests(SynchronousTestCase):
             self.h.provider.refresh_upstream_token(self.tsid, old), UpstreamSessionEnded
         )
         self.assertIsNone(self.session())
+
+    def test_forced_refresh_at_most_once_per_window(self) -> None:
+        # review 2 F1: a backend that refuses every token made every request refresh at the IdP
+        old = self.successResultOf(self.token())
+        new = self.successResultOf(self.h.provider.refresh_upstream_token(self.tsid, old))
+        self.h.clock.advance(FORCED_REFRESH_COOLDOWN - 1)
+        self.failureResultOf(
+            self.h.provider.refresh_upstream_token(self.tsid, new), UpstreamSessionEnded
+        )
+        self.assertEqual(self.refreshes(), 1)
+        self.assertIsNone(self.session())  # the fresh token refused too: the session is over
+
+    def test_forced_refresh_again_after_the_window(self) -> None:
+        old = self.successResultOf(self.token())
+        new = self.successResultOf(self.h.provider.refresh_upstream_token(self.tsid, old))
+        self.h.clock.advance(FORCED_REFRESH_COOLDOWN)
+        newer = self.successResultOf(self.h.provider.refresh_upstream_token(self.tsid, new))
+        self.assertNotIn(newer, (old, new))
+        self.assertEqual(self.refreshes(), 2)
+        self.assertIsNotNone(self.session())
 
     def test_refresh_keeps_refresh_token_when_not_rotated(self) -> None:
         old = self.session()

@@ -96,3 +96,68 @@ class HostTests(SynchronousTestCase):
             with_host(request("GET", "/.well-known/oauth-authorization-server"), "a.example")
         )
         self.assertEqual(code, 200)
+
+
+def raw_request(target: str, hosts: list[str], version: str = "HTTP/1.1") -> bytes:
+    lines = [f"GET {target} {version}", *(f"Host: {h}" for h in hosts)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class HostFramingTests(SynchronousTestCase):
+    """Review 2 F3 (hosts_probe.py): a Host check that a second header, a missing one, an
+    absolute-form target or a bracket trick could pass."""
+
+    path = "/.well-known/oauth-authorization-server"
+
+    def wired(self, **server: object) -> WiredApplication:
+        return WiredApplication(self, server={"public_url": "https://mcp.example.com", **server})
+
+    def test_several_host_headers_are_400(self) -> None:
+        wired = self.wired()
+        for hosts in (
+            ["mcp.example.com", "evil.example"],
+            ["evil.example", "mcp.example.com"],
+            ["mcp.example.com", "mcp.example.com"],
+        ):
+            code, _, body = wired.call(raw_request(self.path, hosts))
+            self.assertEqual(code, 400, hosts)
+            self.assertIn("Host", json.loads(body)["error_description"])
+
+    def test_http11_without_host_is_400(self) -> None:
+        code, _, body = self.wired().call(raw_request(self.path, []))
+        self.assertEqual(code, 400)
+        self.assertIn("Host", json.loads(body)["error_description"])
+
+    def test_absolute_form_target_is_400(self) -> None:
+        wired = self.wired()
+        for target, host in (
+            ("http://evil.example" + self.path, "mcp.example.com"),
+            ("https://mcp.example.com" + self.path, "evil.example"),
+            ("HTTPS://mcp.example.com" + self.path, "mcp.example.com"),
+            ("http://evil.example/health", "mcp.example.com"),
+        ):
+            code, _, body = wired.call(raw_request(target, [host]))
+            self.assertEqual(code, 400, target)
+            self.assertIn("origin-form", json.loads(body)["error_description"])
+
+    def test_only_a_bracketed_ipv6_literal_with_an_optional_port(self) -> None:
+        wired = self.wired(allowed_hosts=["::1", "mcp.internal"])
+        for host, expected in (
+            ("[mcp.example.com]evil", 421),
+            ("[mcp.example.com]", 421),
+            ("[::1]evil", 421),
+            ("[::1]:", 421),
+            ("[::1]:8x", 421),
+            ("mcp.example.com:evil", 421),
+            ("mcp.internal:", 421),
+            ("[::1]", 200),
+            ("[::1]:8443", 200),
+            ("mcp.internal:8443", 200),
+        ):
+            code, _, _ = wired.call(raw_request(self.path, [host]))
+            self.assertEqual(code, expected, host)
+
+    def test_any_host_still_needs_one_host_header(self) -> None:
+        wired = self.wired(allowed_hosts=["*"])
+        self.assertEqual(wired.call(raw_request(self.path, ["a.example", "b.example"]))[0], 400)
+        self.assertEqual(wired.call(raw_request(self.path, ["a.example"]))[0], 200)

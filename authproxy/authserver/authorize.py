@@ -177,7 +177,9 @@ class AuthorizeResource(AsyncResource):
         it, or an HTML 400 page.
 
         A request may omit ``redirect_uri`` when the client registered exactly one (RFC 6749
-        §3.1.2.3); with several, OAuth 2.1 requires it, since which is meant is unknown.
+        §3.1.2.3); with several, OAuth 2.1 requires it, since which is meant is unknown. The
+        one it then means is checked like a named one, so a URI stored before a parser rule
+        tightened is never followed.
         """
         client_ids = [value for name, value in pairs if name == "client_id"]
         redirect_uris = [value for name, value in pairs if name == "redirect_uri"]
@@ -198,8 +200,9 @@ class AuthorizeResource(AsyncResource):
                 "or its registration has expired.",
                 "Go back to your application and connect it to this server again.",
             )
-        if not redirect_uris and len(client.redirect_uris) == 1:
-            return client, client.redirect_uris[0], False
+        omitted = not redirect_uris and len(client.redirect_uris) == 1
+        if omitted:  # the stored URI must pass today's parser, as a named one must
+            redirect_uris = [client.redirect_uris[0]]
         if len(redirect_uris) != 1 or not redirect_uris[0]:
             raise bad_request_page("The request does not name exactly one redirect URI.")
         redirect_uri = redirect_uris[0]
@@ -208,7 +211,7 @@ class AuthorizeResource(AsyncResource):
                 "The address this request would return you to is not registered for the "
                 "application, so you are not being sent there."
             )
-        return client, redirect_uri, True
+        return client, redirect_uri, not omitted
 
     def _validate(
         self,

@@ -8,11 +8,19 @@ name when ``public_url`` is itself on loopback (a rebinding attack against a loo
 server uses a foreign name, never ``localhost``). Others get ``421 Misdirected Request``
 (RFC 9110 §15.5.20: this server will not produce an authoritative answer for that URI).
 ``allowed_hosts = ["*"]`` turns the check off.
+
+Whatever the names, the request must say which one it means exactly once (RFC 9112 §3.2):
+several ``Host`` headers, or none in HTTP/1.1, get ``400``; so does a target that is not
+origin-form (``/path``): an absolute-form target (``http://other/path``) names the
+authority that RFC 9112 §3.2.2 says replaces ``Host``. authproxy is no forward proxy and
+its clients send origin-form, so it refuses absolute-form rather than route on a second
+name. A ``Host`` value is ``name``, ``name:port``, ``[IPv6]`` or ``[IPv6]:port`` with a
+numeric port; anything else names no host this server answers for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
 from authproxy.http.errors import JSONError
@@ -21,11 +29,39 @@ from authproxy.http.loopback import is_loopback_host
 ANY_HOST = "*"
 
 
-def host_name(value: bytes) -> bytes:
-    """The name in a ``Host`` value, without its port (an IPv6 literal without brackets)."""
+def host_name(value: bytes) -> bytes | None:
+    """The name in a ``Host`` value, without its port (an IPv6 literal without brackets);
+    None when the value is not ``name[:port]`` or ``[IPv6][:port]``."""
     if value.startswith(b"["):
-        return value[1:].partition(b"]")[0]
-    return value.rpartition(b":")[0] if b":" in value else value
+        name, closed, rest = value[1:].partition(b"]")
+        if not closed or b":" not in name:  # an IPv6 literal has colons, a name none
+            return None
+    else:
+        name, colon, port = value.rpartition(b":")
+        if not colon:
+            return value
+        if b":" in name:  # an unbracketed IPv6 literal
+            return None
+        rest = colon + port
+    if rest and not (rest.startswith(b":") and rest[1:].isdigit()):
+        return None
+    return name
+
+
+def framing_error(uri: bytes, version: bytes, values: Sequence[bytes] | None) -> JSONError | None:
+    """The ``400`` for a request that does not name exactly one host in the one place
+    RFC 9112 §3.2 allows (see the module docstring), else None."""
+    if values is not None and len(values) > 1:
+        return _bad_request("send exactly one Host header (RFC 9112 section 3.2)")
+    if values is None and version == b"HTTP/1.1":
+        return _bad_request("an HTTP/1.1 request must send a Host header (RFC 9112 section 3.2)")
+    if not uri.startswith(b"/"):
+        return _bad_request("send the request target in origin-form (a path starting with /)")
+    return None
+
+
+def _bad_request(description: str) -> JSONError:
+    return JSONError(400, "invalid_request", description, {"Cache-Control": "no-store"})
 
 
 class ServedHosts:
@@ -51,6 +87,8 @@ class ServedHosts:
         if value in self._exact:
             return True
         name = host_name(value)
+        if name is None:
+            return False
         if name in self._names:
             return True
         return self._loopback and is_loopback_host(name.decode("latin-1"))

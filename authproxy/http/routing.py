@@ -17,9 +17,9 @@ from twisted.web.error import UnsupportedMethod
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
+from authproxy.http.errors import JSONError, not_found, render_error
 from authproxy.http.errors import method_not_allowed as method_not_allowed_error
-from authproxy.http.errors import not_found, render_error
-from authproxy.http.hosts import ServedHosts, misdirected
+from authproxy.http.hosts import ServedHosts, framing_error, misdirected
 from authproxy.http.loopback import is_loopback_host
 from authproxy.http.responses import json_body
 
@@ -84,19 +84,31 @@ class PrefixTable(Resource):
     # A leaf itself: Site never walks children, render() routes on the whole path once.
     isLeaf = True
 
-    def misdirected(self, request: Request) -> bool:
-        """Whether ``request`` names a host this server does not answer for."""
+    def host_refusal(self, request: Request) -> JSONError | None:
+        """The answer for a request that names no host, several, or one this server does
+        not answer for (http/hosts.py); None to serve it."""
         hosts = self.hosts
-        if hosts is None or hosts.permits(request.requestHeaders.getRawHeaders(b"host", [None])[0]):
-            return False
-        return request.path not in self.any_host_paths
+        if hosts is None:
+            return None
+        values = request.requestHeaders.getRawHeaders(b"host")
+        refusal = framing_error(request.uri, request.clientproto, values)
+        if refusal is not None:
+            return refusal
+        host = values[0] if values else None
+        if hosts.permits(host) or request.path in self.any_host_paths:
+            return None
+        return misdirected(host)
+
+    def misdirected(self, request: Request) -> bool:
+        """Whether ``request`` is refused for its host (BodyGate: answered before its body)."""
+        return self.host_refusal(request) is not None
 
     def render(self, request: Request) -> Any:
         route, resource = self.match(request.path)
         request.route = route  # type: ignore[attr-defined]  # read by the metrics
-        if self.misdirected(request):
-            host = request.requestHeaders.getRawHeaders(b"host", [None])[0]
-            return render_error(request, misdirected(host))
+        refusal = self.host_refusal(request)
+        if refusal is not None:
+            return render_error(request, refusal)
         try:
             return resource.render(request)
         except UnsupportedMethod as e:

@@ -9,8 +9,8 @@ the daemon's words.
 
 from __future__ import annotations
 
-import json
 import re
+import tomllib
 from collections.abc import Mapping
 from typing import Any
 
@@ -157,26 +157,61 @@ def _storage(storage: Any, problems: list[str]) -> dict[str, Any]:
 
 def to_toml(config: Mapping[str, Mapping[str, Any]]) -> str:
     """``config`` as TOML: tables of strings, integers, booleans, lists of strings and
-    sub-tables (all a rendered configuration holds). Strings are written as JSON strings,
-    which TOML reads as basic strings."""
+    sub-tables (all a rendered configuration holds). The text is read back with tomllib and
+    must give ``config`` again: a ConfigMap the daemon cannot load is never rendered
+    (ValueError naming the value)."""
     lines: list[str] = []
 
     def table(name: str, values: Mapping[str, Any]) -> None:
         lines.append(f"[{name}]")
         nested = {k: v for k, v in values.items() if isinstance(v, Mapping)}
         lines.extend(
-            f"{_key(key)} = {json.dumps(value)}"
+            f"{_key(key, name)} = {_value(value, f'{name}.{key}')}"
             for key, value in values.items()
             if key not in nested
         )
         for key, value in nested.items():
-            table(f"{name}.{_key(key)}", value)
+            table(f"{name}.{_key(key, name)}", value)
 
     for name, values in config.items():
         table(name, values)
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if tomllib.loads(text) != config:
+        raise ValueError("the configuration does not survive TOML encoding")
+    return text
 
 
-def _key(name: str) -> str:
+def _value(value: Any, where: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return toml_string(value, where)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_value(item, f"{where}[]") for item in value) + "]"
+    raise ValueError(f"{where}: {type(value).__name__} has no TOML form here")
+
+
+def toml_string(text: str, where: str = "value") -> str:
+    """``text`` as a TOML basic string: ``"`` and ``\\`` escaped, control characters as
+    ``\\uXXXX``, everything else as itself (UTF-8; a JSON string would write characters
+    beyond U+FFFF as surrogate pairs, which TOML refuses). A lone surrogate has no TOML
+    form: ValueError naming ``where``."""
+    out = []
+    for char in text:
+        point = ord(char)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif point < 0x20 or point == 0x7F:
+            out.append(f"\\u{point:04x}")
+        elif 0xD800 <= point <= 0xDFFF:
+            raise ValueError(f"{where}: a lone surrogate (U+{point:04X}) is not text")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def _key(name: str, where: str = "") -> str:
     """A TOML key: bare when it can be (``client_id``), else quoted (``"X-Tenant.Id"``)."""
-    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else toml_string(name, f"{where} key")

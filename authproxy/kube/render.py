@@ -76,7 +76,10 @@ def render(
     name: str = resource["metadata"]["name"]
     spec = resource["spec"]
     config = c.authproxy_config(spec)
-    toml = c.to_toml(config)
+    try:
+        toml = c.to_toml(config)
+    except ValueError as e:
+        raise ResourceError([f"authproxy configuration: {e}"]) from None
     labels = {"app.kubernetes.io/name": "authproxy", "app.kubernetes.io/instance": name}
     configmap = {
         "apiVersion": "v1",

@@ -13,12 +13,15 @@ stream cut rather than complete.
 A backend 401 is never relayed, nor any ``WWW-Authenticate`` of the backend's: the client's
 authorization is with authproxy, so the backend's challenge names the wrong server and the
 client would retry in vain. When the request carried the user's upstream token
-(``[upstream_token]`` other than ``none``), the token is refreshed once, even if it looked
-fresh, and the request replayed: every proxied request is replayable, since its body is
-held whole before it is forwarded (``_read_body``; bodies are bounded by
-``server.max_request_body``, not streamed). A second 401, or a refresh the IdP refuses,
-ends that upstream session and answers 401 ``invalid_token`` with authproxy's challenge, so
-the client signs in again. Without an upstream token a backend 401 is about authproxy's own
+(``[upstream_token]`` other than ``none``), the token is refreshed, even if it looked fresh
+(at most once per session per ``FORCED_REFRESH_COOLDOWN``, upstream/sessions.py), and the
+request replayed once only when backend_challenge.py says the refusal came from the
+backend's auth layer before the request acted; its body is held whole before it is
+forwarded (``_read_body``; bounded by ``server.max_request_body``). Otherwise the client
+gets 401 ``invalid_token`` with authproxy's challenge and its retry carries the new token.
+A 401 to the replay, a refreshed token refused again within the cooldown, or a refresh the
+IdP refuses ends that upstream session and answers the same 401, so the client signs in
+again. Without an upstream token a backend 401 is about authproxy's own
 access to the backend, which the client cannot fix by signing in: it becomes a 502.
 """
 
@@ -54,6 +57,7 @@ from authproxy.http.errors import (
 from authproxy.http.request import too_large_description
 from authproxy.http.responses import TrustedProxies
 from authproxy.ops.metrics import EventCounters
+from authproxy.proxy.backend_challenge import replayable
 from authproxy.proxy.backend_client import NO_BODY_STATUS, RESPONSE_DONE, BytesProducer
 from authproxy.proxy.guard import BearerError, BearerGuard, Challenge, Principal
 from authproxy.proxy.headers import (
@@ -652,11 +656,22 @@ class MCPProxy(Resource):
             response.deliverBody(_Discard())
             return
         if response.code == 401:
+            challenges = response.headers.getRawHeaders(b"www-authenticate") or []
             response.deliverBody(_Discard())
             try:
                 await self._backend_refused(principal, headers, retried)
             except BearerError as e:
                 raise self._refused(e) from None
+            if not replayable(method, challenges):
+                # renewed for the client's own retry; this request may have been acted on
+                raise self._refused(
+                    BearerError(
+                        401,
+                        "invalid_token",
+                        "the MCP server refused the upstream identity provider's token; "
+                        "it was renewed: retry the request",
+                    )
+                )
             await self._relay(
                 request, method, url, headers, body, principal, session_id, retried=True
             )

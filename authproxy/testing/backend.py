@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -87,6 +88,8 @@ class FakeMCPBackend(Resource):
         self.session_id = b"session-1"  # the Mcp-Session-Id of every POST answer
         #: Authorization values answered 401 with the backend's own challenge
         self.refused_tokens: set[bytes] = set()
+        #: that challenge (None: a 401 without one, as an application's own refusal)
+        self.refusal_challenge: bytes | None = b'Bearer realm="backend", error="invalid_token"'
 
     @property
     def last(self) -> ReceivedRequest:
@@ -104,7 +107,8 @@ class FakeMCPBackend(Resource):
             request.setHeader(name, value)
         if request.getHeader(b"authorization") in self.refused_tokens:
             request.setResponseCode(401)
-            request.setHeader(b"www-authenticate", b'Bearer realm="backend", error="invalid_token"')
+            if self.refusal_challenge is not None:
+                request.setHeader(b"www-authenticate", self.refusal_challenge)
             return b"backend says no"
         if path.startswith("/status/"):
             request.setResponseCode(int(path.rsplit("/", 1)[1]))
@@ -322,6 +326,7 @@ class ProxyHarness:
         config: Config | None = None,
         backend: FakeMCPBackend | None = None,
         agent: IAgent | None = None,
+        upstream: Callable[[ProxyHarness], IUpstreamProvider] | None = None,
     ) -> None:
         self.config = config or proxy_config()
         self.clock = Clock()
@@ -343,7 +348,7 @@ class ProxyHarness:
             self.config,
             self.ring,
             self.storage.revocations,
-            self.provider,
+            upstream(self) if upstream else self.provider,
             self.clock,
             agent=agent or self.backend_agent,
         )

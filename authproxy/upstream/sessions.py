@@ -36,6 +36,9 @@ DEFAULT_EXPIRES_IN = 3600.0
 #: Refresh this long before the upstream access token expires, so it does not expire in flight.
 REFRESH_MARGIN = 30.0
 MAX_CACHED_TOKENS = 100_000
+#: A backend that refuses a token forces a refresh at most once per session in this window;
+#: the token that refresh yields refused again within it ends the session (review 2 F1).
+FORCED_REFRESH_COOLDOWN = 30.0
 #: A replica waiting for another's refresh re-reads the session after these many seconds,
 #: doubling up to the max, until the token is fresh or the holder's lock expired.
 LOCK_POLL_START = 0.05
@@ -132,6 +135,9 @@ class TokenSessions:
         # storage read (a copy of the whole session) per request is the dominant cost.
         # Only this object renews or ends sessions, so it can keep this view exact.
         self._fresh_tokens: dict[str, tuple[str, float]] = {}
+        # tsid -> (the token a backend refusal's refresh yielded, when): one such refresh
+        # per session per FORCED_REFRESH_COOLDOWN, on this replica
+        self._forced: dict[str, tuple[str, float]] = {}
         # the refresh lock outlives one refresh request (bounded by the upstream timeout)
         self._lock_ttl = float(config.upstream.timeout) + 5.0
 
@@ -202,9 +208,34 @@ class TokenSessions:
 
     def refresh_upstream_token(self, tsid: str, rejected: str) -> Deferred[str]:
         """A new access token for ``tsid``: the backend refused ``rejected`` before it expired
-        (the IdP revoked it, or the backend's clock disagrees)."""
+        (the IdP revoked it, or the backend's clock disagrees).
+
+        At most one IdP refresh per session per ``FORCED_REFRESH_COOLDOWN``: when
+        ``rejected`` is the token such a refresh yielded within it, the backend refuses fresh
+        tokens too and refreshing again would only load the IdP, so the session ends
+        (``UpstreamSessionEnded``)."""
         self._fresh_tokens.pop(tsid, None)
-        return ensureDeferred(self._access_token(tsid, rejected))
+        forced = self._forced.get(tsid)
+        if forced is not None and forced[0] == rejected:
+            if self._now() - forced[1] < FORCED_REFRESH_COOLDOWN:
+                return ensureDeferred(self._refused_again(tsid))
+        return ensureDeferred(self._forced_refresh(tsid, rejected))
+
+    async def _forced_refresh(self, tsid: str, rejected: str) -> str:
+        token = await self._access_token(tsid, rejected)
+        if self._forced.get(tsid, ("",))[0] != token:  # another request's refresh keeps its time
+            if len(self._forced) >= MAX_CACHED_TOKENS:
+                self._forced.clear()  # rare; only lets one more refresh through per session
+            self._forced[tsid] = (token, self._now())
+        return token
+
+    async def _refused_again(self, tsid: str) -> str:
+        self.log.info(
+            "The MCP server refused a just-refreshed {upstream} token: session ended",
+            upstream=self.name,
+        )
+        await self.end_session(tsid)
+        raise UpstreamSessionEnded("the MCP server refused a just-refreshed upstream token")
 
     def _remember(self, session: UpstreamTokenSession) -> str:
         if len(self._fresh_tokens) >= MAX_CACHED_TOKENS:
@@ -308,4 +339,5 @@ class TokenSessions:
     def end_session(self, tsid: str) -> Deferred[None]:
         """Forget the session's upstream tokens."""
         self._fresh_tokens.pop(tsid, None)
+        self._forced.pop(tsid, None)
         return self._sessions.delete_upstream_session(tsid)
