@@ -22,7 +22,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from authproxy.authserver.cimd.addresses import address_refusal
-from authproxy.authserver.cimd.cache import FAILURE_TTL, ClientDocuments
+from authproxy.authserver.cimd.cache import FAILURE_TTL, MAX_FETCHES, ClientDocuments
 from authproxy.authserver.cimd.document import DocumentError
 from authproxy.authserver.cimd.fetch import DocumentFetcher, PinnedEndpoints, cache_lifetime
 from authproxy.authserver.cimd.url import DocumentURL, document_host, document_url
@@ -105,14 +105,21 @@ def settings(**changes: Any) -> ClientMetadataDocumentsConfig:
 class Documents:
     """ClientDocuments over a fake network, with what each part saw."""
 
-    def __init__(self, resource: DocumentResource | None = None, **config: Any) -> None:
+    def __init__(
+        self,
+        resource: DocumentResource | None = None,
+        max_fetches: int = MAX_FETCHES,
+        **config: Any,
+    ) -> None:
         self.clock = Clock()
         self.resolver = FakeResolver({"vscode.example": ["93.184.215.14"]})
         self.resource = resource or DocumentResource()
         self.connected: list[str] = []
         self.settings = settings(**config)
         fetcher = DocumentFetcher(self.settings, self.clock, self.resolver, self._http_for)
-        self.documents = ClientDocuments(self.settings, fetcher, self.clock, SCOPES, max_entries=3)
+        self.documents = ClientDocuments(
+            self.settings, fetcher, self.clock, SCOPES, max_entries=3, max_fetches=max_fetches
+        )
 
     def _http_for(self, address: str, url: DocumentURL) -> StubTreq:
         self.connected.append(address)

@@ -26,7 +26,7 @@ from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
 from authproxy.authserver.cimd.addresses import Resolve, literal_address, vetted_address
-from authproxy.authserver.cimd.document import DocumentError
+from authproxy.authserver.cimd.document import DocumentError, DocumentsBusy
 from authproxy.authserver.cimd.url import DocumentURL
 from authproxy.config import ClientMetadataDocumentsConfig
 from authproxy.http.bounded_body import read_bounded
@@ -78,16 +78,19 @@ class DocumentFetcher:
         self._http_for = http_for
 
     def fetch(self, url: DocumentURL) -> Deferred[FetchedDocument]:
-        """The document, or DocumentError (also when it takes longer than fetch_timeout)."""
-        d = ensureDeferred(self._fetch(url))
+        """The document, or DocumentError (also when it takes longer than fetch_timeout);
+        DocumentsBusy when the resolver is."""
+        resolving = _Resolving()
+        d = ensureDeferred(self._fetch(url, resolving))
         timeout = self._settings.fetch_timeout
 
         def classify(result: Any, timed_out: bool) -> Any:
-            if not isinstance(result, Failure) or result.check(DocumentError):
+            if not isinstance(result, Failure) or result.check(DocumentError, DocumentsBusy):
                 return result
             if timed_out:
                 raise DocumentError(
-                    f"the client metadata document did not arrive within {timeout:g} s"
+                    f"the client metadata document did not arrive within {timeout:g} s",
+                    host_wide=resolving.now,  # its name server does not answer
                 )
             if result.check(defer.CancelledError):
                 return result
@@ -96,10 +99,9 @@ class DocumentFetcher:
 
         return within_deadline(d, self._clock, timeout, classify)
 
-    async def _fetch(self, url: DocumentURL) -> FetchedDocument:
-        literal = literal_address(url.host)
-        addresses = [literal] if literal else list(await self._resolve(url.host, url.port))
-        address = vetted_address(addresses, self._settings.allow_loopback)
+    async def _fetch(self, url: DocumentURL, resolving: _Resolving) -> FetchedDocument:
+        address = vetted_address(await self._addresses(url), self._settings.allow_loopback)
+        resolving.now = False
         http = self._http_for(address, url)
         response = await http.get(
             url.url, headers={"Accept": "application/json"}, allow_redirects=False
@@ -123,12 +125,28 @@ class DocumentFetcher:
             raise DocumentError("the client metadata document is not valid JSON") from None
         return FetchedDocument(body, cache_lifetime(_header(response, b"cache-control")))
 
+    async def _addresses(self, url: DocumentURL) -> list[str]:
+        literal = literal_address(url.host)
+        if literal:
+            return [literal]
+        try:
+            return list(await self._resolve(url.host, url.port))
+        except OSError:  # getaddrinfo's gaierror: the name does not resolve
+            return []
+
     async def _read(self, response: IResponse) -> bytes:
         limit = self._settings.max_document_size
         raw = await read_bounded(response, limit)
         if raw is None:
             raise DocumentError(f"the client metadata document is larger than {limit} bytes")
         return raw
+
+
+@attrs.define
+class _Resolving:
+    """Whether a fetch is still resolving its host name (so a timeout is the host's)."""
+
+    now: bool = True
 
 
 @implementer(IAgentEndpointFactory)

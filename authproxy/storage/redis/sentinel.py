@@ -31,8 +31,9 @@ from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClie
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from authproxy.http.tcp_endpoint import tcp_endpoint
 from authproxy.storage.redis.resp import RespError, RespExchange, RespExchangeFactory, command
-from authproxy.storage.redis.url import RedisAddress, client_endpoint, tcp_endpoint
+from authproxy.storage.redis.url import RedisAddress, client_endpoint
 
 
 class MasterNotFound(Exception):

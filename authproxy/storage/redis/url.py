@@ -7,6 +7,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import attrs
 
+from authproxy.http.tcp_endpoint import tcp_endpoint
+
 # Seconds for one connection attempt (txredisapi retries with backoff after it).
 _CONNECT_TIMEOUT = 5
 
@@ -85,29 +87,13 @@ def client_endpoint(address: RedisAddress, reactor: Any, ca_pem: bytes | None = 
 
     if address.scheme == "unix":
         return endpoints.UNIXClientEndpoint(reactor, address.path, timeout=_CONNECT_TIMEOUT)
-    endpoint = tcp_endpoint(reactor, address.host, address.port)
+    endpoint = tcp_endpoint(reactor, address.host, address.port, _CONNECT_TIMEOUT)
     if not address.tls:
         return endpoint
     from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
 
     trust = Certificate.loadPEM(ca_pem) if ca_pem else platformTrust()
     return endpoints.wrapClientTLS(optionsForClientTLS(address.host, trustRoot=trust), endpoint)
-
-
-def tcp_endpoint(reactor: Any, host: str, port: int, timeout: float = _CONNECT_TIMEOUT) -> Any:
-    """A plain TCP client endpoint to ``host:port`` on ``reactor``."""
-    from twisted.internet import endpoints
-    from twisted.internet.abstract import isIPAddress, isIPv6Address
-
-    # an address needs no resolving (HostnameEndpoint resolves in the reactor's thread pool)
-    kind = (
-        endpoints.TCP4ClientEndpoint
-        if isIPAddress(host)
-        else endpoints.TCP6ClientEndpoint
-        if isIPv6Address(host)
-        else endpoints.HostnameEndpoint
-    )
-    return kind(reactor, host, port, timeout=timeout)
 
 
 def describe(address: RedisAddress) -> str:
