@@ -401,12 +401,12 @@ class CacheTests(DocumentsTestCase):
 class PinnedEndpointTests(SynchronousTestCase):
     def test_connects_to_the_vetted_address_whatever_the_url_names(self) -> None:
         reactor = MemoryReactorClock()
-        endpoints = PinnedEndpoints(reactor, "93.184.215.14", 5.0)
+        endpoints = PinnedEndpoints(reactor, "93.184.215.14", 5.0, 8192)
         endpoint = endpoints.endpointForURI(URI.fromBytes(b"https://vscode.example/c.json"))
         endpoint.connect(Factory.forProtocol(Protocol))
         host, port = reactor.tcpClients[0][:2]
         self.assertEqual((host, port), ("93.184.215.14", 443))
-        six = PinnedEndpoints(reactor, "2606:4700::1", 5.0)
+        six = PinnedEndpoints(reactor, "2606:4700::1", 5.0, 8192)
         six.endpointForURI(URI.fromBytes(b"http://localhost:8000/c")).connect(
             Factory.forProtocol(Protocol)
         )

@@ -153,6 +153,6 @@ def client_documents(
         settings,
         reactor,
         threaded_resolver(reactor),
-        pinned_http(reactor, settings.fetch_timeout),
+        pinned_http(reactor, settings.fetch_timeout, settings.max_document_size),
     )
     return ClientDocuments(settings, fetcher, reactor, scopes_supported)
