@@ -60,6 +60,7 @@ def address_refusal(text: str, allow_loopback: bool) -> str | None:
     for refused, words in (
         (address.is_unspecified, "an unspecified address"),
         (address.is_link_local, "a link-local address"),
+        (getattr(address, "is_site_local", False), "a site-local address"),
         (address.is_multicast, "a multicast address"),
         (address in _CGNAT, "a shared (CGNAT) address"),
         (address.is_reserved, "a reserved address"),
@@ -71,16 +72,24 @@ def address_refusal(text: str, allow_loopback: bool) -> str | None:
     return None
 
 
-def vetted_address(addresses: Sequence[str], allow_loopback: bool) -> str:
+#: the client is told the same whether a name does not resolve or resolves inside the
+#: network: different words would let anyone probe which internal names exist
+NOT_FETCHED = "the client_id URL's host does not resolve to a public address"
+
+
+def vetted_address(addresses: Sequence[str], allow_loopback: bool, literal: bool = False) -> str:
     """The address to connect to: every one the name resolves to must be fetchable (an
-    attacker's name may mix public and internal answers), else DocumentError."""
+    attacker's name may mix public and internal answers), else DocumentError. For a name,
+    why is in its ``logged`` part only; an IP literal (``literal``) the client named
+    itself, so it is told what kind of address that is."""
     if not addresses:
-        raise DocumentError("the client_id URL's host name does not resolve", host_wide=True)
+        raise DocumentError(NOT_FETCHED, logged="the name does not resolve", host_wide=True)
     for address in addresses:
-        if (why := address_refusal(address, allow_loopback)) is not None:
-            raise DocumentError(
-                f"the client_id URL's host is {why}, which is not fetched", host_wide=True
-            )
+        if (why := address_refusal(address, allow_loopback)) is None:
+            continue
+        if literal:
+            raise DocumentError(f"the client_id URL's host is {why}, which is not fetched")
+        raise DocumentError(NOT_FETCHED, logged=f"{address} is {why}", host_wide=True)
     return addresses[0]
 
 

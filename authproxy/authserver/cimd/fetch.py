@@ -117,7 +117,9 @@ class DocumentFetcher:
         return within_deadline(d, self._clock, timeout, classify)
 
     async def _fetch(self, url: DocumentURL, resolving: _Resolving) -> FetchedDocument:
-        address = vetted_address(await self._addresses(url), self._settings.allow_loopback)
+        literal = literal_address(url.host) is not None
+        addresses = await self._addresses(url)
+        address = vetted_address(addresses, self._settings.allow_loopback, literal)
         resolving.now = False
         http = self._http_for(address, url)
         response = await http.get(
