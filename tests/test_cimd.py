@@ -22,7 +22,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from authproxy.authserver.cimd.addresses import address_refusal
-from authproxy.authserver.cimd.cache import FAILURE_TTL, ClientDocuments
+from authproxy.authserver.cimd.cache import FAILURE_TTL, MAX_FETCHES, ClientDocuments
 from authproxy.authserver.cimd.document import DocumentError
 from authproxy.authserver.cimd.fetch import DocumentFetcher, PinnedEndpoints, cache_lifetime
 from authproxy.authserver.cimd.url import DocumentURL, document_host, document_url
@@ -105,14 +105,21 @@ def settings(**changes: Any) -> ClientMetadataDocumentsConfig:
 class Documents:
     """ClientDocuments over a fake network, with what each part saw."""
 
-    def __init__(self, resource: DocumentResource | None = None, **config: Any) -> None:
+    def __init__(
+        self,
+        resource: DocumentResource | None = None,
+        max_fetches: int = MAX_FETCHES,
+        **config: Any,
+    ) -> None:
         self.clock = Clock()
         self.resolver = FakeResolver({"vscode.example": ["93.184.215.14"]})
         self.resource = resource or DocumentResource()
         self.connected: list[str] = []
         self.settings = settings(**config)
         fetcher = DocumentFetcher(self.settings, self.clock, self.resolver, self._http_for)
-        self.documents = ClientDocuments(self.settings, fetcher, self.clock, SCOPES, max_entries=3)
+        self.documents = ClientDocuments(
+            self.settings, fetcher, self.clock, SCOPES, max_entries=3, max_fetches=max_fetches
+        )
 
     def _http_for(self, address: str, url: DocumentURL) -> StubTreq:
         self.connected.append(address)
@@ -130,10 +137,15 @@ class DocumentsTestCase(SynchronousTestCase):
 
 class URLTests(DocumentsTestCase):
     def test_document_urls(self) -> None:
-        parsed = document_url("https://App.example:8443/c.json?v=1", settings())
+        parsed = document_url("https://App.example:8443/c.json", settings())
         self.assertEqual((parsed.host, parsed.port, parsed.scheme), ("app.example", 8443, "https"))
         self.assertEqual(document_host(URL), "vscode.example")
         self.assertIsNone(document_host("registered-client-id"))
+        # the port is part of who publishes the document: shown unless the default
+        self.assertEqual(
+            document_host("https://shared.example.edu:8443/x"), "shared.example.edu:8443"
+        )
+        self.assertEqual(document_host("https://shared.example.edu:443/x"), "shared.example.edu")
 
     def test_refused_urls(self) -> None:
         cases = {
@@ -145,6 +157,12 @@ class URLTests(DocumentsTestCase):
             "https://user@app.example/c.json": "userinfo",
             "https://app.example/" + "a" * 600: "longer",
             "http://127.0.0.1/c.json": "https",  # loopback http only with allow_loopback
+            # percent-encoded dot segments: a server may decode them into ".." or "."
+            "https://app.example/a/%2e%2e/c.json": '".."',
+            "https://app.example/a/%2E./c.json": '".."',
+            "https://app.example/%2E/c.json": '".."',
+            "https://app.example/c.json?v=1": "query",  # one document, one URL
+            "https://app.example/c.json?": "query",
         }
         for url, words in cases.items():
             with self.assertRaises(DocumentError, msg=url) as caught:
@@ -189,6 +207,7 @@ class AddressTests(SynchronousTestCase):
             "64:ff9b::a9fe:a9fe": "link-local",
             "2002:c0a8:0101::1": "private",  # 6to4 of 192.168.1.1
             "192.0.2.1": "address",  # documentation range: special-purpose, never fetched
+            "fec0::1": "site-local",  # deprecated, but still routed inside some networks
             "not-an-ip": "not an IP",
         }
         for address, words in cases.items():
@@ -225,6 +244,17 @@ class FetchRefusalTests(DocumentsTestCase):
             why = self.refusal(docs.resolve())
             self.assertIn("host", why, answer)
             self.assertEqual((docs.connected, docs.resource.requests), ([], 0), answer)
+
+    def test_internal_and_unknown_names_are_refused_alike(self) -> None:
+        """The client learns no more than "not fetched": which internal names exist is the
+        log's business (a DNS oracle otherwise)."""
+        docs = Documents()
+        docs.resolver.answers["intranet.example"] = ["10.0.0.8"]
+        docs.resolver.answers["nowhere.example"] = []
+        internal = self.refusal(docs.resolve("https://intranet.example/c.json"))
+        unknown = self.refusal(docs.resolve("https://nowhere.example/c.json"))
+        self.assertEqual(internal, unknown)
+        self.assertNotIn("private", internal)
 
     def test_ip_literals_are_vetted_without_resolving(self) -> None:
         docs = Documents()
@@ -394,12 +424,12 @@ class CacheTests(DocumentsTestCase):
 class PinnedEndpointTests(SynchronousTestCase):
     def test_connects_to_the_vetted_address_whatever_the_url_names(self) -> None:
         reactor = MemoryReactorClock()
-        endpoints = PinnedEndpoints(reactor, "93.184.215.14", 5.0)
+        endpoints = PinnedEndpoints(reactor, "93.184.215.14", 5.0, 8192)
         endpoint = endpoints.endpointForURI(URI.fromBytes(b"https://vscode.example/c.json"))
         endpoint.connect(Factory.forProtocol(Protocol))
         host, port = reactor.tcpClients[0][:2]
         self.assertEqual((host, port), ("93.184.215.14", 443))
-        six = PinnedEndpoints(reactor, "2606:4700::1", 5.0)
+        six = PinnedEndpoints(reactor, "2606:4700::1", 5.0, 8192)
         six.endpointForURI(URI.fromBytes(b"http://localhost:8000/c")).connect(
             Factory.forProtocol(Protocol)
         )

@@ -93,6 +93,19 @@ class ConsentTests(SynchronousTestCase):
         self.assertEqual(page.code, 200)
         return h, docs, page.body, url
 
+    def approve(self, h: AuthServerHarness, body: bytes) -> None:
+        """Approve the consent page ``body``."""
+        fields = dict(re.findall(rb'name="(state|csrf_token)" value="([^"]+)"', body))
+        approved = h.post_form(
+            "/oauth/consent",
+            {
+                "state": fields[b"state"].decode(),
+                "csrf_token": fields[b"csrf_token"].decode(),
+                "decision": "approve",
+            },
+        )
+        self.assertEqual(approved.code, 302, approved.body)
+
     def test_shows_where_the_identity_comes_from(self) -> None:
         _, _, body, _ = self.consent_page([REDIRECT])
         self.assertIn(b"Identity from", body)
@@ -105,19 +118,27 @@ class ConsentTests(SynchronousTestCase):
         self.assertIn(b"<code>elsewhere.example</code>", body)
         _, _, same, _ = self.consent_page(["https://vscode.example/cb"])
         self.assertNotIn(b"Different site", same)
+        # the same host name on another port is another site (another server, maybe
+        # another owner: a shared host's users on their own ports)
+        _, _, port, _ = self.consent_page(["https://vscode.example:8443/cb"])
+        self.assertIn(b"Different site", port)
+        self.assertIn(b"<code>vscode.example:8443</code>", port)
+
+    def test_remembered_consent_is_for_one_redirect_uri(self) -> None:
+        """A document may change its redirect_uris while consent is remembered: consent
+        given for one redirect URI does not send codes to another without asking."""
+        first, second = "https://vscode.example/cb", "https://vscode.example/other"
+        h, _, body, _ = self.consent_page([first, second])
+        self.approve(h, body)
+        client = {"client_id": URL, "redirect_uris": [first, second]}
+        self.assertEqual(h.get(h.authorize_url(client, "x" * 43, redirect_uri=first)).code, 302)
+        page = h.get(h.authorize_url(client, "x" * 43, redirect_uri=second))
+        self.assertEqual(page.code, 200)
+        self.assertIn(b"Allow access?", page.body)
 
     def test_consent_is_remembered_per_document_url(self) -> None:
         h, docs, body, url = self.consent_page([REDIRECT])
-        fields = dict(re.findall(rb'name="(state|csrf_token)" value="([^"]+)"', body))
-        approved = h.post_form(
-            "/oauth/consent",
-            {
-                "state": fields[b"state"].decode(),
-                "csrf_token": fields[b"csrf_token"].decode(),
-                "decision": "approve",
-            },
-        )
-        self.assertEqual(approved.code, 302, approved.body)
+        self.approve(h, body)
         again = h.get(url)
         self.assertEqual(again.code, 302)  # straight to the IdP: remembered
         # another document URL on the same host is another client: asked again

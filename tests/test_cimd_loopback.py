@@ -12,6 +12,9 @@ from typing import Any
 
 import attrs
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
 
@@ -64,7 +67,8 @@ class LoopbackDocumentTests(TestCase):
         path = f":{self.port}/oauth/client.json"
         cases = {
             "https://127.0.0.1" + path: "loopback address",
-            "https://localhost" + path: "loopback address",  # the system resolver's answer
+            # the system resolver's answer, told like any internal name (no DNS oracle)
+            "https://localhost" + path: "does not resolve to a public address",
             "http://127.0.0.1" + path: "must use https",
         }
         for url, words in cases.items():
@@ -76,3 +80,46 @@ class LoopbackDocumentTests(TestCase):
         self.resource.headers["Location"] = "http://169.254.169.254/"
         why = await self.refusal(self.documents(allow_loopback=True), self.url)
         self.assertIn("HTTP 302", why)
+
+
+class HeaderFlood(Protocol):
+    """A document server whose response head never ends: header lines, as fast as the
+    client reads them (a pull producer, so only what the socket takes is written)."""
+
+    LINE = b"X-A: " + b"a" * 8000 + b"\r\n"
+
+    def __init__(self, closed: Deferred[int]) -> None:
+        self.closed = closed
+        self.sent = 0
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")  # type: ignore[union-attr]
+        self.transport.registerProducer(self, False)  # type: ignore[union-attr]
+
+    def resumeProducing(self) -> None:
+        self.sent += len(self.LINE) * 16
+        self.transport.write(self.LINE * 16)  # type: ignore[union-attr]
+
+    def stopProducing(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.closed.callback(self.sent)
+
+
+class ResponseHeadTests(TestCase):
+    async def test_an_endless_response_head_is_cut_off(self) -> None:
+        closed: Deferred[int] = Deferred()
+        factory = Factory.forProtocol(lambda: HeaderFlood(closed))
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        settings = attrs.evolve(ClientMetadataDocumentsConfig(), allow_loopback=True)
+        documents = client_documents(settings, reactor, SCOPES)
+        url = f"http://127.0.0.1:{port.getHost().port}/client.json"
+        with self.assertRaises(DocumentError) as refused:
+            await documents.resolve(url)
+        self.assertIn("larger than", refused.exception.description)
+        # the client hung up once past the cap: the server wrote little more than the cap
+        # plus what the sockets' buffers hold (a few MiB), not the GBs of an endless head
+        sent = await closed.addTimeout(10, reactor)
+        self.assertLess(sent, 64 * 2**20)

@@ -484,7 +484,9 @@ class ConsentTests(SynchronousTestCase):
         )
         # A valid remember cookie (as "remember" mode would set) does not skip the page either.
         cookies = ConsentCookies.from_config(self.config, self.ring, self.clock)
-        value = cookies.remember_value("client-a", ("openid", "offline_access"), RESOURCE)
+        value = cookies.remember_value(
+            "client-a", ("openid", "offline_access"), RESOURCE, "https://app.example/cb"
+        )
         self.put_pending("s2")
         response, _ = self.authorize("s2", {cookies.remember_name("client-a"): value})
         self.assertEqual(response.code, 200)

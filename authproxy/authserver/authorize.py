@@ -18,8 +18,8 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from authproxy.authserver.audience import InvalidTarget, ResourceIndicators
-from authproxy.authserver.cimd.document import DocumentError
-from authproxy.authserver.clients import ClientResolver
+from authproxy.authserver.cimd.document import DocumentError, DocumentsBusy
+from authproxy.authserver.clients import BUSY_RETRY_AFTER, ClientResolver
 from authproxy.authserver.limits import MAX_CLIENT_STATE, MAX_NONCE, MAX_SCOPE_PARAMETER
 from authproxy.authserver.login_binding import LoginBinding
 from authproxy.authserver.ratelimit import TokenBucketLimiter, source_address
@@ -193,6 +193,15 @@ class AuthorizeResource(AsyncResource):
                 f"{e.description}.",
                 "Tell the application's developers; this server checked their metadata "
                 "document and could not accept it.",
+            ) from None
+        except DocumentsBusy:
+            raise HTMLPageError(
+                503,
+                "This server is busy",
+                "This server is busy fetching other applications' metadata documents, so it "
+                "could not check this application's just now.",
+                "Wait a few seconds, then retry the sign-in from your application.",
+                headers={"Retry-After": str(BUSY_RETRY_AFTER)},
             ) from None
         if client is None:
             raise bad_request_page(

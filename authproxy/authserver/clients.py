@@ -17,12 +17,15 @@ from urllib.parse import unquote_plus
 from twisted.web.server import Request
 
 from authproxy.authserver.cimd.cache import ClientDocuments
-from authproxy.authserver.cimd.document import DocumentError
+from authproxy.authserver.cimd.document import DocumentError, DocumentsBusy
 from authproxy.authserver.cimd.url import is_document_url
 from authproxy.http.errors import OAuthError
 from authproxy.http.request_headers import header_text
 from authproxy.storage.clients import IClients
 from authproxy.storage.models import RegisteredClient
+
+#: seconds a client refused with DocumentsBusy is asked to wait (a fetch ends within seconds)
+BUSY_RETRY_AFTER = 5
 
 
 class ClientResolver:
@@ -54,6 +57,13 @@ async def authenticated_client(
         client = await clients.resolve(client_id)
     except DocumentError as e:
         raise invalid_client(f"client metadata document: {e.description}", basic=basic) from None
+    except DocumentsBusy:
+        raise OAuthError(
+            "temporarily_unavailable",
+            "too many client metadata documents are being fetched; retry shortly",
+            status=503,
+            headers={"Retry-After": str(BUSY_RETRY_AFTER)},
+        ) from None
     if client is None:
         raise invalid_client("unknown client", basic=basic)
     return client

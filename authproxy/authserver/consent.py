@@ -97,18 +97,23 @@ class ConsentCookies:
         return hmac.new(secret, message, hashlib.sha256).digest()
 
     @staticmethod
-    def _grant(scopes: Sequence[str], resource: str) -> bytes:
-        return (resource + "\n" + " ".join(sorted(set(scopes)))).encode("utf-8")
+    def _grant(scopes: Sequence[str], resource: str, redirect_uri: str) -> bytes:
+        # The redirect URI is part of what was consented to: a metadata document may change
+        # its redirect_uris while consent is remembered, and codes must not follow silently.
+        parts = [resource, " ".join(sorted(set(scopes))), redirect_uri]
+        return "\n".join(parts).encode("utf-8")
 
-    def remember_value(self, client_id: str, scopes: Sequence[str], resource: str) -> str:
+    def remember_value(
+        self, client_id: str, scopes: Sequence[str], resource: str, redirect_uri: str
+    ) -> str:
         """A signed cookie value remembering consent until now + lifespan."""
         expiry = int(self.clock.seconds() + self.lifespan)
-        grant = self._grant(scopes, resource)
+        grant = self._grant(scopes, resource, redirect_uri)
         mac = self._mac(self.ring.active_hmac_secret, client_id, expiry, grant)
         return f"1.{expiry}.{b64url(grant)}.{b64url(mac)}"
 
     def check_remembered(
-        self, value: str, client_id: str, scopes: Sequence[str], resource: str
+        self, value: str, client_id: str, scopes: Sequence[str], resource: str, redirect_uri: str
     ) -> bool:
         """Whether ``value`` is a valid, unexpired consent of this client covering the request."""
         parts = value.split(".")
@@ -125,25 +130,34 @@ class ConsentCookies:
             verified |= hmac.compare_digest(mac, self._mac(secret, client_id, expiry, grant))
         if not verified or expiry <= self.clock.seconds():
             return False
-        granted_resource, _, granted_scopes = grant.decode("utf-8", "replace").partition("\n")
-        return granted_resource == resource and set(scopes) <= set(granted_scopes.split())
+        granted = grant.decode("utf-8", "replace").split("\n")
+        if len(granted) != 3:  # a cookie from before redirect URIs were bound: ask again
+            return False
+        granted_resource, granted_scopes, granted_redirect = granted
+        return (
+            granted_resource == resource
+            and granted_redirect == redirect_uri
+            and set(scopes) <= set(granted_scopes.split())
+        )
 
-    def remembered(
-        self, request: Request, client_id: str, scopes: Sequence[str], resource: str
-    ) -> bool:
+    def remembered(self, request: Request, pending: PendingAuthorization) -> bool:
         """Whether the browser holds a valid remembered consent for this request."""
-        raw = request.getCookie(self.remember_name(client_id).encode("ascii"))
+        raw = request.getCookie(self.remember_name(pending.client_id).encode("ascii"))
         if not raw:
             return False
-        return self.check_remembered(raw.decode("ascii", "replace"), client_id, scopes, resource)
+        value = raw.decode("ascii", "replace")
+        return self.check_remembered(
+            value, pending.client_id, pending.scopes, pending.resource, pending.redirect_uri
+        )
 
-    def remember(
-        self, request: Request, client_id: str, scopes: Sequence[str], resource: str
-    ) -> None:
-        """Set the remembered-consent cookie for this client."""
+    def remember(self, request: Request, pending: PendingAuthorization) -> None:
+        """Set the remembered-consent cookie for this client and request."""
+        value = self.remember_value(
+            pending.client_id, pending.scopes, pending.resource, pending.redirect_uri
+        )
         request.addCookie(
-            self.remember_name(client_id),
-            self.remember_value(client_id, scopes, resource),
+            self.remember_name(pending.client_id),
+            value,
             max_age=str(int(self.lifespan)),
             path="/",
             secure=self.secure,
@@ -237,10 +251,7 @@ class ConsentStep:
         """Whether :meth:`begin` would show the consent page for this request."""
         if self.mode == "skip":
             return False
-        return not (
-            self.mode == "remember"
-            and self.cookies.remembered(request, client.client_id, pending.scopes, pending.resource)
-        )
+        return not (self.mode == "remember" and self.cookies.remembered(request, pending))
 
     async def begin(
         self, request: Request, pending: PendingAuthorization, client: RegisteredClient
@@ -355,7 +366,7 @@ class ConsentResource(AsyncResource):
         consented = attrs.evolve(pending, consented=True)
         await self.logins.update_pending(consented)
         if self.mode == "remember":
-            self.cookies.remember(request, pending.client_id, pending.scopes, pending.resource)
+            self.cookies.remember(request, pending)
         log.info("Consent given for client {client_id}", client_id=pending.client_id)
         return await self.continue_to_upstream(request, consented)
 

@@ -76,6 +76,12 @@ class RedirectURI:
         return self.is_web and is_loopback_host(self.host)
 
     @property
+    def origin(self) -> tuple[str, str, int | None]:
+        """(scheme, host, port) with the scheme's default port filled in: one web site."""
+        default = {"https": 443, "http": 80}.get(self.scheme)
+        return self.scheme, self.host, self.port or default
+
+    @property
     def shown_host(self) -> str:
         """The host (and port) the way an address bar shows it."""
         shown = f"[{self.host}]" if ":" in self.host else self.host

@@ -248,7 +248,11 @@ def _document_parts(view: ConsentView) -> tuple[str, str]:
         target = parse_redirect_uri(view.redirect_uri)
     except InvalidRedirectURI:
         return row, ""
-    if not target.is_web or target.is_loopback or target.host == view.document_host:
+    try:
+        document_origin = parse_redirect_uri(view.client_id).origin
+    except InvalidRedirectURI:
+        document_origin = None
+    if not target.is_web or target.is_loopback or target.origin == document_origin:
         return row, ""
     note = (
         f'<p class="note"><strong>Different site:</strong> this application\u2019s identity '

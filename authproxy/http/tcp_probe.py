@@ -11,8 +11,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory, Protocol
+
+from authproxy.http.tcp_endpoint import tcp_endpoint
 
 
 def url_host_port(url: str) -> tuple[str, int]:
@@ -28,7 +29,7 @@ def accepts_connections(reactor: Any, host: str, port: int, timeout: float) -> D
     """
     factory = Factory.forProtocol(Protocol)
     factory.noisy = False  # a probe a second would flood the log with factory starts
-    connecting = HostnameEndpoint(reactor, host, port, timeout=timeout).connect(factory)
+    connecting = tcp_endpoint(reactor, host, port, timeout).connect(factory)
     return connecting.addCallbacks(_hang_up, lambda _: False)
 
 

@@ -37,7 +37,7 @@ from enum import Enum
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
@@ -49,6 +49,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
+from authproxy.http.tcp_endpoint import tcp_endpoint
 from authproxy.http.writenow import no_delay, write_now
 from authproxy.proxy.headers import connection_tokens
 from authproxy.supervisor import backend_host_header, backend_host_port
@@ -495,7 +496,7 @@ class BackendAgent:
         self._reactor = reactor
         host, port = backend_host_port(url)
         if endpoint is None:  # tests pass an in-memory one
-            endpoint = HostnameEndpoint(reactor, host, port, timeout=connect_timeout)
+            endpoint = tcp_endpoint(reactor, host, port, connect_timeout)
             if url.startswith("https:"):
                 endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
         self._endpoint = endpoint

@@ -17,7 +17,11 @@ from typing import Any
 from twisted.logger import Logger
 
 from authproxy.authserver.cimd.addresses import threaded_resolver
-from authproxy.authserver.cimd.document import DocumentError, client_from_document
+from authproxy.authserver.cimd.document import (
+    DocumentError,
+    DocumentsBusy,
+    client_from_document,
+)
 from authproxy.authserver.cimd.fetch import DocumentFetcher, pinned_http
 from authproxy.authserver.cimd.url import DocumentURL, document_url
 from authproxy.authserver.scopes import ClientScopes
@@ -29,6 +33,9 @@ from authproxy.upstream.single_flight import SingleFlight
 
 FAILURE_TTL = 60.0
 MAX_ENTRIES = 1000  # a client is at most ~12 KiB: ~12 MiB at the cap
+#: documents fetched at once, all URLs together; beyond, DocumentsBusy (each fetch ends
+#: within fetch_timeout, so a slot frees within seconds)
+MAX_FETCHES = 16
 
 log = Logger()
 
@@ -44,6 +51,7 @@ class ClientDocuments:
         scopes_supported: ClientScopes | Sequence[str],
         max_entries: int = MAX_ENTRIES,
         events: EventCounters | None = None,
+        max_fetches: int = MAX_FETCHES,
     ) -> None:
         self._settings = settings
         self._fetcher = fetcher
@@ -53,6 +61,13 @@ class ClientDocuments:
         self._entries: OrderedDict[str, tuple[float, RegisteredClient | DocumentError]] = (
             OrderedDict()
         )
+        # host name -> a failure every URL on it shares (it does not resolve, or not to a
+        # fetchable address): distinct URLs on one host are not resolved again and again
+        self._hosts: OrderedDict[str, tuple[float, RegisteredClient | DocumentError]] = (
+            OrderedDict()
+        )
+        self._max_fetches = max_fetches
+        self._fetching = 0
         self._flight: SingleFlight[RegisteredClient] = SingleFlight()
         self.fetches = 0  # documents requested from the network
         self._outcomes = (events or EventCounters()).client_document_fetches
@@ -60,18 +75,36 @@ class ClientDocuments:
     async def resolve(self, client_id: str) -> RegisteredClient:
         """The client of the document at ``client_id``, from the cache or fetched now."""
         url = document_url(client_id, self._settings)
-        entry = self._entries.get(url.url)
-        if entry is not None:
-            expires_at, result = entry
-            if expires_at > self._clock.seconds():
-                self._entries.move_to_end(url.url)
-                if isinstance(result, DocumentError):
-                    raise result
-                return result
-            del self._entries[url.url]
+        kept = self._kept(self._entries, url.url) or self._kept(self._hosts, url.host)
+        if kept is not None:
+            if isinstance(kept, DocumentError):
+                raise kept
+            return kept
         return await self._flight.run(lambda: self._fetch(url), key=url.url)
 
+    def _kept(
+        self, entries: OrderedDict[str, tuple[float, RegisteredClient | DocumentError]], key: str
+    ) -> RegisteredClient | DocumentError | None:
+        entry = entries.get(key)
+        if entry is None:
+            return None
+        expires_at, result = entry
+        if expires_at <= self._clock.seconds():
+            del entries[key]
+            return None
+        entries.move_to_end(key)
+        return result
+
     async def _fetch(self, url: DocumentURL) -> RegisteredClient:
+        if self._fetching >= self._max_fetches:
+            raise DocumentsBusy(f"{self._fetching} client metadata documents are being fetched")
+        self._fetching += 1
+        try:
+            return await self._fetch_now(url)
+        finally:
+            self._fetching -= 1
+
+    async def _fetch_now(self, url: DocumentURL) -> RegisteredClient:
         client_id = url.url
         self.fetches += 1
         max_age: float = self._settings.cache_max_age
@@ -85,25 +118,36 @@ class ClientDocuments:
         except DocumentError as e:
             self._outcomes.inc(outcome)
             log.warn(
-                "Client metadata document {url} refused: {reason}", url=client_id, reason=e.reason
+                "Client metadata document {url} refused: {reason}",
+                url=client_id,
+                reason=e.log_text,
             )
-            self._keep(client_id, min(FAILURE_TTL, max_age), e)
+            lifetime = min(FAILURE_TTL, max_age)
+            self._keep(self._entries, client_id, lifetime, e)
+            if e.host_wide:
+                self._keep(self._hosts, url.host, lifetime, e)
             raise
         if fetched.max_age is not None:
             max_age = min(max_age, fetched.max_age)
-        self._keep(client_id, max_age, client)
+        self._keep(self._entries, client_id, max_age, client)
         self._outcomes.inc("success")
         log.info("Client metadata document {url} fetched", url=client_id)
         return client
 
-    def _keep(self, url: str, lifetime: float, result: RegisteredClient | DocumentError) -> None:
+    def _keep(
+        self,
+        entries: OrderedDict[str, tuple[float, RegisteredClient | DocumentError]],
+        key: str,
+        lifetime: float,
+        result: RegisteredClient | DocumentError,
+    ) -> None:
         if lifetime <= 0:
-            self._entries.pop(url, None)
+            entries.pop(key, None)
             return
-        self._entries[url] = (self._clock.seconds() + lifetime, result)
-        self._entries.move_to_end(url)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        entries[key] = (self._clock.seconds() + lifetime, result)
+        entries.move_to_end(key)
+        while len(entries) > self._max_entries:
+            entries.popitem(last=False)
 
 
 def client_documents(
@@ -117,6 +161,6 @@ def client_documents(
         settings,
         reactor,
         threaded_resolver(reactor),
-        pinned_http(reactor, settings.fetch_timeout),
+        pinned_http(reactor, settings.fetch_timeout, settings.max_document_size),
     )
     return ClientDocuments(settings, fetcher, reactor, scopes_supported, events=events)

@@ -21,13 +21,25 @@ class DocumentError(Exception):
     """A client_id URL whose document cannot be used.
 
     ``reason`` is plain words without anything from the document (it is logged);
-    ``detail`` may quote the document and is only shown to the client or the user.
+    ``detail`` may quote the document and is only shown to the client or the user;
+    ``logged`` is only logged (what the client must not learn, such as an internal address).
+    ``host_wide``: the URL's host is at fault (it does not resolve, or not to a fetchable
+    address), so every URL on it fails alike for a while.
     """
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(
+        self, reason: str, detail: str = "", *, logged: str = "", host_wide: bool = False
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
+        self.logged = logged
+        self.host_wide = host_wide
+
+    @property
+    def log_text(self) -> str:
+        """What the log line says: the reason, and what only the log may know."""
+        return f"{self.reason} ({self.logged})" if self.logged else self.reason
 
     @property
     def description(self) -> str:
@@ -77,3 +89,9 @@ def client_from_document(
         created_at=now,
         extra_metadata=metadata.extra,
     )
+
+
+class DocumentsBusy(Exception):
+    """Too many metadata documents are being fetched (or host names resolved) at once: this
+    one is refused without trying, and without being remembered as a failure; the client
+    may retry shortly (authorize: an error page; token endpoint: 503 with Retry-After)."""

@@ -4,7 +4,10 @@ Registered client ids are random URL-safe strings, never containing ``://``, so 
 that starts with ``https://`` (or ``http://``) can only mean a metadata document. The URL is
 read with the redirect URI parser (``authserver/redirect_uri.py``), which reads hosts the way
 browsers do and refuses userinfo, fragments and ambiguous hosts; the draft adds: https, a
-path, no ``.`` or ``..`` segment.
+path, no ``.`` or ``..`` segment (percent-encoded ones included: a server may decode
+``%2e%2e`` into ``..``). The draft says the URL SHOULD NOT have a query; here it must not:
+``/c.json?a`` and ``/c.json?b`` would be two clients (two consents, two cache entries)
+served by one document, and a query is free for anyone to vary.
 """
 
 from __future__ import annotations
@@ -37,9 +40,14 @@ def document_host(client_id: str) -> str | None:
     if not is_document_url(client_id):
         return None
     try:
-        return parse_redirect_uri(client_id).host
+        parsed = parse_redirect_uri(client_id)
     except InvalidRedirectURI:
         return None
+    # the port is part of the identity (another port may be another server, another owner)
+    default_port = attrs.evolve(parsed, port=None).origin[2]
+    if parsed.port == default_port:
+        parsed = attrs.evolve(parsed, port=None)
+    return parsed.shown_host
 
 
 def host_allowed(host: str, allowed_hosts: tuple[str, ...]) -> bool:
@@ -69,10 +77,13 @@ def document_url(client_id: str, settings: ClientMetadataDocumentsConfig) -> Doc
         parsed.scheme == "http" and settings.allow_loopback and parsed.is_loopback
     ):
         raise DocumentError("the client_id URL must use https")
-    path = parsed.rest.partition("?")[0]
+    path, query, _ = parsed.rest.partition("?")
+    if query or parsed.rest.endswith("?"):
+        raise DocumentError("the client_id URL must not have a query string")
     if path in ("", "/"):
         raise DocumentError("the client_id URL must have a path")
-    if any(segment in (".", "..") for segment in path.split("/")):
+    decoded = path.lower().replace("%2e", ".")
+    if any(segment in (".", "..") for segment in decoded.split("/")):
         raise DocumentError('the client_id URL must not contain "." or ".." path segments')
     if not host_allowed(parsed.host, settings.allowed_hosts):
         raise DocumentError("this server does not accept client metadata documents from that host")

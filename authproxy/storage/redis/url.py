@@ -7,6 +7,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import attrs
 
+from authproxy.http.tcp_endpoint import tcp_endpoint
+
 # Seconds for one connection attempt (txredisapi retries with backoff after it).
 _CONNECT_TIMEOUT = 5
 
@@ -97,22 +99,6 @@ def client_endpoint(
 
     trust = Certificate.loadPEM(ca_pem) if ca_pem else platformTrust()
     return endpoints.wrapClientTLS(optionsForClientTLS(address.host, trustRoot=trust), endpoint)
-
-
-def tcp_endpoint(reactor: Any, host: str, port: int, timeout: float = _CONNECT_TIMEOUT) -> Any:
-    """A plain TCP client endpoint to ``host:port`` on ``reactor``."""
-    from twisted.internet import endpoints
-    from twisted.internet.abstract import isIPAddress, isIPv6Address
-
-    # an address needs no resolving (HostnameEndpoint resolves in the reactor's thread pool)
-    kind = (
-        endpoints.TCP4ClientEndpoint
-        if isIPAddress(host)
-        else endpoints.TCP6ClientEndpoint
-        if isIPv6Address(host)
-        else endpoints.HostnameEndpoint
-    )
-    return kind(reactor, host, port, timeout=timeout)
 
 
 def describe(address: RedisAddress) -> str:
