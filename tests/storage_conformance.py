@@ -469,6 +469,31 @@ class TokenFamiliesConformance(ConformanceBase):
         self.successResultOf(self.families.revoke_family("family-1"))
         self.assertFalse(self.successResultOf(self.families.is_family_live("family-1")))
 
+    def test_refresh_token_in_family(self) -> None:
+        """A refresh grant's one read: the token and its family's liveness."""
+        self.successResultOf(self.families.put_family(make_family()))
+        token = make_refresh_token()
+        self.successResultOf(self.families.put_refresh_token(token))
+        read = self.families.get_refresh_token_in_family
+        self.assertEqual(self.successResultOf(read("rt-1")), (token, True))
+        self.assertIsNone(self.successResultOf(read("nope")))
+        self.successResultOf(self.families.mark_rotated("rt-1", START + 1, {"a": "b"}))
+        rotated, live = self.successResultOf(read("rt-1"))
+        self.assertEqual(
+            (rotated.rotated_at, rotated.successor_response, live), (START + 1, {"a": "b"}, True)
+        )
+        self.successResultOf(self.families.revoke_family("family-1"))
+        self.assertEqual(self.successResultOf(read("rt-1"))[1], False)
+
+    def test_refresh_token_in_family_born_revoked_or_gone(self) -> None:
+        self.successResultOf(self.families.put_family(make_family("born-revoked", revoked=True)))
+        revoked = make_refresh_token("rt-r", family_id="born-revoked")
+        orphan = make_refresh_token("rt-o", family_id="never-stored")
+        for token in (revoked, orphan):
+            self.successResultOf(self.families.put_refresh_token(token))
+            found = self.successResultOf(self.families.get_refresh_token_in_family(token.token_id))
+            self.assertEqual(found, (token, False))
+
     def test_family_access_tokens_recorded(self) -> None:
         self.successResultOf(self.families.put_family(make_family()))
         self.successResultOf(self.families.add_family_access_token("family-1", "j1", START + 300))

@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.server import Request
 
 from authproxy.authserver.clients import ClientResolver, authenticated_client
 from authproxy.authserver.grants import GRANTS, GrantRegistry
-from authproxy.authserver.grants.issuance import TokenIssuance, TokenSettings
+from authproxy.authserver.grants.issuance import GrantHandler, TokenIssuance, TokenSettings
 from authproxy.authserver.ratelimit import ClientRequestLimits
 from authproxy.http.cors import CrossOriginPost
 from authproxy.http.errors import OAuthError
@@ -22,6 +23,8 @@ from authproxy.http.forms import OAUTH_FORM
 from authproxy.http.responses import NO_STORE, json_body
 from authproxy.ops.metrics import EventCounters
 from authproxy.storage import Storage, StorageFull
+from authproxy.storage.models import RegisteredClient
+from authproxy.storage.round_trips import together
 from authproxy.tokens import AccessTokenIssuer, Clock, OpaqueTokens
 from authproxy.upstream.interface import IUpstreamProvider
 
@@ -79,10 +82,35 @@ class TokenResource(CrossOriginPost):
             await self.limits.check_source(request, "Token request")
         params = OAUTH_FORM.read(request)
         client = await authenticated_client(self.clients, request, params)
-        if self.limits is not None:
-            await self.limits.check_client(client.client_id, "Token request")
-        grant_type = params.get("grant_type")
         request.client_id = client.client_id  # type: ignore[attr-defined]  # the access log's
+        # The client's rate and the room are independent: asked together (on Redis one
+        # round trip's wait, not two), refused in this order.
+        limits = (
+            []
+            if self.limits is None
+            else [self.limits.check_client(client.client_id, "Token request")]
+        )
+        *_, grant = await together(*limits, self._room_for(client, params, attempt))
+        response = await grant.exchange(client, params)
+        # The grant has happened: a use that fails to be recorded must not turn it into an
+        # error (a rotated refresh token's answer lost), so the answer does not wait for it.
+        self.storage.clients.touch_client(client.client_id).addErrback(
+            self._use_not_recorded, client.client_id
+        )
+        return json_body(request, 200, response, NO_STORE)
+
+    def _use_not_recorded(self, failure: Failure, client_id: str) -> None:
+        self.log.warn(
+            "Could not record a use of client {client_id}: {error}",
+            client_id=client_id,
+            error=failure.getErrorMessage(),
+        )
+
+    async def _room_for(
+        self, client: RegisteredClient, params: dict[str, str], attempt: _GrantAttempt
+    ) -> GrantHandler:
+        """The grant the request names, once the client may use it and storage has room."""
+        grant_type = params.get("grant_type")
         if not grant_type:
             raise OAuthError("invalid_request", "grant_type is required")
         grant = self.grants.get(grant_type)
@@ -94,9 +122,7 @@ class TokenResource(CrossOriginPost):
                 "unauthorized_client", f"the client did not register the {grant_type} grant"
             )
         await self._check_room(client.client_id, grant.creates_family)
-        response = await grant.exchange(client, params)
-        await self.storage.clients.touch_client(client.client_id)
-        return json_body(request, 200, response, NO_STORE)
+        return grant
 
     async def _check_room(self, client_id: str, new_family: bool) -> None:
         """Refuse before anything changes (the code stays unredeemed, the refresh token

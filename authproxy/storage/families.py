@@ -43,6 +43,10 @@ class ITokenFamilies(Interface):
     def get_refresh_token(token_id: str) -> Deferred[RefreshToken | None]:
         """The token record, or None."""
 
+    def get_refresh_token_in_family(token_id: str) -> Deferred[tuple[RefreshToken, bool] | None]:
+        """The token record and whether its family is live (:meth:`is_family_live`), or
+        None: what a refresh grant reads, in one step (on Redis one round trip)."""
+
     def mark_rotated(
         token_id: str, rotated_at: float, successor_response: dict[str, object]
     ) -> Deferred[bool]:

@@ -8,16 +8,14 @@ user out), and after the grace it is reuse, which revokes the whole family. A fa
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, cast
-
-from twisted.internet.defer import DeferredList
-from twisted.python.failure import Failure
+from typing import Any, ClassVar
 
 from authproxy.authserver.grants.issuance import GrantHandler, Issuance, invalid_grant
 from authproxy.authserver.scopes import split_scope
 from authproxy.authserver.token_families import end_token_family
 from authproxy.http.errors import OAuthError
 from authproxy.storage.models import RefreshToken, RegisteredClient
+from authproxy.storage.round_trips import together
 from authproxy.tokens import REFRESH_TOKEN
 
 
@@ -31,12 +29,13 @@ class RefreshTokenGrant(GrantHandler):
         token, token_id = self.tokens.opaque_param(
             params, "refresh_token", REFRESH_TOKEN, "refresh token"
         )
-        record = await self.tokens.storage.families.get_refresh_token(token_id)
-        if record is None:
+        found = await self.tokens.storage.families.get_refresh_token_in_family(token_id)
+        if found is None:
             raise invalid_grant("the refresh token is unknown or expired")
+        record, family_live = found
         if record.client_id != client.client_id:
             raise invalid_grant("the refresh token was issued to another client")
-        if not await self.tokens.storage.families.is_family_live(record.family_id):
+        if not family_live:
             raise invalid_grant("the refresh token was revoked")
 
         now = self.tokens.clock.seconds()
@@ -101,9 +100,7 @@ class RefreshTokenGrant(GrantHandler):
         ]
         if minted.refresh is not None:
             writes.append(families.put_refresh_token(minted.refresh))
-        for succeeded, result in await DeferredList(writes, consumeErrors=True):
-            if not succeeded:
-                cast(Failure, result).raiseException()
+        await together(*writes)
         return minted.response
 
     def _retry_response(

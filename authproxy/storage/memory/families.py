@@ -205,6 +205,16 @@ class MemoryTokenFamilies:
             self._rotated.add(token.token_id, token.client_id)
         return defer.succeed(None)
 
+    def get_refresh_token_in_family(
+        self, token_id: str
+    ) -> Deferred[tuple[RefreshToken, bool] | None]:
+        """The token record and whether its family is live, or None."""
+        token = self._refresh_tokens.get(token_id, self._ledger.now())
+        if token is None:
+            return defer.succeed(None)
+        family = self._families.get(token.family_id, self._ledger.now())
+        return defer.succeed((detached(token), family is not None and not family.revoked))
+
     def get_refresh_token(self, token_id: str) -> Deferred[RefreshToken | None]:
         """The token record, or None."""
         token = self._refresh_tokens.get(token_id, self._ledger.now())

@@ -115,6 +115,31 @@ return 1
 )
 
 
+# A live refresh token's record, rotation fields and whether its family (ARGV[2] .. its
+# family_id) is live and unrevoked, or nil: a refresh grant's reads in one round trip.
+READ_REFRESH_TOKEN = LuaScript(
+    "read_refresh_token",
+    """
+local now = tonumber(ARGV[1])
+local token = redis.call('HMGET', KEYS[1], 'expires_at', 'record', 'rotated_at', 'successor_response')
+if not token[1] or tonumber(token[1]) <= now then return nil end
+local family = redis.call('HMGET', ARGV[2] .. cjson.decode(token[2]).family_id, 'expires_at', 'record', 'revoked')
+local live = family[1] and tonumber(family[1]) > now and not family[3]
+  and not cjson.decode(family[2]).revoked
+return {token[2], token[3], token[4], live and 1 or 0}
+""",
+)
+
+
+def _refresh_token(values: list[Any]) -> RefreshToken:
+    """A refresh token from its record, rotated_at and successor_response fields."""
+    record = loads(str(values[0]), RefreshToken)
+    if values[1] is None:
+        return record
+    successor = json.loads(values[2]) if values[2] else None
+    return attrs.evolve(record, rotated_at=float(values[1]), successor_response=successor)
+
+
 def _family(record: Any, revoked: Any, jtis: list[Any]) -> TokenFamily:
     pairs = tuple((str(jtis[i]), float(jtis[i + 1])) for i in range(0, len(jtis), 2))
     family = loads(str(record), TokenFamily)
@@ -258,17 +283,21 @@ class RedisTokenFamilies:
     def get_refresh_token(self, token_id: str) -> Deferred[RefreshToken | None]:
         """The token record, or None."""
         d = self._refresh_tokens.get_fields(token_id, "rotated_at", "successor_response")
+        return d.addCallback(lambda values: None if values is None else _refresh_token(values))
 
-        def token(values: list[Any] | None) -> RefreshToken | None:
-            if values is None:
-                return None
-            record = loads(str(values[0]), RefreshToken)
-            if values[1] is None:
-                return record
-            successor = json.loads(values[2]) if values[2] else None
-            return attrs.evolve(record, rotated_at=float(values[1]), successor_response=successor)
-
-        return d.addCallback(token)
+    def get_refresh_token_in_family(
+        self, token_id: str
+    ) -> Deferred[tuple[RefreshToken, bool] | None]:
+        """The token record and whether its family is live, read in one Lua step."""
+        tokens = self._refresh_tokens
+        d = READ_REFRESH_TOKEN(
+            tokens.redis,
+            [tokens.record_key(token_id)],
+            [repr(tokens.now()), self._families.record_prefix],
+        )
+        return d.addCallback(
+            lambda values: None if values is None else (_refresh_token(values), bool(values[3]))
+        )
 
     def mark_rotated(
         self, token_id: str, rotated_at: float, successor_response: dict[str, object]
