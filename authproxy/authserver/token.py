@@ -15,7 +15,8 @@ from twisted.web.server import Request
 
 from authproxy.authserver.clients import ClientResolver, authenticated_client
 from authproxy.authserver.grants import GRANTS, GrantRegistry
-from authproxy.authserver.grants.issuance import GrantHandler, TokenIssuance, TokenSettings
+from authproxy.authserver.grants.issuance import TokenIssuance, TokenSettings
+from authproxy.authserver.grants.registry import Grant
 from authproxy.authserver.ratelimit import ClientRequestLimits
 from authproxy.http.cors import CrossOriginPost
 from authproxy.http.errors import OAuthError
@@ -108,7 +109,7 @@ class TokenResource(CrossOriginPost):
 
     async def _room_for(
         self, client: RegisteredClient, params: dict[str, str], attempt: _GrantAttempt
-    ) -> GrantHandler:
+    ) -> Grant:
         """The grant the request names, once the client may use it and storage has room."""
         grant_type = params.get("grant_type")
         if not grant_type:
