@@ -49,17 +49,26 @@ def unavailable(failure: Failure) -> Failure:
 class RedisCommands:
     """txredisapi's command methods (``get``, ``eval``...), each failing fast with
     StorageUnavailable while ``is_up()`` is false, and mapping connection errors to it.
-    A ``READONLY`` reply also calls ``on_readonly`` (the node was demoted: reconnect)."""
+    A ``READONLY`` reply also calls ``on_readonly`` (the node was demoted: reconnect).
+
+    ``connection()``: the live connection, or None. A command goes straight to it: through
+    txredisapi's handler every command first waited (an ``inlineCallbacks`` generator and
+    three more Deferreds) for a connection from a pool of one, about a third of the Python
+    time a refresh grant spent on Redis (benchmarks/README.md, P3). Commands that hold a
+    connection (``MULTI``, ``WATCH``) still go through the handler.
+    """
 
     def __init__(
         self,
         handler: Any,
         is_up: Callable[[], bool],
         on_readonly: Callable[[], object] = lambda: None,
+        connection: Callable[[], Any] = lambda: None,
     ) -> None:
         self._handler = handler
         self._is_up = is_up
         self._on_readonly = on_readonly
+        self._connection = connection
 
     def __getattr__(self, name: str) -> Callable[..., Deferred[Any]]:
         method = getattr(self._handler, name)
@@ -67,10 +76,20 @@ class RedisCommands:
         def command(*args: Any, **kwargs: Any) -> Deferred[Any]:
             if not self._is_up():
                 return fail(StorageUnavailable("Redis is unreachable"))
-            d: Deferred[Any] = method(*args, **kwargs)
+            connection = self._connection()
+            direct = getattr(connection, name, None)
+            d: Deferred[Any]
+            if direct is None or getattr(direct, "_blocking", False):
+                d = method(*args, **kwargs)
+            else:
+                try:
+                    d = direct(*args, **kwargs)
+                except Exception:
+                    d = fail()
             return d.addErrback(self._failed)
 
         command.__name__ = name
+        setattr(self, name, command)  # built once per command name, not per call
         return command
 
     def _failed(self, failure: Failure) -> Failure:
@@ -142,7 +161,9 @@ class RedisLink(MultiService):
             convertNumbers=False,
         )
         self.factory.maxDelay = max_delay
-        self.commands = RedisCommands(self.factory.handler, self.is_up, self._demoted)
+        self.commands = RedisCommands(
+            self.factory.handler, self.is_up, self._demoted, self._connection
+        )
         self._was_up = False
         ping = TimerService(ping_interval, self._ping)
         ping.clock = clock
@@ -151,6 +172,13 @@ class RedisLink(MultiService):
     def is_up(self) -> bool:
         """Whether a connection to Redis is established (and authenticated)."""
         return self.factory.size > 0
+
+    def _connection(self) -> Any:
+        """The pool's one live connection, or None."""
+        pool = self.factory.pool
+        if pool and pool[0].connected:
+            return pool[0]
+        return None
 
     def readiness(self) -> tuple[bool, str]:
         """The ``/ready`` check: up or not, and where."""
