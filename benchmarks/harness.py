@@ -825,10 +825,15 @@ class Bench:
             out["code"]["redis_commands"] = await self.redis_commands_per(redeem.ok, before)
         log(f"  authorization_code: {redeem.rate:.0f}/s ({redeem.ok} ok, {redeem.failed} failed)")
 
+        target = self.on_redis.proc if on_redis and self.on_redis else self.authproxy
         out["refresh"] = await self.refresh_chains(
-            HOST, port, refresh_tokens[:16], client.refresh_request, count_redis=on_redis
+            HOST, port, refresh_tokens[:16], client.refresh_request, count_redis=on_redis,
+            cpu_of=target,
+        )  # fmt: skip
+        log(
+            f"  authproxy refresh_token (port {port}): {out['refresh']['per_s']:.0f}/s, "
+            f"{out['refresh'].get('cpu_us_per_grant', 0):.0f} µs CPU per grant"
         )
-        log(f"  authproxy refresh_token (port {port}): {out['refresh']['per_s']:.0f}/s")
         if on_redis:
             for kind in ("code", "refresh"):
                 log(f"  Redis commands per {kind} grant: {out[kind]['redis_commands']}")
@@ -863,9 +868,16 @@ class Bench:
         return {**per, "total": round(sum(per.values()), 2)}
 
     async def refresh_chains(
-        self, host: str, port: int, seeds: list[str], make: Any, count_redis: bool = False
+        self,
+        host: str,
+        port: int,
+        seeds: list[str],
+        make: Any,
+        count_redis: bool = False,
+        cpu_of: Proc | None = None,
     ) -> dict[str, Any]:
-        """One chain of single-use refresh tokens per connection (rotation on every grant)."""
+        """One chain of single-use refresh tokens per connection (rotation on every grant);
+        with ``cpu_of``, that process's CPU time per grant (user + system)."""
         current = list(seeds)
 
         def next_refresh(index: int, last: Response | None) -> bytes | None:
@@ -878,9 +890,13 @@ class Bench:
         # a short warm-up on the same chains, then the measurement
         await chained(host, port, next_refresh, len(seeds), duration=1.0)
         before = await self.redis_commandstats() if count_redis else {}
+        cpu_before = cpu_seconds(cpu_of.pid) if cpu_of is not None else 0.0
         result = await chained(host, port, next_refresh, len(seeds), duration=self.o.seconds)
         self.refresh_seeds = current
         summary = _chain_summary(result)
+        if cpu_of is not None:
+            used = cpu_seconds(cpu_of.pid) - cpu_before
+            summary["cpu_us_per_grant"] = round(used * 1e6 / max(1, result.ok))
         if count_redis:
             summary["redis_commands"] = await self.redis_commands_per(result.ok, before)
         return summary

@@ -57,11 +57,68 @@ class InlineReplies:
             data = self._rest
 
 
+def _encoded(arg: Any) -> bytes:
+    if isinstance(arg, bytes):
+        return arg
+    if isinstance(arg, str):
+        return arg.encode()  # txredisapi's default charset, utf-8, strict
+    if isinstance(arg, float):
+        return format(arg, "f").encode()  # as txredisapi encodes a float
+    return str(arg).encode()
+
+
+class LeanCommands:
+    """Mixin for a txredisapi protocol: a plain command costs fewer Python steps.
+
+    Per command txredisapi encodes every argument twice over (value and length, through a
+    chain of type checks) and chains three Deferreds (the reply queue's, a result it fires,
+    the timeout's). A refresh grant sends a dozen commands, scripts with twenty arguments,
+    and this was a third of its Python time on Redis (benchmarks/README.md, P3). Here the
+    command is built in one join, and the reply queue's Deferred is the result: a reply
+    timeout still fails it (txredisapi puts the TimeoutError into the queue for every
+    waiter) and a lost connection too. Pipelining, ``MULTI`` and ``post_proc`` take
+    txredisapi's own path.
+    """
+
+    def _build_command(self, *args: Any, **kwargs: Any) -> bytes:
+        parts = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            value = _encoded(arg)
+            parts.append(b"$%d\r\n%s\r\n" % (len(value), value))
+        return b"".join(parts)
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs or self.pipelining or self.inMulti or not self.connected:  # type: ignore[attr-defined]
+            return super().execute_command(*args, **kwargs)  # type: ignore[misc]
+        self.transport.write(self._build_command(*args))  # type: ignore[attr-defined]
+        reply = self.replyQueue.get().addCallback(self.handle_reply)  # type: ignore[attr-defined]
+        if self.replyTimeout:  # type: ignore[attr-defined]
+            timeout = self.callLater(self.replyTimeout, self._reply_late)  # type: ignore[attr-defined]
+            reply.addBoth(_cancelled, timeout)
+        return reply
+
+    def _reply_late(self) -> None:
+        # txredisapi's fire_timeout, less its own result Deferred: every waiter fails.
+        from txredisapi import TimeoutError
+
+        error = TimeoutError(f"Not received Redis response in {self.replyTimeout} seconds")  # type: ignore[attr-defined]
+        while self.replyQueue.waiting:  # type: ignore[attr-defined]
+            self.replyQueue.put(error)  # type: ignore[attr-defined]
+        self.transport.abortConnection()  # type: ignore[attr-defined]
+
+
+def _cancelled(result: Any, timeout: Any) -> Any:
+    if timeout.active():
+        timeout.cancel()
+    return result
+
+
 def storage_protocol() -> type:
-    """txredisapi's RedisProtocol with :class:`InlineReplies` (imported on first use)."""
+    """txredisapi's RedisProtocol with :class:`InlineReplies` and :class:`LeanCommands`
+    (imported on first use)."""
     from txredisapi import RedisProtocol
 
-    class StorageRedisProtocol(InlineReplies, RedisProtocol):  # type: ignore[misc]
+    class StorageRedisProtocol(LeanCommands, InlineReplies, RedisProtocol):  # type: ignore[misc]
         """The storage's connection protocol."""
 
     return StorageRedisProtocol
