@@ -9,6 +9,9 @@ Redis (benchmarks/README.md): that wait, not Redis, set the grants/s. :class:`In
 parses the rest of a read at once, in a loop (no recursion however many replies a read
 holds).
 
+With ``hiredis`` installed (a dependency) txredisapi's ``RedisProtocol`` is its C-parsing
+``HiredisProtocol``, which needs no such fix; the mixin then only passes reads through.
+
 Nagle's algorithm is off on the connection (``TCP_NODELAY``, which Twisted does not set): a
 command written while an earlier one is unacknowledged must not wait for Redis's ACK.
 """
