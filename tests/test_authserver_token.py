@@ -446,6 +446,28 @@ class RefreshTokenGrantTests(Base):
         self.assertEqual(result.code, 200)
         self.assertEqual(result.json(), winner)
 
+    def test_a_use_not_recorded_does_not_fail_the_grant(self) -> None:
+        """The touch goes after the answer: a rotation that happened is answered even when
+        recording the client's use fails (Redis gone at that moment, say)."""
+        from twisted.internet.defer import fail
+        from twisted.logger import globalLogPublisher
+
+        from authproxy.storage.unavailable import StorageUnavailable
+
+        storage = self.h.storage
+        storage.clients.touch_client = lambda client_id: fail(  # type: ignore[method-assign]
+            StorageUnavailable("Redis is unreachable")
+        )
+        logged: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        result = self.h.refresh(self.client, self.first["refresh_token"])
+        self.assertEqual(result.code, 200, result.body)
+        self.assertIn("refresh_token", result.json())
+        warnings = [e for e in logged if e.get("log_format", "").startswith("Could not record")]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["error"], "Redis is unreachable")
+
     def test_resource_on_refresh(self) -> None:
         ok = self.h.refresh(self.client, self.first["refresh_token"], resource=AUDIENCE)
         self.assertEqual(ok.code, 200)

@@ -55,6 +55,14 @@ class InlineRepliesTests(SynchronousTestCase):
         protocol.dataReceived(b"$1\r\nx\r\n" * 5000)
         self.assertEqual({self.successResultOf(d) for d in replies}, {"x"})
 
+    def test_commands_are_written_as_txredisapi_writes_them(self) -> None:
+        from txredisapi import BaseRedisProtocol
+
+        protocol, transport = _connected()
+        args = ("EVALSHA", "ab" * 20, 2, "k:é", b"raw", 1.5, 0, "")
+        protocol.execute_command(*args)
+        self.assertEqual(transport.value(), BaseRedisProtocol._build_command(protocol, *args))
+
     def test_subscriber_gets_every_message_of_one_read(self) -> None:
         seen: list[Any] = []
 
