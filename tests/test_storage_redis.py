@@ -226,6 +226,43 @@ class TwoReplicasTests(OnRedis, SynchronousTestCase):
         self.successResultOf(self.a.clients.add_client(make_client()))
         self.assertEqual(self.successResultOf(self.b.clients.get_client("client-1")), make_client())
 
+    def test_a_used_client_is_known_to_the_other_replica_5_s_at_most_after_removal(
+        self,
+    ) -> None:
+        """The client cache's staleness bound (authproxy/storage/redis/client_cache.py)."""
+        self.successResultOf(self.a.clients.add_client(make_client()))
+        self.successResultOf(self.a.clients.touch_client("client-1"))
+        self.assertIsNotNone(self.successResultOf(self.b.clients.get_client("client-1")))
+        self.successResultOf(self.redis.execute_command("DEL", "shared:clients:r:client-1"))
+        self.clock.advance(4.9)
+        self.assertIsNotNone(self.successResultOf(self.b.clients.get_client("client-1")))
+        self.clock.advance(0.1)
+        self.assertIsNone(self.successResultOf(self.b.clients.get_client("client-1")))
+
+    def test_a_never_used_client_is_always_read(self) -> None:
+        self.successResultOf(self.a.clients.add_client(make_client()))
+        self.assertIsNotNone(self.successResultOf(self.b.clients.get_client("client-1")))
+        self.successResultOf(self.redis.execute_command("DEL", "shared:clients:r:client-1"))
+        self.assertIsNone(self.successResultOf(self.b.clients.get_client("client-1")))
+
+    def test_a_use_is_written_once_per_5_s_per_replica(self) -> None:
+        self.successResultOf(self.a.clients.add_client(make_client()))
+        self.successResultOf(self.a.clients.touch_client("client-1"))
+        self.assertIsNotNone(self.successResultOf(self.a.clients.get_client("client-1")))
+
+        def last_used() -> float:
+            key = "shared:clients:r:client-1"
+            return float(self.successResultOf(self.redis.hget(key, "last_used_at")))
+
+        self.clock.advance(4)
+        self.successResultOf(self.a.clients.touch_client("client-1"))
+        self.assertEqual(last_used(), START)  # recorded 4 s ago: not written again
+        self.successResultOf(self.b.clients.touch_client("client-1"))
+        self.assertEqual(last_used(), START + 4)  # the other replica had not recorded one
+        self.clock.advance(1)
+        self.successResultOf(self.a.clients.touch_client("client-1"))
+        self.assertEqual(last_used(), START + 5)
+
     def test_every_record_has_a_redis_ttl(self) -> None:
         self.successResultOf(self.a.logins.put_pending(make_pending(lifespan=600)))
         self.successResultOf(self.a.codes.put_code(make_code(lifespan=60)))
