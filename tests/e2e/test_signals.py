@@ -28,7 +28,7 @@ import pytest
 
 from authproxy.keys.ring import KeySources, load_key_set
 from authproxy.testing.backend import mint_token
-from authproxy.testing.keys import ec_pem
+from authproxy.testing.keys import ec_pem, hmac_secret
 from tests import processes as procs
 from tests.e2e.harness import write_config
 
@@ -115,7 +115,7 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     (tmp_path / "keys").mkdir()
     (tmp_path / "hmac").mkdir()
     (tmp_path / "keys" / "key-0.pem").write_bytes(ec_pem())
-    (tmp_path / "hmac" / "hmac-0").write_bytes(secrets.token_bytes(32))
+    (tmp_path / "hmac" / "hmac-0").write_bytes(hmac_secret())  # text: never stripped short
     for path in (tmp_path / "keys" / "key-0.pem", tmp_path / "hmac" / "hmac-0"):
         path.chmod(0o400)
     url = f"http://127.0.0.1:{port}"
