@@ -58,6 +58,7 @@ AUTH_PATHS = [
     "/oauth/consent",
     "/oauth/token",
     "/oauth/revoke",
+    "/oauth/userinfo",
     "/health",
     "/ready",
     "/metrics",
@@ -81,6 +82,10 @@ HEADER_NAMES = [
     b"If-None-Match",
     b"Referer",
     b"User-Agent",
+    b"Mcp-Method",
+    b"Mcp-Name",
+    b"X-Request-Id",
+    b"Host",
 ]
 PARAM_NAMES = [
     "response_type",
@@ -239,6 +244,8 @@ class WholeApplicationFuzzTests(SynchronousTestCase):
                 "auth_server": {"consent": "always"},
                 # no upstream token to fetch: a valid token goes straight to the backend
                 "upstream_token": {"header_strategy": "none"},
+                # proxied POST bodies are then read as JSON-RPC and matched (scope_rules.py)
+                "proxy": {"scope_rules": [{"method": "tools/call", "scopes": ["mcp:admin"]}]},
             },
             environ={},
         )
