@@ -18,11 +18,7 @@ from authproxy.authserver.openid_claims import OPENID_SCOPE, scoped_claims
 from authproxy.http.cors import CLIENT_REQUEST_HEADERS, PublicCORS
 from authproxy.http.resource import AsyncResource
 from authproxy.http.responses import NO_STORE, json_body
-from authproxy.proxy.guard import BearerError, BearerGuard, bearer_token
-
-
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+from authproxy.proxy.guard import BearerError, BearerGuard, bearer_token, quote_param
 
 
 class UserinfoResource(AsyncResource):
@@ -67,6 +63,6 @@ class UserinfoResource(AsyncResource):
         if error.scope:
             params.append(("scope", " ".join(error.scope)))
         error.headers["WWW-Authenticate"] = "Bearer " + ", ".join(
-            f"{k}={_quote(v)}" for k, v in params
+            f"{k}={quote_param(v)}" for k, v in params
         )
         return error

@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 
 from authproxy.http.held_counts import HeldCounts
-from authproxy.http.responses import TrustedProxies, source_key
+from authproxy.http.responses import NO_TRUSTED_PROXIES, TrustedProxies, source_key
 
 # Connections kept for /health and /ready once the rest are taken.
 MAX_RESERVE = 16
@@ -44,7 +44,7 @@ class ConnectionLimits:
         self.max_total = max_total
         self.max_per_source = max_per_source
         self.reserve = min(MAX_RESERVE, max_total // 4) if reserve is None else reserve
-        self._trusted = trusted or TrustedProxies(())
+        self._trusted = trusted or NO_TRUSTED_PROXIES
         self._counts: HeldCounts[str] = HeldCounts()
         self.refused = 0
 

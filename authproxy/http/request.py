@@ -75,7 +75,9 @@ class LimitedRequest(HeadFlushingRequest):
         if stop_reading is None:
             return False
         method, uri, version = channel._command, channel._path, channel._version
-        self.method, self.uri = method, uri
+        # what render() will see, so the head check judges the same request line
+        self.method, self.uri, self.clientproto = method, uri, version
+        self.path = uri.partition(b"?")[0]
         if not check.answer_before_body(self, route):
             return False
         self.content = io.BytesIO()

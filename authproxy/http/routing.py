@@ -9,7 +9,7 @@ server is never behind the guard and the proxy knows nothing of the authorizatio
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from twisted.internet.address import UNIXAddress
@@ -22,6 +22,9 @@ from authproxy.http.errors import method_not_allowed as method_not_allowed_error
 from authproxy.http.hosts import ServedHosts, framing_error, misdirected
 from authproxy.http.loopback import is_loopback_host
 from authproxy.http.responses import json_body
+
+#: host_refusal's verdict not yet reached for a request (None means: serve it)
+_UNJUDGED = object()
 
 
 class JSONNotFound(Resource):
@@ -86,7 +89,15 @@ class PrefixTable(Resource):
 
     def host_refusal(self, request: Request) -> JSONError | None:
         """The answer for a request that names no host, several, or one this server does
-        not answer for (http/hosts.py); None to serve it."""
+        not answer for (http/hosts.py); None to serve it. Judged once per request: the
+        head check (before the body) and render() share the verdict."""
+        verdict = getattr(request, "_host_refusal", _UNJUDGED)
+        if verdict is _UNJUDGED:
+            verdict = self._judge_host(request)
+            request._host_refusal = verdict  # type: ignore[attr-defined]
+        return cast(JSONError | None, verdict)
+
+    def _judge_host(self, request: Request) -> JSONError | None:
         hosts = self.hosts
         if hosts is None:
             return None

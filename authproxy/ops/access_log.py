@@ -111,10 +111,11 @@ class AccessLog(Service):
 
     def _client(self, request: Any) -> str:
         peer = getattr(request.getClientAddress(), "host", None) or "-"
-        if self._trusted.networks and self._trusted.trusts(peer):
-            # the same resolution as the rate limits (a client cannot choose it)
-            return source_address(request, self._trusted)
-        return str(peer)
+        if not self._trusted.networks or peer == "-":
+            return str(peer)
+        # the same resolution as the rate limits (a client cannot choose it); it checks
+        # whether the peer is trusted itself
+        return source_address(request, self._trusted)
 
     def _escaped(self, value: bytes | str) -> str:
         """``value`` as a field: escaped for quotes (text, as twisted.web's combined log

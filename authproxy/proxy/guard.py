@@ -96,7 +96,8 @@ class _Verified:
     revocation_generation: int
 
 
-def _quote(value: str) -> str:
+def quote_param(value: str) -> str:
+    """``value`` as an RFC 9110 quoted-string (an auth-param of a challenge)."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -121,7 +122,7 @@ class Challenge:
         scope = error.scope or self.scopes
         if scope:
             params.append(("scope", " ".join(scope)))
-        return "Bearer " + ", ".join(f"{k}={_quote(v)}" for k, v in params)
+        return "Bearer " + ", ".join(f"{k}={quote_param(v)}" for k, v in params)
 
     def payload(self, error: BearerError) -> dict[str, str]:
         return error.payload()
