@@ -23,9 +23,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from authproxy.storage import Storage
 from authproxy.storage.redis import redis_storage
-from authproxy.storage.redis.connection import LuaScript, connect_redis
+from authproxy.storage.redis.connection import LuaScript
 from authproxy.storage.redis.feed import RevocationFeed
-from authproxy.testing.redis import RedisServer, redis_server_or_skip
+from authproxy.testing.redis import RedisServer, connect_redis, redis_server_or_skip
 from tests.storage_conformance import (
     START,
     AuthorizationCodesConformance,

@@ -15,9 +15,10 @@ import tempfile
 import time
 import unittest
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
+from twisted.internet.defer import Deferred
 
 from authproxy.storage.redis import resp
 
@@ -157,3 +158,40 @@ def redis_server_or_skip(**kwargs: Any) -> RedisServer:
             raise AssertionError(missing)
         raise unittest.SkipTest(missing)
     return RedisServer.start(**kwargs)
+
+
+def connect_redis(
+    endpoint: Any,
+    *,
+    dbid: int = 0,
+    password: str | None = None,
+    poolsize: int = 1,
+    reconnect: bool = True,
+    reply_timeout: float | None = None,
+) -> Deferred[Any]:
+    """A txredisapi connection (pool) through ``endpoint``, fired once connected: how tests
+    reach a Redis directly (the daemon connects through ``storage/redis/link.py``).
+
+    The endpoint is the caller's (TCP, TLS or unix, on the reactor it chose): txredisapi's
+    own helpers resolve host names in the reactor's thread pool on the global reactor.
+    Numbers are never converted: records are strings and the scripts' replies are parsed
+    where they are read.
+    """
+    from txredisapi import ConnectionHandler, RedisFactory
+
+    from authproxy.storage.redis.protocol import storage_protocol
+
+    factory = RedisFactory(
+        repr(endpoint),
+        dbid,
+        poolsize,
+        isLazy=False,
+        handler=ConnectionHandler,
+        password=password,
+        replyTimeout=reply_timeout,
+        convertNumbers=False,
+    )
+    factory.protocol = storage_protocol()
+    factory.reconnect = reconnect
+    factory.startConnecting(endpoint)
+    return cast(Deferred[Any], factory.deferred)

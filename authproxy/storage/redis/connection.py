@@ -81,39 +81,3 @@ class RedisCollection:
     def key(self, *parts: str) -> str:
         """``key_prefix`` + the parts joined by ``:`` (several deployments share a Redis)."""
         return self.key_prefix + ":".join(parts)
-
-
-def connect_redis(
-    endpoint: Any,
-    *,
-    dbid: int = 0,
-    password: str | None = None,
-    poolsize: int = 1,
-    reconnect: bool = True,
-    reply_timeout: float | None = None,
-) -> Deferred[Any]:
-    """A txredisapi connection (pool) through ``endpoint``, fired once connected.
-
-    The endpoint is the caller's (TCP, TLS or unix, on the reactor it chose): txredisapi's
-    own helpers resolve host names in the reactor's thread pool on the global reactor.
-    Numbers are never converted: records are strings and the scripts' replies are parsed
-    where they are read.
-    """
-    from txredisapi import ConnectionHandler, RedisFactory
-
-    from authproxy.storage.redis.protocol import storage_protocol
-
-    factory = RedisFactory(
-        repr(endpoint),
-        dbid,
-        poolsize,
-        isLazy=False,
-        handler=ConnectionHandler,
-        password=password,
-        replyTimeout=reply_timeout,
-        convertNumbers=False,
-    )
-    factory.protocol = storage_protocol()
-    factory.reconnect = reconnect
-    factory.startConnecting(endpoint)
-    return cast(Deferred[Any], factory.deferred)
